@@ -1,0 +1,79 @@
+"""`ftwizard` command line. With no arguments it opens the wizard; otherwise one subcommand.
+
+Each subcommand lives in `ftwizard.core.commands.<name>` with `add_arguments(parser)` and
+`run(args) -> int`. This module imports no ML library and no textual: `ftwizard --help` and
+`ftwizard status` answer at once. A `UserError` from any command is printed as one line per problem
+and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserError
+
+# name -> (module, one-line help). Order is the order shown by --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "create a run from CONFIG and start training, detached"),
+    "runs": ("runs", "list runs"),
+    "status": ("status", "state of one run"),
+    "stop": ("stop", "stop a run gracefully (a checkpoint is saved)"),
+    "selftest": ("selftest", "can this machine train? builds a tiny model offline and trains it"),
+    "presets": ("presets", "list the bundled presets"),
+    "config-reference": ("config_reference", "print every config key with its default and meaning"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's own convention too)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ftwizard", description="Fine-tune LLMs from the terminal. Run without "
+                     "arguments for the wizard.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_) in COMMANDS.items():
+        mod = importlib.import_module(f"ftwizard.core.commands.{module}")
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip())
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ftwizard {version('ftwizard')}"
+    except PackageNotFoundError:
+        return "ftwizard (not installed)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        from ftwizard.tui.app import run_app
+
+        return run_app() or 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        for problem in exc.problems:
+            print(f"ftwizard: {problem}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ftwizard: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

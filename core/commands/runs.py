@@ -1,0 +1,35 @@
+"""List runs: state, model, method, progress, last loss, age."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", help="runs root (default ./runs or $FTWIZARD_RUNS_DIR)")
+    p.add_argument("--json", action="store_true", help="one JSON list of run objects")
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..runs import age, list_runs
+
+    infos = list_runs(args.runs_dir)
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=1))
+        return 0
+    if not infos:
+        print("no runs yet (ftwizard train CONFIG starts one)")
+        return 0
+    table = Table(box=None, header_style="bold")
+    for col in ("run", "state", "model", "method", "step", "last loss", "age"):
+        table.add_column(col)
+    for i in infos:
+        step = f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
+        loss = f"{i.last_loss:.4f}" if i.last_loss is not None else "-"
+        table.add_row(i.id, i.state, str(i.model or "?"), str(i.method or "?"), step, loss, age(i))
+    Console().print(table)
+    return 0

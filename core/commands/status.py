@@ -1,0 +1,31 @@
+"""State of one run (running, completed, failed, stopped), its reason, step and pid."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="run id (or unique prefix) or run directory")
+    p.add_argument("--runs-dir", help="runs root (default ./runs or $FTWIZARD_RUNS_DIR)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    from ..runs import resolve_run, run_info
+
+    info = run_info(resolve_run(args.run, args.runs_dir))
+    if args.json:
+        print(json.dumps(info.to_json(), indent=1))
+        return 0
+    step = f"{info.step}/{info.max_steps}" if info.max_steps else str(info.step)
+    print(f"{info.id}: {info.state}" + (f" ({info.reason})" if info.reason else ""))
+    print(f"  step {step}  last loss {info.last_loss}  pid {info.pid}  phase {info.phase}")
+    if info.diagnosis and info.diagnosis.get("fixes"):
+        print("  try, in order:")
+        for fix in info.diagnosis["fixes"]:
+            print(f"   - {fix}")
+    if info.output:
+        print(f"  output: {info.output}")
+    return 0

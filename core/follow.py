@@ -1,0 +1,59 @@
+"""Follow a run in the terminal with a rich progress display until it ends (Ctrl-C detaches)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .events import EventTail
+from .runs import run_info
+
+
+def follow(run_dir: Path, poll_s: float = 0.5) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console()
+    tail = EventTail(Path(run_dir) / "events.jsonl")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
+    task = progress.add_task("starting", total=None, stats="")
+    try:
+        with progress:
+            while True:
+                for ev in tail.read_new():
+                    kind = ev.get("type")
+                    if kind == "phase":
+                        progress.update(task, description=ev["phase"].replace("_", " "),
+                                        total=ev.get("max_steps") or None,
+                                        completed=ev.get("start_step") or 0)
+                        if ev.get("detail"):
+                            progress.console.print(f"[dim]{ev['phase']}: {ev['detail']}[/]")
+                    elif kind == "train":
+                        stats = f"loss {ev['loss']:.4f}  {ev.get('tokens_per_s') or 0:,.0f} tok/s"
+                        progress.update(task, completed=ev["step"], total=ev.get("max_steps"), stats=stats)
+                    elif kind == "eval":
+                        progress.console.print(f"step {ev['step']}: validation loss {ev['eval_loss']:.4f}")
+                    elif kind == "warning":
+                        progress.console.print(f"[yellow]warning:[/] {ev.get('message')}")
+                info = run_info(run_dir)
+                if info.state in ("completed", "failed", "stopped"):
+                    for ev in tail.read_new():
+                        if ev.get("type") == "train":
+                            progress.update(task, completed=ev["step"])
+                    break
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        console.print(f"\ndetached; the run goes on. Follow it again: ftwizard attach {Path(run_dir).name}")
+        return 0
+    style = {"completed": "green", "failed": "red", "stopped": "yellow"}[info.state]
+    console.print(f"[{style}]{info.state}[/]" + (f": {info.reason}" if info.reason else ""))
+    if info.diagnosis and info.diagnosis.get("fixes"):
+        for fix in info.diagnosis["fixes"]:
+            console.print(f"  - {fix}")
+    if info.output:
+        console.print(f"output: {info.output}")
+    if info.state == "failed":
+        console.print(f"log: {Path(run_dir) / 'train.log'}")
+    return 0 if info.state == "completed" else 1

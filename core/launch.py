@@ -1,0 +1,103 @@
+"""Starting runs: make the run directory, write its config, and start the training process detached.
+
+The process gets its own session (`start_new_session`), stdin from /dev/null and stdout/stderr into
+`train.log`, so closing the terminal, the wizard or the SSH connection never stops it. Nothing here
+waits for it: the CLI and the wizard follow the run by reading its directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import RunConfig, dump_config
+from .errors import UserError
+from .runs import CONFIG, LAUNCH, LOG, STOP_REQUEST, make_run_dir, process_alive, read_json, run_info, \
+    runs_root, write_json_atomic
+
+
+def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> Path:
+    """A new run directory holding the config. Fails early (exit 2) on a missing model or dataset."""
+    from .data.load import data_files
+    from .models import check_model_source
+
+    check_model_source(cfg.model.name_or_path, cfg.model.gguf_file)
+    data_files(cfg.dataset.path)
+    if cfg.dataset.validation_path:
+        data_files(cfg.dataset.validation_path)
+    root = runs_root(runs_dir or cfg.runs_dir)
+    label = f"{cfg.name or cfg.model.gguf_file or cfg.model.name_or_path}-{cfg.method}"
+    run_dir = make_run_dir(root, label)
+    (run_dir / CONFIG).write_text(dump_config(cfg), encoding="utf-8")
+    return run_dir
+
+
+def start(run_dir: Path, *, resume: bool = False) -> int:
+    """Start the training process on `run_dir`, detached. Returns its pid."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "ftwizard.core.trainer", str(run_dir)] + (["--resume"] if resume else [])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    log = open(run_dir / LOG, "ab")
+    try:
+        proc = subprocess.Popen(cmd, cwd=run_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True, close_fds=True)
+    finally:
+        log.close()
+    try:
+        created = psutil.Process(proc.pid).create_time()
+    except psutil.NoSuchProcess:
+        created = None
+    launches = (read_json(run_dir / LAUNCH) or {}).get("history", [])
+    record = {"pid": proc.pid, "create_time": created, "command": cmd,
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    prev = read_json(run_dir / LAUNCH)
+    if prev:
+        record["created"] = prev.get("created", record["created"])
+        launches = prev.get("history", []) + [{k: prev[k] for k in ("pid", "create_time") if k in prev}]
+    record["history"] = launches
+    write_json_atomic(run_dir / LAUNCH, record)
+    # Keep a handle so that a parent that lives on (tests, the wizard) reaps the child when it ends.
+    _children.append(proc)
+    return proc.pid
+
+
+_children: list[subprocess.Popen] = []
+
+
+def reap() -> None:
+    for p in list(_children):
+        if p.poll() is not None:
+            _children.remove(p)
+
+
+def stop(run_dir: Path) -> bool:
+    """Ask a run to stop: it checkpoints, saves and ends as 'stopped'. False if it is not running."""
+    info = run_info(run_dir)
+    if info.state not in ("running", "starting"):
+        return False
+    (run_dir / STOP_REQUEST).write_text(datetime.now(timezone.utc).isoformat(), encoding="utf-8")
+    launch = read_json(run_dir / LAUNCH) or {}
+    if process_alive(info.pid, launch.get("create_time")):
+        try:
+            os.kill(info.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return True
+
+
+def resume(run_dir: Path) -> int:
+    info = run_info(run_dir)
+    if info.state in ("running", "starting"):
+        raise UserError(f"run {info.id} is still {info.state}", field="RUN")
+    from .trainer import last_checkpoint
+
+    if last_checkpoint(run_dir) is None:
+        raise UserError("no checkpoint to resume from", file=str(run_dir / "checkpoints"))
+    (run_dir / STOP_REQUEST).unlink(missing_ok=True)
+    return start(run_dir, resume=True)

@@ -1,0 +1,468 @@
+"""The training process: `python -m ftwizard.core.trainer RUN_DIR [--resume]`.
+
+Reads `RUN_DIR/config.yaml` and nothing else; writes `events.jsonl`, `status.json`, checkpoints and
+`output/`. It is started detached by `ftwizard train` (own session, stdout/stderr to `train.log`) so it
+survives the terminal. Read top to bottom: setup -> train -> cleanup.
+
+Feature -> config key:
+    model source, GGUF, attention   model.name_or_path, model.gguf_file, model.attn_implementation
+    chat template                   model.chat_template (else the tokenizer's, with generation markers)
+    full / LoRA / QLoRA             method, lora.*, quantization.*
+    data, masking, validation       dataset.* (assistant_only_loss, validation, validation_path)
+    schedule and optimizer          train.learning_rate, lr_scheduler, warmup_ratio, optim, epochs, max_steps
+    memory                          train.batch_size, gradient_accumulation_steps, max_length,
+                                    gradient_checkpointing, precision
+    longest batch first             train.longest_first (an OOM shows at step 1, not hours in)
+    telemetry                       always events.jsonl; train.logging_steps; train.extra_metrics
+    stop                            SIGTERM or RUN_DIR/stop.request: checkpoint, save, state "stopped"
+    resume                          --resume: from the last checkpoint in RUN_DIR/checkpoints
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .config import RunConfig, load_config
+from .errors import UserError
+from .events import EventWriter
+from .runs import CONFIG, STATUS, STOP_REQUEST, write_json_atomic
+
+
+class StopRequested(Exception):
+    """Raised when a stop arrives before training has started (nothing to checkpoint yet)."""
+
+
+class Run:
+    """The run directory as the training process sees it: events, status and the stop flag."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir
+        self.events = EventWriter(run_dir)
+        self.stop_requested = False
+        self.training_started = False
+        self.status = {"pid": os.getpid(), "state": "running", "phase": "started", "step": 0,
+                       "started": time.time()}
+        self.write_status()
+
+    def write_status(self, **fields) -> None:
+        self.status.update(fields, updated=time.time())
+        write_json_atomic(self.dir / STATUS, self.status)
+
+    def phase(self, phase: str, detail: str = "", **extra) -> None:
+        self.events.emit("phase", phase=phase, detail=detail, **extra)
+        self.write_status(phase=phase)
+        log(f"[{phase}] {detail}")
+
+    def request_stop(self, *_):
+        self.stop_requested = True
+        if not self.training_started:
+            raise StopRequested()
+
+    def should_stop(self) -> bool:
+        return self.stop_requested or (self.dir / STOP_REQUEST).exists()
+
+
+def log(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------- setup
+
+
+def pick_device(cfg: RunConfig) -> dict:
+    """Device, precision and attention implementation, each with the reason it was chosen."""
+    import torch
+
+    cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is cuda but no CUDA GPU is visible", field="train.device")
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if not cuda and precision != "fp32":
+        precision = "fp32"  # CPU training: mixed precision brings nothing but errors here
+    attn = cfg.model.attn_implementation
+    if attn == "auto":
+        attn = "sdpa"
+        if cuda:
+            try:
+                import flash_attn  # noqa: F401
+
+                attn = "flash_attention_2"
+            except ImportError:
+                pass
+    return {"cuda": cuda, "precision": precision, "attn": attn,
+            "n_gpus": torch.cuda.device_count() if cuda else 0}
+
+
+def load_tokenizer_and_model(cfg: RunConfig, dev: dict, run: Run, resolved_path: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolved_path, revision=cfg.model.revision,
+                                        trust_remote_code=cfg.model.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dev["precision"]]
+    if cfg.method == "full" and dev["cuda"]:
+        dtype = torch.float32  # mixed precision keeps fp32 master weights; autocast does the rest
+    kwargs = {"dtype": dtype, "attn_implementation": dev["attn"], "revision": cfg.model.revision,
+              "trust_remote_code": cfg.model.trust_remote_code}
+    if cfg.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        compute = cfg.quantization.compute_dtype
+        compute_dtype = dtype if compute == "auto" else getattr(torch, compute)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=cfg.quantization.quant_type,
+            bnb_4bit_use_double_quant=cfg.quantization.double_quant, bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_quant_storage=compute_dtype)
+    if dev["cuda"]:
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    model = AutoModelForCausalLM.from_pretrained(resolved_path, **kwargs)
+    model.config.use_cache = False
+    return tok, model
+
+
+def apply_method(cfg: RunConfig, model, dev: dict):
+    """Wrap the model in LoRA adapters for lora/qlora; full fine-tuning trains it as is."""
+    if cfg.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    lc = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                    target_modules=cfg.lora.target_modules, use_rslora=cfg.lora.use_rslora,
+                    use_dora=cfg.lora.use_dora, task_type="CAUSAL_LM", bias="none")
+    return get_peft_model(model, lc)
+
+
+def load_data(cfg: RunConfig, tok, template: str | None, run: Run):
+    """Tokenized train and validation datasets (cached), plus facts for the events."""
+    from .data.formats import detect_format, to_canonical
+    from .data.load import load_table
+    from .data.tokenize import tokenize_dataset
+
+    d = cfg.dataset
+    raw = load_table(d.path, d.split, d.max_rows)
+    det = detect_format(raw.column_names, raw.select(range(min(20, len(raw)))).to_list(), d.columns, d.format)
+    run.events.emit("info", key="dataset", value={"path": d.path, "format": det.format,
+                                                  "evidence": det.evidence, "rows": len(raw)})
+    canon = raw.map(lambda r: to_canonical(r, det), remove_columns=raw.column_names)
+    assistant_only = d.assistant_only_loss and det.format != "text"
+    eval_raw = None
+    if d.validation_path:
+        vr = load_table(d.validation_path, d.split, None)
+        vdet = detect_format(vr.column_names, vr.select(range(min(20, len(vr)))).to_list(), d.columns, d.format)
+        eval_raw = vr.map(lambda r: to_canonical(r, vdet), remove_columns=vr.column_names)
+    elif d.validation > 0 and len(canon) >= 10:
+        split = canon.train_test_split(test_size=d.validation, seed=cfg.train.seed)
+        canon, eval_raw = split["train"], split["test"]
+
+    run.phase("tokenizing", f"{len(canon)} rows, max_length {cfg.train.max_length}")
+    train_ds, facts = tokenize_dataset(canon, tok, template, cfg.train.max_length, assistant_only,
+                                       data_fingerprint=canon._fingerprint, name="train")
+    run.events.emit("info", key="tokenized", value=facts)
+    if facts["dropped_no_trained_tokens"]:
+        run.events.emit("warning", code="rows-without-trained-tokens",
+                        message=f"{facts['dropped_no_trained_tokens']} rows had no trained token "
+                                "after truncation and were dropped", evidence=facts)
+    eval_ds = None
+    if eval_raw is not None and len(eval_raw):
+        eval_ds, efacts = tokenize_dataset(eval_raw, tok, template, cfg.train.max_length, assistant_only,
+                                           data_fingerprint=eval_raw._fingerprint, name="validation")
+        run.events.emit("info", key="tokenized_validation", value=efacts)
+    return train_ds, eval_ds, facts
+
+
+def make_callback(run: Run, cfg: RunConfig, dev: dict, counter):
+    """The TrainerCallback that writes events.jsonl (rank 0 only) and honours stop requests."""
+    from transformers import TrainerCallback
+
+    class EventsCallback(TrainerCallback):
+        def __init__(self):
+            self.t_last = None
+            self.tokens_last = 0
+            self.t0 = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            run.training_started = True
+            self.t0 = self.t_last = time.time()
+            self.tokens_last = counter.tokens
+            if state.is_world_process_zero:
+                run.phase("training", f"{state.max_steps} steps", max_steps=state.max_steps,
+                          start_step=state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            if run.should_stop():
+                run.stop_requested = True
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs:
+                return
+            now = time.time()
+            if "loss" in logs:
+                dt = max(now - self.t_last, 1e-9)
+                tps = (counter.tokens - self.tokens_last) / dt
+                self.t_last, self.tokens_last = now, counter.tokens
+                ev = {"step": state.global_step, "max_steps": state.max_steps,
+                      "epoch": round(state.epoch or 0, 4), "loss": logs["loss"],
+                      "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                      "tokens_per_s": round(tps, 1), "tokens": counter.tokens,
+                      "elapsed_s": round(now - self.t0, 3), "mem": memory(dev)}
+                for k in ("mean_token_accuracy", "entropy"):
+                    if k in logs:
+                        ev[k] = logs[k]
+                run.events.emit("train", **ev)
+                run.write_status(step=state.global_step, max_steps=state.max_steps)
+                loss = logs["loss"]
+                log(f"step {state.global_step}/{state.max_steps} loss {loss:.4f} lr {ev['lr']:.2e} "
+                    f"grad {ev['grad_norm'] if ev['grad_norm'] is None else round(ev['grad_norm'], 3)} "
+                    f"{tps:.0f} tok/s")
+                if isinstance(loss, float) and not math.isfinite(loss):
+                    run.events.emit("warning", code="nan-loss", message=f"loss is {loss} at step "
+                                    f"{state.global_step}", evidence={"step": state.global_step})
+            if "eval_loss" in logs:
+                run.events.emit("eval", step=state.global_step, eval_loss=logs["eval_loss"])
+                log(f"eval step {state.global_step} eval_loss {logs['eval_loss']:.4f}")
+
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                run.events.emit("checkpoint", step=state.global_step,
+                                path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+
+    return EventsCallback()
+
+
+def memory(dev: dict) -> dict:
+    if dev["cuda"]:
+        import torch
+
+        gib = 1024 ** 3
+        return {"cuda": [{"device": i, "allocated_gib": round(torch.cuda.memory_allocated(i) / gib, 3),
+                          "reserved_gib": round(torch.cuda.memory_reserved(i) / gib, 3),
+                          "peak_gib": round(torch.cuda.max_memory_allocated(i) / gib, 3)}
+                         for i in range(torch.cuda.device_count())]}
+    import psutil
+
+    return {"rss_gib": round(psutil.Process().memory_info().rss / 1024 ** 3, 3)}
+
+
+class TokenCounter:
+    """Counts non-padding tokens as the collator builds batches, on the CPU: no GPU sync per step."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.tokens = 0
+
+    def __call__(self, examples):
+        self.tokens += sum(len(e["input_ids"]) for e in examples)
+        return self.collator(examples)
+
+
+def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eval_ds):
+    import torch
+    from transformers import Trainer
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    t = cfg.train
+    n_rows = len(train_ds)
+    eff_batch = t.batch_size * t.gradient_accumulation_steps * max(1, int(os.environ.get("WORLD_SIZE", 1)))
+    steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(n_rows / eff_batch) * math.ceil(t.epochs))
+    eval_steps = t.eval_steps or max(1, steps // 10)
+    args = SFTConfig(
+        output_dir=str(run.dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_train_epochs=t.epochs, max_steps=t.max_steps,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optim,
+        activation_checkpointing=t.gradient_checkpointing and cfg.method != "qlora",
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        bf16=dev["precision"] == "bf16", fp16=dev["precision"] == "fp16", use_cpu=not dev["cuda"],
+        seed=t.seed, data_seed=t.seed,
+        logging_steps=t.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if eval_ds is not None else "no", eval_steps=eval_steps,
+        save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit,
+        report_to=t.report_to or "none", disable_tqdm=True,
+        max_length=t.max_length, packing=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=True, dataloader_num_workers=0,
+    )
+    # transformers 5 takes the warmup ratio as warmup_steps < 1.
+    collator = TokenCounter(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id))
+
+    class FtwizardTrainer(SFTTrainer):
+        """SFTTrainer without per-step extras unless asked (train.extra_metrics).
+
+        TRL computes entropy and token accuracy for every batch, with three host syncs; the monitor
+        shows neither, so by default the loss is computed the way transformers' Trainer does it.
+        """
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if t.extra_metrics:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+        def _get_train_sampler(self, *a, **kw):
+            if not t.longest_first:
+                return super()._get_train_sampler(*a, **kw)
+            return LongestFirstSampler(self.train_dataset["length"], t.batch_size, t.seed)
+
+    trainer = FtwizardTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                              processing_class=tok, data_collator=collator)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(make_callback(run, cfg, dev, collator))
+    del torch
+    return trainer, steps
+
+
+class LongestFirstSampler:
+    """A seeded random order with the longest `batch_size` rows first, so an out-of-memory error shows
+    at step 1 instead of hours in (unsloth #1624). Deterministic per (seed, epoch), so resume skips the
+    same batches the first run saw."""
+
+    def __init__(self, lengths, batch_size: int, seed: int):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        if self.epoch == 0:
+            longest = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])[: self.batch_size]
+            first = set(longest)
+            order = longest + [i for i in order if i not in first]
+        return iter(order)
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    run_dir = Path(argv[0]).resolve()
+    resume = "--resume" in argv
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a dropped SSH session must never end training
+    run = Run(run_dir)
+    signal.signal(signal.SIGTERM, run.request_stop)
+    signal.signal(signal.SIGINT, run.request_stop)
+    run.phase("started", f"pid {os.getpid()}" + (" (resume)" if resume else ""))
+    t_start = time.time()
+    try:
+        cfg = load_config(run_dir / CONFIG, resolve_paths=False)
+        from .models import check_model_source, gguf_checkpoint
+
+        path = check_model_source(cfg.model.name_or_path, cfg.model.gguf_file)
+        run.phase("loading_model", cfg.model.gguf_file or cfg.model.name_or_path)
+        dev = pick_device(cfg)
+        run.events.emit("info", key="device", value=dev)
+        if cfg.model.gguf_file:
+            path = gguf_checkpoint(path, cfg.model.gguf_file, on_progress=lambda m: run.phase("loading_model", m))
+        tok, model = load_tokenizer_and_model(cfg, dev, run, path)
+        from .templates import END_OF_TURN, choose_template, family
+
+        template, why = choose_template(tok.chat_template, cfg.model.chat_template, cfg.dataset.assistant_only_loss)
+        tok.chat_template = template
+        fam = family(template)
+        if fam and tok.eos_token != END_OF_TURN[fam] and END_OF_TURN[fam] in tok.get_vocab():
+            # generation must stop at the end of the assistant's turn (the "endless output" bug)
+            tok.eos_token = END_OF_TURN[fam]
+            model.generation_config.eos_token_id = tok.eos_token_id
+        run.events.emit("info", key="chat_template", value={"why": why, "eos": tok.eos_token})
+        model = apply_method(cfg, model, dev)
+        n_params = sum(p.numel() for p in model.parameters())
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        run.events.emit("info", key="parameters", value={"total": n_params, "trainable": n_train})
+        run.phase("loading_data", cfg.dataset.path)
+        train_ds, eval_ds, _ = load_data(cfg, tok, template, run)
+        trainer, steps = build_trainer(cfg, run, dev, model, tok, train_ds, eval_ds)
+        ckpt = last_checkpoint(run_dir) if resume else None
+        if resume and ckpt is None:
+            raise UserError("no checkpoint to resume from in this run", file=str(run_dir / "checkpoints"))
+        trainer.train(resume_from_checkpoint=ckpt)
+        stopped = run.stop_requested
+        run.phase("saving", "adapter" if cfg.method != "full" else "model")
+        out = run_dir / "output"
+        trainer.save_model(str(out))
+        tok.save_pretrained(str(out))
+        if stopped:
+            trainer.save_state()
+        state = "stopped" if stopped else "completed"
+        reason = "stopped on request (checkpoint saved)" if stopped else None
+        if stopped and not last_checkpoint(run_dir):
+            trainer._save_checkpoint(trainer.model, trial=None)
+        run.events.emit("end", state=state, reason=reason, output=str(out),
+                        elapsed_s=round(time.time() - t_start, 2), step=trainer.state.global_step)
+        run.write_status(state=state, reason=reason, step=trainer.state.global_step)
+        log(f"{state}: {out}")
+        return 0
+    except StopRequested:
+        reason = "stopped on request before training started"
+        run.events.emit("end", state="stopped", reason=reason, output=None)
+        run.write_status(state="stopped", reason=reason)
+        return 0
+    except UserError as exc:
+        reason = str(exc).splitlines()[0]
+        from .diagnose import diagnose_text
+
+        diag = {"kind": "dataset" if "dataset" in reason else "config", "message": reason, "fixes": []}
+        diag = diagnose_text(reason) or diag
+        run.events.emit("end", state="failed", reason=reason, diagnosis=diag)
+        run.write_status(state="failed", reason=reason, diagnosis=diag)
+        log(f"failed: {reason}")
+        return 2
+    except BaseException as exc:  # noqa: BLE001 - the run must always record how it ended
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr, flush=True)
+        from .diagnose import diagnose_text
+
+        text = f"{type(exc).__name__}: {exc}"
+        diag = diagnose_text(text, exc_type=type(exc).__name__) or {
+            "kind": "error", "message": text.splitlines()[0][:300], "fixes": ["see train.log"]}
+        step = run.status.get("step")
+        if diag["kind"] == "oom" and step is not None:
+            diag["message"] += f" (at step {step + 1})"
+        run.events.emit("end", state="failed", reason=diag["message"], diagnosis=diag)
+        run.write_status(state="failed", reason=diag["message"], diagnosis=diag)
+        return 1
+    finally:
+        run.events.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
