@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny Llama and tokenizer built offline once per session, its data, and helpers
+to start a real detached run and wait for it. Nothing here mocks the trainer or the subprocess."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fakes.py
+
+PEER_DEMO = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "peer-demo"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tokenization and model caches in a temp dir: tests never read a developer's ~/.cache."""
+    cache = tmp_path_factory.mktemp("ftwizard-cache")
+    old = os.environ.get("FTWIZARD_CACHE")
+    os.environ["FTWIZARD_CACHE"] = str(cache)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    yield cache
+    if old is None:
+        os.environ.pop("FTWIZARD_CACHE", None)
+    else:
+        os.environ["FTWIZARD_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_work(tmp_path_factory) -> Path:
+    """A directory holding `tiny-model/` and `data/chat.jsonl`, built once per session."""
+    from ftwizard.core.selftest import make_tiny_setup
+
+    work = tmp_path_factory.mktemp("tiny")
+    make_tiny_setup(work)
+    return work
+
+
+@pytest.fixture
+def tiny_config(tiny_work, tmp_path):
+    """A factory: `tiny_config(steps=.., method=.., **train_overrides)` -> RunConfig with runs in tmp_path."""
+    from ftwizard.core.selftest import make_tiny_setup
+
+    def make(**kw):
+        cfg = make_tiny_setup(tiny_work, **kw)
+        cfg.runs_dir = str(tmp_path / "runs")
+        return cfg
+
+    return make
+
+
+@pytest.fixture
+def start_run():
+    """Create a run from a config, start it detached, return its directory."""
+    from ftwizard.core.launch import create_run, start
+
+    def go(cfg):
+        run_dir = create_run(cfg)
+        start(run_dir)
+        return run_dir
+
+    return go
+
+
+@pytest.fixture
+def wait_run():
+    from ftwizard.core.selftest import wait_for_end
+
+    return wait_for_end
+
+
+@pytest.fixture
+def peer_demo() -> Path:
+    if not PEER_DEMO.is_dir():
+        pytest.skip("../shared/datasets/peer-demo is not present")
+    return PEER_DEMO
