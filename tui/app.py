@@ -1,0 +1,156 @@
+"""The ftwizard App: the wizard's state, global keys, hardware detection and the step-to-step flow.
+
+`run_app()` is what `ftwizard` with no arguments calls. The App owns one immutable `WizardState`
+(tui/state.py) that every step replaces; screens watch it. Hardware is detected once in a worker
+thread at start, so the first screen shows at once. Nothing on the way to the first screen imports
+torch, transformers, trl, peft or datasets (tests/test_import_hygiene.py checks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import var
+from textual.worker import Worker, WorkerState
+
+from .state import WizardState
+
+STYLES = Path(__file__).parent / "styles"
+
+
+def _css_paths() -> list[Path]:
+    paths = [STYLES / "app.tcss"]
+    monitor = STYLES / "monitor.tcss"
+    if monitor.exists():
+        paths.append(monitor)
+    return paths
+
+
+# Step name -> (module, class). Imported when first needed, so start-up stays light.
+FLOW = ("questionnaire", "hardware", "model", "method", "dataset", "hyperparams", "review")
+SCREENS_BY_NAME = {
+    "welcome": ("welcome", "WelcomeScreen"),
+    "questionnaire": ("questionnaire", "QuestionnaireScreen"),
+    "hardware": ("hardware", "HardwareScreen"),
+    "model": ("model", "ModelScreen"),
+    "method": ("method", "MethodScreen"),
+    "dataset": ("dataset", "DatasetScreen"),
+    "hyperparams": ("hyperparams", "HyperparamsScreen"),
+    "review": ("review", "ReviewScreen"),
+}
+
+
+def screen_class(name: str):
+    import importlib
+
+    module, cls = SCREENS_BY_NAME[name]
+    return getattr(importlib.import_module(f"ftwizard.tui.screens.{module}"), cls)
+
+
+class WizardApp(App[int]):
+    """Fine-tune an LLM, step by step."""
+
+    TITLE = "ftwizard"
+    CSS_PATH = _css_paths()
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True),
+        Binding("f1", "help", "Help", key_display="F1"),
+        Binding("question_mark", "help", "Help", show=False),
+    ]
+
+    state: var[WizardState] = var(WizardState, always_update=True)
+
+    def __init__(self, *, nvml_source: Any = None, runs_dir: str | Path | None = None,
+                 config_dir: str | Path | None = None, state: WizardState | None = None,
+                 detect_hardware: bool = True):
+        super().__init__()
+        self.nvml_source = nvml_source
+        self.runs_dir = str(runs_dir) if runs_dir else None
+        # Where "save config" proposes to write (the current directory unless a test says otherwise).
+        self.config_dir = Path(config_dir) if config_dir else Path.cwd()
+        self._detect = detect_hardware
+        if state is not None:
+            self.set_reactive(WizardApp.state, state)
+
+    # ---------------------------------------------------------------------------------- state
+
+    def set_state(self, state: WizardState) -> None:
+        self.state = state
+
+    # ---------------------------------------------------------------------------------- start
+
+    def on_mount(self) -> None:
+        self.push_screen(screen_class("welcome")())
+        if self._detect:
+            self.detect_hardware()
+
+    @work(thread=True, exclusive=True, group="hardware", exit_on_error=False)
+    def detect_hardware(self):
+        from ftwizard.core.hardware import detect
+
+        return detect(self.nvml_source)
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "hardware" and event.state == WorkerState.SUCCESS:
+            self.state = self.state.replace(hardware=worker.result)
+        elif event.state == WorkerState.ERROR:
+            self.show_error(worker.error)
+
+    def show_error(self, error: BaseException | None) -> None:
+        """The one place worker errors reach the user: a notification, never a traceback."""
+        from ftwizard.core.errors import UserError
+
+        if isinstance(error, UserError):
+            text = "\n".join(str(p) for p in error.problems)
+        else:
+            text = f"{type(error).__name__}: {error}"
+        self.notify(text, title="Problem", severity="error", timeout=8)
+
+    # ---------------------------------------------------------------------------------- flow
+
+    def go(self, name: str, **kwargs: Any) -> None:
+        """Show the step called `name` (see SCREENS_BY_NAME) on top of the current one."""
+        self.push_screen(screen_class(name)(**kwargs))
+
+    def go_after(self, name: str) -> None:
+        """Show the step that follows `name` in the guided flow."""
+        self.go(FLOW[FLOW.index(name) + 1])
+
+    def open_monitor(self, run_dir: Path) -> None:
+        from ftwizard.tui.screens.monitor import MonitorScreen
+
+        self.push_screen(MonitorScreen(run_dir, nvml_source=self.nvml_source))
+
+    def open_runs(self) -> None:
+        from ftwizard.tui.screens.runs import RunsScreen
+
+        self.push_screen(RunsScreen(runs_dir=self.runs_dir))
+
+    # ---------------------------------------------------------------------------------- actions
+
+    def action_help(self) -> None:
+        from .dialogs.help import HelpDialog
+
+        if isinstance(self.screen, HelpDialog):
+            return
+        text = getattr(self.screen, "HELP", None) or "No help for this screen."
+        self.push_screen(HelpDialog(getattr(self.screen, "STEP_NAME", "ftwizard"), text))
+
+    async def action_quit(self) -> None:
+        # A screen that follows a run (the monitor) asks first: detach or stop. Quitting never kills a run.
+        handler = getattr(self.screen, "handle_quit", None)
+        if handler and handler():
+            return
+        self.exit(0)
+
+
+def run_app(**kwargs: Any) -> int | None:
+    """Open the wizard (what `ftwizard` with no arguments does). Returns the exit code."""
+    return WizardApp(**kwargs).run()

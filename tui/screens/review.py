@@ -1,0 +1,205 @@
+"""Step 8, Review: the YAML that will run, the equivalent `ftwizard train` command, save it, launch it.
+
+Launching creates the run directory and starts the training process detached (core.launch) in a
+worker, then opens the training monitor. The wizard never trains in its own process.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Input, Label, Static
+from textual.worker import Worker, WorkerState
+
+from ..state import WizardState
+from .step import WizardStep
+
+HELP = """
+# Review
+
+This is exactly what will run: the YAML on the left is the run's `config.yaml` (the training
+process's only input). Nothing is hidden; `ftwizard config-reference` explains every key.
+
+- `^s` saves it to the path below (edit the path first if you like; an existing file is never
+  overwritten without asking). Then `ftwizard train PATH` runs the same thing from any shell, or
+  from a script on a GPU server.
+- `^n` launches: a run directory is created under `runs/`, training starts as its own process, and
+  the monitor opens. Closing the wizard or the terminal does not stop the run.
+- `e` edits the training settings; `esc` goes back.
+"""
+
+
+def _slug(text: str) -> str:
+    text = text.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "run"
+
+
+class ReviewScreen(WizardStep):
+    STEP = 8
+    NAME = "review"
+    STEP_NAME = "Review and launch"
+    HELP = HELP
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Launch", key_display="^n", priority=True),
+        Binding("ctrl+s", "save", "Save", key_display="^s", priority=True),
+        Binding("e", "edit", "Edit settings"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="review-body"):
+            with VerticalScroll(id="yaml-box", classes="box") as box:
+                box.border_title = "config.yaml"
+                yield Static("", id="yaml")
+            with Vertical(id="review-side", classes="box") as box:
+                box.border_title = "Run it"
+                yield Static("", id="review-summary")
+                yield Label("Save as:")
+                yield Input(id="save-path")
+                yield Label("Same thing from a shell:")
+                yield Static("", id="command")
+                yield Static("", id="review-status")
+
+    def on_mount(self) -> None:
+        self._cfg = None
+        self._problem = ""
+        self.query_one("#save-path", Input).value = self._default_path()
+        super().on_mount()
+        self._refresh_view()
+        self.query_one("#yaml-box").focus()
+
+    def on_screen_resume(self) -> None:
+        self._refresh_view()
+
+    def on_state(self, state: WizardState) -> None:
+        self._refresh_view()
+
+    def _default_path(self) -> str:
+        s = self.state
+        if s.config_path:
+            return s.config_path
+        label = s.preset or _slug(s.model or "run") + f"-{s.method}"
+        return str(self.wizard.config_dir / f"ftwizard-{label}.yaml")
+
+    def _refresh_view(self) -> None:
+        from rich.syntax import Syntax
+
+        from ftwizard.core.config import dump_config
+        from ftwizard.core.errors import UserError
+
+        try:
+            self._cfg = self.state.to_config()
+            self._problem = ""
+        except UserError as exc:
+            self._cfg = None
+            self._problem = "; ".join(str(p) for p in exc.problems)
+        if self._cfg is not None:
+            self.query_one("#yaml", Static).update(
+                Syntax(dump_config(self._cfg), "yaml", theme="ansi_dark", background_color="default"))
+            c = self._cfg
+            where = f"preset {self.state.preset}" if self.state.preset else "your choices"
+            self.query_one("#review-summary", Static).update(
+                f"From {where}: {c.method} {c.training} of {c.model.gguf_file or c.model.name_or_path} "
+                f"on {c.dataset.path}")
+        else:
+            self.query_one("#yaml", Static).update(f"The config is not valid yet:\n{self._problem}")
+            self.query_one("#review-summary", Static).update("")
+        self._update_command()
+        self.validity_changed()
+
+    def _update_command(self) -> None:
+        path = self.query_one("#save-path", Input).value.strip() or "config.yaml"
+        saved = self.state.config_path == path and Path(path).exists()
+        self.query_one("#command", Static).update(
+            f"ftwizard train {path}" + ("" if saved else "\n(not saved yet: ^s)"))
+
+    @on(Input.Changed, "#save-path")
+    def _path_changed(self) -> None:
+        self._update_command()
+
+    def is_valid(self) -> bool:
+        return getattr(self, "_cfg", None) is not None and not self._launching()
+
+    def why_invalid(self) -> str:
+        if self._launching():
+            return "launching…"
+        return getattr(self, "_problem", "") or "the config is not complete"
+
+    def _launching(self) -> bool:
+        return any(w.group == "launch" and w.is_running for w in self.workers)
+
+    def _status(self, text: str, kind: str = "") -> None:
+        status = self.query_one("#review-status", Static)
+        status.update(text)
+        status.set_classes(kind)
+
+    # ------------------------------------------------------------------------------- save
+
+    def action_save(self) -> None:
+        if self._cfg is None:
+            self._status(f"Cannot save: {self._problem}", "error-text")
+            return
+        path = Path(self.query_one("#save-path", Input).value.strip()).expanduser()
+        if not path.name:
+            self._status("Type a file name to save to.", "error-text")
+            return
+        if path.exists() and str(path) != self.state.config_path:
+            from ..dialogs.ask import Confirm
+
+            self.app.push_screen(Confirm("File exists", f"{path} exists. Overwrite it?"),
+                                 lambda yes: self._write(path) if yes else self._status("Not saved."))
+            return
+        self._write(path)
+
+    def _write(self, path: Path) -> None:
+        from ftwizard.core.config import save_config
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_config(self._cfg, path)
+        except OSError as exc:
+            self._status(f"Cannot save: {exc}", "error-text")
+            return
+        self.wizard.set_state(self.state.replace(config_path=str(path)))
+        self._status(f"Saved {path}", "ok-text")
+        self._update_command()
+
+    # ------------------------------------------------------------------------------- launch
+
+    def action_edit(self) -> None:
+        self.wizard.go("hyperparams")
+
+    def action_next(self) -> None:
+        if self._cfg is None:
+            return
+        self._status("Creating the run and starting training…")
+        self.launch(self._cfg)
+        self.refresh_bindings()
+
+    @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
+    def launch(self, cfg) -> Path:
+        from ftwizard.core.launch import create_run, start
+
+        run_dir = create_run(cfg, runs_dir=self.wizard.runs_dir)
+        start(run_dir)
+        return run_dir
+
+    @on(Worker.StateChanged)
+    def _launched(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "launch":
+            return
+        if event.state == WorkerState.SUCCESS:
+            run_dir = event.worker.result
+            self.wizard.set_state(self.state.replace(run_dir=str(run_dir)))
+            self._status(f"Started {run_dir.name}", "ok-text")
+            try:
+                self.wizard.open_monitor(run_dir)
+            except ImportError:
+                self.notify(f"Run started in {run_dir}; follow it with `ftwizard status {run_dir.name}`.")
+        elif event.state == WorkerState.ERROR:
+            self._status("Not launched: see the message.", "error-text")
+        self.validity_changed()

@@ -1,0 +1,88 @@
+"""The wizard's one source of truth: an immutable state object on the App that each step replaces.
+
+Screens read `app.state` and hand back a new one with `app.set_state(state.replace(...))` (elia's
+frozen runtime config pattern). Nothing here imports textual or an ML library; `to_config()` builds
+the `RunConfig` that core validates, so the rules stay in core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ftwizard.core.config import LoraConfig, RunConfig, TrainConfig
+
+# The wizard's steps, in order. The monitor is step 9; "finished" is its end state.
+STEPS = ("Welcome", "Should you fine-tune?", "Hardware", "Model", "Method", "Dataset",
+         "Hyperparameters", "Review", "Training")
+
+
+def step_title(index: int) -> str:
+    """'step k of n' for the 1-based step `index`."""
+    return f"step {index} of {len(STEPS)}"
+
+
+@dataclass(frozen=True)
+class WizardState:
+    """Everything the wizard knows so far. Frozen: replace it, never mutate it."""
+
+    # Questionnaire answers as (question key, answer key) pairs, in the order asked.
+    answers: tuple[tuple[str, str], ...] = ()
+    recommendation: Any = None          # core.recommend.Recommendation, once asked
+    hardware: Any = None                # core.hardware.Hardware, once detected
+    model: str = ""                     # model.name_or_path
+    gguf_file: str | None = None
+    arch: Any = None                    # core.catalog.ModelArch of the model, once resolved
+    method: str = "lora"
+    training: str = "sft"
+    dataset_path: str = ""
+    dataset_format: str = "auto"
+    detected_format: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    base: RunConfig | None = None       # a loaded preset or config file: the keys the steps don't set
+    preset: str | None = None
+    config_path: str | None = None      # where it was loaded from / saved to
+    run_dir: str | None = None
+
+    def replace(self, **changes: Any) -> "WizardState":
+        return replace(self, **changes)
+
+    def answer(self, key: str) -> str | None:
+        return dict(self.answers).get(key)
+
+    def with_answer(self, key: str, value: str) -> "WizardState":
+        kept = tuple((k, v) for k, v in self.answers if k != key)
+        return self.replace(answers=kept + ((key, value),))
+
+    def to_config(self) -> RunConfig:
+        """The `RunConfig` this state describes. Raises `UserError` (core's validation) when invalid."""
+        from ftwizard.core.config import parse_config
+
+        data: dict[str, Any] = self.base.model_dump(mode="json") if self.base else {}
+        model = dict(data.get("model") or {})
+        if self.model:
+            model["name_or_path"] = self.model
+            model["gguf_file"] = self.gguf_file
+        data["model"] = model
+        data["method"] = self.method
+        data["training"] = self.training
+        dataset = dict(data.get("dataset") or {})
+        dataset["path"] = self.dataset_path
+        dataset["format"] = self.dataset_format
+        data["dataset"] = dataset
+        data["train"] = self.train.model_dump(mode="json")
+        data["lora"] = self.lora.model_dump(mode="json")
+        return parse_config(data)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, *, preset: str | None = None, config_path: str | None = None,
+                    previous: "WizardState | None" = None) -> "WizardState":
+        """A state holding a loaded config (a preset or a file), keeping what was already detected."""
+        prev = previous or cls()
+        return prev.replace(
+            model=cfg.model.name_or_path, gguf_file=cfg.model.gguf_file, arch=None, method=cfg.method,
+            training=cfg.training, dataset_path=cfg.dataset.path, dataset_format=cfg.dataset.format,
+            train=cfg.train.model_copy(), lora=cfg.lora.model_copy(), base=cfg, preset=preset,
+            config_path=config_path,
+        )
