@@ -1,0 +1,460 @@
+"""The training monitor's model: events folded into a `RunView`, with no UI in sight.
+
+The wizard's monitor screen, `ftwizard attach` and the tests all read a run the same way: tail
+`events.jsonl` (see events.py for the schema) and `apply()` each batch of new events to one `RunView`.
+Attaching to a run that finished hours ago is the same code path as watching it live: the whole file
+is one batch.
+
+What the view keeps:
+
+- series (step -> value) for the training loss, validation loss, learning rate, grad norm and
+  tokens/s, in `Series` objects that hold at most `Series.cap` points: past the cap a series halves
+  itself by keeping the min and the max of each pair of buckets, so memory stays bounded and the
+  shape (spikes included) survives;
+- the latest numbers, the best validation loss, the phase and its detail before the first step,
+  the trainer's memory per device, the run's own warnings, and how it ended (state, reason,
+  output, diagnosis);
+- the times of recent steps, from which `eta_s()` is computed (event time stamps only: the same
+  events always give the same ETA, which keeps the screen deterministic).
+
+A resumed run starts again from its last checkpoint, so steps after that checkpoint may arrive a
+second time: a step at or below the last one rewinds the series to before it, and the curve shows the
+run as it actually continued.
+
+`downsample(xs, ys, n)` reduces a long series to at most `n` points for drawing (min/max per bucket,
+in order, so a spike stays visible); on 100k points it takes a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+PHASE_LABELS = {
+    "started": "starting the training process",
+    "loading_model": "loading the model",
+    "loading_data": "loading the dataset",
+    "tokenizing": "tokenizing",
+    "training": "training",
+    "saving": "saving",
+}
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class Series:
+    """Points (x, y) in increasing x, bounded to `cap` points by halving with min/max buckets."""
+
+    __slots__ = ("xs", "ys", "cap", "min_y", "max_y", "compactions")
+
+    def __init__(self, cap: int = 200_000):
+        self.xs: list[float] = []
+        self.ys: list[float] = []
+        self.cap = max(8, cap)
+        self.min_y: float | None = None
+        self.max_y: float | None = None
+        self.compactions = 0
+
+    def __len__(self) -> int:
+        return len(self.xs)
+
+    def __bool__(self) -> bool:
+        return bool(self.xs)
+
+    @property
+    def last(self) -> tuple[float, float] | None:
+        return (self.xs[-1], self.ys[-1]) if self.xs else None
+
+    def append(self, x: float, y: float) -> None:
+        if self.xs and x <= self.xs[-1]:
+            self.truncate_from(x)
+        self.xs.append(x)
+        self.ys.append(y)
+        self.min_y = y if self.min_y is None or y < self.min_y else self.min_y
+        self.max_y = y if self.max_y is None or y > self.max_y else self.max_y
+        if len(self.xs) > self.cap:
+            self._compact()
+
+    def truncate_from(self, x: float) -> None:
+        """Drop every point with x >= `x` (a resumed run repeats the steps after its checkpoint)."""
+        i = bisect_left(self.xs, x)
+        if i < len(self.xs):
+            del self.xs[i:], self.ys[i:]
+            self.min_y = min(self.ys) if self.ys else None
+            self.max_y = max(self.ys) if self.ys else None
+
+    def _compact(self) -> None:
+        xs, ys = downsample(self.xs, self.ys, self.cap // 2)
+        self.xs, self.ys = list(xs), list(ys)
+        self.compactions += 1
+
+    def window(self, n: int) -> tuple[list[float], list[float]]:
+        """The last `n` points."""
+        return self.xs[-n:], self.ys[-n:]
+
+    def head(self, n: int) -> tuple[list[float], list[float]]:
+        return self.xs[:n], self.ys[:n]
+
+
+def downsample(xs: Sequence[float], ys: Sequence[float], n: int) -> tuple[list[float], list[float]]:
+    """At most `n` points that keep the shape: for each of n/2 buckets its min and its max, in x order.
+
+    Slicing and the builtin min/max run in C, so 100k points reduce in a few ms in pure Python.
+    """
+    total = len(xs)
+    if n <= 0 or total == 0:
+        return [], []
+    if total <= n:
+        return list(xs), list(ys)
+    if n < 4:
+        idx = sorted({0, total - 1})[:n]
+        return [xs[i] for i in idx], [ys[i] for i in idx]
+    buckets = n // 2
+    out_x: list[float] = []
+    out_y: list[float] = []
+    size = total / buckets
+    ys_list = ys if isinstance(ys, list) else list(ys)
+    for b in range(buckets):
+        lo = int(b * size)
+        hi = int((b + 1) * size) if b < buckets - 1 else total
+        if hi <= lo:
+            continue
+        chunk = ys_list[lo:hi]
+        vmin = min(chunk)
+        vmax = max(chunk)
+        imin = lo + chunk.index(vmin)
+        imax = lo + chunk.index(vmax)
+        if imin == imax:
+            out_x.append(xs[imin])
+            out_y.append(vmin)
+        elif imin < imax:
+            out_x += (xs[imin], xs[imax])
+            out_y += (vmin, vmax)
+        else:
+            out_x += (xs[imax], xs[imin])
+            out_y += (vmax, vmin)
+    return out_x, out_y
+
+
+@dataclass
+class DeviceMemory:
+    """What the trainer reported about one device's memory (from `train` events' `mem`)."""
+
+    device: str  # "cuda:0" or "cpu"
+    allocated_gib: float | None = None
+    reserved_gib: float | None = None
+    peak_gib: float | None = None  # max over the run
+
+
+@dataclass
+class RunView:
+    """Everything the monitor shows about a run, folded from its events. `apply()` is incremental."""
+
+    series_cap: int = 200_000
+    rate_window: int = 50  # steps used for the step rate behind the ETA
+    phase: str | None = None
+    phase_detail: str = ""
+    phase_progress: float | None = None
+    phases: list[tuple[str, str]] = field(default_factory=list)  # (phase, detail) in order, bounded
+    step: int = 0
+    max_steps: int | None = None
+    start_step: int = 0
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    lr: float | None = None
+    grad_norm: float | None = None
+    tokens_per_s: float | None = None
+    tokens: int | None = None
+    best_eval: tuple[int, float] | None = None  # (step, loss)
+    best_loss: tuple[int, float] | None = None
+    first_t: float | None = None
+    last_t: float | None = None
+    train_elapsed_s: float | None = None
+    memory: dict[str, DeviceMemory] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    warnings: list[dict] = field(default_factory=list)  # `warning` events, deduplicated
+    nonfinite: list[tuple[int, str, float]] = field(default_factory=list)  # (step, metric, value)
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)
+    end: dict | None = None
+    n_events: int = 0
+    version: int = 0  # bumped when anything drawn changes: redraw only when it moved
+
+    def __post_init__(self):
+        cap = self.series_cap
+        self.train_loss = Series(cap)
+        self.eval_series = Series(cap)
+        self.lr_series = Series(cap)
+        self.grad_series = Series(cap)
+        self.tps_series = Series(cap)
+        self._rate: deque[tuple[float, int]] = deque(maxlen=self.rate_window + 1)
+        self._warning_keys: set[tuple] = set()
+
+    # -------------------------------------------------------------------------------- folding
+
+    def apply(self, events: Iterable[dict]) -> bool:
+        """Fold new events in; True if anything changed."""
+        changed = False
+        for ev in events:
+            changed = True
+            self.n_events += 1
+            t = ev.get("t")
+            if _finite(t):
+                self.first_t = t if self.first_t is None else self.first_t
+                self.last_t = t
+            kind = ev.get("type")
+            handler = _HANDLERS.get(kind)
+            if handler is not None:
+                handler(self, ev)
+        if changed:
+            self.version += 1
+        return changed
+
+    def _on_phase(self, ev: dict) -> None:
+        phase = ev.get("phase")
+        if phase == "started" and self.end is not None:
+            self.end = None  # a resumed run starts again after its earlier end
+        self.phase = phase
+        self.phase_detail = str(ev.get("detail") or "")
+        self.phase_progress = ev.get("progress") if _finite(ev.get("progress")) else None
+        if ev.get("max_steps"):
+            self.max_steps = int(ev["max_steps"])
+        if phase == "training":
+            self.start_step = int(ev.get("start_step") or 0)
+            if self.train_loss and self.train_loss.xs[-1] > self.start_step:
+                self._rewind(self.start_step + 1)  # resumed from an earlier checkpoint
+                self.step = self.start_step
+            self._rate.clear()
+        if self.phases and self.phases[-1][0] == phase:
+            self.phases[-1] = (phase, self.phase_detail)
+        else:
+            self.phases.append((phase, self.phase_detail))
+            del self.phases[:-20]
+
+    def _on_train(self, ev: dict) -> None:
+        step = ev.get("step")
+        if not isinstance(step, int):
+            return
+        if step <= self.step and self.train_loss:
+            self._rewind(step)
+        self.step = step
+        if ev.get("max_steps"):
+            self.max_steps = int(ev["max_steps"])
+        if _finite(ev.get("epoch")):
+            self.epoch = ev["epoch"]
+        for key, series, attr in (("loss", self.train_loss, "loss"), ("lr", self.lr_series, "lr"),
+                                  ("grad_norm", self.grad_series, "grad_norm"),
+                                  ("tokens_per_s", self.tps_series, "tokens_per_s")):
+            v = ev.get(key)
+            if v is None:
+                continue
+            if _finite(v):
+                series.append(step, float(v))
+                setattr(self, attr, float(v))
+            elif isinstance(v, (int, float)) or v in ("NaN", "nan", "inf", "-inf", "Infinity"):
+                fv = float(v)
+                self.nonfinite.append((step, key, fv))
+                del self.nonfinite[:-100]
+                setattr(self, attr, fv)
+        if _finite(ev.get("loss")) and (self.best_loss is None or ev["loss"] < self.best_loss[1]):
+            self.best_loss = (step, float(ev["loss"]))
+        if isinstance(ev.get("tokens"), int):
+            self.tokens = ev["tokens"]
+        if _finite(ev.get("elapsed_s")):
+            self.train_elapsed_s = ev["elapsed_s"]
+        if _finite(ev.get("t")):
+            self._rate.append((ev["t"], step))
+        self._on_mem(ev.get("mem"))
+
+    def _rewind(self, step: int) -> None:
+        for s in (self.train_loss, self.lr_series, self.grad_series, self.tps_series):
+            s.truncate_from(step)
+        self.eval_series.truncate_from(step)
+        self.nonfinite = [n for n in self.nonfinite if n[0] < step]
+        ys = self.train_loss.ys
+        if ys:
+            i = ys.index(min(ys))
+            self.best_loss = (int(self.train_loss.xs[i]), ys[i])
+        else:
+            self.best_loss = None
+        self._rate.clear()
+
+    def _on_mem(self, mem) -> None:
+        if not isinstance(mem, dict):
+            return
+        for dev in mem.get("cuda") or []:
+            key = f"cuda:{dev.get('device', 0)}"
+            m = self.memory.setdefault(key, DeviceMemory(key))
+            m.allocated_gib = dev.get("allocated_gib", m.allocated_gib)
+            m.reserved_gib = dev.get("reserved_gib", m.reserved_gib)
+            peak = dev.get("peak_gib")
+            if _finite(peak):
+                m.peak_gib = peak if m.peak_gib is None else max(m.peak_gib, peak)
+        rss = mem.get("rss_gib")
+        if _finite(rss):
+            m = self.memory.setdefault("cpu", DeviceMemory("cpu"))
+            m.allocated_gib = rss
+            m.peak_gib = rss if m.peak_gib is None else max(m.peak_gib, rss)
+
+    def _on_eval(self, ev: dict) -> None:
+        step, v = ev.get("step"), ev.get("eval_loss")
+        if not isinstance(step, int) or v is None:
+            return
+        if not _finite(v):
+            self.nonfinite.append((step, "eval_loss", float(v)))
+            return
+        self.eval_series.append(step, float(v))
+        self.eval_loss = float(v)
+        ys = self.eval_series.ys
+        i = ys.index(min(ys))
+        self.best_eval = (int(self.eval_series.xs[i]), ys[i])
+
+    def _on_info(self, ev: dict) -> None:
+        if ev.get("key"):
+            self.info[str(ev["key"])] = ev.get("value")
+
+    def _on_warning(self, ev: dict) -> None:
+        key = (ev.get("code"), ev.get("message"))
+        if key in self._warning_keys:
+            return
+        self._warning_keys.add(key)
+        self.warnings.append({k: ev.get(k) for k in ("code", "message", "evidence", "advice")})
+        del self.warnings[:-50]
+
+    def _on_checkpoint(self, ev: dict) -> None:
+        if isinstance(ev.get("step"), int):
+            self.checkpoints.append((ev["step"], str(ev.get("path") or "")))
+            del self.checkpoints[:-50]
+
+    def _on_end(self, ev: dict) -> None:
+        self.end = {k: ev.get(k) for k in ("state", "reason", "output", "diagnosis", "elapsed_s", "step")}
+
+    # ------------------------------------------------------------------------------ derived
+
+    @property
+    def started_training(self) -> bool:
+        return bool(self.train_loss) or self.step > 0
+
+    @property
+    def progress(self) -> float | None:
+        if not self.max_steps:
+            return None
+        return min(1.0, self.step / self.max_steps)
+
+    def steps_per_s(self) -> float | None:
+        """Recent step rate from the last `rate_window` logged steps (event time stamps)."""
+        if len(self._rate) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
+        if t1 <= t0 or s1 <= s0:
+            return None
+        return (s1 - s0) / (t1 - t0)
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the recent step rate; None before two steps or without max_steps."""
+        rate = self.steps_per_s()
+        if rate is None or not self.max_steps:
+            return None
+        return max(0.0, (self.max_steps - self.step) / rate)
+
+    @property
+    def elapsed_s(self) -> float | None:
+        if self.end and _finite(self.end.get("elapsed_s")):
+            return self.end["elapsed_s"]
+        if self.first_t is None or self.last_t is None:
+            return None
+        return self.last_t - self.first_t
+
+    @property
+    def peak_memory_gib(self) -> float | None:
+        peaks = [m.peak_gib for m in self.memory.values() if m.peak_gib is not None]
+        return max(peaks) if peaks else None
+
+    def phase_text(self) -> str:
+        """What the process is doing, in words, for the screen before step 1."""
+        if self.phase is None:
+            return "waiting for the training process to start"
+        label = PHASE_LABELS.get(self.phase, self.phase.replace("_", " "))
+        text = label
+        if self.phase_progress is not None:
+            text += f" {self.phase_progress:.0%}"
+        if self.phase_detail:
+            text += f": {self.phase_detail}"
+        return text
+
+
+_HANDLERS = {
+    "phase": RunView._on_phase,
+    "train": RunView._on_train,
+    "eval": RunView._on_eval,
+    "info": RunView._on_info,
+    "warning": RunView._on_warning,
+    "checkpoint": RunView._on_checkpoint,
+    "end": RunView._on_end,
+}
+
+
+def view_from_events(events: Iterable[dict], **kw) -> RunView:
+    view = RunView(**kw)
+    view.apply(events)
+    return view
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def fmt_duration(s: float | None) -> str:
+    """'45 s', '12 min', '3 h 05 min'; '-' when unknown."""
+    if s is None or not math.isfinite(s):
+        return "-"
+    s = int(round(s))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s" if s < 600 else f"{round(s / 60)} min"
+    h, m = divmod(round(s / 60), 60)
+    return f"{h} h {m:02d} min"
+
+
+def fmt_num(v: float | None, kind: str = "loss") -> str:
+    if v is None:
+        return "-"
+    if not math.isfinite(v):
+        return str(v)
+    if kind == "lr":
+        return f"{v:.1e}"
+    if kind == "tps":
+        return f"{v:,.0f}"
+    if kind == "grad":
+        return f"{v:.2f}" if v < 100 else f"{v:.3g}"
+    return f"{v:.4f}" if abs(v) < 10 else f"{v:.3g}"
+
+
+# ------------------------------------------------------------------------------ doctor
+
+
+def diagnose_view(view: RunView) -> list:
+    """The training doctor's warnings for this view (doctor.py), most serious first, followed by the
+    run's own `warning` events whose code the doctor did not already raise."""
+    from .doctor import DoctorWarning, diagnose_series
+
+    s = view
+    found = diagnose_series(train=(s.train_loss.xs, s.train_loss.ys), evals=(s.eval_series.xs, s.eval_series.ys),
+                            grad=(s.grad_series.xs, s.grad_series.ys), tps=(s.tps_series.xs, s.tps_series.ys),
+                            nonfinite=s.nonfinite, max_steps=s.max_steps)
+    codes = {w.code for w in found}
+    for w in view.warnings:
+        code = w.get("code") or "warning"
+        if code in codes:
+            continue
+        codes.add(code)
+        advice = w.get("advice") or ()
+        found.append(DoctorWarning(code, "warning", str(w.get("message") or code),
+                                   w.get("evidence") if isinstance(w.get("evidence"), dict) else {},
+                                   tuple(advice) if isinstance(advice, (list, tuple)) else ()))
+    return found

@@ -1,0 +1,179 @@
+"""core/monitor.py: folding events into a RunView, the bounded series and the downsampler."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+from ftwizard.core.events import EventTail
+from ftwizard.core.monitor import RunView, Series, diagnose_view, downsample, fmt_duration, view_from_events
+
+
+def train_ev(step, loss, t=None, max_steps=100, **kw):
+    ev = {"type": "train", "t": 1000.0 + step if t is None else t, "step": step, "max_steps": max_steps,
+          "epoch": step / max_steps, "loss": loss, "lr": 2e-4, "grad_norm": 0.5, "tokens_per_s": 1000.0,
+          "tokens": step * 100, "elapsed_s": float(step), "mem": {"rss_gib": 0.5 + step / 1000}}
+    ev.update(kw)
+    return ev
+
+
+def test_phases_before_first_step_say_what_happens():
+    v = RunView()
+    assert v.phase_text() == "waiting for the training process to start"
+    v.apply([{"type": "phase", "t": 1.0, "phase": "started", "detail": "pid 12"},
+             {"type": "phase", "t": 2.0, "phase": "loading_model", "detail": "/models/llama", "progress": 0.43}])
+    assert not v.started_training
+    assert v.phase_text() == "loading the model 43%: /models/llama"
+    v.apply([{"type": "phase", "t": 3.0, "phase": "tokenizing", "detail": "1204 rows, max_length 2048"}])
+    assert v.phase_text() == "tokenizing: 1204 rows, max_length 2048"
+    assert [p for p, _ in v.phases] == ["started", "loading_model", "tokenizing"]
+
+
+def test_train_eval_end_fold_into_numbers_and_series():
+    evs = [{"type": "phase", "t": 999.0, "phase": "training", "detail": "", "max_steps": 100, "start_step": 0}]
+    evs += [train_ev(s, 3.0 - s * 0.01) for s in range(1, 51)]
+    evs += [{"type": "eval", "t": 1025.5, "step": 25, "eval_loss": 2.9},
+            {"type": "eval", "t": 1050.5, "step": 50, "eval_loss": 2.8}]
+    v = view_from_events(evs)
+    assert v.step == 50 and v.max_steps == 100 and v.progress == 0.5
+    assert len(v.train_loss) == 50 and v.train_loss.xs[0] == 1 and v.train_loss.xs[-1] == 50
+    assert math.isclose(v.loss, 2.5)
+    assert v.best_eval == (50, 2.8) and v.eval_series.xs == [25, 50]
+    assert v.lr == 2e-4 and v.grad_norm == 0.5 and v.tokens_per_s == 1000.0
+    assert v.memory["cpu"].peak_gib == 0.55
+    # one step per second from the time stamps -> 50 steps left = 50 s, no wall clock involved
+    assert math.isclose(v.steps_per_s(), 1.0) and math.isclose(v.eta_s(), 50.0)
+    before = v.version
+    v.apply([{"type": "end", "t": 1100.0, "state": "completed", "reason": None, "output": "/x/output",
+              "elapsed_s": 101.0, "step": 50}])
+    assert v.version == before + 1 and v.end["state"] == "completed" and v.elapsed_s == 101.0
+    assert v.apply([]) is False
+
+
+def test_gpu_memory_peak_is_max_over_run():
+    mem = lambda p: {"cuda": [{"device": 0, "allocated_gib": p - 1, "reserved_gib": p + 1, "peak_gib": p},
+                              {"device": 1, "allocated_gib": 1.0, "reserved_gib": 2.0, "peak_gib": 3.0}]}
+    v = view_from_events([train_ev(1, 2.0, mem=mem(10.0)), train_ev(2, 1.9, mem=mem(12.5)),
+                          train_ev(3, 1.8, mem=mem(11.0))])
+    assert v.memory["cuda:0"].peak_gib == 12.5 and v.memory["cuda:0"].allocated_gib == 10.0
+    assert v.memory["cuda:1"].peak_gib == 3.0 and v.peak_memory_gib == 12.5
+
+
+def test_resume_rewinds_repeated_steps():
+    evs = [train_ev(s, 2.0) for s in range(1, 16)]  # killed at 15, checkpoint at 10
+    evs += [{"type": "phase", "t": 2000.0, "phase": "started", "detail": "pid 2 (resume)"},
+            {"type": "phase", "t": 2001.0, "phase": "training", "max_steps": 100, "start_step": 10}]
+    v = view_from_events(evs)
+    assert v.train_loss.xs[-1] == 10 and v.step == 10
+    v.apply([train_ev(s, 1.0, t=2001.0 + s) for s in range(11, 21)])
+    assert v.train_loss.xs == list(range(1, 21))
+    assert v.train_loss.ys[9] == 2.0 and v.train_loss.ys[10] == 1.0
+    # a repeated step without a phase event (an older trainer) also rewinds
+    v.apply([train_ev(18, 0.5, t=3000.0)])
+    assert v.train_loss.xs[-1] == 18 and len(v.train_loss) == 18 and v.loss == 0.5
+
+
+def test_nonfinite_values_are_recorded_not_plotted():
+    v = view_from_events([train_ev(1, 2.0), train_ev(2, float("nan")), train_ev(3, float("inf"), grad_norm=float("inf"))])
+    assert v.train_loss.xs == [1]
+    assert (2, "loss") in [(s, m) for s, m, _ in v.nonfinite]
+    assert math.isinf(v.grad_norm)
+    codes = [w.code for w in diagnose_view(v)]
+    assert codes[0] == "nan-loss"
+
+
+def test_nan_survives_a_json_round_trip():
+    line = json.dumps(train_ev(7, float("nan")), allow_nan=True)
+    v = view_from_events([json.loads(line)])
+    assert v.nonfinite and v.nonfinite[0][0] == 7
+
+
+def test_warning_events_dedup_and_merge_with_doctor():
+    w = {"type": "warning", "t": 1.0, "code": "rows-without-trained-tokens", "message": "3 rows dropped",
+         "evidence": {"rows": 3}}
+    v = view_from_events([w, dict(w), train_ev(1, 2.0)])
+    assert len(v.warnings) == 1
+    found = diagnose_view(v)
+    assert [x.code for x in found] == ["rows-without-trained-tokens"] and found[0].evidence == {"rows": 3}
+
+
+def test_series_is_bounded_and_keeps_spikes():
+    s = Series(cap=1000)
+    for i in range(10_000):
+        s.append(i, 100.0 if i == 7777 else 1.0)
+    assert len(s) <= 1000 and s.compactions > 0
+    assert 100.0 in s.ys and s.xs == sorted(s.xs) and s.xs[-1] == 9999
+    assert s.max_y == 100.0 and s.min_y == 1.0
+
+
+def test_downsample_shape_and_speed():
+    n = 100_000
+    xs = list(range(n))
+    ys = [math.sin(i / 5000) + (5.0 if i == 54321 else 0.0) for i in xs]
+    t0 = time.perf_counter()
+    dx, dy = downsample(xs, ys, 400)
+    took = time.perf_counter() - t0
+    assert len(dx) <= 400 and dx == sorted(dx)
+    assert max(dy) == max(ys) and min(dy) == min(ys)  # extremes survive
+    assert 54321 in dx
+    assert took < 0.02, f"downsampling 100k points took {took * 1000:.1f} ms"
+    assert downsample(xs[:10], ys[:10], 400) == (xs[:10], ys[:10])
+    assert downsample([], [], 10) == ([], [])
+
+
+def test_incremental_equals_all_at_once():
+    evs = [train_ev(s, 3.0 / s) for s in range(1, 300)]
+    evs[100:100] = [{"type": "eval", "t": 1100.5, "step": 100, "eval_loss": 1.0}]
+    whole = view_from_events(evs)
+    parts = RunView()
+    for i in range(0, len(evs), 7):
+        parts.apply(evs[i:i + 7])
+    assert parts.train_loss.xs == whole.train_loss.xs and parts.train_loss.ys == whole.train_loss.ys
+    assert parts.eta_s() == whole.eta_s() and parts.best_eval == whole.best_eval
+
+
+def test_tail_of_a_file_written_by_another_process_with_partial_lines(tmp_path):
+    """A writer process appends half lines; the view only ever sees whole events."""
+    path = tmp_path / "events.jsonl"
+    path.write_text("")
+    code = (
+        "import json, sys, time\n"
+        "fh = open(sys.argv[1], 'a')\n"
+        "for s in range(1, 201):\n"
+        "    line = json.dumps({'type': 'train', 't': 1000.0 + s, 'step': s, 'max_steps': 200, 'loss': 1.0 / s})\n"
+        "    h = len(line) // 2\n"
+        "    fh.write(line[:h]); fh.flush(); fh.write(line[h:] + '\\n'); fh.flush()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)])
+    tail, v = EventTail(path), RunView()
+    while proc.poll() is None:
+        v.apply(tail.read_new())
+    v.apply(tail.read_new())
+    assert tail.bad_lines == 0
+    assert v.train_loss.xs == list(range(1, 201)) and v.step == 200
+
+
+def test_fmt_duration():
+    assert fmt_duration(None) == "-"
+    assert fmt_duration(45) == "45 s"
+    assert fmt_duration(125) == "2 min 05 s"
+    assert fmt_duration(38 * 60) == "38 min"
+    assert fmt_duration(3 * 3600 + 5 * 60) == "3 h 05 min"
+
+
+def test_a_real_run_folds_completely(tiny_config, start_run, wait_run):
+    """The events a real tiny training run writes give every step, the evals and the end."""
+    run_dir = start_run(tiny_config(steps=12))
+    info = wait_run(run_dir)
+    assert info.state == "completed", info.reason
+    from ftwizard.core.events import read_events
+
+    v = view_from_events(read_events(run_dir))
+    assert v.train_loss.xs == list(range(1, 13))
+    assert v.eval_series.xs == [6, 12]
+    assert v.end["state"] == "completed" and v.end["output"].endswith("output")
+    assert v.memory["cpu"].peak_gib > 0 and v.info["parameters"]["trainable"] > 0
+    assert v.phase == "saving" and v.eta_s() == 0.0
