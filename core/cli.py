@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "selftest": ("selftest", "can this machine train? builds a tiny model offline and trains it"),
     "presets": ("presets", "list the bundled presets"),
     "config-reference": ("config_reference", "print every config key with its default and meaning"),
+    "estimate": ("estimate", "peak GPU memory of a run (per GPU), with its breakdown"),
 }
 
 

@@ -1,0 +1,83 @@
+"""Peak GPU memory of a training run, per GPU, with the breakdown and the assumptions behind it.
+
+M is a catalog name (llama-3.1-8b, qwen2.5-7b, smollm2-135m, ...), the hub id of one, or a directory
+holding config.json. The figure is for ftwizard's own stack (transformers + peft + trl +
+bitsandbytes); see docs/estimator.md for the method and its measured error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..estimate import ATTN, OPTIMIZERS
+
+    p.add_argument("--model", required=True, metavar="M", help="catalog name, hub id, or directory with config.json")
+    p.add_argument("--method", required=True, choices=["full", "lora", "qlora"])
+    p.add_argument("--seq-len", type=int, default=1024, metavar="N", help="tokens per row (default 1024)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="B", help="rows per GPU per step (default 4)")
+    p.add_argument("--lora-rank", type=int, default=16, metavar="R", help="LoRA rank (default 16)")
+    p.add_argument("--lora-targets", default="all-linear", metavar="T",
+                   help="all-linear (default) or a comma list such as q_proj,v_proj (q,v works too)")
+    p.add_argument("--dora", action="store_true", help="DoRA adapters")
+    p.add_argument("--no-gradient-checkpointing", action="store_true", help="keep every layer's activations")
+    p.add_argument("--optim", default="adamw_torch", choices=list(OPTIMIZERS))
+    p.add_argument("--attn", default="sdpa", choices=list(ATTN), help="attention implementation (default sdpa)")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--no-double-quant", action="store_true", help="QLoRA without double quantization")
+    p.add_argument("--vram-gb", type=float, metavar="X", help="GPU memory (GiB, as nvidia-smi shows) for a verdict")
+    p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs (DDP; the figure is per GPU)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    from ..catalog import display_name, resolve_arch
+    from ..errors import UserError
+    from ..estimate import Settings, estimate
+
+    if args.vram_gb is not None and args.vram_gb <= 0:
+        raise UserError(f"must be positive, got {args.vram_gb}", field="--vram-gb")
+    targets = args.lora_targets
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+        if not targets:
+            raise UserError("empty target list (use all-linear or e.g. q_proj,v_proj)", field="--lora-targets")
+    arch = resolve_arch(args.model)
+    s = Settings(method=args.method, seq_len=args.seq_len, batch_size=args.batch_size,
+                 lora_rank=args.lora_rank, lora_targets=targets, use_dora=args.dora,
+                 gradient_checkpointing=not args.no_gradient_checkpointing, optim=args.optim,
+                 attn=args.attn, precision=args.precision, gpus=args.gpus,
+                 double_quant=not args.no_double_quant)
+    est = estimate(arch, s)
+    if args.json:
+        out = {"model": display_name(arch), "params": arch.params, "method": args.method,
+               **est.to_json(args.vram_gb)}
+        print(json.dumps(out))
+        return 0
+    _print_table(arch, est, args)
+    return 0
+
+
+def _print_table(arch, est, args) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..catalog import display_name
+
+    t = Table(title=f"{display_name(arch)} ({arch.params / 1e9:.2f}B) · {args.method} · per GPU",
+              show_footer=True)
+    t.add_column("term", footer="total")
+    t.add_column("GiB", justify="right", footer=f"{est.total_gib:.2f}")
+    for k, v in est.breakdown.items():
+        t.add_row(k, f"{v:.2f}")
+    c = Console()
+    c.print(t)
+    if args.vram_gb:
+        v = est.verdict(args.vram_gb)
+        style = {"fits": "green", "tight": "yellow"}.get(v, "red")
+        c.print(f"[{style}]{v}[/] on {args.vram_gb:g} GiB ({100 * est.total_gib / args.vram_gb:.0f}% of the card)")
+    c.print(f"peak: {est.peak_phase}")
+    for a in est.assumptions:
+        c.print(f" · {a}", highlight=False)

@@ -1,0 +1,393 @@
+"""Peak training memory per GPU for ftwizard's own stack (transformers + peft + trl + bitsandbytes).
+
+Pure arithmetic on the architecture numbers (`catalog.ModelArch`) and the run settings; no ML library
+is imported. Every term follows what our stack actually allocates (see docs/estimator.md):
+
+* weights: `full` loads fp32 weights and trains under bf16 autocast (core/trainer.py), so weights are
+  4 B/param; `lora` keeps the base in bf16 (2 B/param); `qlora` stores the decoder's linear layers in
+  NF4 (0.5 B/param plus the quantization constants: fp32 absmax per 64-block, or with double quant an
+  8-bit absmax plus an fp32 one per 256 blocks) and everything else (embeddings, lm_head, norms) in
+  fp32, because peft's `prepare_model_for_kbit_training` upcasts every non-4-bit parameter.
+* LoRA adapters: r·(d_in + d_out) per adapted matrix per layer, kept in fp32 by peft
+  (`autocast_adapter_dtype`); DoRA adds one magnitude vector of d_out per matrix.
+* gradients: one per trainable parameter in its dtype (fp32 here).
+* optimizer: AdamW 8 B per trainable parameter (exp_avg + exp_avg_sq in fp32), bitsandbytes 8-bit
+  AdamW ~2 B (+ an fp32 absmax per 256-block; tensors under 4,096 elements stay 32-bit), paged variants
+  the same bytes (they may be evicted to host memory under pressure, which we do not count on),
+  Adafactor factored rows + columns, SGD none. torch's foreach AdamW also holds one fp32 temporary as
+  big as the trainable parameters during `step()`.
+* activations: what autograd saves per token per layer, itemized for HF's Llama-style layer under
+  autocast (RMSNorm upcasts to fp32; SDPA / flash attention keep O(s) memory, eager keeps the
+  softmax's heads·s² scores); with gradient checkpointing only each layer's input is kept plus one
+  layer recomputed during backward.
+* logits and loss: HF's loss upcasts the logits to fp32 and log-softmaxes them; at the start of
+  backward the fp32 log-probs, their gradient and the incoming gradient are alive together: 12 bytes
+  per vocabulary entry per token (128k and 152k vocabularies make this the largest dynamic term).
+* CUDA context and allocator slack.
+
+Several GPUs: the figure is per device under DDP (every GPU holds the whole model; DDP adds one
+gradient-sized bucket buffer). FSDP would divide weights, gradients and optimizer states by the
+number of GPUs, but not the activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
+
+from .catalog import ModelArch, display_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import RunConfig
+
+GIB = 1024 ** 3
+
+# Calibrated constants (docs/estimator.md explains each one).
+CUDA_CONTEXT_GIB = 0.9   # CUDA context + cuBLAS/cuDNN workspaces outside torch's allocator
+ALLOCATOR_SLACK = 0.08   # reserved vs allocated: fragmentation of torch's caching allocator
+LORA_DROPOUT_DEFAULT = 0.05
+FITS, TIGHT, NO_FIT = "fits", "tight", "does-not-fit"
+
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+              "adafactor", "sgd")
+ATTN = ("sdpa", "flash_attention_2", "eager")
+METHODS = ("full", "lora", "qlora")
+
+# peft target names in other families -> the Llama-style names used by ModelArch.linear_shapes
+_TARGET_ALIASES = {
+    "c_attn": ("q_proj", "k_proj", "v_proj"), "w1": ("gate_proj",), "w2": ("up_proj",),
+    "qkv_proj": ("q_proj", "k_proj", "v_proj", "qkv_proj"), "gate_up_proj": ("gate_proj", "up_proj", "gate_up_proj"),
+    "q": ("q_proj",), "k": ("k_proj",), "v": ("v_proj",), "o": ("o_proj",),
+    "gate": ("gate_proj",), "up": ("up_proj",), "down": ("down_proj",),
+}
+
+
+@dataclass
+class Settings:
+    """Run settings the memory depends on. Defaults follow ftwizard's config defaults on a GPU."""
+
+    method: Literal["full", "lora", "qlora"] = "lora"
+    seq_len: int = 1024
+    batch_size: int = 4
+    lora_rank: int = 16
+    lora_targets: str | list[str] = "all-linear"
+    lora_dropout: float = LORA_DROPOUT_DEFAULT
+    use_dora: bool = False
+    gradient_checkpointing: bool = True
+    optim: str = "adamw_torch"
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    attn: Literal["sdpa", "flash_attention_2", "eager"] = "sdpa"
+    gpus: int = 1
+    double_quant: bool = True
+    extra_metrics: bool = False   # TRL's per-step entropy / token accuracy over the logits
+    cuda_context_gib: float = CUDA_CONTEXT_GIB
+
+    def check(self) -> None:
+        from .errors import UserError
+
+        if self.method not in METHODS:
+            raise UserError(f"unknown method '{self.method}' (allowed: {', '.join(METHODS)})", field="method")
+        if self.optim not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer '{self.optim}' (allowed: {', '.join(OPTIMIZERS)})", field="optim")
+        if self.attn not in ATTN:
+            raise UserError(f"unknown attention '{self.attn}' (allowed: {', '.join(ATTN)})", field="attn")
+        for name in ("seq_len", "batch_size", "lora_rank", "gpus"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"must be at least 1, got {getattr(self, name)}", field=name.replace("_", "-"))
+
+
+@dataclass
+class Estimate:
+    total_gib: float
+    breakdown: dict[str, float]          # GiB per term, in display order
+    assumptions: list[str]
+    trainable_params: int = 0
+    settings: Settings | None = field(default=None, repr=False)
+    peak_phase: str = ""                 # which moment of the step is the peak
+
+    def verdict(self, vram_gib: float) -> str:
+        """`fits` up to 75% of the card, `tight` up to 100%, else `does-not-fit` (Unsloth's bands)."""
+        if vram_gib <= 0:
+            return NO_FIT
+        frac = self.total_gib / vram_gib
+        return FITS if frac <= 0.75 else TIGHT if frac <= 1.0 else NO_FIT
+
+    def to_json(self, vram_gib: float | None = None) -> dict:
+        out = {"total_gib": round(self.total_gib, 2),
+               "breakdown": {k: round(v, 3) for k, v in self.breakdown.items()},
+               "assumptions": list(self.assumptions),
+               "trainable_params": self.trainable_params,
+               "peak_phase": self.peak_phase}
+        if vram_gib is not None:
+            out["vram_gib"] = vram_gib
+            out["verdict"] = self.verdict(vram_gib)
+        return out
+
+
+# ------------------------------------------------------------------------------------------ parts
+
+
+def adapted_modules(arch: ModelArch, targets: str | list[str]) -> dict[str, tuple[int, int]]:
+    """(d_in, d_out) of each linear layer per decoder layer that LoRA adapts."""
+    shapes = arch.linear_shapes()
+    if isinstance(targets, str):
+        if targets == "all-linear":
+            return dict(shapes)
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    chosen: dict[str, tuple[int, int]] = {}
+    for t in targets:
+        names = (t,) + _TARGET_ALIASES.get(t, ()) + _TARGET_ALIASES.get(t.removesuffix("_proj"), ())
+        hit = [n for n in names if n in shapes]
+        if arch.family == "phi3" and not hit:
+            if t in ("q_proj", "k_proj", "v_proj", "q", "k", "v"):
+                hit = ["qkv_proj"]
+            elif t in ("gate_proj", "up_proj", "gate", "up"):
+                hit = ["gate_up_proj"]
+        if not hit:
+            from .errors import UserError
+
+            raise UserError(f"'{t}' is not a linear layer of {display_name(arch)} (allowed: all-linear or "
+                            f"{', '.join(shapes)})", field="lora-targets")
+        chosen[hit[0]] = shapes[hit[0]]
+    return chosen
+
+
+def lora_params(arch: ModelArch, rank: int, targets: str | list[str] = "all-linear", dora: bool = False) -> int:
+    """Trainable LoRA parameters: r·(d_in + d_out) per adapted matrix per layer (+ d_out for DoRA)."""
+    mods = adapted_modules(arch, targets)
+    per_layer = sum(rank * (i + o) + (o if dora else 0) for i, o in mods.values())
+    return arch.layers * per_layer
+
+
+def nf4_bytes(n: int, double_quant: bool) -> float:
+    """Bytes of n weights in bitsandbytes NF4 (blocksize 64): packed 4-bit data plus the constants."""
+    blocks = n / 64
+    if double_quant:  # 8-bit absmax per block, fp32 absmax + offset per 256 blocks
+        consts = blocks * 1 + (blocks / 256) * 4
+    else:
+        consts = blocks * 4
+    return n * 0.5 + consts
+
+
+def optimizer_bytes(optim: str, trainable: int, matrices: list[tuple[int, int]] | None = None) -> float:
+    if optim in ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"):
+        return 8.0 * trainable
+    if optim in ("adamw_8bit", "paged_adamw_8bit"):
+        return 2.0 * trainable + 2 * 4 * trainable / 256
+    if optim == "adafactor":
+        if matrices:
+            return 4.0 * sum(a + b for a, b in matrices)
+        return 0.05 * trainable
+    return 0.0  # sgd without momentum
+
+
+def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int) -> tuple[float, float, float]:
+    """(saved activations of one layer, backward transient of one layer, checkpoint) in bytes per token.
+
+    Itemized from what autograd keeps in HF's decoder layer under autocast; see docs/estimator.md.
+    """
+    h, q, kv, i = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
+    a = 4 if s.precision == "fp32" else 2                      # compute dtype
+    r = 2 if (s.method == "lora" and a == 2) else 4            # residual stream dtype
+    o = r if s.method == "qlora" else a                        # base linear output dtype
+    full = s.method == "full"
+    lora_mods = {} if full else adapted_modules(arch, s.lora_targets)
+    norms = 2 + (2 if arch.family == "gemma2" else 0)
+
+    b = 0.0
+    # RMSNorm: the fp32 input (or upcast copy) is saved; full FT also saves the normalized fp32 tensor
+    # for the weight's gradient.
+    b += norms * (4 * h + (4 * h if full else 0))
+    if full:  # each linear saves an autocast copy of its input (autocast caches only weight casts)
+        casts = lambda d_in, n: (n if r != a else 1) * a * d_in  # noqa: E731
+        b += casts(h, 3) + a * q + casts(h, 2) + a * i   # q,k,v | o | gate,up | down
+    # attention: q, k, v after RoPE in the compute dtype, the output, logsumexp
+    b += a * (q + 2 * kv) + a * q + 4 * arch.heads
+    if s.attn == "eager":
+        b += (4 + a) * arch.heads * seq                 # softmax output fp32 + its cast, per query row
+    # MLP: gate, up, act(gate) in the linear output dtype
+    b += 3 * o * i
+    # LoRA branches: dropout mask (1 B) + the compute-dtype copy lora_A saves, per adapted input
+    drop = 1 if s.lora_dropout > 0 else 0
+    for d_in, d_out in lora_mods.values():
+        b += (drop + a) * d_in
+        if s.use_dora:  # DoRA recomputes the base output and keeps the scaled result
+            b += a * d_in + o * d_out
+    transient = 2 * r * h + 2 * o * i  # gradient buffers alive while one layer runs backward
+    checkpoint = r * h
+    return b, transient, checkpoint
+
+
+# ----------------------------------------------------------------------------------------- estimate
+
+
+def estimate(arch: ModelArch, settings: Settings) -> Estimate:
+    """Peak memory per GPU for one training step of `arch` with `settings`."""
+    s = settings
+    s.check()
+    P = arch.params
+    T = s.batch_size * s.seq_len
+    a = 4 if s.precision == "fp32" else 2
+    notes: list[str] = []
+    br: dict[str, float] = {}
+    gib = lambda x: x / GIB  # noqa: E731
+
+    # weights
+    trainable = 0
+    if s.method == "full":
+        br["weights (fp32 master, bf16 autocast)" if a == 2 else "weights (fp32)"] = gib(4 * P)
+        trainable = P
+        notes.append("full: weights loaded in fp32 and trained under bf16 autocast (ftwizard's full "
+                     "fine-tuning); 4 B/param weights + 4 grads + optimizer states")
+        matrices = [(x, y) for x, y in arch.linear_shapes().values()] * arch.layers
+    else:
+        trainable = lora_params(arch, s.lora_rank, s.lora_targets, s.use_dora)
+        mods = adapted_modules(arch, s.lora_targets)
+        matrices = [(s.lora_rank, x) for x, _ in mods.values()] + [(y, s.lora_rank) for _, y in mods.values()]
+        matrices *= arch.layers
+        tgt = "all-linear" if s.lora_targets == "all-linear" else ",".join(mods)
+        notes.append(f"LoRA r={s.lora_rank} on {tgt} ({len(mods)} matrices x {arch.layers} layers): "
+                     f"{trainable:,} trainable params, fp32 (peft keeps adapters in fp32)"
+                     + ("; DoRA magnitude vectors included" if s.use_dora else ""))
+        if s.method == "lora":
+            wb = 2 if a == 2 else 4
+            br[f"weights ({'bf16' if wb == 2 else 'fp32'})"] = gib(wb * P)
+        else:
+            lin = arch.linear_params
+            br["weights NF4 (decoder linears" + (", double quant)" if s.double_quant else ")")] = \
+                gib(nf4_bytes(lin, s.double_quant))
+            br["weights fp32 (embeddings, lm_head, norms)"] = gib(4 * (P - lin))
+            notes.append("qlora: decoder linears in NF4 (blocksize 64"
+                         + (", double quant" if s.double_quant else ", no double quant")
+                         + "); embeddings, lm_head and norms upcast to fp32 by peft's "
+                         "prepare_model_for_kbit_training")
+        br["LoRA adapters (fp32)"] = gib(4 * trainable)
+
+    br["gradients (fp32)"] = gib(4 * trainable)
+    opt = optimizer_bytes(s.optim, trainable, matrices)
+    br[f"optimizer states ({s.optim})"] = gib(opt)
+    if s.optim.startswith("paged"):
+        notes.append(f"{s.optim}: counted on the GPU; paging can move it to host memory under pressure")
+
+    # dynamic memory: activations and logits; the peak is the worst of three moments
+    per_layer, transient, ckpt = _activation_bytes_per_token_layer(arch, s, s.seq_len)
+    V = arch.vocab
+    logits_fwd = (8 + a) * V + (8 * V if s.extra_metrics else 0)
+    logits_bwd = 12 * V
+    if s.gradient_checkpointing:
+        kept = arch.layers * ckpt
+        notes.append("gradient checkpointing (non-reentrant): one hidden state kept per layer, one layer "
+                     "recomputed at a time")
+    else:
+        kept = arch.layers * per_layer
+        notes.append("no gradient checkpointing: every layer's activations kept until backward")
+    moments = {
+        "end of forward (logits and loss)": kept + logits_fwd,
+        "start of backward (loss gradient)": kept + logits_bwd,
+        "backward through a layer": kept + (per_layer if s.gradient_checkpointing else 0) + transient,
+    }
+    phase = max(moments, key=moments.get)
+    dyn = moments[phase] * T
+    logits_part = (logits_bwd if phase.startswith("start") else logits_fwd if phase.startswith("end") else 0) * T
+    layers_part = dyn - logits_part
+    br["activations"] = gib(layers_part)
+    br["logits and loss"] = gib(logits_part)
+    # optimizer step: foreach AdamW holds one fp32 temporary of the trainable size; activations are gone
+    step_tmp = 4.0 * trainable if s.optim in ("adamw_torch", "paged_adamw_32bit") else 0.0
+    if s.method == "qlora":  # bitsandbytes dequantizes one weight matrix at a time to the compute dtype
+        deq = max(x * y for x, y in arch.linear_shapes().values()) * a
+        br["dequantization buffer"] = gib(deq)
+    if step_tmp > dyn:
+        br["activations"] = 0.0
+        br["logits and loss"] = 0.0
+        br["optimizer step temporaries"] = gib(step_tmp)
+        phase = "optimizer step"
+        dyn = step_tmp
+    elif step_tmp:
+        notes.append(f"the optimizer step's fp32 temporary ({gib(step_tmp):.2f} GiB) is smaller than the "
+                     "activation peak, so it does not raise the peak")
+    notes.append(f"batch {s.batch_size} x sequence {s.seq_len} = {T:,} tokens per step per GPU, every row "
+                 "padded to the full length (the longest batch runs first)")
+    notes.append(f"attention: {s.attn}" + (" (O(s) memory)" if s.attn != "eager" else
+                                            " (keeps heads x s^2 scores per layer)"))
+    notes.append(f"logits: vocabulary {V:,}; the loss upcasts to fp32 ({12 * V * T / GIB:.2f} GiB at the start "
+                 "of backward)")
+
+    if s.gpus > 1:
+        if trainable:
+            br["DDP gradient buckets"] = gib(4 * trainable)
+        notes.append(f"{s.gpus} GPUs: per-device figure under DDP (each GPU holds the whole model; global "
+                     f"batch {s.batch_size * s.gpus}). FSDP would divide weights, gradients and optimizer "
+                     "states by the GPU count; activations stay per GPU")
+    br["allocator slack"] = gib(ALLOCATOR_SLACK * dyn)
+    br["CUDA context"] = s.cuda_context_gib
+    notes.append(f"precision {s.precision}; CUDA context {s.cuda_context_gib} GiB; allocator slack "
+                 f"{int(ALLOCATOR_SLACK * 100)}% of the dynamic memory")
+    total = sum(br.values())
+    return Estimate(total_gib=total, breakdown=br, assumptions=notes, trainable_params=trainable,
+                    settings=s, peak_phase=phase)
+
+
+# ----------------------------------------------------------------------------------- from a config
+
+
+def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
+    """The estimator's settings for a run config, as the training process would run it on a GPU."""
+    t = cfg.train
+    precision = "bf16" if t.precision == "auto" else t.precision
+    attn = cfg.model.attn_implementation
+    attn = "sdpa" if attn == "auto" else attn
+    return Settings(method=cfg.method, seq_len=t.max_length, batch_size=t.batch_size,
+                    lora_rank=cfg.lora.r, lora_targets=cfg.lora.target_modules,
+                    lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
+                    gradient_checkpointing=t.gradient_checkpointing, optim=t.optim,
+                    precision=precision, attn=attn, gpus=max(1, gpus),
+                    double_quant=cfg.quantization.double_quant, extra_metrics=t.extra_metrics)
+
+
+# -------------------------------------------------------------------------------- choose a method
+
+
+@dataclass
+class MethodChoice:
+    rows: list[tuple[str, Estimate, str | None]]   # (method, estimate, verdict or None without VRAM)
+    recommended: str | None
+    reason: str
+
+    def row(self, method: str) -> tuple[str, Estimate, str | None]:
+        return next(r for r in self.rows if r[0] == method)
+
+
+def compare_methods(arch: ModelArch, vram_gib: float | None, gpus: int = 1, base: Settings | None = None,
+                    *, prefer_full: bool = False) -> MethodChoice:
+    """Estimate full, LoRA and QLoRA with the same settings and pick one.
+
+    LoRA when it fits (even tight), QLoRA when only it fits, full only when asked for (`prefer_full`:
+    ample VRAM and a large domain shift) and it fits with headroom (Llama guide: start with LoRA,
+    QLoRA when resources are tight, full only with the compute and a need for major change).
+    """
+    base = base or Settings()
+    rows = []
+    for m in METHODS:
+        e = estimate(arch, replace(base, method=m, gpus=gpus))
+        rows.append((m, e, e.verdict(vram_gib) if vram_gib else None))
+    name = display_name(arch)
+    if not vram_gib:
+        return MethodChoice(rows, None, "no GPU memory given: cannot choose a method")
+    v = {m: verdict for m, _, verdict in rows}
+    tot = {m: e.total_gib for m, e, _ in rows}
+    where = f"{gpus}x {vram_gib:g} GiB" if gpus > 1 else f"{vram_gib:g} GiB"
+    if prefer_full and v["full"] == FITS:
+        return MethodChoice(rows, "full", f"full fine-tuning fits {where} with headroom ({tot['full']:.1f} GiB) "
+                            "and the domain shift is large (Llama guide: full only with the compute and a "
+                            "need for major change)")
+    if v["lora"] in (FITS, TIGHT):
+        head = 100 * (1 - tot["lora"] / vram_gib)
+        extra = "" if v["lora"] == FITS else "; tight: keep the batch small or use QLoRA if it runs out of memory"
+        return MethodChoice(rows, "lora", f"LoRA fits {where} ({tot['lora']:.1f} GiB, {head:.0f}% headroom){extra} "
+                            "(Llama guide: start with LoRA)")
+    if v["qlora"] in (FITS, TIGHT):
+        return MethodChoice(rows, "qlora", f"only QLoRA fits {where} ({tot['qlora']:.1f} GiB; LoRA needs "
+                            f"{tot['lora']:.1f}) (Llama guide: QLoRA when resources are tight)")
+    return MethodChoice(rows, None, f"no method fits {name} on {where} (QLoRA needs {tot['qlora']:.1f} GiB): "
+                        "pick a smaller model, shorten the sequence or lower the batch size")
