@@ -1,0 +1,281 @@
+"""The training doctor: live warnings with advice, from a run's curves. Pure functions, no UI.
+
+`diagnose_events(events)` reads the events of a run (events.py); `diagnose_series(...)` reads curves
+already held elsewhere (the monitor's `RunView`, through `monitor.diagnose_view`). Both return a list of
+`DoctorWarning(code, severity, message, evidence, advice)`; the evidence names the steps and values the
+warning rests on. The same function serves the monitor (shown live) and the trainer (optional early
+stopping: `should_stop(warnings)`).
+
+Every rule is a deterministic threshold on bounded windows of the curves, so a check costs the same
+at step 100 and at step 100,000:
+
+| code               | fires when                                                                       |
+|--------------------|----------------------------------------------------------------------------------|
+| `nan-loss`         | the training or validation loss, or the grad norm, is NaN or infinite at any step |
+| `exploding-grad`   | a grad norm is >= 10x the median of the 20 before it (at least 5 of them), and    |
+|                    | >= 5.0 in absolute terms; the latest such step is the evidence                   |
+| `overfitting`      | the last 3 validation losses each rose (total rise >= 1% of the first of them)   |
+|                    | while the mean training loss over that span fell by >= 1%                        |
+| `plateau`          | after >= 20 logged steps, the mean of the last 5 losses is within 2% of the mean  |
+|                    | of the first 5, and no loss ever went 5% below that start                         |
+| `memorising`       | the last 5 training losses are all below 0.05                                    |
+| `throughput-drop`  | the median tokens/s of the last 5 steps is below 40% of the median of the 50     |
+|                    | steps before them (at least 10 of them, the first 2 steps of a run skipped)      |
+
+Thresholds are module constants; they are meant to catch the obvious cases early, not to be clever.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from statistics import median
+from typing import Iterable, Sequence
+
+# thresholds (documented in the table above and in docs/monitor.md)
+GRAD_FACTOR = 10.0
+GRAD_MIN_ABS = 5.0
+GRAD_WINDOW = 20
+GRAD_MIN_HISTORY = 5
+OVERFIT_EVALS = 3
+OVERFIT_MIN_RISE = 0.01
+OVERFIT_TRAIN_DROP = 0.01
+PLATEAU_MIN_STEPS = 20
+PLATEAU_HEAD = 5
+PLATEAU_TOL = 0.02
+PLATEAU_NEVER_BELOW = 0.05
+MEMORISE_LOSS = 0.05
+MEMORISE_LAST = 5
+TPS_RECENT = 5
+TPS_BASELINE = 50
+TPS_MIN_BASELINE = 10
+TPS_SKIP_FIRST = 2
+TPS_RATIO = 0.4
+
+Curve = tuple[Sequence[float], Sequence[float]]  # (steps, values), steps increasing
+
+
+@dataclass(frozen=True)
+class DoctorWarning:
+    code: str
+    severity: str  # "error" (the run is broken) | "warning" (worth acting on)
+    message: str
+    evidence: dict = field(default_factory=dict)
+    advice: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["advice"] = list(self.advice)
+        return d
+
+
+def _fmt(v: float) -> str:
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.4g}"
+
+
+def _steps(xs: Sequence[float]) -> list[int]:
+    return [int(x) for x in xs]
+
+
+# ---------------------------------------------------------------------------------------- rules
+
+
+def check_nonfinite(nonfinite: Sequence[tuple[int, str, float]]) -> DoctorWarning | None:
+    if not nonfinite:
+        return None
+    step, metric, value = nonfinite[0]
+    steps = sorted({int(s) for s, _, _ in nonfinite})
+    return DoctorWarning(
+        "nan-loss", "error",
+        f"{metric.replace('_', ' ')} is {value} at step {step}: training has diverged",
+        {"first_step": int(step), "metric": metric, "value": str(value), "steps": steps[:20]},
+        ("lower train.learning_rate by 10x", "keep train.max_grad_norm at 1.0 (gradient clipping)",
+         "use bf16 instead of fp16 (fp16 overflows)", "check the data for empty or absurdly long rows"))
+
+
+def check_grad(grad: Curve) -> DoctorWarning | None:
+    xs, ys = grad
+    n = len(ys)
+    if n <= GRAD_MIN_HISTORY:
+        return None
+    # scan only the recent part of the curve: bounded cost
+    start = max(GRAD_MIN_HISTORY, n - 200)
+    for i in range(n - 1, start - 1, -1):
+        hist = ys[max(0, i - GRAD_WINDOW):i]
+        if len(hist) < GRAD_MIN_HISTORY:
+            break
+        med = median(hist)
+        if ys[i] >= GRAD_MIN_ABS and med > 0 and ys[i] >= GRAD_FACTOR * med:
+            return DoctorWarning(
+                "exploding-grad", "warning",
+                f"grad norm jumped to {_fmt(ys[i])} at step {int(xs[i])} ({ys[i] / med:.0f}x the recent "
+                f"median {_fmt(med)}): the learning rate is probably too high",
+                {"step": int(xs[i]), "grad_norm": ys[i], "median_before": med,
+                 "window_steps": [int(xs[max(0, i - GRAD_WINDOW)]), int(xs[i - 1])]},
+                ("lower train.learning_rate (by 2-10x)", "keep train.max_grad_norm at 1.0",
+                 "add warmup (train.warmup_ratio 0.03-0.1)"))
+    return None
+
+
+def check_overfitting(train: Curve, evals: Curve) -> DoctorWarning | None:
+    ex, ey = evals
+    if len(ey) < OVERFIT_EVALS:
+        return None
+    ex, ey = list(ex[-OVERFIT_EVALS:]), list(ey[-OVERFIT_EVALS:])
+    if not all(b > a for a, b in zip(ey, ey[1:])):
+        return None
+    if ey[-1] - ey[0] < OVERFIT_MIN_RISE * abs(ey[0]):
+        return None
+    tx, ty = train
+    # training loss around the first and the last of these evaluations (mean of the logged steps
+    # from the previous evaluation up to it), so one noisy step does not decide
+    lo = _index_at_or_after(tx, ex[0])
+    hi = _index_at_or_after(tx, ex[-1] + 1)
+    span = list(ty[lo:hi])
+    if len(span) < 2:
+        return None
+    k = max(1, len(span) // 3)
+    before, after = sum(span[:k]) / k, sum(span[-k:]) / k
+    if after > before * (1 - OVERFIT_TRAIN_DROP):
+        return None
+    evidence = {"eval_steps": _steps(ex), "eval_loss": ey, "train_loss_before": round(before, 6),
+                "train_loss_after": round(after, 6), "steps": [int(ex[0]), int(ex[-1])]}
+    return DoctorWarning(
+        "overfitting", "warning",
+        f"validation loss rose {len(ey) - 1} evaluations in a row ({_fmt(ey[0])} -> {_fmt(ey[-1])}, steps "
+        f"{int(ex[0])}-{int(ex[-1])}) while training loss fell ({_fmt(before)} -> {_fmt(after)}): overfitting",
+        evidence,
+        ("train fewer epochs (or stop at the best checkpoint, step "
+         f"{int(ex[0])})", "lower train.learning_rate", "add more (and more varied) training data",
+         "raise lora.dropout or lower lora.r"))
+
+
+def check_plateau(train: Curve, max_steps: int | None = None) -> DoctorWarning | None:
+    xs, ys = train
+    if len(ys) < PLATEAU_MIN_STEPS:
+        return None
+    head = list(ys[:PLATEAU_HEAD])
+    tail = list(ys[-PLATEAU_HEAD:])
+    start = sum(head) / len(head)
+    now = sum(tail) / len(tail)
+    if start <= 0:
+        return None
+    if abs(start - now) > PLATEAU_TOL * start:
+        return None
+    if min(ys) < start * (1 - PLATEAU_NEVER_BELOW):
+        return None
+    return DoctorWarning(
+        "plateau", "warning",
+        f"training loss has not moved since the start ({_fmt(start)} over steps {int(xs[0])}-{int(xs[PLATEAU_HEAD - 1])}, "
+        f"{_fmt(now)} over steps {int(xs[-PLATEAU_HEAD])}-{int(xs[-1])})",
+        {"start_steps": [int(xs[0]), int(xs[PLATEAU_HEAD - 1])], "start_loss": round(start, 6),
+         "recent_steps": [int(xs[-PLATEAU_HEAD]), int(xs[-1])], "recent_loss": round(now, 6),
+         "min_loss": min(ys)},
+        ("raise train.learning_rate (LoRA 1e-4..3e-4, full 1e-5..5e-5)",
+         "check the data: are the answers masked out (assistant_only_loss on text without turns)?",
+         "check that the model has trainable parameters (LoRA target_modules)"))
+
+
+def check_memorising(train: Curve) -> DoctorWarning | None:
+    xs, ys = train
+    if len(ys) < MEMORISE_LAST:
+        return None
+    tail = list(ys[-MEMORISE_LAST:])
+    if max(tail) >= MEMORISE_LOSS:
+        return None
+    return DoctorWarning(
+        "memorising", "warning",
+        f"training loss is near 0 ({_fmt(tail[-1])} at step {int(xs[-1])}; the last {MEMORISE_LAST} below "
+        f"{MEMORISE_LOSS}): the model is memorising the training set",
+        {"steps": [int(xs[-MEMORISE_LAST]), int(xs[-1])], "losses": tail},
+        ("train fewer epochs or stop now", "add more varied data (check for duplicates)",
+         "watch the validation loss: it tells whether this generalises"))
+
+
+def check_throughput(tps: Curve) -> DoctorWarning | None:
+    xs, ys = tps
+    ys = list(ys[-(TPS_BASELINE + TPS_RECENT + TPS_SKIP_FIRST):])
+    xs = list(xs[-len(ys):]) if ys else []
+    if len(ys) == len(tps[1]):  # the whole run fits: skip its first steps (warm-up, compilation)
+        xs, ys = xs[TPS_SKIP_FIRST:], ys[TPS_SKIP_FIRST:]
+    if len(ys) < TPS_MIN_BASELINE + TPS_RECENT:
+        return None
+    base_y = ys[:-TPS_RECENT][-TPS_BASELINE:]
+    recent = ys[-TPS_RECENT:]
+    base, now = median(base_y), median(recent)
+    if base <= 0 or now >= TPS_RATIO * base:
+        return None
+    return DoctorWarning(
+        "throughput-drop", "warning",
+        f"throughput fell to {now:,.0f} tokens/s (steps {int(xs[-TPS_RECENT])}-{int(xs[-1])}) from "
+        f"{base:,.0f} before ({now / base:.0%})",
+        {"recent_steps": [int(xs[-TPS_RECENT]), int(xs[-1])], "recent_tokens_per_s": now,
+         "baseline_tokens_per_s": base},
+        ("another process may be using the GPU (check nvidia-smi)",
+         "the machine may be swapping (host RAM) or the GPU throttling (temperature)",
+         "a slow disk or dataloader: checkpoints or evaluation too often?"))
+
+
+# ---------------------------------------------------------------------------------------- entry
+
+
+def diagnose_series(*, train: Curve = ((), ()), evals: Curve = ((), ()), grad: Curve = ((), ()),
+                    tps: Curve = ((), ()), nonfinite: Sequence[tuple[int, str, float]] = (),
+                    max_steps: int | None = None) -> list[DoctorWarning]:
+    """All warnings that hold now, most serious first."""
+    out = []
+    for w in (check_nonfinite(nonfinite), check_grad(grad), check_overfitting(train, evals),
+              check_memorising(train), check_plateau(train, max_steps), check_throughput(tps)):
+        if w is not None:
+            out.append(w)
+    return out
+
+
+def diagnose_events(events: Iterable[dict]) -> list[DoctorWarning]:
+    """Warnings from a run's events (a resumed run's repeated steps replace the earlier ones)."""
+    curves: dict[str, tuple[list, list]] = {k: ([], []) for k in ("loss", "eval_loss", "grad_norm", "tokens_per_s")}
+    nonfinite: list[tuple[int, str, float]] = []
+    max_steps = None
+    for ev in events:
+        kind, step = ev.get("type"), ev.get("step")
+        if kind not in ("train", "eval") or not isinstance(step, int):
+            continue
+        if kind == "train":
+            max_steps = ev.get("max_steps") or max_steps
+        for key in (("loss", "grad_norm", "tokens_per_s") if kind == "train" else ("eval_loss",)):
+            v = ev.get(key)
+            if v is None:
+                continue
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                continue
+            if not math.isfinite(v):
+                nonfinite.append((step, key, v))
+                continue
+            xs, ys = curves[key]
+            while xs and xs[-1] >= step:
+                xs.pop(), ys.pop()
+            xs.append(step)
+            ys.append(v)
+    return diagnose_series(train=curves["loss"], evals=curves["eval_loss"], grad=curves["grad_norm"],
+                           tps=curves["tokens_per_s"], nonfinite=nonfinite, max_steps=max_steps)
+
+
+EARLY_STOP_CODES = ("nan-loss", "overfitting")
+
+
+def should_stop(warnings: Iterable[DoctorWarning], codes: Sequence[str] = EARLY_STOP_CODES) -> DoctorWarning | None:
+    """For optional early stopping: the first warning whose code is in `codes`, else None."""
+    for w in warnings:
+        if w.code in codes:
+            return w
+    return None
+
+
+def _index_at_or_after(xs: Sequence[float], x: float) -> int:
+    from bisect import bisect_left
+
+    return bisect_left(xs, x)
