@@ -148,44 +148,6 @@ def apply_method(cfg: RunConfig, model, dev: dict):
     return get_peft_model(model, lc)
 
 
-def load_data(cfg: RunConfig, tok, template: str | None, run: Run):
-    """Tokenized train and validation datasets (cached), plus facts for the events."""
-    from .data.formats import detect_format, to_canonical
-    from .data.load import load_table
-    from .data.tokenize import tokenize_dataset
-
-    d = cfg.dataset
-    raw = load_table(d.path, d.split, d.max_rows)
-    det = detect_format(raw.column_names, raw.select(range(min(20, len(raw)))).to_list(), d.columns, d.format)
-    run.events.emit("info", key="dataset", value={"path": d.path, "format": det.format,
-                                                  "evidence": det.evidence, "rows": len(raw)})
-    canon = raw.map(lambda r: to_canonical(r, det), remove_columns=raw.column_names)
-    assistant_only = d.assistant_only_loss and det.format != "text"
-    eval_raw = None
-    if d.validation_path:
-        vr = load_table(d.validation_path, d.split, None)
-        vdet = detect_format(vr.column_names, vr.select(range(min(20, len(vr)))).to_list(), d.columns, d.format)
-        eval_raw = vr.map(lambda r: to_canonical(r, vdet), remove_columns=vr.column_names)
-    elif d.validation > 0 and len(canon) >= 10:
-        split = canon.train_test_split(test_size=d.validation, seed=cfg.train.seed)
-        canon, eval_raw = split["train"], split["test"]
-
-    run.phase("tokenizing", f"{len(canon)} rows, max_length {cfg.train.max_length}")
-    train_ds, facts = tokenize_dataset(canon, tok, template, cfg.train.max_length, assistant_only,
-                                       data_fingerprint=canon._fingerprint, name="train")
-    run.events.emit("info", key="tokenized", value=facts)
-    if facts["dropped_no_trained_tokens"]:
-        run.events.emit("warning", code="rows-without-trained-tokens",
-                        message=f"{facts['dropped_no_trained_tokens']} rows had no trained token "
-                                "after truncation and were dropped", evidence=facts)
-    eval_ds = None
-    if eval_raw is not None and len(eval_raw):
-        eval_ds, efacts = tokenize_dataset(eval_raw, tok, template, cfg.train.max_length, assistant_only,
-                                           data_fingerprint=eval_raw._fingerprint, name="validation")
-        run.events.emit("info", key="tokenized_validation", value=efacts)
-    return train_ds, eval_ds, facts
-
-
 def make_callback(run: Run, cfg: RunConfig, dev: dict, counter):
     """The TrainerCallback that writes events.jsonl (rank 0 only) and honours stop requests."""
     from transformers import TrainerCallback
@@ -409,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         run.events.emit("info", key="parameters", value={"total": n_params, "trainable": n_train})
         run.phase("loading_data", cfg.dataset.path)
-        train_ds, eval_ds, _ = load_data(cfg, tok, template, run)
+        from .data.prepare import prepare_training_data
+
+        train_ds, eval_ds, _ = prepare_training_data(cfg, tok, template, run.events.emit, run.phase)
         trainer, steps = build_trainer(cfg, run, dev, model, tok, train_ds, eval_ds)
         ckpt = last_checkpoint(run_dir) if resume else None
         if resume and ckpt is None:

@@ -1,56 +1,41 @@
-"""Read a dataset: a local file (.jsonl .json .csv .parquet), a directory of them, or a hub id."""
+"""Where a dataset lives: a local file (.jsonl .json .csv .tsv .parquet), a directory of them, or a hub id.
+
+`data_files` is the cheap existence check `ftwizard train` runs before creating a run; reading rows is
+`read.iter_rows` (streaming, with line numbers); `load_table` gives a `datasets.Dataset` of the raw rows
+for code that wants one.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from .read import EXTENSIONS, local_files
 
-from ..errors import UserError
-
-BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".tsv": "csv"}
+BUILDERS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".tsv": "csv",
+            ".parquet": "parquet"}
 
 
 def data_files(path: str) -> tuple[str, list[str]] | None:
-    """(builder, files) for a local path, None when `path` is not local (a hub id)."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        builder = BUILDERS.get(p.suffix.lower())
-        if builder is None:
-            raise UserError(f"unsupported file type '{p.suffix}' (use .jsonl, .json, .csv or .parquet)",
-                            file=str(p), field="dataset.path")
-        return builder, [str(p)]
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in BUILDERS)
-        kinds = {BUILDERS[f.suffix.lower()] for f in files}
-        if not files:
-            raise UserError("no .jsonl/.json/.csv/.parquet files in this directory", file=str(p),
-                            field="dataset.path")
-        if len(kinds) > 1:
-            raise UserError(f"mixed file types {sorted(kinds)}; keep one type per directory", file=str(p),
-                            field="dataset.path")
-        return kinds.pop(), [str(f) for f in files]
-    if path.startswith(("/", "./", "../", "~")) or p.suffix.lower() in BUILDERS:
-        raise UserError("no such file or directory", file=path, field="dataset.path")
-    return None
+    """(kind, files) for a local path, None when `path` is not local (a hub id). Raises `UserError` for a
+    missing path or an unsupported file type."""
+    files = local_files(path)
+    if files is None:
+        return None
+    kinds = sorted({EXTENSIONS[f.suffix.lower()] for f in files})
+    return "+".join(kinds), [str(f) for f in files]
 
 
 def load_table(path: str, split: str = "train", max_rows: int | None = None):
-    """A `datasets.Dataset` of the raw rows."""
+    """A `datasets.Dataset` of the raw rows (read with `iter_rows`, so errors carry file and line)."""
     import datasets
 
-    datasets.disable_progress_bars()
-    local = data_files(path)
-    try:
-        if local is None:
-            ds = datasets.load_dataset(path, split=split)
+    from ..errors import Problem, UserError
+    from .read import iter_rows
+
+    rows, bad = [], []
+    for r in iter_rows(path, split=split, limit=max_rows, streaming_hub=False):
+        if r.error:
+            bad.append(Problem(r.error, file=r.file, line=r.line, field=r.field))
         else:
-            builder, files = local
-            kwargs = {"sep": "\t"} if files[0].endswith(".tsv") else {}
-            ds = datasets.load_dataset(builder, data_files=files, split="train", **kwargs)
-    except UserError:
-        raise
-    except Exception as exc:  # datasets raises many types; the message is what the user needs
-        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read the dataset: {msg}", file=path, field="dataset.path") from None
-    if max_rows is not None and len(ds) > max_rows:
-        ds = ds.select(range(max_rows))
-    return ds
+            rows.append(r.row)
+    if bad:
+        raise UserError(bad[:10])
+    return datasets.Dataset.from_list(rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,13 @@ IGNORE = -100
 
 @dataclass
 class Encoded:
+    """One tokenized row: `input_ids` and `labels` (IGNORE where no loss), cut at max_length; `cut_ids`
+    holds what truncation removed (shown greyed in the preview, never trained)."""
+
     input_ids: list[int]
     labels: list[int]
     length_before_truncation: int
+    cut_ids: list[int] = field(default_factory=list)
 
     @property
     def trained(self) -> int:
@@ -36,6 +40,11 @@ class Encoded:
 
 def encode_row(row: dict[str, Any], tokenizer, template: str | None, max_length: int,
                assistant_only: bool = True) -> Encoded:
+    """Tokenize one canonical row (`formats.to_canonical`) exactly as training does.
+
+    Chat rows go through the chat template (`template`, else the tokenizer's); with `assistant_only`
+    the loss covers the template's `{% generation %}` spans only. Prompt/completion rows train on the
+    completion + EOS; text rows on every token + EOS."""
     if "messages" in row:
         out = tokenizer.apply_chat_template(
             row["messages"], chat_template=template, tokenize=True, return_dict=True,
@@ -60,7 +69,7 @@ def encode_row(row: dict[str, Any], tokenizer, template: str | None, max_length:
             ids = ids + [tokenizer.eos_token_id]
         labels = list(ids)
     n = len(ids)
-    return Encoded(ids[:max_length], labels[:max_length], n)
+    return Encoded(ids[:max_length], labels[:max_length], n, ids[max_length:])
 
 
 def cache_root() -> Path:
@@ -120,3 +129,42 @@ def _facts(ds, total_before: int) -> dict:
     return {"rows": len(ds), "dropped_no_trained_tokens": total_before - len(ds),
             "truncated_rows": int(sum(ds["truncated"])), "tokens": int(sum(lengths)),
             "max_length_seen": max(lengths) if lengths else 0}
+
+
+def load_tokenizer(name_or_path: str, gguf_file: str | None = None):
+    """The tokenizer of a local model directory, a `pkg:` model, a GGUF file, or a hub id (never used in
+    tests). Pad falls back to EOS, as in training."""
+    from transformers import AutoTokenizer
+
+    from ..models import resolve_model_path
+
+    path = resolve_model_path(name_or_path)
+    p = Path(path)
+    if p.is_file() and p.suffix == ".gguf":
+        path, gguf_file = str(p.parent), p.name
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    if gguf_file is None and p.is_dir() and not (p / "tokenizer_config.json").exists():
+        ggufs = sorted(p.glob("*.gguf"))
+        if ggufs:
+            kwargs["gguf_file"] = ggufs[0].name
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - many loader errors; the user needs the message
+        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load the tokenizer: {msg}", file=name_or_path, field="model.name_or_path") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def setup_tokenizer(tokenizer, requested_template: str | None, assistant_only: bool) -> tuple[str | None, str]:
+    """Pick the chat template training will use and make EOS the end-of-turn token of known families,
+    exactly as the training process does. Mutates `tokenizer`; returns (template, why)."""
+    from ..templates import END_OF_TURN, choose_template, family
+
+    template, why = choose_template(tokenizer.chat_template, requested_template, assistant_only)
+    tokenizer.chat_template = template
+    fam = family(template)
+    if fam and tokenizer.eos_token != END_OF_TURN[fam] and END_OF_TURN[fam] in tokenizer.get_vocab():
+        tokenizer.eos_token = END_OF_TURN[fam]
+    return template, why

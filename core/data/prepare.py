@@ -1,0 +1,166 @@
+"""The data step of the training process: read, check, convert, split and tokenize.
+
+`prepare_training_data(cfg, tokenizer, template, emit, phase=None) -> (train_ds, eval_ds, facts)` is the
+only data call `core/trainer.py` makes. It goes through the same functions as the wizard's preview
+(`read.iter_rows`, `formats.detect_format` / `to_canonical`, `tokenize.encode_row`), so what the preview
+showed is what trains. It refuses, before training starts, with `UserError`s naming file and line:
+unreadable rows, rows missing required fields, no usable rows, a chat template that cannot mark the
+assistant's tokens while assistant-only loss is on, and data whose every row would train on zero tokens.
+
+What SFT does with each format (also reported as an `info` event `dataset` with `sft_note`):
+    alpaca, sharegpt (tool calls as text), messages, prompt-completion: SFT on the conversation
+    preference: SFT on prompt + chosen; KTO: SFT on the desirable (label true) rows
+    text: every token trained (continued pre-training style)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable
+
+from ..errors import Problem as BaseProblem
+from ..errors import UserError
+from .checks import Problem, generation_marker_problem
+from .formats import Detected, keep_for_sft, row_format, to_canonical, validate_row
+from .split import split_indices
+
+MAX_REPORTED = 10
+
+
+def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows: int | None = None):
+    """(canonical rows, their raw labels or None, (file, line) of each, skipped count). Raises `UserError`
+    listing the first bad rows (file:line: field: message) when any row cannot be used."""
+    from .read import iter_rows
+
+    rows, labels, where, bad = [], [], [], []
+    n_bad = skipped = 0
+    label_col = det.col("label")
+    for r in iter_rows(source, split=split, limit=max_rows, streaming_hub=False):
+        if r.error:
+            n_bad += 1
+            if len(bad) < MAX_REPORTED:
+                bad.append(BaseProblem(r.error, file=r.file, line=r.line, field=r.field))
+            continue
+        errors = [i for i in validate_row(r.row, det) if i.severity == "error"]
+        if errors:
+            n_bad += 1
+            if len(bad) < MAX_REPORTED:
+                other = row_format(r.row)
+                msg = (f"this row looks like {other}, but the dataset is {det.format}" if other and other != det.format
+                       else f"{errors[0].message} ({errors[0].fix})")
+                bad.append(BaseProblem(msg, file=r.file, line=r.line, field=None if other and other != det.format
+                                       else errors[0].field))
+            continue
+        if not keep_for_sft(r.row, det):
+            skipped += 1
+            continue
+        rows.append(to_canonical(r.row, det))
+        labels.append(r.row.get(label_col))
+        where.append((r.file, r.line))
+    if bad:
+        more = n_bad - len(bad)
+        if more > 0:
+            bad.append(BaseProblem(f"... and {more} more bad rows; `ftwizard inspect {source}` lists them all",
+                                   file=source))
+        raise UserError(bad)
+    has_labels = det.format != "kto" and any(v is not None for v in labels) and \
+        len({json.dumps(v, sort_keys=True, default=str) for v in labels}) <= max(2, len(labels) // 10)
+    return rows, (labels if has_labels else None), where, skipped
+
+
+def _fingerprint(source: str, det: Detected, extra: Any) -> str:
+    from .read import local_files
+
+    h = hashlib.sha256()
+    files = local_files(source)
+    for f in files or []:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    if files is None:
+        h.update(source.encode())
+    h.update(json.dumps([det.to_json(), extra], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[..., Any],
+                          phase: Callable[..., Any] | None = None):
+    """Tokenized (train, validation or None) datasets and facts; events go to `emit(type, **fields)`,
+    phase changes to `phase(name, detail)`. See the module docstring for what is refused."""
+    import datasets
+
+    from .preview import detect_source
+    from .tokenize import tokenize_dataset
+
+    datasets.disable_progress_bars()
+    d, t = cfg.dataset, cfg.train
+    det, _, _ = detect_source(d.path, columns=d.columns, format=d.format, split=d.split)
+    rows, labels, where, skipped = read_canonical(d.path, det, split=d.split, max_rows=d.max_rows)
+    if not rows:
+        why = (f" ({skipped} rows are labelled undesirable and SFT skips them)" if skipped else "")
+        raise UserError(f"no usable rows in the dataset{why}", file=d.path, field="dataset.path")
+    emit("info", key="dataset", value={"path": d.path, "format": det.format, "evidence": det.evidence,
+                                       "variant": det.variant, "sft_note": det.sft_note, "rows": len(rows) + skipped,
+                                       "used_rows": len(rows), "skipped_rows": skipped})
+    if det.sft_note:
+        emit("warning", code=f"dataset-{det.format}-as-sft", message=det.sft_note,
+             evidence={"format": det.format, "skipped_rows": skipped})
+    chat = "messages" in rows[0]
+    assistant_only = d.assistant_only_loss and det.format != "text"
+    if chat and assistant_only:
+        p = generation_marker_problem(template or getattr(tokenizer, "chat_template", None), det.format, True)
+        if p is not None:
+            raise UserError(Problem(p.message + f"; {p.fix}", field=p.field))
+
+    eval_rows = None
+    if d.validation_path:
+        vdet, _, _ = detect_source(d.validation_path, columns=d.columns, format=d.format, split=d.split)
+        eval_rows, _, vwhere, _ = read_canonical(d.validation_path, vdet, split=d.split)
+        _warn_overlap(rows, where, eval_rows, vwhere, emit)
+        train_rows = rows
+        split_key = ("file", d.validation_path)
+    else:
+        tr, va = split_indices(len(rows), d.validation, t.seed, labels)
+        train_rows = [rows[i] for i in tr]
+        eval_rows = [rows[i] for i in va] or None
+        split_key = ("fraction", d.validation, t.seed, labels is not None)
+        if labels is not None and eval_rows:
+            emit("info", key="validation_split", value={"rows": len(va), "stratified_by": det.col("label")})
+    fp = _fingerprint(d.path, det, [d.max_rows, split_key])
+    if phase is not None:
+        phase("tokenizing", f"{len(train_rows)} rows, max_length {t.max_length}")
+    train_ds, facts = tokenize_dataset(datasets.Dataset.from_list(train_rows), tokenizer, template, t.max_length,
+                                       assistant_only, data_fingerprint=fp + "-train", name="train")
+    emit("info", key="tokenized", value=facts)
+    if facts["dropped_no_trained_tokens"]:
+        emit("warning", code="rows-without-trained-tokens",
+             message=f"{facts['dropped_no_trained_tokens']} rows had no trained token after truncation and "
+             "were dropped", evidence=facts)
+    if facts.get("truncated_rows"):
+        emit("warning", code="rows-truncated",
+             message=f"{facts['truncated_rows']} rows are longer than max_length {t.max_length} and were "
+             "truncated (the cut part is not trained)", evidence=facts)
+    eval_ds = None
+    if eval_rows:
+        vfp = _fingerprint(d.validation_path or d.path, det, [d.max_rows, split_key, "validation"])
+        eval_ds, efacts = tokenize_dataset(datasets.Dataset.from_list(eval_rows), tokenizer, template,
+                                           t.max_length, assistant_only, data_fingerprint=vfp,
+                                           name="validation")
+        emit("info", key="tokenized_validation", value=efacts)
+    facts = {**facts, "format": det.format, "skipped_rows": skipped}
+    return train_ds, eval_ds, facts
+
+
+def _warn_overlap(rows, where, eval_rows, vwhere, emit) -> None:
+    def key(r):
+        return json.dumps(r, sort_keys=True, ensure_ascii=False)
+
+    seen = {key(r): w for r, w in zip(rows, where)}
+    hits = [(vw, seen[key(r)]) for r, vw in zip(eval_rows, vwhere) if key(r) in seen]
+    if hits:
+        (vf, vl), (tf, tl) = hits[0]
+        emit("warning", code="validation-overlap",
+             message=f"{len(hits)} validation rows also appear in the training data ({vf}:{vl} = {tf}:{tl}): "
+             "validation loss will look better than it is",
+             evidence={"count": len(hits), "lines": [vl for (_, vl), _ in hits[:20]]})
+

@@ -1,0 +1,432 @@
+"""Streaming row reader for every source: JSONL, JSON (array, `{"data": [...]}`, columns, or JSON lines in
+a .json file), CSV/TSV, Parquet, a directory of them, and hub ids (through `datasets`).
+
+`iter_rows` yields `RawRow`s one at a time with the file and line each came from (the 1-based line
+where the row starts; the row number for Parquet and hub data) and never holds the file in memory, so
+the first rows of a 1 GB file come back in milliseconds. A row that cannot be read (bad JSON, not
+UTF-8, not an object) is yielded with `error` set instead of stopping, so checks can list them all;
+training turns them into a `UserError` with the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import UserError
+
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+              ".parquet": "parquet"}
+CHUNK = 1 << 20
+
+
+@dataclass
+class RawRow:
+    file: str
+    line: int
+    row: dict | None
+    error: str | None = None   # the row could not be read at all
+    field: str | None = None   # where in the row, when known
+
+
+def local_files(source: str) -> list[Path] | None:
+    """The data files of a local file or directory; None when `source` is not a local path (a hub id)."""
+    p = Path(source).expanduser()
+    if p.is_file():
+        if p.suffix.lower() not in EXTENSIONS:
+            raise UserError(f"unsupported file type '{p.suffix}' (use .jsonl, .json, .csv, .tsv or .parquet)",
+                            file=str(p), field="dataset.path")
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS)
+        if not files:
+            raise UserError("no .jsonl/.json/.csv/.tsv/.parquet files in this directory", file=str(p),
+                            field="dataset.path")
+        return files
+    if source.startswith(("/", "./", "../", "~")) or p.suffix.lower() in EXTENSIONS or source.count("/") > 1:
+        raise UserError("no such file or directory", file=source, field="dataset.path")
+    return None
+
+
+def total_bytes(source: str) -> int | None:
+    files = local_files(source)
+    return sum(f.stat().st_size for f in files) if files is not None else None
+
+
+def iter_rows(source: str, *, split: str = "train", limit: int | None = None,
+              progress: Callable[[float], None] | None = None,
+              cancel: threading.Event | None = None, streaming_hub: bool = True) -> Iterator[RawRow]:
+    """Rows of `source` in order, each with its file and line. `progress` gets the fraction of bytes read
+    (local files); `cancel` stops the iteration between rows."""
+    files = local_files(source)
+    n = 0
+    if files is None:
+        for r in _iter_hub(source, split, streaming_hub):
+            if (limit is not None and n >= limit) or (cancel is not None and cancel.is_set()):
+                return
+            n += 1
+            yield r
+        return
+    total = sum(f.stat().st_size for f in files) or 1
+    done = 0
+    for f in files:
+        kind = EXTENSIONS[f.suffix.lower()]
+        reader = {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv, "tsv": _iter_csv,
+                  "parquet": _iter_parquet}[kind]
+        base = done
+
+        def report(pos: int, base=base):
+            if progress is not None:
+                progress(min(1.0, (base + pos) / total))
+
+        for r in reader(f, report):
+            if (limit is not None and n >= limit) or (cancel is not None and cancel.is_set()):
+                return
+            n += 1
+            yield r
+        done += f.stat().st_size
+    if progress is not None:
+        progress(1.0)
+
+
+# --------------------------------------------------------------------------------------------- JSONL
+
+
+def _iter_jsonl(path: Path, report) -> Iterator[RawRow]:
+    name = str(path)
+    with open(path, "rb") as fh:
+        pos = 0
+        for i, raw in enumerate(fh, 1):
+            pos += len(raw)
+            if i % 2048 == 0:
+                report(pos)
+            if not raw.strip():
+                continue
+            yield _parse_line(name, i, raw)
+
+
+def _parse_line(name: str, i: int, raw: bytes) -> RawRow:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RawRow(name, i, None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                      "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    if i == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        col = getattr(exc, "colno", None)
+        msg = getattr(exc, "msg", str(exc))
+        return RawRow(name, i, None, f"not valid JSON: {msg}" + (f" at column {col}" if col else "")
+                      + "; fix or delete this line")
+    if not isinstance(obj, dict):
+        return RawRow(name, i, None, f"expected a JSON object per line, got {type(obj).__name__}; "
+                      "each line must be one {...} row")
+    return RawRow(name, i, obj)
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+class _Buffer:
+    """Reads a file in chunks as text and tracks the line number of any offset."""
+
+    def __init__(self, path: Path, report):
+        self.fh = open(path, "rb")
+        import codecs
+
+        self.dec = codecs.getincrementaldecoder("utf-8")()
+        self.text = ""
+        self.eof = False
+        self.line = 1       # line number of text[0]
+        self.read_bytes = 0
+        self.report = report
+        self.bad_utf8: str | None = None
+
+    def more(self) -> bool:
+        if self.eof:
+            return False
+        chunk = self.fh.read(CHUNK)
+        self.read_bytes += len(chunk)
+        self.report(self.read_bytes)
+        try:
+            self.text += self.dec.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            line = self.line + self.text.count("\n") + chunk[:exc.start].count(b"\n")
+            self.bad_utf8 = (f"not UTF-8 (byte 0x{chunk[exc.start]:02x} on line {line}); re-save the file "
+                             "as UTF-8", line)
+            self.eof = True
+            return False
+        if not chunk:
+            self.eof = True
+        return True
+
+    def drop(self, pos: int) -> None:
+        self.line += self.text.count("\n", 0, pos)
+        self.text = self.text[pos:]
+
+    def skip_ws(self, pos: int, extra: str = "") -> int:
+        while True:
+            while pos < len(self.text) and (self.text[pos].isspace() or self.text[pos] in extra):
+                pos += 1
+            if pos < len(self.text) or not self.more():
+                return pos
+
+    def close(self):
+        self.fh.close()
+
+
+def _iter_json(path: Path, report) -> Iterator[RawRow]:
+    name = str(path)
+    buf = _Buffer(path, report)
+    try:
+        pos = buf.skip_ws(0)
+        if pos < len(buf.text) and buf.text[pos] == "\ufeff":
+            pos = buf.skip_ws(pos + 1)
+        if pos >= len(buf.text):
+            if buf.bad_utf8:
+                yield RawRow(name, buf.bad_utf8[1], None, buf.bad_utf8[0])
+                return
+            yield RawRow(name, 1, None, "the file is empty")
+            return
+        ch = buf.text[pos]
+        if ch == "[":
+            yield from _json_array(name, buf, pos + 1)
+            return
+        if ch != "{":
+            yield RawRow(name, buf.line + buf.text.count("\n", 0, pos), None,
+                         "expected a JSON array of objects or an object")
+            return
+        # An object: JSON lines in a .json file, or one object holding the rows.
+        first = _decode_one(buf, pos)
+        if isinstance(first, RawRow):
+            yield first
+            return
+        obj, end = first
+        nxt = buf.skip_ws(end)
+        if nxt < len(buf.text) and buf.text[nxt] == "{":  # JSON lines in a .json file
+            line0 = buf.line + buf.text.count("\n", 0, pos)
+            yield RawRow(name, line0, obj)
+            buf.drop(nxt)
+            yield from _json_sequence(name, buf)
+            return
+        if nxt < len(buf.text):
+            yield RawRow(name, buf.line + buf.text.count("\n", 0, nxt), None,
+                         "unexpected text after the JSON object")
+            return
+        yield from _rows_of_object(name, obj)
+    finally:
+        buf.close()
+
+
+def _decode_one(buf: _Buffer, pos: int):
+    """(value, end) of the JSON value at `pos`, reading more of the file as needed; a RawRow on error."""
+    dec = json.JSONDecoder()
+    tries = 0
+    while True:
+        try:
+            return dec.raw_decode(buf.text, pos)
+        except ValueError as exc:
+            grown = len(buf.text) - pos
+            # Incomplete value at the end of the buffer: read more. Give up on a real error once the
+            # value would have to be huge (keeps a bad row from re-parsing the whole file).
+            if not buf.eof and (exc.pos >= len(buf.text) - 1 or grown < (64 << 20)) and tries < 4096:
+                if buf.more():
+                    tries += 1
+                    continue
+            if buf.bad_utf8:
+                return RawRow("", buf.bad_utf8[1], None, buf.bad_utf8[0])
+            line = buf.line + buf.text.count("\n", 0, min(exc.pos, len(buf.text)))
+            col = exc.pos - (buf.text.rfind("\n", 0, exc.pos) + 1) + 1
+            return RawRow("", line, None, f"not valid JSON: {exc.msg} at column {col}; the rest of the "
+                          "file cannot be read")
+
+
+def _json_array(name: str, buf: _Buffer, pos: int) -> Iterator[RawRow]:
+    i = 0
+    while True:
+        pos = buf.skip_ws(pos, ",")
+        if pos >= len(buf.text):
+            yield RawRow(name, buf.line + buf.text.count("\n"), None, buf.bad_utf8[0] if buf.bad_utf8 else
+                         "the JSON array is not closed (file cut short?)")
+            return
+        if buf.text[pos] == "]":
+            return
+        line = buf.line + buf.text.count("\n", 0, pos)
+        got = _decode_one(buf, pos)
+        if isinstance(got, RawRow):
+            got.file = name
+            yield got
+            return
+        obj, end = got
+        i += 1
+        if isinstance(obj, dict):
+            yield RawRow(name, line, obj)
+        else:
+            yield RawRow(name, line, None, f"array item {i} is {type(obj).__name__}, expected an object")
+        buf.drop(end)
+        pos = 0
+
+
+def _json_sequence(name: str, buf: _Buffer) -> Iterator[RawRow]:
+    pos = 0
+    while True:
+        pos = buf.skip_ws(pos)
+        if pos >= len(buf.text):
+            return
+        line = buf.line + buf.text.count("\n", 0, pos)
+        got = _decode_one(buf, pos)
+        if isinstance(got, RawRow):
+            got.file = name
+            yield got
+            # resync at the next line
+            nl = buf.text.find("\n", pos)
+            if nl < 0:
+                return
+            buf.drop(nl + 1)
+            pos = 0
+            continue
+        obj, end = got
+        yield RawRow(name, line, obj) if isinstance(obj, dict) else RawRow(
+            name, line, None, f"expected a JSON object, got {type(obj).__name__}")
+        buf.drop(end)
+        pos = 0
+
+
+def _rows_of_object(name: str, obj: dict) -> Iterator[RawRow]:
+    lists = {k: v for k, v in obj.items() if isinstance(v, list)}
+    if len(obj) == 1 and lists and all(isinstance(x, dict) for x in next(iter(lists.values()))[:100]):
+        key, rows = next(iter(lists.items()))  # {"data": [{...}, ...]}
+        for i, r in enumerate(rows, 1):
+            yield RawRow(name, i, r) if isinstance(r, dict) else RawRow(
+                name, i, None, f"'{key}' item {i} is {type(r).__name__}, expected an object")
+        return
+    if lists and len(lists) == len(obj) and len({len(v) for v in lists.values()}) == 1:
+        keys = list(lists)  # columns: {"instruction": [...], "output": [...]}
+        for i, vals in enumerate(zip(*lists.values()), 1):
+            yield RawRow(name, i, dict(zip(keys, vals)))
+        return
+    yield RawRow(name, 1, obj)  # a single row
+
+
+# ----------------------------------------------------------------------------------------------- CSV
+
+
+def _iter_csv(path: Path, report) -> Iterator[RawRow]:
+    name = str(path)
+    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.reader(text, delimiter=delim)
+        try:
+            header = next(reader)
+        except StopIteration:
+            yield RawRow(name, 1, None, "the file is empty")
+            return
+        header = [h.strip() for h in header]
+        start = reader.line_num + 1
+        n = 0
+        try:
+            for cells in reader:
+                line, start = start, reader.line_num + 1
+                n += 1
+                if n % 2048 == 0:
+                    report(raw.tell())
+                if not cells or all(not c.strip() for c in cells):
+                    continue
+                bad = next((c for c in cells if _has_surrogates(c)), None)
+                if bad is not None:
+                    yield RawRow(name, line, None, "not UTF-8; re-save the file as UTF-8")
+                    continue
+                if len(cells) != len(header):
+                    yield RawRow(name, line, None, f"{len(cells)} cells but the header has {len(header)}; "
+                                 "quote cells that contain the delimiter or a newline")
+                    continue
+                yield RawRow(name, line, {h: _cell(c) for h, c in zip(header, cells)})
+        except csv.Error as exc:
+            yield RawRow(name, reader.line_num, None, f"not valid CSV: {exc}")
+
+
+def _has_surrogates(s: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in s)
+
+
+def _cell(c: str) -> Any:
+    s = c.strip()
+    if s[:1] in ("[", "{"):
+        try:
+            return json.loads(s)  # a JSON list of messages stored in a cell
+        except ValueError:
+            return c
+    return c
+
+
+# ------------------------------------------------------------------------------------------- Parquet
+
+
+def _iter_parquet(path: Path, report) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    name = str(path)
+    try:
+        pf = pq.ParquetFile(str(path))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        yield RawRow(name, 1, None, f"not a readable Parquet file: {str(exc).splitlines()[0][:200]}")
+        return
+    size = os.path.getsize(path) or 1
+    total = pf.metadata.num_rows or 1
+    i = 0
+    for batch in pf.iter_batches(batch_size=256):
+        for r in batch.to_pylist():
+            i += 1
+            yield RawRow(name, i, r)
+        report(int(size * i / total))
+
+
+# ----------------------------------------------------------------------------------------------- hub
+
+
+def _iter_hub(source: str, split: str, streaming: bool) -> Iterator[RawRow]:
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(source, split=split, streaming=streaming)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; the message is what matters
+        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read the dataset: {msg}", file=source, field="dataset.path") from None
+    for i, r in enumerate(ds, 1):
+        yield RawRow(source, i, dict(r))
+
+
+def count_rows(source: str, cancel: threading.Event | None = None) -> int | None:
+    """Number of rows, read cheaply where the format allows (JSONL: newline count; Parquet: metadata)."""
+    files = local_files(source)
+    if files is None:
+        return None
+    n = 0
+    for f in files:
+        kind = EXTENSIONS[f.suffix.lower()]
+        if kind == "jsonl":
+            with open(f, "rb") as fh:
+                last = b"\n"
+                while chunk := fh.read(8 * CHUNK):
+                    if cancel is not None and cancel.is_set():
+                        return None
+                    n += chunk.count(b"\n")
+                    last = chunk[-1:]
+                n += last != b"\n"  # blank lines count too: an upper bound on such files
+        elif kind == "parquet":
+            import pyarrow.parquet as pq
+
+            n += pq.ParquetFile(str(f)).metadata.num_rows
+        else:
+            n += sum(1 for r in iter_rows(str(f), cancel=cancel))
+    return n

@@ -1,0 +1,394 @@
+"""Dataset statistics and checks in one streaming pass, built for a background worker.
+
+`scan_dataset` reads every row once (progress as the fraction of bytes read, cancellable between rows)
+and returns a `Report`: `Stats` (rows, token length histogram with min/median/p95/max, role counts,
+tokens per epoch, steps per epoch) and the `checks.Problem` list. `compute_stats` and
+`checks.check_dataset` are the two halves of it. Token figures come from `encode_row`, the function
+training uses, so "trained tokens" here is what the loss will see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .checks import Problem, generation_marker_problem, too_few_rows_problem
+from .formats import Detected, keep_for_sft, row_format, to_canonical, validate_row
+
+PLACEHOLDER_STRICT = re.compile(r"\{\{\s*[A-Za-z_]\w*\s*\}\}")  # {{name}}, not {{a.b}} (code)
+MAX_LISTED = 20  # individual problems per kind before they are summed up
+
+
+@dataclass
+class Stats:
+    """What the Dataset screen shows under "statistics". Lengths are in tokens when a tokenizer was
+    given (`unit == "tokens"`), else in characters of the rendered text."""
+
+    rows: int = 0                 # readable rows
+    used_rows: int = 0            # rows training uses (after KTO filtering, bad rows removed)
+    bad_rows: int = 0             # rows with errors (unreadable or missing fields)
+    skipped_rows: int = 0         # rows SFT deliberately skips (KTO undesirable)
+    roles: dict[str, int] = field(default_factory=dict)
+    unit: str = "chars"
+    min: int = 0
+    median: int = 0
+    p95: int = 0
+    max: int = 0
+    histogram: list[tuple[int, int, int]] = field(default_factory=list)  # (from, to, rows)
+    truncated_rows: int = 0       # rows longer than max_length
+    zero_trained_rows: int = 0
+    tokens_per_epoch: int = 0     # tokens fed per epoch (after truncation)
+    trained_tokens_per_epoch: int = 0
+    steps_per_epoch: int | None = None
+    complete: bool = True         # False when cancelled before the end
+    elapsed_s: float = 0.0
+    format: str | None = None
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["histogram"] = [list(b) for b in self.histogram]
+        return d
+
+
+@dataclass
+class Report:
+    stats: Stats
+    problems: list[Problem]
+    detected: Detected | None = None
+
+
+def percentile(sorted_vals: list[int], q: float) -> int:
+    if not sorted_vals:
+        return 0
+    k = min(len(sorted_vals) - 1, max(0, math.ceil(q * len(sorted_vals)) - 1))
+    return sorted_vals[k]
+
+
+def histogram(vals: list[int], bins: int = 12) -> list[tuple[int, int, int]]:
+    """Equal-width bins over [min, max]: (from, to inclusive, count)."""
+    if not vals:
+        return []
+    lo, hi = min(vals), max(vals)
+    if lo == hi:
+        return [(lo, hi, len(vals))]
+    width = max(1, math.ceil((hi - lo + 1) / bins))
+    counts = Counter((v - lo) // width for v in vals)
+    return [(lo + i * width, min(hi, lo + (i + 1) * width - 1), counts.get(i, 0))
+            for i in range(math.ceil((hi - lo + 1) / width))]
+
+
+def _row_hash(canon: dict) -> str:
+    return hashlib.blake2b(json.dumps(canon, sort_keys=True, ensure_ascii=False).encode(), digest_size=12).hexdigest()
+
+
+def _canon_text(canon: dict) -> str:
+    if "messages" in canon:
+        return "\n".join(m["content"] for m in canon["messages"])
+    if "prompt" in canon:
+        return canon["prompt"] + canon["completion"]
+    return canon.get("text", "")
+
+
+class _Collector:
+    """Problems keyed by kind; the first MAX_LISTED of a kind listed one by one, the rest counted."""
+
+    def __init__(self):
+        self.items: list[Problem] = []
+        self.per_kind: dict[tuple, int] = defaultdict(int)
+        self.extra: dict[tuple, Problem] = {}
+
+    def add(self, p: Problem) -> None:
+        key = (p.code, p.field if p.code != "unreadable" else None)
+        self.per_kind[key] += 1
+        if self.per_kind[key] <= MAX_LISTED:
+            self.items.append(p)
+        else:
+            s = self.extra.get(key)
+            if s is None:
+                self.extra[key] = Problem(f"and more rows with: {p.message}", file=p.file, line=p.line,
+                                          field=p.field, fix=p.fix, severity=p.severity, code=p.code, count=0)
+                s = self.extra[key]
+            s.count += 1
+            if len(s.lines) < MAX_LISTED:
+                s.lines.append(p.line)
+
+    def result(self) -> list[Problem]:
+        out = self.items + list(self.extra.values())
+        for s in self.extra.values():
+            s.message = f"{s.count} more rows: " + s.message.removeprefix("and more rows with: ")
+        order = {"error": 0, "warning": 1, "info": 2}
+        return sorted(out, key=lambda p: (order.get(p.severity, 3), p.file or "", p.line or 0))
+
+
+def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_length: int = 1024,
+                 assistant_only: bool = True, *, columns: dict | None = None, format: str = "auto",
+                 split: str = "train", validation_path: str | None = None, validation: float = 0.0,
+                 task: str | None = None, max_rows: int | None = None, batch_size: int = 4,
+                 gradient_accumulation_steps: int = 1, world_size: int = 1,
+                 progress: Callable[[float], None] | None = None,
+                 cancel: threading.Event | None = None) -> Report:
+    """One pass over `source`: statistics and problems together. Safe to run in a worker thread;
+    `progress(fraction)` is called every few thousand rows, `cancel.set()` stops early (the report then
+    has `stats.complete == False`)."""
+    from .preview import detect_source
+    from .read import iter_rows
+
+    t0 = time.time()
+    det, _sample, _ = detect_source(source, columns=columns, format=format, split=split)
+    col = _Collector()
+    st = Stats(unit="tokens" if tokenizer is not None else "chars", format=det.format)
+    chat = det.format not in ("text",)
+    eff_assistant_only = assistant_only and det.format != "text"
+    if tokenizer is not None:
+        template = template if template is not None else getattr(tokenizer, "chat_template", None)
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            col.add(Problem("the tokenizer has no EOS token: the model can never learn to stop",
+                            field="model.name_or_path", code="missing-eos",
+                            fix="use a tokenizer with an EOS token (or set one in tokenizer_config.json)"))
+    else:
+        eos = None
+    template_blocks = False
+    is_chat_rows = None  # decided from the first converted row
+    seen: dict[str, int] = {}
+    dup_lines: list[tuple[int, int]] = []
+    lengths: list[int] = []
+    zero_lines: list[int] = []
+    long_lines: list[int] = []
+    no_eos_lines: list[int] = []
+    placeholder_lines: list[int] = []
+    placeholder_names: Counter = Counter()
+    skipped_lines: list[int] = []
+    roles: Counter = Counter()
+    files = set()
+    last_report = [0.0]
+
+    def report(frac: float) -> None:
+        now = time.time()
+        if progress is not None and (now - last_report[0] > 0.1 or frac >= 1.0):
+            last_report[0] = now
+            progress(frac)
+
+    for r in iter_rows(source, split=split, limit=max_rows, progress=report, cancel=cancel):
+        files.add(r.file)
+        if r.error:
+            st.bad_rows += 1
+            col.add(Problem(r.error, file=r.file, line=r.line, field=r.field, code="unreadable",
+                            fix=_fix_for_unreadable(r.error)))
+            continue
+        st.rows += 1
+        issues = validate_row(r.row, det)
+        errors = [i for i in issues if i.severity == "error"]
+        if errors:
+            st.bad_rows += 1
+            other = row_format(r.row)
+            if other and other != det.format:
+                col.add(Problem(f"this row looks like {other}, but the dataset is {det.format} "
+                                f"({det.evidence})", file=r.file, line=r.line, code="mixed-formats",
+                                fix=f"convert it to {det.format} or move it to its own file"))
+                continue
+        for i in issues:
+            code = "missing-field" if i.severity == "error" else "empty-answer"
+            if "no assistant turn" in i.message:
+                code = "no-assistant-turn"
+            col.add(Problem(i.message, file=r.file, line=r.line, field=i.field, fix=i.fix,
+                            severity=i.severity, code=code))
+        if errors:
+            continue
+        if not keep_for_sft(r.row, det):
+            st.skipped_rows += 1
+            if len(skipped_lines) < MAX_LISTED:
+                skipped_lines.append(r.line)
+            continue
+        try:
+            canon = to_canonical(r.row, det)
+        except Exception as exc:  # noqa: BLE001 - a row the converter cannot handle is a row problem
+            st.bad_rows += 1
+            col.add(Problem(f"cannot convert this row: {exc}", file=r.file, line=r.line, code="missing-field",
+                            fix="check the row against the format's fields"))
+            continue
+        st.used_rows += 1
+        if is_chat_rows is None:
+            is_chat_rows = "messages" in canon
+            if tokenizer is not None and is_chat_rows:
+                p = generation_marker_problem(template, det.format, eff_assistant_only)
+                if p is not None:
+                    col.add(p)
+                    template_blocks = True
+        h = _row_hash(canon)
+        if h in seen:
+            dup_lines.append((r.line, seen[h]))
+        else:
+            seen[h] = r.line
+        if "messages" in canon:
+            roles.update(m["role"] for m in canon["messages"])
+        text = _canon_text(canon)
+        if "{{" in text:
+            names = PLACEHOLDER_STRICT.findall(text)
+            if names:
+                placeholder_lines.append(r.line)
+                placeholder_names.update({n.replace(" ", "") for n in names})
+        if tokenizer is None:
+            lengths.append(len(text))
+            continue
+        try:
+            from .tokenize import encode_row
+
+            enc = encode_row(canon, tokenizer, template, max_length, eff_assistant_only)
+        except Exception as exc:  # noqa: BLE001 - template errors (e.g. a role the template refuses)
+            st.bad_rows += 1
+            st.used_rows -= 1
+            col.add(Problem(f"the chat template cannot render this row: {str(exc)[:200]}", file=r.file,
+                            line=r.line, code="template-error", field="model.chat_template",
+                            fix="use a template that accepts these roles (model.chat_template: chatml)"))
+            continue
+        lengths.append(enc.length_before_truncation)
+        st.tokens_per_epoch += len(enc.input_ids)
+        trained = enc.trained
+        st.trained_tokens_per_epoch += trained
+        if enc.truncated:
+            st.truncated_rows += 1
+            long_lines.append(r.line)
+        if trained == 0:
+            st.zero_trained_rows += 1
+            zero_lines.append(r.line)
+        elif eos is not None and not enc.truncated and eos not in [t for t in enc.labels if t != -100]:
+            no_eos_lines.append(r.line)
+    st.complete = not (cancel is not None and cancel.is_set())
+    file = next(iter(files)) if len(files) == 1 else source
+
+    # ------------------------------------------------------------------ whole-dataset problems
+    if st.complete:
+        p = too_few_rows_problem(st.used_rows, det.format, task, file)
+        if p:
+            col.add(p)
+    if dup_lines:
+        col.add(Problem(f"{len(dup_lines)} exact duplicate rows (line {dup_lines[0][0]} repeats line "
+                        f"{dup_lines[0][1]})", file=file, line=dup_lines[0][0], code="duplicates",
+                        severity="warning", count=len(dup_lines), lines=[a for a, _ in dup_lines[:MAX_LISTED]],
+                        fix="remove the repeats (they weigh those examples more and leak into validation)"))
+    # a placeholder is a name left unfilled in many rows (identity data), not code quoted in one answer
+    common = [n for n, k in placeholder_names.most_common(5) if k >= max(3, st.used_rows // 100)]
+    if common:
+        names = ", ".join(common)
+        col.add(Problem(f"{len(placeholder_lines)} rows contain template placeholders ({names}) that were "
+                        "never filled in; the model would learn them literally", file=file,
+                        line=placeholder_lines[0], code="placeholders", severity="warning",
+                        count=len(placeholder_lines), lines=placeholder_lines[:MAX_LISTED],
+                        fix="replace them with real values before training, e.g. sed -i "
+                        "'s/{{name}}/Aria/g; s/{{author}}/Acme/g' FILE"))
+    if st.skipped_rows:
+        col.add(Problem(f"{st.skipped_rows} rows labelled undesirable (label false) are skipped: SFT trains "
+                        "on the desirable rows only (KTO is not available yet)", file=file,
+                        line=skipped_lines[0], field=det.col("label"), code="undesirable-skipped",
+                        severity="info", count=st.skipped_rows, lines=skipped_lines,
+                        fix="nothing to do; keep the labels for KTO later"))
+    if det.sft_note and det.format == "preference":
+        col.add(Problem(det.sft_note, file=file, code="preference-as-sft", severity="info",
+                        fix="nothing to do; DPO will use the rejected answers once available"))
+    if tokenizer is not None and st.used_rows:
+        if long_lines:
+            over = len(long_lines)
+            col.add(Problem(f"{over} rows are longer than max_length {max_length} (longest {max(lengths)} "
+                            "tokens): they are truncated and the cut part is not trained", file=file,
+                            line=long_lines[0], field="train.max_length", code="too-long", severity="warning",
+                            count=over, lines=long_lines[:MAX_LISTED],
+                            fix=f"raise train.max_length to {_round_up(percentile(sorted(lengths), 0.95))} "
+                            "(covers 95% of rows) if memory allows, or shorten/drop those rows"))
+        if zero_lines and not template_blocks:
+            if st.zero_trained_rows == st.used_rows:
+                col.add(Problem(f"every row would train on 0 tokens (all {st.used_rows} are masked): "
+                                "training would learn nothing and is refused", file=file, line=zero_lines[0],
+                                field="dataset.assistant_only_loss", code="all-masked",
+                                count=st.zero_trained_rows, lines=zero_lines[:MAX_LISTED],
+                                fix="raise train.max_length so the answers fit, use a template with "
+                                "generation markers, or set dataset.assistant_only_loss: false"))
+            else:
+                col.add(Problem(f"{len(zero_lines)} rows have no trained token (their answer is cut off or "
+                                "masked); training drops them", file=file, line=zero_lines[0],
+                                field="train.max_length", code="no-trained-tokens", severity="warning",
+                                count=len(zero_lines), lines=zero_lines[:MAX_LISTED],
+                                fix="raise train.max_length or shorten the prompts of those rows"))
+        if no_eos_lines and not template_blocks:
+            tok_eos = getattr(tokenizer, "eos_token", None)
+            severity = "error" if len(no_eos_lines) == st.used_rows - st.zero_trained_rows else "warning"
+            col.add(Problem(f"{len(no_eos_lines)} rows never train the EOS token {tok_eos!r}: the model will not "
+                            "learn to stop (endless output)", file=file, line=no_eos_lines[0],
+                            field="model.chat_template", code="missing-eos", severity=severity,
+                            count=len(no_eos_lines), lines=no_eos_lines[:MAX_LISTED],
+                            fix="use a template whose assistant turn ends with the tokenizer's EOS "
+                            "(model.chat_template: chatml or llama3)"))
+    if validation_path and st.complete:
+        _overlap(validation_path, det, seen, col, split, cancel)
+
+    vals = sorted(lengths)
+    if vals:
+        st.min, st.max, st.median, st.p95 = vals[0], vals[-1], percentile(vals, 0.5), percentile(vals, 0.95)
+        st.histogram = histogram(vals)
+    st.roles = dict(roles)
+    train_rows = st.used_rows - st.zero_trained_rows
+    if not validation_path and validation > 0 and train_rows >= 10:
+        train_rows -= max(1, round(train_rows * validation))
+    eff = batch_size * gradient_accumulation_steps * max(1, world_size)
+    st.steps_per_epoch = math.ceil(train_rows / eff) if train_rows > 0 else 0
+    st.elapsed_s = round(time.time() - t0, 3)
+    return Report(st, col.result(), det)
+
+
+def _round_up(n: int) -> int:
+    for step in (128, 256, 512, 1024):
+        if n <= step * 8:
+            return int(math.ceil(n / step) * step)
+    return int(math.ceil(n / 1024) * 1024)
+
+
+def _fix_for_unreadable(msg: str) -> str:
+    if "UTF-8" in msg:
+        return "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in > out)"
+    if "JSON" in msg:
+        return "fix the JSON on this line (a missing quote, comma or brace) or delete the line"
+    if "cells" in msg:
+        return "quote cells that contain the delimiter or a newline"
+    return "fix or delete this row"
+
+
+def _overlap(validation_path: str, det: Detected, seen: dict[str, int], col: _Collector, split: str,
+             cancel) -> None:
+    from .read import iter_rows
+
+    hits = []
+    for r in iter_rows(validation_path, split=split, cancel=cancel):
+        if r.error or validate_row(r.row, det) or not keep_for_sft(r.row, det):
+            continue
+        h = _row_hash(to_canonical(r.row, det))
+        if h in seen:
+            hits.append((r.line, seen[h], r.file))
+    if hits:
+        col.add(Problem(f"{len(hits)} validation rows also appear in the training data (line {hits[0][0]} = "
+                        f"training line {hits[0][1]}): validation loss will look better than it is",
+                        file=hits[0][2], line=hits[0][0], field="dataset.validation_path",
+                        code="validation-overlap", severity="warning", count=len(hits),
+                        lines=[a for a, _, _ in hits[:MAX_LISTED]],
+                        fix="remove those rows from one of the two files"))
+
+
+def compute_stats(source: str, tokenizer=None, template: str | None = None, max_length: int = 1024,
+                  assistant_only: bool = True, *, columns: dict | None = None, format: str = "auto",
+                  batch_size: int = 4, gradient_accumulation_steps: int = 1, world_size: int = 1,
+                  validation: float = 0.0, max_rows: int | None = None,
+                  progress: Callable[[float], None] | None = None,
+                  cancel: threading.Event | None = None) -> Stats:
+    """Rows, token length histogram (min/median/p95/max), role counts, tokens and steps per epoch.
+    Reads the whole source once in the calling thread: run it in a worker. `progress(fraction)` is
+    called at most ~10 times a second; `cancel.set()` stops early (`Stats.complete` is then False)."""
+    return scan_dataset(source, tokenizer, template, max_length, assistant_only, columns=columns,
+                        format=format, batch_size=batch_size, validation=validation,
+                        gradient_accumulation_steps=gradient_accumulation_steps, world_size=world_size,
+                        max_rows=max_rows, progress=progress, cancel=cancel).stats
