@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("presets", "list the bundled presets"),
     "config-reference": ("config_reference", "print every config key with its default and meaning"),
     "estimate": ("estimate", "peak GPU memory of a run (per GPU), with its breakdown"),
+    "recommend": ("recommend", "should you fine-tune? prompting, RAG or fine-tuning, and which method"),
 }
 
 

@@ -377,17 +377,24 @@ def compare_methods(arch: ModelArch, vram_gib: float | None, gpus: int = 1, base
     v = {m: verdict for m, _, verdict in rows}
     tot = {m: e.total_gib for m, e, _ in rows}
     where = f"{gpus}x {vram_gib:g} GiB" if gpus > 1 else f"{vram_gib:g} GiB"
+    src = "(Llama fine-tuning guide; ftwizard estimator)"
+    pct = {m: 100 * tot[m] / vram_gib for m in tot}
     if prefer_full and v["full"] == FITS:
-        return MethodChoice(rows, "full", f"full fine-tuning fits {where} with headroom ({tot['full']:.1f} GiB) "
-                            "and the domain shift is large (Llama guide: full only with the compute and a "
-                            "need for major change)")
-    if v["lora"] in (FITS, TIGHT):
-        head = 100 * (1 - tot["lora"] / vram_gib)
-        extra = "" if v["lora"] == FITS else "; tight: keep the batch small or use QLoRA if it runs out of memory"
-        return MethodChoice(rows, "lora", f"LoRA fits {where} ({tot['lora']:.1f} GiB, {head:.0f}% headroom){extra} "
-                            "(Llama guide: start with LoRA)")
-    if v["qlora"] in (FITS, TIGHT):
-        return MethodChoice(rows, "qlora", f"only QLoRA fits {where} ({tot['qlora']:.1f} GiB; LoRA needs "
-                            f"{tot['lora']:.1f}) (Llama guide: QLoRA when resources are tight)")
+        return MethodChoice(rows, "full", f"full fine-tuning fits {where} with headroom ({tot['full']:.1f} GiB, "
+                            f"{pct['full']:.0f}%) and the domain shift is large: full only with the compute and "
+                            f"a need for major change {src}")
+    if v["lora"] == FITS:
+        return MethodChoice(rows, "lora", f"LoRA fits {where} ({tot['lora']:.1f} GiB, {pct['lora']:.0f}%): "
+                            f"start with LoRA {src}")
+    if v["qlora"] == FITS:
+        why = "does not fit" if v["lora"] == NO_FIT else f"is tight ({pct['lora']:.0f}%)"
+        return MethodChoice(rows, "qlora", f"LoRA {why} on {where} ({tot['lora']:.1f} GiB); QLoRA fits "
+                            f"({tot['qlora']:.1f} GiB, {pct['qlora']:.0f}%): QLoRA when resources are tight {src}")
+    if v["lora"] == TIGHT:
+        return MethodChoice(rows, "lora", f"LoRA is tight on {where} ({tot['lora']:.1f} GiB, {pct['lora']:.0f}%) "
+                            f"and QLoRA saves too little to matter: keep the batch small {src}")
+    if v["qlora"] == TIGHT:
+        return MethodChoice(rows, "qlora", f"only QLoRA fits {where}, tightly ({tot['qlora']:.1f} GiB, "
+                            f"{pct['qlora']:.0f}%): lower the batch or sequence if it runs out of memory {src}")
     return MethodChoice(rows, None, f"no method fits {name} on {where} (QLoRA needs {tot['qlora']:.1f} GiB): "
-                        "pick a smaller model, shorten the sequence or lower the batch size")
+                        f"pick a smaller model, shorten the sequence or lower the batch size {src}")
