@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("runs", "list runs"),
     "status": ("status", "state of one run"),
     "stop": ("stop", "stop a run gracefully (a checkpoint is saved)"),
+    "inspect": ("inspect", "a dataset's format, rows, statistics and problems; --model shows what the model sees"),
     "selftest": ("selftest", "can this machine train? builds a tiny model offline and trains it"),
     "presets": ("presets", "list the bundled presets"),
     "config-reference": ("config_reference", "print every config key with its default and meaning"),

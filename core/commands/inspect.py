@@ -1,0 +1,141 @@
+"""Inspect a dataset: its format (and why), columns, first rows, statistics and every problem with its
+line and a fix; with --model, the first row as the model sees it (trained tokens marked).
+
+Exit codes: 0 no errors (warnings may be listed), 1 the dataset has errors training would refuse,
+2 the source cannot be read as a dataset at all (one line: file:line: message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="a .jsonl/.json/.csv/.tsv/.parquet file, a directory of them, or a hub id")
+    p.add_argument("--model", help="model (local dir, pkg:NAME, .gguf file or hub id) whose tokenizer renders "
+                   "the rows and counts tokens")
+    p.add_argument("--chat-template", help="chatml, llama3 or a Jinja string (default: the tokenizer's, with "
+                   "generation markers added for known families, as training does)")
+    p.add_argument("--max-length", type=int, default=1024, help="train.max_length to check against (default 1024)")
+    p.add_argument("--format", default="auto", help="force a format (alpaca, sharegpt, messages, "
+                   "prompt-completion, preference, kto, text)")
+    p.add_argument("--column", action="append", default=[], metavar="OURS=YOURS",
+                   help="map a column, e.g. --column instruction=question (repeatable)")
+    p.add_argument("--all-tokens", action="store_true", help="train on every token (dataset.assistant_only_loss: false)")
+    p.add_argument("--validation-path", help="a validation file to check for overlap with DATA")
+    p.add_argument("--task", choices=["classification", "instruction", "reasoning", "domain"],
+                   help="what you train for: sets the minimum row count checked")
+    p.add_argument("--rows", type=int, default=5, help="rows to show (default 5; --json: 50)")
+    p.add_argument("--row", type=int, default=1, help="which preview row to render with --model (1-based)")
+    p.add_argument("--split", default="train", help="split of a hub dataset")
+    p.add_argument("--quick", action="store_true", help="read only the first rows (no full scan): rows may be null")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _columns(pairs: list[str]) -> dict[str, str]:
+    from ..errors import UserError
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--column expects OURS=YOURS, got {pair!r}", field="--column")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def run(args) -> int:
+    from ..data.preview import quick_preview, render_row
+    from ..data.stats import scan_dataset
+
+    columns = _columns(args.column)
+    n = args.rows if not args.json or args.rows != 5 else 50
+    prev = quick_preview(args.data, n=max(n, args.row), columns=columns, format=args.format, split=args.split)
+    tok = template = why = None
+    assistant_only = not args.all_tokens
+    if args.model:
+        from ..data.tokenize import load_tokenizer, setup_tokenizer
+
+        tok = load_tokenizer(args.model)
+        template, why = setup_tokenizer(tok, args.chat_template, assistant_only)
+    report = None
+    if not args.quick:
+        report = scan_dataset(args.data, tok, template, args.max_length, assistant_only, columns=columns,
+                              format=args.format, split=args.split, validation_path=args.validation_path,
+                              task=args.task)
+    rendered = None
+    if tok is not None and prev.rows:
+        k = min(max(args.row, 1), len(prev.rows)) - 1
+        try:
+            rendered = render_row(prev.rows[k], tok, template, args.max_length, assistant_only, prev.detected)
+        except Exception as exc:  # noqa: BLE001 - show why this row cannot render; the problems list has it too
+            rendered = str(exc)
+    problems = report.problems if report is not None else prev.problems
+    rows = report.stats.rows if report is not None and report.stats.complete else prev.total_rows
+    has_errors = any(p.severity == "error" for p in problems)
+    if args.json:
+        out = prev.to_json()
+        out.update({"rows": rows, "preview": prev.rows[:n], "lines": prev.lines[:n],
+                    "problems": [p.to_json() for p in problems],
+                    "stats": report.stats.to_json() if report is not None else None,
+                    "template": why, "rendered": rendered.to_json() if hasattr(rendered, "to_json") else rendered})
+        print(json.dumps(out, ensure_ascii=False, default=str))
+        return 1 if has_errors else 0
+    _print_text(args, prev, rows, problems, report, rendered, why, n)
+    return 1 if has_errors else 0
+
+
+def _short(v, width: int = 38) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+    s = " ".join(s.split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _print_text(args, prev, rows, problems, report, rendered, why, n) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    con = Console(highlight=False, soft_wrap=True)
+    con.print(Text.assemble((args.data, "bold"), f" · {prev.format}" + (f" ({prev.variant})" if prev.variant else "")
+                            + f" · {rows if rows is not None else '?'} rows · {len(problems)} problems"))
+    con.print(f"  why: {prev.evidence}")
+    if prev.sft_note:
+        con.print(f"  note: {prev.sft_note}")
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("line", justify="right")
+    cols = prev.columns[:4]
+    for c in cols:
+        table.add_column(c, overflow="ellipsis", no_wrap=True, max_width=max(12, 72 // max(1, len(cols))))
+    for line, row in list(zip(prev.lines, prev.rows))[:n]:
+        table.add_row(str(line), *(_short(row.get(c, "")) for c in cols))
+    con.print(table)
+    if report is not None:
+        s = report.stats
+        con.print(f"  {s.used_rows} rows used ({s.skipped_rows} skipped, {s.bad_rows} bad) · length in {s.unit}: "
+                  f"min {s.min} · median {s.median} · p95 {s.p95} · max {s.max}"
+                  + (f" · {s.tokens_per_epoch:,} tokens/epoch ({s.trained_tokens_per_epoch:,} trained) · "
+                     f"{s.steps_per_epoch} steps/epoch at batch 4" if s.unit == "tokens" else ""))
+        if s.roles:
+            con.print("  roles: " + ", ".join(f"{k} {v}" for k, v in s.roles.items()))
+    if rendered is not None:
+        con.print(f"\n── row {args.row} as the model sees it ({why}) ──")
+        if isinstance(rendered, str):
+            con.print(f"  cannot render: {rendered}")
+        else:
+            t = Text()
+            for seg, trained in rendered.segments:
+                t.append(seg, style="bold green" if trained else "dim")
+            if rendered.cut_text:
+                t.append("✂" + rendered.cut_text[:200], style="strike dim")
+            con.print(t)
+            con.print(f"── {rendered.n_tokens} / {rendered.max_length} tokens · {rendered.n_trained} trained "
+                      f"(bold) · EOS {rendered.eos_token!r} {'trained' if rendered.ends_with_eos else 'NOT trained'}"
+                      + (" · truncated" if rendered.truncated else "") + (f" · {rendered.note}" if rendered.note else ""))
+    if problems:
+        con.print("\nProblems:")
+        for p in problems:
+            con.print(f"  {p.severity}: {p}", markup=False)
+    sys.stdout.flush()
