@@ -7,10 +7,11 @@ the `RunConfig` that core validates, so the rules stay in core.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from ftwizard.core.config import LoraConfig, RunConfig, TrainConfig
+if TYPE_CHECKING:  # pydantic costs ~0.2 s to import: not on the way to the first screen
+    from ftwizard.core.config import LoraConfig, RunConfig, TrainConfig
 
 # The wizard's steps, in order. The monitor is step 9; "finished" is its end state.
 STEPS = ("Welcome", "Should you fine-tune?", "Hardware", "Model", "Method", "Dataset",
@@ -38,15 +39,27 @@ class WizardState:
     dataset_path: str = ""
     dataset_format: str = "auto"
     detected_format: str | None = None
-    train: TrainConfig = field(default_factory=TrainConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    base: RunConfig | None = None       # a loaded preset or config file: the keys the steps don't set
+    train: "TrainConfig | None" = None  # None: the config model's defaults
+    lora: "LoraConfig | None" = None
+    base: "RunConfig | None" = None       # a loaded preset or config file: the keys the steps don't set
     preset: str | None = None
     config_path: str | None = None      # where it was loaded from / saved to
     run_dir: str | None = None
 
     def replace(self, **changes: Any) -> "WizardState":
         return replace(self, **changes)
+
+    @property
+    def train_config(self) -> "TrainConfig":
+        from ftwizard.core.config import TrainConfig
+
+        return self.train if self.train is not None else TrainConfig()
+
+    @property
+    def lora_config(self) -> "LoraConfig":
+        from ftwizard.core.config import LoraConfig
+
+        return self.lora if self.lora is not None else LoraConfig()
 
     def answer(self, key: str) -> str | None:
         return dict(self.answers).get(key)
@@ -71,8 +84,8 @@ class WizardState:
         dataset["path"] = self.dataset_path
         dataset["format"] = self.dataset_format
         data["dataset"] = dataset
-        data["train"] = self.train.model_dump(mode="json")
-        data["lora"] = self.lora.model_dump(mode="json")
+        data["train"] = self.train_config.model_dump(mode="json")
+        data["lora"] = self.lora_config.model_dump(mode="json")
         return parse_config(data)
 
     @classmethod

@@ -118,14 +118,14 @@ class HyperparamsScreen(WizardStep):
             for f in FIELDS:
                 if f.lora_only and s.method == "full":
                     continue
-                model = s.train if f.section == "train" else s.lora
+                model = s.train_config if f.section == "train" else s.lora_config
                 desc = type(model).model_fields[f.key].description or ""
                 yield FieldRow(f, getattr(model, f.key), desc.split(". ")[0].rstrip("."))
             yield Static("", id="hp-summary", classes="dim")
 
     def on_mount(self) -> None:
         self._errors: dict[str, str] = {}
-        self._train, self._lora = self.state.train, self.state.lora
+        self._train, self._lora = self.state.train_config, self.state.lora_config
         super().on_mount()
         self._check()
 
@@ -136,7 +136,7 @@ class HyperparamsScreen(WizardStep):
 
     def _check(self) -> None:
         """Validate every field with the config model; warnings from the usual ranges."""
-        values = {"train": self.state.train.model_dump(), "lora": self.state.lora.model_dump()}
+        values = {"train": self.state.train_config.model_dump(), "lora": self.state.lora_config.model_dump()}
         errors: dict[str, str] = {}
         for row in self.query(FieldRow):
             f = row.field

@@ -1,0 +1,81 @@
+"""Start-up benchmark (run by hand): time from starting `ftwizard` to its first screen being ready,
+against `python -c "import torch, transformers"` on the same machine in the same run.
+
+    /work/venv/bin/python tests/benchmarks/startup.py [--runs 7]
+
+Each sample is a fresh interpreter. The wizard sample imports the CLI module (what the `ftwizard`
+console script does), starts the App headless and stops the clock when the Welcome screen has been
+mounted and painted once (hardware detection keeps running in its worker, as in real use).
+Goal (issue 3): under 0.6 s, and under 15% of the torch + transformers import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+WIZARD = r"""
+import sys, time
+import ftwizard.core.cli  # what the console script imports first
+from ftwizard.tui.app import WizardApp
+
+class Timed(WizardApp):
+    def on_mount(self):
+        super().on_mount()
+        self.call_after_refresh(self._painted)
+
+    def _painted(self):
+        assert type(self.screen).__name__ == "WelcomeScreen"
+        print(f"READY={time.time():.6f}", flush=True)
+        heavy = [m for m in ("torch", "transformers", "trl", "peft", "datasets") if m in sys.modules]
+        print(f"HEAVY={','.join(heavy)}", flush=True)
+        self.exit(0)
+
+Timed(detect_hardware=True).run(headless=True, size=(80, 24))
+"""
+
+IMPORT = "import torch, transformers"
+
+
+def time_wizard() -> tuple[float, str]:
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", WIZARD], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    ready = float(next(l for l in out.stdout.splitlines() if l.startswith("READY="))[6:])
+    heavy = next(l for l in out.stdout.splitlines() if l.startswith("HEAVY="))[6:]
+    return ready - t0, heavy
+
+
+def time_import() -> float:
+    t0 = time.time()
+    subprocess.run([sys.executable, "-c", IMPORT], check=True, capture_output=True, timeout=300)
+    return time.time() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+    time_wizard()  # warm the file cache once
+    time_import()
+    wiz, imp, heavy = [], [], set()
+    for _ in range(args.runs):
+        t, h = time_wizard()
+        wiz.append(t)
+        heavy.update(filter(None, h.split(",")))
+        imp.append(time_import())
+    w, i = statistics.median(wiz), statistics.median(imp)
+    print(f"wizard to first screen: median {w:.3f} s (min {min(wiz):.3f}, max {max(wiz):.3f}, n={len(wiz)})")
+    print(f"import torch, transformers: median {i:.3f} s (min {min(imp):.3f}, max {max(imp):.3f})")
+    print(f"ratio: {w / i:.1%}   heavy modules loaded by the wizard: {sorted(heavy) or 'none'}")
+    ok = w < 0.6 and w / i < 0.15 and not heavy
+    print("goal (< 0.6 s and < 15%, no heavy import):", "met" if ok else "NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Step 5, Method: full / LoRA / QLoRA, each with its estimated peak GPU memory against the detected
+card (fits / tight / does not fit), the recommended one preselected with its reason (core.estimate
+decides), and the breakdown of the highlighted one."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+from textual.worker import Worker, WorkerState
+
+from ..state import WizardState
+from .step import WizardStep
+
+HELP = """
+# Method
+
+- **full**: every weight is trained. Most capacity, most memory (weights, gradients and optimizer
+  state for all parameters, ~16 bytes each); only with the compute and a large change to make.
+- **LoRA**: small adapter matrices on frozen 16-bit weights. The usual starting point (Llama guide:
+  start with LoRA).
+- **QLoRA**: the same adapters on 4-bit (NF4) weights. About a third of LoRA's memory for a small
+  quality cost; the choice when LoRA does not fit (QLoRA paper).
+
+The bars are estimates of peak memory per GPU for ftwizard's own stack (transformers + peft +
+bitsandbytes), at the current batch size and sequence length: **fits** is up to 75% of the card,
+**tight** up to 100%, **does not fit** above. The breakdown says where the memory goes and which
+settings were assumed; lowering the batch size or the max length in the Hyperparameters step
+shrinks the activations and logits terms.
+
+`↑`/`↓` choose · `enter` or `^n` continue.
+"""
+
+VERDICT_TEXT = {"fits": "fits", "tight": "tight", "does-not-fit": "does not fit"}
+VERDICT_STYLE = {"fits": "green", "tight": "yellow", "does-not-fit": "red"}
+BAR = 28
+
+
+def bar(value: float, scale: float) -> str:
+    """A horizontal bar of `value` on a scale of `scale` (eighth blocks)."""
+    eighths = int(round(min(value / scale, 1.0) * BAR * 8)) if scale > 0 else 0
+    full, part = divmod(eighths, 8)
+    return ("█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")).ljust(BAR)
+
+
+class MethodScreen(WizardStep):
+    STEP = 5
+    NAME = "method"
+    STEP_NAME = "Method"
+    HELP = HELP
+
+    def compose_body(self) -> ComposeResult:
+        with VerticalScroll(id="method-body", classes="box") as box:
+            box.border_title = "Estimated peak memory per GPU"
+            yield Static("Estimating…", id="method-target")
+            yield OptionList(id="methods")
+            yield Static("", id="method-reason")
+            yield Static("", id="breakdown", classes="dim")
+
+    def on_mount(self) -> None:
+        self._choice = None
+        self._method = self.state.method
+        super().on_mount()
+        self.query_one("#methods", OptionList).focus()
+        self.compute()
+
+    def on_state(self, state: WizardState) -> None:
+        pass
+
+    # ------------------------------------------------------------------------------ estimate
+
+    @work(thread=True, exclusive=True, group="method-estimate", exit_on_error=False)
+    def compute(self):
+        from ftwizard.core.catalog import resolve_arch
+        from ftwizard.core.config import DatasetConfig, RunConfig
+        from ftwizard.core.estimate import compare_methods, settings_from_config
+
+        s = self.state
+        arch = s.arch or resolve_arch(s.model)
+        hw = s.hardware
+        gpus = len(hw.gpus) if hw and hw.gpus else 1
+        train = s.train_config
+        if hw and hw.gpus and not all(g.bf16 for g in hw.gpus):
+            train = train.model_copy(update={"precision": "fp16"})
+        cfg = RunConfig(method=s.method, train=train, lora=s.lora_config,
+                        dataset=DatasetConfig(path=s.dataset_path or "-"))
+        vram = min(g.free_gib for g in hw.gpus) if hw and hw.gpus else None
+        return arch, vram, gpus, compare_methods(arch, vram, gpus, settings_from_config(cfg, gpus))
+
+    @on(Worker.StateChanged)
+    def _estimated(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "method-estimate":
+            return
+        event.stop()
+        if event.state == WorkerState.SUCCESS:
+            self._show(*event.worker.result)
+        elif event.state == WorkerState.ERROR:
+            err = event.worker.error
+            msg = "; ".join(p.message for p in getattr(err, "problems", [])) or str(err)
+            self.query_one("#method-target", Static).update(
+                f"Cannot estimate memory for {self.state.model or 'this model'}: {msg}\n"
+                "Choose a method anyway; the training run will tell if it runs out of memory.")
+            self._choice = None
+            self._fill_plain()
+
+    def _fill_plain(self) -> None:
+        methods = self.query_one("#methods", OptionList)
+        methods.clear_options()
+        for m in ("full", "lora", "qlora"):
+            methods.add_option(Option(m, id=m))
+        methods.highlighted = ("full", "lora", "qlora").index(self._method)
+        self.validity_changed()
+
+    def _show(self, arch, vram, gpus, choice) -> None:
+        from ftwizard.core.catalog import display_name
+
+        self._choice = choice
+        hw = self.state.hardware
+        target = self.query_one("#method-target", Static)
+        if vram:
+            card = hw.gpus[0].name.replace("NVIDIA ", "")
+            target.update(f"{display_name(arch)} on {gpus}x {card} ({vram:.1f} GiB free"
+                          + (" on the smallest card" if gpus > 1 else "") + ")")
+        else:
+            ram = f"{hw.ram_available_gib:.0f} GB RAM free" if hw else "RAM unknown"
+            target.update(f"{display_name(arch)} · no GPU on this machine ({ram}): the bars show what a "
+                          "GPU would need. On a CPU only small models (a few hundred million parameters) "
+                          "train in reasonable time.")
+        scale = max([vram or 0.0] + [e.total_gib for _, e, _ in choice.rows])
+        methods = self.query_one("#methods", OptionList)
+        methods.clear_options()
+        for m, est, verdict in choice.rows:
+            line = Text(f"{m:<6}")
+            line.append(bar(est.total_gib, scale), style=VERDICT_STYLE.get(verdict, ""))
+            line.append(f" {est.total_gib:6.1f} GiB  ")
+            if verdict:
+                line.append(VERDICT_TEXT[verdict], style=VERDICT_STYLE[verdict])
+            if m == choice.recommended:
+                line.append(" · recommended", style="bold")
+            methods.add_option(Option(line, id=m))
+        if vram and choice.recommended:
+            self._method = choice.recommended
+        methods.highlighted = [m for m, _, _ in choice.rows].index(self._method)
+        if vram:
+            self.query_one("#method-reason", Static).update(
+                ("Why " + choice.recommended + ": " if choice.recommended else "") + choice.reason)
+        else:
+            self.query_one("#method-reason", Static).update(
+                f"No GPU, so no method is picked from memory: {self._method} is kept. The saved config "
+                "runs unchanged on a GPU machine (ftwizard train CONFIG).")
+        self._show_breakdown()
+        self.validity_changed()
+
+    def _show_breakdown(self) -> None:
+        if self._choice is None:
+            return
+        _, est, verdict = self._choice.row(self._method)
+        parts = " · ".join(f"{k} {v:.2f}" for k, v in est.breakdown.items() if v >= 0.005)
+        assumed = "; ".join(est.assumptions[:3])
+        self.query_one("#breakdown", Static).update(
+            f"{self._method} breakdown (GiB): {parts}\nassumed: {assumed}")
+
+    @on(OptionList.OptionHighlighted, "#methods")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._method = event.option.id
+        self._show_breakdown()
+        self.validity_changed()
+
+    @on(OptionList.OptionSelected, "#methods")
+    def _selected(self) -> None:
+        self.action_next()
+
+    # ------------------------------------------------------------------------------ validity
+
+    def is_valid(self) -> bool:
+        return getattr(self, "_method", None) in ("full", "lora", "qlora") and not self._estimating()
+
+    def why_invalid(self) -> str:
+        return "estimating…" if self._estimating() else "choose a method"
+
+    def _estimating(self) -> bool:
+        return any(w.group == "method-estimate" and w.is_running for w in self.workers)
+
+    def commit(self) -> None:
+        self.wizard.set_state(self.state.replace(method=self._method))
