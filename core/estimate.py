@@ -169,15 +169,33 @@ def nf4_bytes(n: int, double_quant: bool) -> float:
     return n * 0.5 + consts
 
 
-def optimizer_bytes(optim: str, trainable: int, matrices: list[tuple[int, int]] | None = None) -> float:
+def trainable_tensors(arch: ModelArch, s: Settings) -> list[int]:
+    """Element counts of every trainable tensor (the optimizer keeps state per tensor)."""
+    if s.method == "full":
+        per_layer = [x * y for x, y in arch.linear_shapes().values()] + [arch.hidden] * arch.norms_per_layer
+        if arch.qkv_bias:
+            per_layer += [arch.q_dim, arch.kv_dim, arch.kv_dim]
+        emb = [arch.vocab * arch.hidden] * (1 if arch.tied_embeddings else 2)
+        return per_layer * arch.layers + emb + [arch.hidden]
+    per_layer = []
+    for d_in, d_out in adapted_modules(arch, s.lora_targets).values():
+        per_layer += [s.lora_rank * d_in, d_out * s.lora_rank] + ([d_out] if s.use_dora else [])
+    return per_layer * arch.layers
+
+
+def optimizer_bytes(optim: str, tensors: list[int], shapes: list[tuple[int, int]] | None = None) -> float:
+    """Optimizer state bytes for trainable tensors of these sizes (plus a 4-byte step counter each)."""
+    n = sum(tensors)
     if optim in ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"):
-        return 8.0 * trainable
+        return 8.0 * n + 4 * len(tensors)
     if optim in ("adamw_8bit", "paged_adamw_8bit"):
-        return 2.0 * trainable + 2 * 4 * trainable / 256
+        # bitsandbytes: tensors under 4,096 elements keep 32-bit states; others 1 B per state plus an
+        # fp32 absmax per 256-block (blockwise quantization)
+        return sum(8.0 * t if t < 4096 else 2.0 * t + 2 * 4 * -(-t // 256) for t in tensors) + 4 * len(tensors)
     if optim == "adafactor":
-        if matrices:
-            return 4.0 * sum(a + b for a, b in matrices)
-        return 0.05 * trainable
+        if shapes:
+            return 4.0 * sum(a + b for a, b in shapes)
+        return 0.05 * n
     return 0.0  # sgd without momentum
 
 
@@ -240,11 +258,13 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         notes.append("full: weights loaded in fp32 and trained under bf16 autocast (ftwizard's full "
                      "fine-tuning); 4 B/param weights + 4 grads + optimizer states")
         matrices = [(x, y) for x, y in arch.linear_shapes().values()] * arch.layers
+        tensors = trainable_tensors(arch, s)
     else:
         trainable = lora_params(arch, s.lora_rank, s.lora_targets, s.use_dora)
         mods = adapted_modules(arch, s.lora_targets)
         matrices = [(s.lora_rank, x) for x, _ in mods.values()] + [(y, s.lora_rank) for _, y in mods.values()]
         matrices *= arch.layers
+        tensors = trainable_tensors(arch, s)
         tgt = "all-linear" if s.lora_targets == "all-linear" else ",".join(mods)
         notes.append(f"LoRA r={s.lora_rank} on {tgt} ({len(mods)} matrices x {arch.layers} layers): "
                      f"{trainable:,} trainable params, fp32 (peft keeps adapters in fp32)"
@@ -264,7 +284,7 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         br["LoRA adapters (fp32)"] = gib(4 * trainable)
 
     br["gradients (fp32)"] = gib(4 * trainable)
-    opt = optimizer_bytes(s.optim, trainable, matrices)
+    opt = optimizer_bytes(s.optim, tensors, matrices)
     br[f"optimizer states ({s.optim})"] = gib(opt)
     if s.optim.startswith("paged"):
         notes.append(f"{s.optim}: counted on the GPU; paging can move it to host memory under pressure")

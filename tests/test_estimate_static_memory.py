@@ -1,0 +1,153 @@
+"""The estimator's static memory (weights + gradients + optimizer states) against real tensors.
+
+Small Llama models are built on CPU from a config (no hub), set up exactly as core/trainer.py does
+for full, LoRA and QLoRA (bitsandbytes 4-bit works on CPU), trained for one real optimizer step, and
+then every tensor they hold is counted: parameters (4-bit data and quantization constants included),
+gradients and optimizer state. Each count must be within 2% of the estimator's term.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from ftwizard.core.catalog import arch_from_config  # noqa: E402
+from ftwizard.core.estimate import GIB, Settings, estimate  # noqa: E402
+
+SMALL = dict(hidden_size=512, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=4,
+             intermediate_size=1376, vocab_size=1024, tie_word_embeddings=False)
+TINY_TIED = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=704, vocab_size=768, tie_word_embeddings=True)
+
+
+def _config(spec):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(max_position_embeddings=256, **spec)
+
+
+def _bytes(tensors) -> int:
+    """Bytes of distinct storages among `tensors` (shared ones count once)."""
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None or not isinstance(t, torch.Tensor):
+            continue
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.untyped_storage().nbytes()
+    return total
+
+
+def _quant_state_tensors(model):
+    out = []
+    for p in model.parameters():
+        qs = getattr(p, "quant_state", None)
+        if qs is None:
+            continue
+        out += [qs.absmax, qs.code]
+        if getattr(qs, "offset", None) is not None:
+            out.append(qs.offset)
+        if getattr(qs, "state2", None) is not None:
+            out += [qs.state2.absmax, qs.state2.code]
+    return out
+
+
+def _one_step(model, optim_name: str):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optim_name == "adamw_torch":
+        opt = torch.optim.AdamW(params, lr=1e-4)
+    else:
+        import bitsandbytes as bnb
+
+        opt = bnb.optim.AdamW8bit(params, lr=1e-4)
+    ids = torch.randint(0, model.config.vocab_size, (2, 16))
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    return opt
+
+
+def _measure(model, opt) -> dict[str, int]:
+    params = list(model.parameters())
+    state = [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    return {
+        "params": _bytes(params) + _bytes(_quant_state_tensors(model)),
+        "grads": _bytes([p.grad for p in params if p.grad is not None]),
+        "optim": _bytes(state),
+    }
+
+
+def _static(est) -> dict[str, float]:
+    b = est.breakdown
+    weights = sum(v for k, v in b.items() if k.startswith("weights") or k.startswith("LoRA adapters"))
+    grads = b["gradients (fp32)"]
+    optim = next(v for k, v in b.items() if k.startswith("optimizer states"))
+    return {"params": weights * GIB, "grads": grads * GIB, "optim": optim * GIB}
+
+
+def _check(measured, estimated, tol=0.02):
+    for k in ("params", "grads", "optim"):
+        m, e = measured[k], estimated[k]
+        assert m > 0, k
+        assert abs(e - m) / m <= tol, f"{k}: estimated {e:,.0f} B vs measured {m:,.0f} B ({100 * (e - m) / m:+.2f}%)"
+
+
+@pytest.mark.parametrize("spec", [SMALL, TINY_TIED], ids=["small-untied", "tiny-tied"])
+def test_full_fp32_adamw(spec):
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_config(spec)).to(torch.float32)  # full: fp32 weights (trainer.py)
+    arch = arch_from_config(model.config.to_dict(), "small")
+    assert arch.params == sum(p.numel() for p in model.parameters())
+    opt = _one_step(model, "adamw_torch")
+    est = estimate(arch, Settings(method="full", optim="adamw_torch", seq_len=16, batch_size=2))
+    _check(_measure(model, opt), _static(est))
+
+
+@pytest.mark.parametrize("optim", ["adamw_torch", "adamw_8bit"])
+@pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj"]], ids=["all-linear", "qv"])
+def test_lora_bf16(optim, targets):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_config(SMALL)).to(torch.bfloat16)  # lora: 16-bit base (trainer.py)
+    arch = arch_from_config(model.config.to_dict(), "small")
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=targets,
+                                             task_type="CAUSAL_LM", bias="none"))
+    opt = _one_step(model, optim)
+    est = estimate(arch, Settings(method="lora", lora_rank=8, lora_targets=targets, optim=optim,
+                                  seq_len=16, batch_size=2))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == est.trainable_params
+    _check(_measure(model, opt), _static(est))
+
+
+@pytest.mark.parametrize("double_quant", [True, False], ids=["double-quant", "no-double-quant"])
+def test_qlora_nf4(tmp_path, double_quant):
+    pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(_config(SMALL)).save_pretrained(tmp_path)
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
+                           bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=q)
+    arch = arch_from_config(model.config.to_dict(), "small")
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                             task_type="CAUSAL_LM", bias="none"))
+    n4 = sum(1 for p in model.parameters() if p.__class__.__name__ == "Params4bit")
+    assert n4 == arch.layers * 7, "every decoder linear is 4-bit"
+    opt = _one_step(model, "adamw_torch")
+    est = estimate(arch, Settings(method="qlora", lora_rank=8, double_quant=double_quant, seq_len=16,
+                                  batch_size=2))
+    _check(_measure(model, opt), _static(est))
