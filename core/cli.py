@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "create a run from CONFIG and start training, detached"),
     "runs": ("runs", "list runs"),
     "status": ("status", "state of one run"),
+    "attach": ("attach", "open the training monitor on a run (running or finished)"),
     "stop": ("stop", "stop a run gracefully (a checkpoint is saved)"),
     "inspect": ("inspect", "a dataset's format, rows, statistics and problems; --model shows what the model sees"),
     "selftest": ("selftest", "can this machine train? builds a tiny model offline and trains it"),

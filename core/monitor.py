@@ -89,8 +89,13 @@ class Series:
             self.max_y = max(self.ys) if self.ys else None
 
     def _compact(self) -> None:
-        xs, ys = downsample(self.xs, self.ys, self.cap // 2)
-        self.xs, self.ys = list(xs), list(ys)
+        """Past the cap: the newest half stays at full resolution (the doctor reads recent windows);
+        the older part shrinks to a quarter of the cap by min/max buckets."""
+        keep = self.cap // 2
+        old_n = len(self.xs) - keep
+        ox, oy = downsample(self.xs[:old_n], self.ys[:old_n], self.cap // 4)
+        self.xs = ox + self.xs[old_n:]
+        self.ys = oy + self.ys[old_n:]
         self.compactions += 1
 
     def window(self, n: int) -> tuple[list[float], list[float]]:
@@ -155,7 +160,8 @@ class DeviceMemory:
 class RunView:
     """Everything the monitor shows about a run, folded from its events. `apply()` is incremental."""
 
-    series_cap: int = 200_000
+    series_cap: int = 200_000  # training and validation loss (drawn)
+    aux_cap: int = 4_096  # lr, grad norm, tokens/s
     rate_window: int = 50  # steps used for the step rate behind the ETA
     phase: str | None = None
     phase_detail: str = ""
@@ -189,9 +195,10 @@ class RunView:
         cap = self.series_cap
         self.train_loss = Series(cap)
         self.eval_series = Series(cap)
-        self.lr_series = Series(cap)
-        self.grad_series = Series(cap)
-        self.tps_series = Series(cap)
+        # drawn only as numbers; the doctor reads their recent windows: a small cap is enough
+        self.lr_series = Series(self.aux_cap)
+        self.grad_series = Series(self.aux_cap)
+        self.tps_series = Series(self.aux_cap)
         self._rate: deque[tuple[float, int]] = deque(maxlen=self.rate_window + 1)
         self._warning_keys: set[tuple] = set()
 
@@ -403,6 +410,33 @@ def view_from_events(events: Iterable[dict], **kw) -> RunView:
     view = RunView(**kw)
     view.apply(events)
     return view
+
+
+def read_chunk(tail, max_bytes: int = 1 << 20) -> list[dict]:
+    """Like `EventTail.read_new`, but reads at most `max_bytes` per call, so attaching to a run with
+    millions of events folds them in bounded slices instead of holding the whole file in memory."""
+    import json
+
+    try:
+        with open(tail.path, "rb") as fh:
+            fh.seek(tail.offset)
+            chunk = fh.read(max_bytes)
+    except FileNotFoundError:
+        return []
+    if not chunk:
+        return []
+    tail.offset += len(chunk)
+    lines = (tail._partial + chunk).split(b"\n")
+    tail._partial = lines.pop()
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            tail.bad_lines += 1
+    return out
 
 
 # ------------------------------------------------------------------------------ formatting

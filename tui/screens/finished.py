@@ -1,0 +1,152 @@
+"""Step 10: a run has ended. Final and best losses, time, where the adapter or model is, and what to do
+next; for a failed run the reason and the fixes from its diagnosis, most effective first.
+
+Opened on top of the monitor when its run ends (escape goes back to the chart), or on its own for
+any run directory (the view is rebuilt from `events.jsonl`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from ftwizard.core.monitor import RunView, fmt_duration, fmt_num
+
+HELP = """
+**The run has ended.** Completed runs show their final and best losses and where the adapter (LoRA,
+QLoRA) or the model (full fine-tuning) was saved. Stopped runs can be continued from their last
+checkpoint. Failed runs show why, and what to change, most effective first.
+
+**Keys:** `esc` back to the chart · `^q` quit.
+"""
+
+
+def next_steps(run_id: str, run_dir: Path, state: str, output: str | None, method: str | None) -> list[str]:
+    """Commands that exist in this ftwizard (looked up in the CLI's table), then plain instructions."""
+    from ftwizard.core.cli import COMMANDS
+
+    steps = []
+    if state == "completed" and output:
+        if "chat" in COMMANDS:
+            steps.append(f"try it: ftwizard chat {run_id}")
+        if "merge" in COMMANDS and method in ("lora", "qlora"):
+            steps.append(f"merge the adapter into the model: ftwizard merge {run_id}")
+        if method in ("lora", "qlora"):
+            steps.append(f"load it: PeftModel.from_pretrained(base_model, \"{output}\")")
+        else:
+            steps.append(f"load it: AutoModelForCausalLM.from_pretrained(\"{output}\")")
+    if state in ("stopped", "failed") and "resume" in COMMANDS and (run_dir / "checkpoints").is_dir() \
+            and any((run_dir / "checkpoints").glob("checkpoint-*")):
+        steps.append(f"continue from the last checkpoint: ftwizard resume {run_id}")
+    steps.append(f"train again (edit it first?): ftwizard train {run_dir / 'config.yaml'}")
+    if state == "failed":
+        steps.append(f"the full log: {run_dir / 'train.log'}")
+    return steps
+
+
+class FinishedScreen(Screen):
+    STEP_NAME = "Finished"
+    HELP = HELP
+    BINDINGS = [
+        Binding("escape", "back", "Chart", key_display="esc"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, run_dir: str | Path, view: RunView | None = None, info: Any = None):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.run_id = self.run_dir.name
+        if view is None:
+            from ftwizard.core.events import read_events
+            from ftwizard.core.monitor import view_from_events
+
+            view = view_from_events(read_events(self.run_dir))
+        if info is None:
+            from ftwizard.core.runs import run_info
+
+            info = run_info(self.run_dir, events=[])
+        self.view, self.info = view, info
+        end = view.end or {}
+        self.state = end.get("state") or info.state
+        self.reason = end.get("reason") or info.reason
+        self.diagnosis = end.get("diagnosis") or info.diagnosis
+        self.output = end.get("output") or info.output
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"run {self.run_id} · {self.state}", id="fin-title")
+        with VerticalScroll(id="fin-body"):
+            yield Static(self._result_text(), id="fin-result", classes="fin-box")
+            if self.state == "failed":
+                yield Static(self._fixes_text(), id="fin-fixes", classes="fin-box")
+            yield Static(self._next_text(), id="fin-next", classes="fin-box")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.add_class(f"-{self.state}")
+        self.query_one("#fin-result").border_title = {"completed": "Done", "stopped": "Stopped",
+                                                      "failed": "Failed"}.get(self.state, self.state)
+        if self.state == "failed":
+            self.query_one("#fin-fixes").border_title = "Why, and what to try (in order)"
+        self.query_one("#fin-next").border_title = "Next steps"
+
+    def _result_text(self) -> str:
+        v = self.view
+        lines = []
+        if self.reason:
+            lines.append(f"[b]{escape(str(self.reason))}[/b]")
+        if v.loss is not None:
+            lines.append(f"final loss {fmt_num(v.loss)} at step {v.step:,}"
+                         + (f" of {v.max_steps:,}" if v.max_steps else ""))
+        if v.best_loss:
+            lines.append(f"best training loss {fmt_num(v.best_loss[1])} (step {v.best_loss[0]:,})")
+        if v.best_eval:
+            lines.append(f"best validation loss {fmt_num(v.best_eval[1])} (step {v.best_eval[0]:,})"
+                         + (f", last {fmt_num(v.eval_loss)}" if v.eval_loss != v.best_eval[1] else ""))
+        time_bits = [f"time {fmt_duration(v.elapsed_s)}"]
+        if v.train_elapsed_s is not None:
+            time_bits.append(f"training {fmt_duration(v.train_elapsed_s)}")
+        if v.tokens:
+            time_bits.append(f"{v.tokens:,} tokens")
+        if v.peak_memory_gib is not None:
+            time_bits.append(f"peak memory {v.peak_memory_gib:.2f} GB")
+        lines.append(" · ".join(time_bits))
+        if self.output and self.state != "failed":
+            what = "adapter" if (self.info.method or "") in ("lora", "qlora") else "model"
+            lines.append(f"{what}: {escape(str(self.output))}")
+        if v.checkpoints:
+            lines.append(f"last checkpoint: step {v.checkpoints[-1][0]:,}")
+        if not v.started_training and self.state != "completed":
+            lines.append(f"[dim]ended before the first step, while {escape(v.phase_text())}[/dim]")
+        return "\n".join(lines)
+
+    def _fixes_text(self) -> str:
+        diag = self.diagnosis or {}
+        lines = [escape(str(diag.get("message") or self.reason or "the run failed"))]
+        fixes = diag.get("fixes") or []
+        for i, fix in enumerate(fixes, 1):
+            lines.append(f"{i}. {escape(str(fix))}")
+        if not fixes:
+            lines.append("[dim]no known fix for this one: read the end of train.log[/dim]")
+        return "\n".join(lines)
+
+    def _next_text(self) -> str:
+        return "\n".join(f"· {escape(s)}" for s in
+                         next_steps(self.run_id, self.run_dir, self.state, self.output, self.info.method))
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.dismiss()
+
+    def action_help(self) -> None:
+        from ftwizard.tui.dialogs.help import HelpDialog
+
+        self.app.push_screen(HelpDialog("finished", self.HELP))
+
+    def handle_quit(self) -> bool:
+        return False

@@ -1,0 +1,477 @@
+"""Step 9: the training monitor. It follows a run; it never owns one.
+
+Everything comes from the run directory: one thread worker tails `events.jsonl` in bounded chunks and
+folds them into a `core.monitor.RunView`, asks `core.runs.run_info` for the derived state about once a
+second, samples NVML (`core.hardware.GPUSampler`) about once a second and, while the log pane is open,
+tails `train.log`. The screen repaints on a timer, only when the view's version moved, so a run writing
+a thousand events a second costs a handful of repaints a second. Attaching to a run that ended long
+ago is the same path: the whole history is read and every step is in the chart.
+
+Keys: s stop (after a typed-y confirm; the run checkpoints and ends "stopped"), d detach (the run goes
+on), l log, w the doctor's warnings in full, ? help. Quitting asks: detach (default) or stop.
+When the run ends, the Finished view opens on top (escape comes back to the chart).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Log, ProgressBar, Static
+
+from ftwizard.core.monitor import RunView, diagnose_view, fmt_duration, fmt_num, read_chunk
+from ftwizard.tui.widgets.gpu_meter import GpuMeter
+from ftwizard.tui.widgets.loss_chart import LossChart
+
+STYLES = Path(__file__).resolve().parent.parent / "styles"
+
+HELP = """
+**The training monitor** follows a run that trains in its own process: closing this screen, the
+wizard or the SSH session never stops it.
+
+- The chart shows the training loss (line) and the validation loss (dots) for every logged step.
+- The line below: latest loss, validation loss, learning rate, grad norm, tokens/s and the trainer's
+  peak memory. The bar shows the steps done and the time left at the recent step rate.
+- The panels on the right: GPU memory from NVML (sampled once a second) and the trainer's own peak.
+- Warnings come from the *training doctor*: validation loss rising while training loss falls
+  (overfitting), a loss that never moved (learning rate too low or a data problem), exploding grad
+  norm or NaN (learning rate too high), training loss near 0 (memorising), throughput collapse.
+  `w` shows them with their evidence and advice.
+
+**Keys:** `s` stop (the run saves a checkpoint and ends as "stopped"; asks first) · `d` detach
+(leave it running; `ftwizard attach RUN` comes back) · `l` log tail · `w` warnings · `^q` quit (asks
+whether to detach or stop).
+"""
+
+
+class GpuSampled(Message):
+    """NVML readings (one per GPU); only the newest one matters."""
+
+    def __init__(self, gpus: list) -> None:
+        super().__init__()
+        self.gpus = gpus
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, GpuSampled)
+
+
+class RunStateRead(Message):
+    def __init__(self, info: Any) -> None:
+        super().__init__()
+        self.info = info
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunStateRead)
+
+
+class LogRead(Message):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+
+class MonitorScreen(Screen):
+    STEP_NAME = "Training"
+    HELP = HELP
+    BINDINGS = [
+        Binding("s", "stop", "Stop"),
+        Binding("d", "detach", "Detach"),
+        Binding("l", "toggle_log", "Log"),
+        Binding("w", "warnings", "Warnings"),
+        Binding("f", "finished", "Summary", show=False),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, run_dir: str | Path, nvml_source: Any = None, *, poll_s: float = 0.25,
+                 nvml_s: float = 1.0, state_s: float = 1.0, show_finished: bool = True):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.run_id = self.run_dir.name
+        self.nvml_source = nvml_source
+        self.poll_s, self.nvml_s, self.state_s = poll_s, nvml_s, state_s
+        self.show_finished = show_finished
+        self.view = RunView()
+        self.lock = threading.Lock()
+        self.info = None  # the latest core.runs.RunInfo
+        self.run_state = "starting"
+        self.loaded = False  # the whole file as it was at attach time has been read
+        self.warnings: list = []
+        self.stop_requested = False
+        self._drawn_version = -1
+        self._doctor_version = -1
+        self._quit = threading.Event()
+        self._log_wanted = False
+        self._finished_shown = False
+        self.refreshes = 0
+
+    # ------------------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"run {self.run_id}", id="mon-title")
+        with Horizontal(id="mon-body"):
+            with Vertical(id="mon-main"):
+                yield Static("waiting for the training process to start", id="mon-phase")
+                yield LossChart(self.view.train_loss, self.view.eval_series, id="mon-chart")
+                yield Log(id="mon-log", max_lines=2000, auto_scroll=True)
+            yield VerticalScroll(id="mon-side")
+        yield Static("", id="mon-numbers")
+        with Horizontal(id="mon-progress-row"):
+            yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="mon-progress")
+            yield Static("", id="mon-eta")
+        yield Static("", id="mon-doctor")
+        yield Footer()
+
+    @property
+    def chart(self) -> LossChart:
+        return self.query_one("#mon-chart", LossChart)
+
+    def on_mount(self) -> None:
+        self.chart.lock = self.lock
+        self.add_class("-waiting")
+        self.follow()
+        self.set_interval(self.poll_s, self.refresh_view)
+
+    def on_unmount(self) -> None:
+        self._quit.set()
+
+    # ------------------------------------------------------------------------------ the follower
+
+    @work(thread=True, exclusive=True, group="monitor-follow", exit_on_error=False)
+    def follow(self) -> None:
+        """Tail events (bounded chunks), the run state, NVML and (when open) the log, until unmounted."""
+        import time
+
+        from ftwizard.core.events import EVENTS, EventTail
+        from ftwizard.core.hardware import GPUSampler
+        from ftwizard.core.runs import LOG, run_info
+
+        tail = EventTail(self.run_dir / EVENTS)
+        sampler = GPUSampler(self.nvml_source) if self.nvml_source is not None else GPUSampler()
+        next_state = next_nvml = 0.0
+        log_offset: int | None = None
+        try:
+            while not self._quit.is_set():
+                while True:  # all that is there now, a slice at a time
+                    events = read_chunk(tail)
+                    if not events:
+                        break
+                    with self.lock:
+                        self.view.apply(events)
+                now = time.monotonic()
+                if now >= next_state:
+                    next_state = now + self.state_s
+                    self.post_message(RunStateRead(run_info(self.run_dir, events=[])))
+                self.loaded = True
+                if now >= next_nvml:
+                    next_nvml = now + self.nvml_s
+                    self.post_message(GpuSampled(sampler.sample()))
+                if self._log_wanted:
+                    log_offset = self._read_log(self.run_dir / LOG, log_offset)
+                self._quit.wait(self.poll_s)
+        finally:
+            sampler.close()
+
+    def _read_log(self, path: Path, offset: int | None) -> int | None:
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, 2)
+                size = fh.tell()
+                if offset is None or offset > size:
+                    offset = max(0, size - 32_000)
+                fh.seek(offset)
+                data = fh.read(256_000)
+        except OSError:
+            return offset
+        if data:
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                text = data[:cut].decode("utf-8", "replace")
+                self.post_message(LogRead(text.splitlines()))
+                offset += cut
+        return offset
+
+    # ------------------------------------------------------------------------------ messages
+
+    @on(RunStateRead)
+    def _state_read(self, message: RunStateRead) -> None:
+        self.info = message.info
+        self._set_state()
+
+    @on(GpuSampled)
+    def _gpu_sampled(self, message: GpuSampled) -> None:
+        side = self.query_one("#mon-side", VerticalScroll)
+        for gpu in message.gpus:
+            meter_id = f"gpu-{gpu.index}"
+            found = side.query(f"#{meter_id}")
+            if found:
+                meter = found.first(GpuMeter)
+            else:
+                meter = GpuMeter(f"cuda:{gpu.index}", id=meter_id)
+                side.mount(meter)
+            meter.add_sample(gpu)
+        if not message.gpus and not side.query("#gpu-cpu"):
+            side.mount(GpuMeter("cpu", id="gpu-cpu"))
+        self._update_memory()
+
+    @on(LogRead)
+    def _log_read(self, message: LogRead) -> None:
+        self.query_one("#mon-log", Log).write_lines(message.lines)
+
+    # ------------------------------------------------------------------------------ drawing
+
+    def _set_state(self) -> None:
+        end = self.view.end
+        if end and end.get("state"):
+            state = end["state"]
+        elif self.info is not None:
+            state = self.info.state
+        else:
+            state = "starting"
+        if state != self.run_state:
+            self.remove_class(f"-{self.run_state}")
+            self.run_state = state
+        self.add_class(f"-{state}")
+
+    @property
+    def finished(self) -> bool:
+        return self.run_state in ("completed", "failed", "stopped")
+
+    def refresh_view(self) -> None:
+        """Timer: redraw what changed since the last tick (nothing when no event arrived)."""
+        v = self.view
+        if v.version == self._drawn_version and not (self.finished and not self._finished_shown):
+            return
+        self._drawn_version = v.version
+        self.refreshes += 1
+        with self.lock:
+            self._set_state()
+            self._draw_title()
+            self._draw_numbers()
+            started = v.started_training
+            self.set_class(not started, "-waiting")
+            self.query_one("#mon-phase", Static).update(self._phase_text())
+            self.chart.refresh_series(v.max_steps)
+            if v.version != self._doctor_version:
+                self._doctor_version = v.version
+                self.warnings = diagnose_view(v)
+                self._draw_doctor()
+        self._update_memory()
+        if self.finished and self.loaded and not self._finished_shown and self.show_finished:
+            self._finished_shown = True
+            if self.is_current:
+                self.action_finished()
+
+    def _draw_title(self) -> None:
+        v = self.view
+        bits = [f"run {self.run_id}", self.run_state]
+        if v.started_training:
+            bits.append(f"step {v.step:,}/{v.max_steps:,}" if v.max_steps else f"step {v.step:,}")
+        elif v.phase:
+            bits.append(v.phase.replace("_", " "))
+        if self.run_state == "running" and v.eta_s() is not None:
+            bits.append(f"ETA {fmt_duration(v.eta_s())}")
+        self.query_one("#mon-title", Static).update(" · ".join(bits))
+
+    def _draw_numbers(self) -> None:
+        v = self.view
+        peak = v.peak_memory_gib
+        parts = [f"loss {fmt_num(v.loss)}", f"val {fmt_num(v.eval_loss)}", f"lr {fmt_num(v.lr, 'lr')}",
+                 f"grad {fmt_num(v.grad_norm, 'grad')}", f"{fmt_num(v.tokens_per_s, 'tps')} tok/s"]
+        if peak is not None:
+            parts.append(f"peak {peak:.1f} GB" if peak >= 1 else f"peak {peak * 1024:.0f} MB")
+        self.query_one("#mon-numbers", Static).update("  ".join(parts))
+        bar = self.query_one("#mon-progress", ProgressBar)
+        if v.max_steps:
+            bar.update(total=v.max_steps, progress=v.step)
+        eta = v.eta_s()
+        if self.run_state == "running" and eta is not None:
+            eta_text = f"{v.step:,}/{v.max_steps:,} · {fmt_duration(eta)} left"
+        elif v.max_steps:
+            eta_text = f"{v.step:,}/{v.max_steps:,}"
+            if v.elapsed_s is not None:
+                eta_text += f" · {fmt_duration(v.elapsed_s)}"
+        else:
+            eta_text = ""
+        self.query_one("#mon-eta", Static).update(eta_text)
+
+    def _phase_text(self) -> str:
+        v = self.view
+        lines = [f"[b]{v.phase_text()}[/b]"]
+        for phase, detail in v.phases[:-1]:
+            lines.append(f"[dim]✓ {phase.replace('_', ' ')}{': ' + detail if detail else ''}[/dim]")
+        facts = v.info.get("parameters")
+        if isinstance(facts, dict) and facts.get("trainable"):
+            lines.append(f"[dim]{facts['trainable']:,} trainable of {facts.get('total', 0):,} parameters[/dim]")
+        tok = v.info.get("tokenized")
+        if isinstance(tok, dict) and tok.get("rows") is not None:
+            lines.append(f"[dim]{tok['rows']:,} training rows, {tok.get('tokens', 0):,} tokens[/dim]")
+        if self.finished and self.info is not None and self.info.reason:
+            lines.append(f"[b]{self.run_state}[/b]: {self.info.reason}")
+        return "\n".join(lines)
+
+    def _draw_doctor(self) -> None:
+        from rich.markup import escape
+
+        lines = []
+        for w in self.warnings[:2]:
+            mark = "✖" if w.severity == "error" else "⚠"
+            line = f"{mark} {escape(w.message)}"
+            if w.advice:
+                line += f" [dim]→ {escape(w.advice[0])}[/dim]"
+            lines.append(line)
+        if len(self.warnings) > 2:
+            lines.append(f"[dim]+{len(self.warnings) - 2} more (w)[/dim]")
+        doctor = self.query_one("#mon-doctor", Static)
+        doctor.update("\n".join(lines))
+        doctor.set_class(bool(lines), "-shown")
+        doctor.set_class(any(w.severity == "error" for w in self.warnings), "-error")
+
+    def _update_memory(self) -> None:
+        for meter in self.query(GpuMeter):
+            mem = self.view.memory.get(meter.device)
+            if mem is not None:
+                meter.set_trainer_memory(mem.allocated_gib, mem.peak_gib)
+
+    # ------------------------------------------------------------------------------ actions
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "stop":
+            return None if self.finished else True  # dimmed once the run has ended
+        if action == "finished":
+            return self.finished
+        return True
+
+    def action_stop(self) -> None:
+        if self.finished:
+            return
+        from ftwizard.tui.dialogs.confirm import ConfirmDialog
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.request_stop()
+
+        self.app.push_screen(ConfirmDialog(
+            "Stop training", f"Stop run {self.run_id}?", yes_label="stop it",
+            detail="The run saves a checkpoint and its adapter/model, then ends as \"stopped\"; "
+                   f"`ftwizard resume {self.run_id}` continues it."), answer)
+
+    @work(thread=True, group="monitor-stop", exit_on_error=False)
+    def request_stop(self) -> bool:
+        from ftwizard.core.launch import stop
+
+        ok = stop(self.run_dir)
+        self.stop_requested = ok
+        self.app.call_from_thread(
+            self.notify, "Stop requested: the run saves a checkpoint and ends." if ok else
+            f"The run is not running ({self.run_state}).", title="Stop")
+        return ok
+
+    def action_detach(self) -> None:
+        self.app.notify(f"Detached: the run goes on. `ftwizard attach {self.run_id}` comes back.",
+                        title="Detached")
+        self._leave()
+
+    def _leave(self) -> None:
+        """Back to the screen below (the wizard, the runs list) or, when there is none, exit."""
+        if len(self.app.screen_stack) > 2:
+            self.dismiss()
+        else:
+            self.app.exit(0)
+
+    def action_toggle_log(self) -> None:
+        self._log_wanted = not self._log_wanted
+        self.set_class(self._log_wanted, "-log")
+        if self._log_wanted:
+            self.query_one("#mon-log", Log).focus()
+
+    def action_warnings(self) -> None:
+        from ftwizard.tui.dialogs.help import HelpDialog
+
+        self.app.push_screen(HelpDialog("training doctor", warnings_markdown(self.warnings)))
+
+    def action_help(self) -> None:
+        from ftwizard.tui.dialogs.help import HelpDialog
+
+        self.app.push_screen(HelpDialog("training monitor", self.HELP))
+
+    def action_finished(self) -> None:
+        from ftwizard.tui.screens.finished import FinishedScreen
+
+        self.app.push_screen(FinishedScreen(self.run_dir, view=self.view, info=self.info))
+
+    # ------------------------------------------------------------------------------ quitting
+
+    def handle_quit(self) -> bool:
+        """Called by the App before it exits. True: a run is still going, the quit dialog decides."""
+        if self.finished or self.run_state not in ("running", "starting"):
+            return False
+        from ftwizard.tui.dialogs.quit import QuitDialog
+
+        def chosen(choice: str | None) -> None:
+            if choice == "detach":
+                self.app.exit(0)
+            elif choice == "stop":
+                self.stop_then_exit()
+
+        self.app.push_screen(QuitDialog(self.run_id, self.run_state), chosen)
+        return True
+
+    @work(thread=True, group="monitor-stop", exit_on_error=False)
+    def stop_then_exit(self) -> None:
+        from ftwizard.core.launch import stop
+
+        self.stop_requested = stop(self.run_dir)
+        self.app.call_from_thread(self.app.exit, 0)
+
+
+def warnings_markdown(warnings: list) -> str:
+    if not warnings:
+        return "No warnings: the training doctor found nothing to worry about so far."
+    out = []
+    for w in warnings:
+        out.append(f"### {'Error' if w.severity == 'error' else 'Warning'}: {w.code}\n\n{w.message}\n")
+        if w.evidence:
+            out.append("Evidence: " + ", ".join(f"`{k}` = {v}" for k, v in w.evidence.items()) + "\n")
+        if w.advice:
+            out.append("Try, in order:\n\n" + "\n".join(f"1. {a}" for a in w.advice) + "\n")
+    return "\n".join(out)
+
+
+class MonitorApp(App[int]):
+    """A minimal host for `ftwizard attach`: the monitor, its dialogs, and quit that asks first."""
+
+    TITLE = "ftwizard"
+    CSS_PATH = [STYLES / "app.tcss", STYLES / "monitor.tcss"]
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True),
+                Binding("f1", "help", "Help", show=False)]
+
+    def __init__(self, screen_factory, **kw):
+        super().__init__(**kw)
+        self._factory = screen_factory
+
+    def on_mount(self) -> None:
+        self.push_screen(self._factory())
+
+    def action_help(self) -> None:
+        handler = getattr(self.screen, "action_help", None)
+        if handler:
+            handler()
+
+    async def action_quit(self) -> None:
+        handler = getattr(self.screen, "handle_quit", None)
+        if handler and handler():
+            return
+        self.exit(0)
+
+
+def run_monitor_app(run_dir: Path, nvml_source: Any = None) -> int:
+    """`ftwizard attach`: the monitor on one run, in its own small App."""
+    return MonitorApp(lambda: MonitorScreen(run_dir, nvml_source=nvml_source)).run() or 0
