@@ -1,0 +1,206 @@
+"""Step 2, Should you fine-tune? One plain question at a time; the answers stay visible on the left and
+the recommendation (core.recommend: prompting, RAG, fine-tuning or both, and the training kind the
+data calls for) builds up on the right with its reasons and their sources. When the answer is "not
+fine-tuning", it says what to do instead, and the user may continue anyway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from ..state import WizardState
+from .step import WizardStep
+
+HELP = """
+# Should you fine-tune?
+
+Fine-tuning is not always the answer. Prompting with a few examples is cheaper and often enough;
+facts that change, or answers that must cite sources, belong in retrieval (RAG). Fine-tuning pays
+off for behaviour that is easier shown than told (format, tone, a narrow task done reliably), for a
+domain far from the model's training data, and to distil a big model into a small, cheap one.
+
+Answer with `↑`/`↓` and `enter`; `esc` goes back one question. The recommendation on the right
+changes as you answer; each reason names its source (OpenAI's and Meta's fine-tuning guides, the
+Axolotl decision tree, the fine-tuning reference note). Whatever it says, `^n` continues.
+"""
+
+
+@dataclass(frozen=True)
+class Question:
+    key: str            # the field of core.recommend.Answers
+    text: str
+    choices: tuple[tuple[str, str, object], ...]  # (choice id, label, value for Answers)
+
+
+YES_NO = (("yes", "yes", True), ("no", "no", False))
+
+QUESTIONS = (
+    Question("goal", "What should fine-tuning change?", (
+        ("behavior", "how it answers: format, tone, following instructions", "behavior"),
+        ("task", "a narrow task: classify, extract, label", "task"),
+        ("knowledge", "what it knows: facts from our documents", "knowledge"),
+        ("domain", "its field: medical, legal, code… vocabulary", "domain"),
+        ("alignment", "which answers it prefers (safer, more helpful)", "alignment"),
+    )),
+    Question("facts_change_often", "Do the facts it needs change often (prices, docs, news)?", YES_NO),
+    Question("needs_citations", "Must its answers cite their sources?", YES_NO),
+    Question("prompting_tried", "Have you tried prompting with a few examples?", (
+        ("not-yet", "not yet", "not-yet"),
+        ("works", "yes, and it works well enough", "works"),
+        ("inconsistent", "yes, but the output is still inconsistent", "inconsistent"),
+    )),
+    Question("examples", "How many good examples do you have?", (
+        ("0", "none yet", 0),
+        ("10", "a handful (10-49)", 10),
+        ("50", "at least 50", 50),
+        ("100", "at least 100", 100),
+        ("500", "at least 500", 500),
+        ("1000", "at least 1,000", 1000),
+        ("5000", "at least 5,000", 5000),
+    )),
+    Question("data_kind", "What kind of data is it?", (
+        ("pairs", "input → output pairs", "pairs"),
+        ("preferences", "preferred vs rejected answers", "preferences"),
+        ("binary-feedback", "good / bad labels on answers", "binary-feedback"),
+        ("reward-function", "a program that scores answers", "reward-function"),
+        ("raw-text", "raw documents", "raw-text"),
+    )),
+    Question("latency_or_cost_critical", "Are latency or cost per request critical?", YES_NO),
+)
+BY_KEY = {q.key: q for q in QUESTIONS}
+
+APPROACH_TEXT = {"prompting": "prompting (no fine-tuning)", "rag": "retrieval (RAG), not fine-tuning",
+                 "fine-tune": "fine-tune", "rag+fine-tune": "RAG plus fine-tuning"}
+
+
+def label_of(key: str, choice_id: str) -> str:
+    return next(label for cid, label, _ in BY_KEY[key].choices if cid == choice_id)
+
+
+def recommendation_for(answers: tuple[tuple[str, str], ...]):
+    """core.recommend on the answers so far (unanswered questions take core's neutral defaults)."""
+    from ftwizard.core.recommend import Answers, recommend
+
+    known = {k: next(v for cid, _, v in BY_KEY[k].choices if cid == c) for k, c in answers}
+    return recommend(Answers.with_defaults(**known))
+
+
+class QuestionnaireScreen(WizardStep):
+    STEP = 2
+    NAME = "questionnaire"
+    STEP_NAME = "Should you fine-tune?"
+    HELP = HELP
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="quiz-body"):
+            with Vertical(id="quiz-left", classes="box") as box:
+                box.border_title = "Questions"
+                yield Static("", id="answers")
+                yield Static("", id="question")
+                yield OptionList(id="choices")
+            with VerticalScroll(id="recommendation-box", classes="box") as box:
+                box.border_title = "Recommendation"
+                yield Static("", id="recommendation")
+
+    def on_mount(self) -> None:
+        self._answers: tuple[tuple[str, str], ...] = self.state.answers
+        self._rec = None
+        super().on_mount()
+        self._show()
+        self.query_one("#choices", OptionList).focus()
+
+    def on_state(self, state: WizardState) -> None:
+        pass
+
+    # ------------------------------------------------------------------------------ flow
+
+    def current(self) -> Question | None:
+        answered = {k for k, _ in self._answers}
+        return next((q for q in QUESTIONS if q.key not in answered), None)
+
+    @on(OptionList.OptionSelected, "#choices")
+    def _answered(self, event: OptionList.OptionSelected) -> None:
+        q = self.current()
+        if q is None:  # all answered: enter continues
+            self.action_next()
+            return
+        self._answers = self._answers + ((q.key, event.option.id),)
+        self._show()
+
+    def action_back(self) -> None:
+        if self._answers:
+            self._answers = self._answers[:-1]  # un-answer the last question
+            self._show()
+        else:
+            super().action_back()
+
+    def _show(self) -> None:
+        lines = Text()
+        for k, c in self._answers:
+            lines.append(f"{BY_KEY[k].text}\n", style="dim")
+            lines.append(f"  {label_of(k, c)}\n", style="bold")
+        self.query_one("#answers", Static).update(lines)
+        q = self.current()
+        choices = self.query_one("#choices", OptionList)
+        choices.clear_options()
+        if q is not None:
+            self.query_one("#question", Static).update(
+                f"{len(self._answers) + 1}/{len(QUESTIONS)} {q.text}")
+            for cid, label, _ in q.choices:
+                choices.add_option(Option(label, id=cid))
+            choices.highlighted = 0
+        else:
+            self.query_one("#question", Static).update("All answered. esc changes the last answer.")
+            choices.add_option(Option("Continue to hardware", id="-continue"))
+            choices.highlighted = 0
+        self._rec = recommendation_for(self._answers)
+        self._show_recommendation(done=q is None)
+        self.validity_changed()
+
+    def _show_recommendation(self, done: bool) -> None:
+        rec = self._rec
+        out = Text()
+        if not self._answers:
+            out.append("Answer the questions on the left; the advice builds up here.", style="dim")
+        else:
+            out.append("So far: " if not done else "Recommendation: ", style="bold")
+            out.append(APPROACH_TEXT[rec.approach], style="bold")
+            if rec.training:
+                out.append(f" ({rec.training.upper()})", style="bold")
+            out.append("\n")
+            for r in rec.reasons:
+                out.append(f"· {r}\n")
+            if rec.instead:
+                out.append("\nInstead: ", style="bold")
+                out.append(rec.instead + "\n")
+                if done:
+                    out.append("\n^n continues anyway (to learn the tool, or if you know better).", style="dim")
+            if rec.training:
+                from ftwizard.core.config import IMPLEMENTED_KINDS
+
+                if rec.training not in IMPLEMENTED_KINDS:
+                    out.append(f"\nftwizard trains {', '.join(k.upper() for k in IMPLEMENTED_KINDS)} for now: "
+                               f"{rec.training.upper()} is planned. The wizard continues with SFT.", style="italic")
+        self.query_one("#recommendation", Static).update(out)
+
+    # ------------------------------------------------------------------------------ validity
+
+    def is_valid(self) -> bool:
+        return getattr(self, "_answers", None) is not None and self.current() is None
+
+    def why_invalid(self) -> str:
+        n = len(QUESTIONS) - len(self._answers)
+        return f"{n} question{'s' if n != 1 else ''} left"
+
+    def commit(self) -> None:
+        from ftwizard.core.config import IMPLEMENTED_KINDS
+
+        rec = self._rec
+        training = rec.training if rec.training in IMPLEMENTED_KINDS else "sft"
+        self.wizard.set_state(self.state.replace(answers=self._answers, recommendation=rec, training=training))
