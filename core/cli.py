@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "state of one run"),
     "attach": ("attach", "open the training monitor on a run (running or finished)"),
     "stop": ("stop", "stop a run gracefully (a checkpoint is saved)"),
+    "resume": ("resume", "continue a stopped or failed run from its last checkpoint"),
     "inspect": ("inspect", "a dataset's format, rows, statistics and problems; --model shows what the model sees"),
     "selftest": ("selftest", "can this machine train? builds a tiny model offline and trains it"),
     "presets": ("presets", "list the bundled presets"),

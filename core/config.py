@@ -104,8 +104,12 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Seed for data order, init and dropout.")
     logging_steps: int = Field(1, ge=1, description="Log every N steps (1 gives a live chart).")
     eval_steps: int | None = Field(None, ge=1, description="Validate every N steps (null: ~10 times per run).")
-    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (null: at the end and on stop).")
-    save_total_limit: int = Field(2, ge=1, description="Keep the last N checkpoints (plus the best).")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (null: at every evaluation, ~10 per run; always on stop).")
+    save_total_limit: int = Field(2, ge=1, description="Keep the last N checkpoints (plus the best by validation loss).")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop when validation loss has not improved for N evaluations (null: off).")
+    callbacks: list[str] = Field(
+        default_factory=list, description="Extra transformers TrainerCallbacks as 'module:Class' import paths.")
     longest_first: bool = Field(True, description="Run the longest batch first so an out-of-memory error shows at step 1.")
     report_to: list[str] = Field(default_factory=list, description="Extra trackers (wandb, tensorboard). events.jsonl is always written.")
     extra_metrics: bool = Field(False, description="Also log token accuracy and entropy each step (costs time).")

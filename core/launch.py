@@ -42,7 +42,8 @@ def start(run_dir: Path, *, resume: bool = False) -> int:
 
     cmd = [sys.executable, "-m", "ftwizard.core.trainer", str(run_dir)] + (["--resume"] if resume else [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+           "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
     log = open(run_dir / LOG, "ab")
     try:
         proc = subprocess.Popen(cmd, cwd=run_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

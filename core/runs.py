@@ -169,7 +169,7 @@ def run_info(run_dir: str | Path, events: list[dict] | None = None) -> RunInfo:
                    **_config_summary(run_dir))
     info.created = launch.get("created") or datetime.fromtimestamp(
         run_dir.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-    info.pid = status.get("pid") or launch.get("pid")
+    info.pid = launch.get("pid") or status.get("pid")  # launch.json names the latest process
     evals = []
     end = None
     first_t = None
@@ -198,6 +198,11 @@ def run_info(run_dir: str | Path, events: list[dict] | None = None) -> RunInfo:
         info.elapsed_s = round(info.updated - first_t, 1)
 
     state = status.get("state")
+    launched = launch.get("create_time") or 0
+    if end is not None and end.get("t", 0) < launched:
+        end = None  # relaunched (resume) after that end: the new process has not spoken yet
+    if state in TERMINAL_STATES and status.get("updated", 0) < launched:
+        state = "starting"
     if end is not None and end.get("state") in TERMINAL_STATES:
         info.state, info.reason = end["state"], end.get("reason")
         info.output, info.diagnosis = end.get("output"), end.get("diagnosis")

@@ -47,6 +47,7 @@ class Run:
         self.events = EventWriter(run_dir)
         self.stop_requested = False
         self.training_started = False
+        self.facts: dict = {}  # facts about the tokenized data, for diagnoses
         self.status = {"pid": os.getpid(), "state": "running", "phase": "started", "step": 0,
                        "started": time.time()}
         self.write_status()
@@ -259,8 +260,10 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
         seed=t.seed, data_seed=t.seed,
         logging_steps=t.logging_steps, logging_first_step=True,
         eval_strategy="steps" if eval_ds is not None else "no", eval_steps=eval_steps,
-        save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps or 500,
-        save_total_limit=t.save_total_limit,
+        # Checkpoints at every evaluation unless save_steps says otherwise; the best by validation loss
+        # is kept beside the last save_total_limit ones.
+        save_strategy="steps", save_steps=t.save_steps or eval_steps, save_total_limit=t.save_total_limit,
+        metric_for_best_model="eval_loss" if eval_ds is not None else None, greater_is_better=False,
         report_to=t.report_to or "none", disable_tqdm=True,
         max_length=t.max_length, packing=False,
         dataset_kwargs={"skip_prepare_dataset": True},
@@ -293,8 +296,52 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(make_callback(run, cfg, dev, collator))
+    if t.early_stopping_patience and eval_ds is not None:
+        trainer.add_callback(early_stopping(run, t.early_stopping_patience))
+    for ref in t.callbacks:
+        trainer.add_callback(import_callback(ref))
     del torch
     return trainer, steps
+
+
+def early_stopping(run: Run, patience: int):
+    """Stop when validation loss has not improved for `patience` evaluations (train.early_stopping_patience)."""
+    from transformers import TrainerCallback
+
+    class EarlyStopping(TrainerCallback):
+        best = math.inf
+        bad = 0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None:
+                return
+            if loss < self.best - 1e-4:
+                self.best, self.bad = loss, 0
+                return
+            self.bad += 1
+            if self.bad >= patience:
+                control.should_training_stop = True
+                control.should_save = True
+                if state.is_world_process_zero:
+                    run.events.emit("warning", code="early-stop",
+                                    message=f"validation loss has not improved for {patience} evaluations "
+                                            f"(best {self.best:.4f}); stopping early",
+                                    evidence={"step": state.global_step, "eval_loss": loss, "best": self.best})
+
+    return EarlyStopping()
+
+
+def import_callback(ref: str):
+    """'module:Class' -> an instance of that TrainerCallback (train.callbacks)."""
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr or "Callback")
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"cannot import callback '{ref}': {exc}", field="train.callbacks") from None
+    return obj() if isinstance(obj, type) else obj
 
 
 class LongestFirstSampler:
@@ -355,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         run.events.emit("info", key="device", value=dev)
         if cfg.model.gguf_file:
             path = gguf_checkpoint(path, cfg.model.gguf_file, on_progress=lambda m: run.phase("loading_model", m))
+        from transformers import set_seed
+
+        set_seed(cfg.train.seed)  # before the adapters are created: their init must be reproducible too
         tok, model = load_tokenizer_and_model(cfg, dev, run, path)
         from .templates import END_OF_TURN, choose_template, family
 
@@ -373,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         run.phase("loading_data", cfg.dataset.path)
         from .data.prepare import prepare_training_data
 
-        train_ds, eval_ds, _ = prepare_training_data(cfg, tok, template, run.events.emit, run.phase)
+        train_ds, eval_ds, facts = prepare_training_data(cfg, tok, template, run.events.emit, run.phase)
+        run.facts = {**facts, "max_length": cfg.train.max_length}
         trainer, steps = build_trainer(cfg, run, dev, model, tok, train_ds, eval_ds)
         ckpt = last_checkpoint(run_dir) if resume else None
         if resume and ckpt is None:
@@ -418,9 +469,16 @@ def main(argv: list[str] | None = None) -> int:
         text = f"{type(exc).__name__}: {exc}"
         diag = diagnose_text(text, exc_type=type(exc).__name__) or {
             "kind": "error", "message": text.splitlines()[0][:300], "fixes": ["see train.log"]}
-        step = run.status.get("step")
-        if diag["kind"] == "oom" and step is not None:
-            diag["message"] += f" (at step {step + 1})"
+        if diag["kind"] == "oom":
+            # Where it happened and the longest batch, so the fixes can be judged (with longest_first the
+            # longest rows run at step 1: an OOM later means memory grew, e.g. fragmentation or eval).
+            step = run.status.get("step") or 0
+            where = f"at step {step + 1}" if run.training_started else "before training started"
+            longest = run.facts.get("max_length_seen")
+            diag["message"] = f"CUDA out of memory {where}" + (
+                f"; longest row {longest} tokens (max_length {run.facts.get('max_length')})" if longest else "")
+            diag["step"] = step + 1 if run.training_started else None
+            diag["longest_row_tokens"] = longest
         run.events.emit("end", state="failed", reason=diag["message"], diagnosis=diag)
         run.write_status(state="failed", reason=diag["message"], diagnosis=diag)
         return 1
