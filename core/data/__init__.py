@@ -1,9 +1,30 @@
-"""Datasets: reading files and hub ids, detecting their format, converting them to one shape, and
-tokenizing them exactly as training will (the preview *is* the training path).
+"""Datasets: reading any source, detecting its format, checking it, and tokenizing it exactly as training
+will (the preview *is* the training path). No ML library is imported at module import time.
 
-- `formats`: detection (with evidence) and conversion to canonical rows
-  (`{"messages": [...]}`, `{"prompt": .., "completion": ..}` or `{"text": ..}`)
-- `load`: reading local files / directories / hub ids into `datasets.Dataset`
-- `tokenize`: `encode_row` (input_ids + labels with -100 on masked tokens) and the cached tokenized
-  dataset the trainer consumes
+For the wizard's Dataset screen (all pure functions; run the slow ones in a worker thread):
+
+    from ftwizard.core.data.preview import quick_preview, render_row
+    from ftwizard.core.data.stats import scan_dataset, compute_stats
+    from ftwizard.core.data.checks import check_dataset, Problem
+    from ftwizard.core.data.tokenize import load_tokenizer, setup_tokenizer
+
+    prev = quick_preview(path, n=50, columns=None, format="auto")      # ms; UserError if unreadable
+    prev.format, prev.evidence, prev.columns, prev.rows, prev.lines, prev.problems, prev.total_rows
+    tok = load_tokenizer(model_path)                                     # seconds: worker
+    template, why = setup_tokenizer(tok, cfg.model.chat_template, cfg.dataset.assistant_only_loss)
+    r = render_row(prev.rows[i], tok, template, max_length, assistant_only, prev.detected)
+    r.segments  -> [(text, trained: bool)], r.n_tokens, r.n_trained, r.truncated, r.cut_text, r.eos_token
+    report = scan_dataset(path, tok, template, max_length, assistant_only,
+                          progress=lambda f: ..., cancel=threading.Event())  # worker; stats + problems
+    report.stats.min/median/p95/max/histogram/roles/tokens_per_epoch/steps_per_epoch; report.problems
+
+Modules:
+- `read`: streaming rows with file and line (JSONL, JSON array/object/lines, CSV/TSV, Parquet, dirs, hub)
+- `formats`: detection with evidence, row validation, conversion to canonical (SFT) and TRL shapes
+- `tokenize`: `encode_row` (input_ids + labels with -100 on masked tokens), cached `tokenize_dataset`
+- `preview`: `quick_preview`, `render_row`
+- `stats` / `checks`: one streaming pass giving statistics and located problems with fixes
+- `split`: seeded, stratified train/validation split
+- `prepare`: `prepare_training_data`, the training process's data step
+- `load`: `data_files` (existence check used by `ftwizard train`), `load_table`
 """

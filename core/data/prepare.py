@@ -32,6 +32,7 @@ def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows
     """(canonical rows, their raw labels or None, (file, line) of each, skipped count). Raises `UserError`
     listing the first bad rows (file:line: field: message) when any row cannot be used."""
     from .read import iter_rows
+    from .stats import _fix_for_unreadable
 
     rows, labels, where, bad = [], [], [], []
     n_bad = skipped = 0
@@ -40,7 +41,8 @@ def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows
         if r.error:
             n_bad += 1
             if len(bad) < MAX_REPORTED:
-                bad.append(BaseProblem(r.error, file=r.file, line=r.line, field=r.field))
+                bad.append(BaseProblem(f"{r.error} ({_fix_for_unreadable(r.error)})", file=r.file, line=r.line,
+                                       field=r.field))
             continue
         errors = [i for i in validate_row(r.row, det) if i.severity == "error"]
         if errors:

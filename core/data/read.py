@@ -115,8 +115,7 @@ def _parse_line(name: str, i: int, raw: bytes) -> RawRow:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return RawRow(name, i, None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                      "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+        return RawRow(name, i, None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
     if i == 1 and text.startswith("\ufeff"):
         text = text[1:]
     try:
@@ -125,10 +124,9 @@ def _parse_line(name: str, i: int, raw: bytes) -> RawRow:
         col = getattr(exc, "colno", None)
         msg = getattr(exc, "msg", str(exc))
         return RawRow(name, i, None, f"not valid JSON: {msg}" + (f" at column {col}" if col else "")
-                      + "; fix or delete this line")
+                      )
     if not isinstance(obj, dict):
-        return RawRow(name, i, None, f"expected a JSON object per line, got {type(obj).__name__}; "
-                      "each line must be one {...} row")
+        return RawRow(name, i, None, f"expected a JSON object per line, got {type(obj).__name__}")
     return RawRow(name, i, obj)
 
 
@@ -160,8 +158,7 @@ class _Buffer:
             self.text += self.dec.decode(chunk, final=not chunk)
         except UnicodeDecodeError as exc:
             line = self.line + self.text.count("\n") + chunk[:exc.start].count(b"\n")
-            self.bad_utf8 = (f"not UTF-8 (byte 0x{chunk[exc.start]:02x} on line {line}); re-save the file "
-                             "as UTF-8", line)
+            self.bad_utf8 = (f"not UTF-8 (byte 0x{chunk[exc.start]:02x})", line)
             self.eof = True
             return False
         if not chunk:
@@ -343,11 +340,10 @@ def _iter_csv(path: Path, report) -> Iterator[RawRow]:
                     continue
                 bad = next((c for c in cells if _has_surrogates(c)), None)
                 if bad is not None:
-                    yield RawRow(name, line, None, "not UTF-8; re-save the file as UTF-8")
+                    yield RawRow(name, line, None, "not UTF-8")
                     continue
                 if len(cells) != len(header):
-                    yield RawRow(name, line, None, f"{len(cells)} cells but the header has {len(header)}; "
-                                 "quote cells that contain the delimiter or a newline")
+                    yield RawRow(name, line, None, f"{len(cells)} cells but the header has {len(header)}")
                     continue
                 yield RawRow(name, line, {h: _cell(c) for h, c in zip(header, cells)})
         except csv.Error as exc:

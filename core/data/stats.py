@@ -352,9 +352,13 @@ def _round_up(n: int) -> int:
 def _fix_for_unreadable(msg: str) -> str:
     if "UTF-8" in msg:
         return "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in > out)"
-    if "JSON" in msg:
+    if "not valid JSON" in msg:
         return "fix the JSON on this line (a missing quote, comma or brace) or delete the line"
-    if "cells" in msg:
+    if "expected a JSON object" in msg or "expected an object" in msg:
+        return "make each row one {...} object"
+    if "not closed" in msg:
+        return "the file is cut short: restore its end (a closing ])"
+    if "cells but the header" in msg:
         return "quote cells that contain the delimiter or a newline"
     return "fix or delete this row"
 
