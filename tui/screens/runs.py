@@ -1,0 +1,241 @@
+"""The runs screen: every run under the runs root with its state, model, method, progress, last loss
+and disk usage; enter opens one in the monitor, x deletes one (after a typed-y confirmation; a
+running run must be stopped first), r refreshes.
+
+The list comes from `core.runs.list_runs` and the sizes from walking each run directory, both in
+thread workers: the screen shows at once and fills in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import Worker, WorkerState
+
+HELP = """
+**Runs** lists every training run under the runs directory (`./runs`, or `$FTWIZARD_RUNS_DIR`).
+A run's state is derived from its process and its files: a run whose process vanished is shown as
+failed, with the reason.
+
+**Keys:** `enter` open the run in the monitor (running or finished: the whole history is there) ·
+`x` delete the run and all its files (asks first; stop a running run first) · `r` refresh ·
+`esc` back.
+"""
+
+COLUMNS = ("run", "state", "model", "method", "step", "last loss", "disk")
+
+
+def dir_size(path: Path) -> int:
+    """Bytes used by the files under `path` (symlinks not followed)."""
+    total = 0
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "…"
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def short_model(name: str | None) -> str:
+    if not name:
+        return "?"
+    return Path(str(name)).name or str(name)
+
+
+class RunsScreen(Screen):
+    STEP_NAME = "Runs"
+    HELP = HELP
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=True),
+        Binding("x", "delete", "Delete"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("escape", "back", "Back", key_display="esc"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, runs_dir: str | Path | None = None, nvml_source: Any = None):
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.nvml_source = nvml_source
+        self.runs: list = []  # core.runs.RunInfo, in table order
+        self.sizes: dict[str, int] = {}
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("runs", id="runs-title")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("No runs yet. Start one from the wizard, or `ftwizard train CONFIG`.", id="runs-empty")
+        yield Static("", id="runs-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for col in COLUMNS:
+            table.add_column(col, key=col)
+        table.focus()
+        self.load()
+
+    def on_screen_resume(self) -> None:
+        if self.loaded:
+            self.load()
+
+    # ------------------------------------------------------------------------------ loading
+
+    @work(thread=True, exclusive=True, group="runs-list", exit_on_error=False)
+    def load(self) -> list:
+        from ftwizard.core.runs import list_runs
+
+        # newest first
+        return list(reversed(list_runs(self.runs_dir)))
+
+    @work(thread=True, exclusive=True, group="runs-sizes", exit_on_error=False)
+    def measure(self, paths: list[str]) -> dict[str, int]:
+        return {p: dir_size(Path(p)) for p in paths}
+
+    @on(Worker.StateChanged)
+    def _worker_done(self, event: Worker.StateChanged) -> None:
+        w = event.worker
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{type(w.error).__name__}: {w.error}", title="Runs", severity="error")
+            return
+        if event.state != WorkerState.SUCCESS:
+            return
+        if w.group == "runs-list":
+            self.runs = w.result
+            self._fill()
+            self.loaded = True
+            self.measure([i.path for i in self.runs])
+        elif w.group == "runs-sizes":
+            self.sizes.update(w.result)
+            table = self.query_one(DataTable)
+            for info in self.runs:
+                if info.path in w.result and info.id in table.rows:
+                    table.update_cell(info.id, "disk", fmt_bytes(w.result[info.path]))
+            self._status()
+
+    def _fill(self) -> None:
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for i in self.runs:
+            step = f"{i.step:,}/{i.max_steps:,}" if i.max_steps else (f"{i.step:,}" if i.step else "-")
+            loss = f"{i.last_loss:.4f}" if isinstance(i.last_loss, (int, float)) else "-"
+            table.add_row(i.id, i.state, short_model(i.model), i.method or "?", step, loss,
+                          fmt_bytes(self.sizes.get(i.path)), key=i.id)
+        if self.runs:
+            table.move_cursor(row=min(max(cursor, 0), len(self.runs) - 1))
+        self.set_class(not self.runs, "-empty")
+        counts: dict[str, int] = {}
+        for i in self.runs:
+            counts[i.state] = counts.get(i.state, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        self.query_one("#runs-title", Static).update(f"runs · {len(self.runs)}" + (f" ({summary})" if summary else ""))
+        self._status()
+
+    def _status(self) -> None:
+        from ftwizard.core.runs import runs_root
+
+        total = sum(self.sizes.values())
+        text = f"{runs_root(self.runs_dir)}"
+        if self.sizes:
+            text += f" · {fmt_bytes(total)} in all"
+        self.query_one("#runs-status", Static).update(text)
+
+    # ------------------------------------------------------------------------------ actions
+
+    def selected(self):
+        table = self.query_one(DataTable)
+        if not self.runs or table.cursor_row is None or table.cursor_row >= len(self.runs):
+            return None
+        return self.runs[table.cursor_row]
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        info = self.selected()
+        if info is None:
+            return
+        from ftwizard.tui.screens.monitor import MonitorScreen
+
+        self.app.push_screen(MonitorScreen(Path(info.path), nvml_source=self.nvml_source))
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    def action_delete(self) -> None:
+        info = self.selected()
+        if info is None:
+            return
+        if info.state in ("running", "starting"):
+            self.notify(f"{info.id} is {info.state}: stop it first (open it, then s).", title="Delete",
+                        severity="warning")
+            return
+        from ftwizard.tui.dialogs.confirm import ConfirmDialog
+
+        size = fmt_bytes(self.sizes.get(info.path)) if info.path in self.sizes else "size unknown"
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.delete_run(info.path)
+
+        self.app.push_screen(ConfirmDialog(
+            "Delete run", f"Delete run {info.id} ({info.state}, {size})?", yes_label="delete it",
+            detail=f"Removes {info.path} with its checkpoints, adapter/model and logs. "
+                   "This cannot be undone."), answer)
+
+    @work(thread=True, group="runs-delete", exit_on_error=False)
+    def delete_run(self, path: str) -> str:
+        import shutil
+
+        from ftwizard.core.runs import CONFIG, LAUNCH, run_info
+
+        p = Path(path)
+        # only ever a run directory, and never one that started running in the meantime
+        if not ((p / CONFIG).exists() or (p / LAUNCH).exists()):
+            raise RuntimeError(f"{p} does not look like a run directory; not deleting it")
+        if run_info(p, events=[]).state in ("running", "starting"):
+            raise RuntimeError(f"{p.name} is running; stop it first")
+        shutil.rmtree(p)
+        self.sizes.pop(path, None)
+        self.app.call_from_thread(self.notify, f"Deleted {p.name}.", title="Delete")
+        self.app.call_from_thread(self.load)
+        return path
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.dismiss()
+
+    def action_help(self) -> None:
+        from ftwizard.tui.dialogs.help import HelpDialog
+
+        self.app.push_screen(HelpDialog("runs", self.HELP))
+
+    def handle_quit(self) -> bool:
+        return False
