@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "attach": ("attach", "open the training monitor on a run (running or finished)"),
     "stop": ("stop", "stop a run gracefully (a checkpoint is saved)"),
     "resume": ("resume", "continue a stopped or failed run from its last checkpoint"),
+    "delete": ("delete", "delete a run directory (asks first; never a running run)"),
     "inspect": ("inspect", "a dataset's format, rows, statistics and problems; --model shows what the model sees"),
     "selftest": ("selftest", "can this machine train? builds a tiny model offline and trains it"),
     "presets": ("presets", "list the bundled presets"),

@@ -21,14 +21,19 @@ from .runs import CONFIG, LAUNCH, LOG, STOP_REQUEST, make_run_dir, process_alive
 
 
 def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> Path:
-    """A new run directory holding the config. Fails early (exit 2) on a missing model or dataset."""
-    from .data.load import data_files
+    """A new run directory holding the config. Fails early (exit 2, no directory made) on a missing
+    model, or a local dataset that cannot be read or whose format is unknown."""
+    from .data.preview import detect_source
+    from .data.read import local_files
     from .models import check_model_source
 
     check_model_source(cfg.model.name_or_path, cfg.model.gguf_file)
-    data_files(cfg.dataset.path)
-    if cfg.dataset.validation_path:
-        data_files(cfg.dataset.validation_path)
+    d = cfg.dataset
+    for path in (d.path, d.validation_path):
+        # A local dataset must be readable and of a known format before a run exists (hub ids are
+        # checked by the training process, which may be the only one with network access).
+        if path and local_files(path) is not None:
+            detect_source(path, columns=d.columns, format=d.format, split=d.split, n=20)
     root = runs_root(runs_dir or cfg.runs_dir)
     label = f"{cfg.name or cfg.model.gguf_file or cfg.model.name_or_path}-{cfg.method}"
     run_dir = make_run_dir(root, label)

@@ -253,3 +253,39 @@ def age(info: RunInfo) -> str:
         if s >= n:
             return f"{int(s // n)}{unit}"
     return f"{int(s)}s"
+
+
+def disk_usage(run_dir: str | Path) -> int:
+    """Bytes used by a run directory (checkpoints dominate)."""
+    total = 0
+    for root, _dirs, files in os.walk(run_dir):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def delete_run(run_dir: str | Path) -> None:
+    """Delete a run directory. Refuses a run that is still running (stop it first)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    info = run_info(run_dir)
+    if info.state in ("running", "starting"):
+        raise UserError(f"run {info.id} is still {info.state}: stop it first (ftwizard stop {info.id})",
+                        field="RUN")
+    if not ((run_dir / CONFIG).exists() or (run_dir / LAUNCH).exists()):
+        raise UserError("not a run directory (no config.yaml)", file=str(run_dir), field="RUN")
+    shutil.rmtree(run_dir)
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

@@ -35,6 +35,13 @@ from .events import EventWriter
 from .runs import CONFIG, STATUS, STOP_REQUEST, write_json_atomic
 
 
+NONFINITE_LIMIT = 3  # consecutive NaN/inf losses before a run is ended as failed
+
+
+class NonFiniteLoss(Exception):
+    """The loss stayed NaN/inf: the run ends as failed with the 'nan' diagnosis."""
+
+
 class StopRequested(Exception):
     """Raised when a stop arrives before training has started (nothing to checkpoint yet)."""
 
@@ -48,6 +55,7 @@ class Run:
         self.stop_requested = False
         self.training_started = False
         self.facts: dict = {}  # facts about the tokenized data, for diagnoses
+        self.nonfinite_steps: list[int] = []  # consecutive logged steps whose loss was NaN/inf
         self.status = {"pid": os.getpid(), "state": "running", "phase": "started", "step": 0,
                        "started": time.time()}
         self.write_status()
@@ -195,9 +203,13 @@ def make_callback(run: Run, cfg: RunConfig, dev: dict, counter):
                 log(f"step {state.global_step}/{state.max_steps} loss {loss:.4f} lr {ev['lr']:.2e} "
                     f"grad {ev['grad_norm'] if ev['grad_norm'] is None else round(ev['grad_norm'], 3)} "
                     f"{tps:.0f} tok/s")
+                # A loss that stays NaN/inf only burns compute: end the run as failed after 3 logs.
                 if isinstance(loss, float) and not math.isfinite(loss):
-                    run.events.emit("warning", code="nan-loss", message=f"loss is {loss} at step "
-                                    f"{state.global_step}", evidence={"step": state.global_step})
+                    run.nonfinite_steps.append(state.global_step)
+                    if len(run.nonfinite_steps) >= NONFINITE_LIMIT:
+                        control.should_training_stop = True
+                else:
+                    run.nonfinite_steps.clear()
             if "eval_loss" in logs:
                 run.events.emit("eval", step=state.global_step, eval_loss=logs["eval_loss"])
                 log(f"eval step {state.global_step} eval_loss {logs['eval_loss']:.4f}")
@@ -430,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         if resume and ckpt is None:
             raise UserError("no checkpoint to resume from in this run", file=str(run_dir / "checkpoints"))
         trainer.train(resume_from_checkpoint=ckpt)
+        if len(run.nonfinite_steps) >= NONFINITE_LIMIT:
+            raise NonFiniteLoss(f"loss is nan at steps {', '.join(map(str, run.nonfinite_steps))}; "
+                                f"training ended at step {trainer.state.global_step}")
         stopped = run.stop_requested
         run.phase("saving", "adapter" if cfg.method != "full" else "model")
         out = run_dir / "output"

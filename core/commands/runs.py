@@ -15,7 +15,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..runs import age, list_runs
+    from ..runs import age, disk_usage, fmt_bytes, list_runs
 
     infos = list_runs(args.runs_dir)
     if args.json:
@@ -25,11 +25,14 @@ def run(args) -> int:
         print("no runs yet (ftwizard train CONFIG starts one)")
         return 0
     table = Table(box=None, header_style="bold")
-    for col in ("run", "state", "model", "method", "step", "last loss", "age"):
-        table.add_column(col)
+    for col in ("run", "state", "model", "method", "step", "loss", "age", "disk"):
+        table.add_column(col, no_wrap=col != "model", overflow="ellipsis" if col == "model" else "fold")
     for i in infos:
         step = f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
         loss = f"{i.last_loss:.4f}" if i.last_loss is not None else "-"
-        table.add_row(i.id, i.state, str(i.model or "?"), str(i.method or "?"), step, loss, age(i))
-    Console().print(table)
+        table.add_row(i.id, i.state, str(i.model or "?").rstrip("/").rsplit("/", 1)[-1], str(i.method or "?"), step, loss, age(i),
+                      fmt_bytes(disk_usage(i.path)))
+    import sys
+
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped: never cut ids
     return 0
