@@ -199,10 +199,12 @@ def optimizer_bytes(optim: str, tensors: list[int], shapes: list[tuple[int, int]
     return 0.0  # sgd without momentum
 
 
-def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int) -> tuple[float, float, float]:
+def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int, *,
+                                      mask_bytes: int = 1) -> tuple[float, float, float]:
     """(saved activations of one layer, backward transient of one layer, checkpoint) in bytes per token.
 
     Itemized from what autograd keeps in HF's decoder layer under autocast; see docs/estimator.md.
+    `mask_bytes`: a dropout mask element (bool on CUDA; CPU's dropout keeps a float32 mask, 4).
     """
     h, q, kv, i = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
     a = 4 if s.precision == "fp32" else 2                      # compute dtype
@@ -226,7 +228,7 @@ def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int) ->
     # MLP: gate, up, act(gate) in the linear output dtype
     b += 3 * o * i
     # LoRA branches: dropout mask (1 B) + the compute-dtype copy lora_A saves, per adapted input
-    drop = 1 if s.lora_dropout > 0 else 0
+    drop = mask_bytes if s.lora_dropout > 0 else 0
     for d_in, d_out in lora_mods.values():
         b += (drop + a) * d_in
         if s.use_dora:  # DoRA recomputes the base output and keeps the scaled result

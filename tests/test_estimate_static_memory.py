@@ -151,3 +151,69 @@ def test_qlora_nf4(tmp_path, double_quant):
     est = estimate(arch, Settings(method="qlora", lora_rank=8, double_quant=double_quant, seq_len=16,
                                   batch_size=2))
     _check(_measure(model, opt), _static(est))
+
+
+# ------------------------------------------------------------------------------------ activations
+
+
+def _saved_bytes_per_token(layer, hidden, pos, pe, params) -> dict[int, int]:
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(hidden, attention_mask=None, position_ids=pos, position_embeddings=pe)
+    return seen
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_activation_bytes_per_layer_on_cpu(method, attn):
+    """What autograd saves for one decoder layer under bf16 autocast, per token (the slope between two
+    sequence lengths, so weight-sized casts cancel), against the estimator's itemized layer.
+
+    CPU differs from CUDA in one known way: its dropout keeps a float32 mask (CUDA: bool), so the
+    estimator is asked for 4-byte masks here."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = _config(SMALL)
+    cfg._attn_implementation = attn
+    model = LlamaForCausalLM(cfg)
+    arch = arch_from_config(cfg.to_dict(), "small")
+    if method == "lora":
+        model = get_peft_model(model.to(torch.bfloat16), LoraConfig(
+            r=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"))
+        inner = model.get_base_model()
+    else:
+        inner = model.float()
+    model.train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    layer = inner.model.layers[0]
+    layer.self_attn.config._attn_implementation = attn
+
+    def total(S, B=2):
+        ids = torch.randint(0, cfg.vocab_size, (B, S))
+        h = inner.model.embed_tokens(ids).detach().requires_grad_(True)
+        pos = torch.arange(S)[None].expand(B, S)
+        return sum(_saved_bytes_per_token(layer, h, pos, inner.model.rotary_emb(h, pos), params).values())
+
+    from ftwizard.core.estimate import _activation_bytes_per_token_layer
+
+    S1, S2, B = 128, 256, 2
+    measured = (total(S2) - total(S1)) / (B * (S2 - S1))
+    s = Settings(method=method, attn=attn, lora_rank=16)
+    # eager's softmax scores grow with s: compare at the mean length of the two runs' difference
+    if attn == "eager":
+        e1 = _activation_bytes_per_token_layer(arch, s, S1, mask_bytes=4)[0] * S1
+        e2 = _activation_bytes_per_token_layer(arch, s, S2, mask_bytes=4)[0] * S2
+        estimated = (e2 - e1) / (S2 - S1)
+    else:
+        estimated = _activation_bytes_per_token_layer(arch, s, S2, mask_bytes=4)[0]
+    print(f"{method} {attn}: measured {measured:,.0f} B/token/layer, estimated {estimated:,.0f}")
+    assert abs(estimated - measured) / measured <= 0.10, (measured, estimated)
