@@ -97,9 +97,10 @@ class ReviewScreen(WizardStep):
         except UserError as exc:
             self._cfg = None
             self._problem = "; ".join(str(p) for p in exc.problems)
+        self.yaml_text = dump_config(self._cfg) if self._cfg is not None else ""
         if self._cfg is not None:
             self.query_one("#yaml", Static).update(
-                Syntax(dump_config(self._cfg), "yaml", theme="ansi_dark", background_color="default"))
+                Syntax(self.yaml_text, "yaml", theme="ansi_dark", background_color="default"))
             c = self._cfg
             where = f"preset {self.state.preset}" if self.state.preset else "your choices"
             self.query_one("#review-summary", Static).update(
