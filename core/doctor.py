@@ -144,7 +144,7 @@ def check_overfitting(train: Curve, evals: Curve) -> DoctorWarning | None:
                 "train_loss_after": round(after, 6), "steps": [int(ex[0]), int(ex[-1])]}
     return DoctorWarning(
         "overfitting", "warning",
-        f"validation loss rose {len(ey) - 1} evaluations in a row ({_fmt(ey[0])} -> {_fmt(ey[-1])}, steps "
+        f"validation loss rose at each of the last {len(ey) - 1} evaluations ({_fmt(ey[0])} -> {_fmt(ey[-1])}, steps "
         f"{int(ex[0])}-{int(ex[-1])}) while training loss fell ({_fmt(before)} -> {_fmt(after)}): overfitting",
         evidence,
         ("train fewer epochs (or stop at the best checkpoint, step "

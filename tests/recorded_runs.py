@@ -52,7 +52,8 @@ def events_for(steps: int, max_steps: int, *, eval_every: int = 50, overfit_from
         if eval_every and s % eval_every == 0:
             evs.append({"type": "eval", "t": round(t + 0.5, 3), "step": s, "eval_loss": eval_at(s, overfit_from)})
     if end is not None:
-        evs.append({"type": "phase", "t": round(t + 1, 3), "phase": "saving", "detail": "adapter"})
+        if end.get("state") != "failed":
+            evs.append({"type": "phase", "t": round(t + 1, 3), "phase": "saving", "detail": "adapter"})
         evs.append({"type": "end", "t": round(t + 5, 3), **end})
     return evs
 

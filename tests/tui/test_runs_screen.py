@@ -53,12 +53,13 @@ async def test_lists_runs_with_state_progress_loss_and_disk(tmp_path):
         rows = cells(screen)
         assert list(rows) == [runs["killed"].name, runs["live"].name, runs["done"].name]  # newest first
         done = rows[runs["done"].name]
-        assert done[1:5] == ["completed", "Llama-3.1-8B", "lora", "200/200"]
-        assert done[5] == f"{loss_at(200):.4f}"
-        assert rows[runs["live"].name][1:5] == ["running", "Qwen2.5-7B-Instruct", "qlora", "40/300"]
+        assert done[1:3] == ["completed", "200/200"] and done[5:] == ["Llama-3.1-8B", "lora"]
+        assert done[3] == f"{loss_at(200):.4f}"
+        live = rows[runs["live"].name]
+        assert live[1:3] == ["running", "40/300"] and live[5:] == ["Qwen2.5-7B-Instruct", "qlora"]
         assert rows[runs["killed"].name][1] == "failed"  # the process vanished: derived, not "running"
         for name, row in rows.items():
-            assert row[6] == fmt_bytes(dir_size(tmp_path / name)) and row[6].endswith("KB")
+            assert row[4] == fmt_bytes(dir_size(tmp_path / name)) and row[4].endswith("KB")
         assert "3 (1 completed, 1 failed, 1 running)" in str(screen.query_one("#runs-title").render())
 
 

@@ -127,7 +127,8 @@ class FinishedScreen(Screen):
 
     def _fixes_text(self) -> str:
         diag = self.diagnosis or {}
-        lines = [escape(str(diag.get("message") or self.reason or "the run failed"))]
+        message = str(diag.get("message") or self.reason or "the run failed")
+        lines = [] if message == str(self.reason) else [escape(message)]
         fixes = diag.get("fixes") or []
         for i, fix in enumerate(fixes, 1):
             lines.append(f"{i}. {escape(str(fix))}")

@@ -202,7 +202,8 @@ class MonitorScreen(Screen):
     @on(RunStateRead)
     def _state_read(self, message: RunStateRead) -> None:
         self.info = message.info
-        self._set_state()
+        if self.info.state != self.run_state:
+            self._drawn_version = -1  # the state is in the title: redraw at the next tick
 
     @on(GpuSampled)
     def _gpu_sampled(self, message: GpuSampled) -> None:

@@ -28,7 +28,9 @@ failed, with the reason.
 `esc` back.
 """
 
-COLUMNS = ("run", "state", "model", "method", "step", "last loss", "disk")
+# What matters most first: at 80 columns run, state, step, loss and disk fit; model and method follow
+# (and the selected run's model and method are on the status line).
+COLUMNS = ("run", "state", "step", "last loss", "disk", "model", "method")
 
 
 def dir_size(path: Path) -> int:
@@ -96,7 +98,7 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for col in COLUMNS:
-            table.add_column(col, key=col)
+            table.add_column(col, key=col, width=9 if col == "disk" else None)
         table.focus()
         self.load()
 
@@ -145,8 +147,8 @@ class RunsScreen(Screen):
         for i in self.runs:
             step = f"{i.step:,}/{i.max_steps:,}" if i.max_steps else (f"{i.step:,}" if i.step else "-")
             loss = f"{i.last_loss:.4f}" if isinstance(i.last_loss, (int, float)) else "-"
-            table.add_row(i.id, i.state, short_model(i.model), i.method or "?", step, loss,
-                          fmt_bytes(self.sizes.get(i.path)), key=i.id)
+            table.add_row(i.id, i.state, step, loss, fmt_bytes(self.sizes.get(i.path)),
+                          short_model(i.model), i.method or "?", key=i.id)
         if self.runs:
             table.move_cursor(row=min(max(cursor, 0), len(self.runs) - 1))
         self.set_class(not self.runs, "-empty")
@@ -164,6 +166,9 @@ class RunsScreen(Screen):
         text = f"{runs_root(self.runs_dir)}"
         if self.sizes:
             text += f" · {fmt_bytes(total)} in all"
+        info = self.selected()
+        if info is not None:
+            text += f" · {short_model(info.model)} · {info.method or '?'}"
         self.query_one("#runs-status", Static).update(text)
 
     # ------------------------------------------------------------------------------ actions
@@ -173,6 +178,10 @@ class RunsScreen(Screen):
         if not self.runs or table.cursor_row is None or table.cursor_row >= len(self.runs):
             return None
         return self.runs[table.cursor_row]
+
+    @on(DataTable.RowHighlighted)
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._status()
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
