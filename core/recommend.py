@@ -186,6 +186,9 @@ def recommend(answers: Answers, *, model: str | None = None, vram_gb: float | No
         src = (OPENAI, LLAMA) if a.goal in ("behavior", "task") else (LLAMA, NOTE) if a.goal == "domain" else \
               (UNSLOTH,) if a.goal == "knowledge" else (AXOLOTL,)
         reasons.append(_r(why, *src))
+    if a.latency_or_cost_critical and a.prompting_tried == "inconsistent":
+        reasons.append(_r("cost/latency is critical: a fine-tuned model needs shorter prompts and can be "
+                          "smaller", OPENAI, LLAMA))
     training = TRAINING_FOR_DATA[a.data_kind]
     data_reason = {
         "pairs": "input -> output examples -> SFT",
@@ -227,15 +230,14 @@ def _with_method(rec: Recommendation, a: Answers, model, vram_gb, gpus, settings
     choice = compare_methods(arch, vram_gb, gpus, settings, prefer_full=large_shift)
     rec.method_choice = choice
     rec.method = choice.recommended
-    src = (AXOLOTL,)
     if choice.recommended is None:
         smaller = _largest_fitting(arch, vram_gb, gpus, settings)
-        tip = (f"; {display_name(smaller)} fits with QLoRA" if smaller else "")
-        rec.reasons.append(_r(choice.reason + tip, *src))
+        tip = (f"; {display_name(smaller)} fits with QLoRA ({ESTIMATOR})" if smaller else "")
+        rec.reasons.append(choice.reason + tip)
         rec.instead = (f"Use a smaller model{f' such as {display_name(smaller)}' if smaller else ''}, a "
                        "shorter max_length or a smaller batch, or a GPU with more memory.")
     else:
-        rec.reasons.append(_r(choice.reason, *src))
+        rec.reasons.append(choice.reason)
         if large_shift and choice.recommended != "full":
             full = choice.row("full")
             rec.reasons.append(_r(f"a large domain shift could use full fine-tuning, but it needs "
