@@ -204,7 +204,8 @@ def make_callback(run: Run, cfg: RunConfig, dev: dict, counter):
                     f"grad {ev['grad_norm'] if ev['grad_norm'] is None else round(ev['grad_norm'], 3)} "
                     f"{tps:.0f} tok/s")
                 # A loss that stays NaN/inf only burns compute: end the run as failed after 3 logs.
-                if isinstance(loss, float) and not math.isfinite(loss):
+                grad = ev["grad_norm"]
+                if not _finite(loss) or (grad is not None and not _finite(grad)):
                     run.nonfinite_steps.append(state.global_step)
                     if len(run.nonfinite_steps) >= NONFINITE_LIMIT:
                         control.should_training_stop = True
@@ -220,6 +221,13 @@ def make_callback(run: Run, cfg: RunConfig, dev: dict, counter):
                                 path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
 
     return EventsCallback()
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
 
 
 def memory(dev: dict) -> dict:
@@ -271,6 +279,7 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
         bf16=dev["precision"] == "bf16", fp16=dev["precision"] == "fp16", use_cpu=not dev["cuda"],
         seed=t.seed, data_seed=t.seed,
         logging_steps=t.logging_steps, logging_first_step=True,
+        logging_nan_inf_filter=False,  # the Trainer would log a NaN loss as 0.0: show the truth
         eval_strategy="steps" if eval_ds is not None else "no", eval_steps=eval_steps,
         # Checkpoints at every evaluation unless save_steps says otherwise; the best by validation loss
         # is kept beside the last save_total_limit ones.
