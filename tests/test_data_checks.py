@@ -170,3 +170,72 @@ def test_problem_json_has_line_field_message(tmp_path):
     path = jsonl(tmp_path / "d.jsonl", ["not json"] + good(3))
     d = check_dataset(path)[0].to_json()
     assert {"line", "field", "message", "fix"} <= set(d) and d["line"] == 1
+
+
+def test_mixed_formats_across_files_of_a_directory(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    jsonl(d / "a.jsonl", good(60))
+    jsonl(d / "b.jsonl", [{"instruction": "Add", "input": "", "output": "4"}] * 2)
+    ps = [p for p in check_dataset(str(d)) if p.code == "mixed-formats"]
+    assert [(p.file, p.line) for p in ps] == [(str(d / "b.jsonl"), 1), (str(d / "b.jsonl"), 2)]
+
+
+def test_csv_problems(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"instruction,output\nAdd two,four\nCaf\xe9,ok\n\"a, b\",c,d\nthen,\n")
+    ps = check_dataset(str(path))
+    assert [(p.line, p.code, p.field) for p in ps if p.severity == "error"] == [
+        (3, "unreadable", None), (4, "unreadable", None), (5, "missing-field", "output")]
+    assert ps[0].message == "not UTF-8" and ps[1].message == "3 cells but the header has 2"
+
+
+def test_json_array_broken_in_the_middle_keeps_the_rows_before(tmp_path):
+    path = tmp_path / "d.json"
+    rows = [json.dumps({"text": f"row {i}"}) for i in range(5)]
+    rows[3] = '{"text": "row 3" oops}'
+    path.write_text("[\n" + ",\n".join(rows) + "\n]\n")
+    rep = scan_dataset(str(path))
+    assert rep.stats.rows == 3
+    (p,) = [p for p in rep.problems if p.severity == "error"]
+    assert (p.line, p.code) == (5, "unreadable") and "the rest of the file cannot be read" in p.message
+
+
+def test_prepare_reports_overlap_and_stratifies(tiny_work, tmp_path, tok):
+    """The training data step, in-process: overlap warning event, stratified validation split."""
+    from ftwizard.core.data.prepare import prepare_training_data
+    from ftwizard.core.selftest import make_tiny_setup
+
+    rows = [{"instruction": f"Is {i} even?", "input": "", "output": "yes" if i % 5 == 0 else "no",
+             "label": "even5" if i % 5 == 0 else "other"} for i in range(100)]
+    train = jsonl(tmp_path / "train.jsonl", rows)
+    cfg = make_tiny_setup(tiny_work, max_length=64)
+    cfg.dataset.path, cfg.dataset.validation = train, 0.1
+    events = []
+    tr, va, facts = prepare_training_data(cfg, tok, None, lambda t, **kw: events.append((t, kw)))
+    assert (len(tr), len(va), facts["format"]) == (90, 10, "alpaca")
+    assert ("info", {"key": "validation_split", "value": {"rows": 10, "stratified_by": "label"}}) in events
+    # 20% of the rows are "even5": stratified, validation holds exactly 2 of them
+    assert sum(tok.decode(ids).count("yes<|im_end|>") for ids in va["input_ids"]) == 2
+    cfg.dataset.validation_path = jsonl(tmp_path / "val.jsonl", rows[:3] + [{**rows[0], "output": "maybe"}])
+    events.clear()
+    tr, va, _ = prepare_training_data(cfg, tok, None, lambda t, **kw: events.append((t, kw)))
+    (w,) = [kw for t, kw in events if t == "warning" and kw["code"] == "validation-overlap"]
+    assert w["evidence"] == {"count": 3, "lines": [1, 2, 3]} and len(va) == 4 and len(tr) == 100
+
+
+def test_prepare_refuses_bad_rows_with_their_lines(tiny_work, tmp_path, tok):
+    from ftwizard.core.data.prepare import prepare_training_data
+    from ftwizard.core.errors import UserError
+    from ftwizard.core.selftest import make_tiny_setup
+
+    path = tmp_path / "d.jsonl"
+    jsonl(path, good(5) + ["{oops"] + good(3) + [{"messages": [{"role": "user", "content": "hi"}]}])
+    cfg = make_tiny_setup(tiny_work)
+    cfg.dataset.path = str(path)
+    with pytest.raises(UserError) as e:
+        prepare_training_data(cfg, tok, None, lambda *a, **k: None)
+    lines = str(e.value).splitlines()
+    assert lines[0].startswith(f"{path}:6: not valid JSON") and "(fix the JSON on this line" in lines[0]
+    assert lines[1] == f"{path}:10: messages: no assistant turn: nothing to train on with assistant-only loss " \
+                       "(end each conversation with the assistant's answer)"

@@ -177,3 +177,19 @@ def test_messages_stored_as_json_strings_in_csv(tmp_path):
         w.writerow([json.dumps(MSG)])
     p = quick_preview(str(path))
     assert p.format == "messages" and p.rows[0]["messages"] == MSG
+
+
+def test_local_paths_and_hub_ids(tmp_path):
+    from ftwizard.core.data.load import data_files
+    from ftwizard.core.data.read import local_files
+
+    assert local_files("tatsu-lab/alpaca") is None and local_files("imdb") is None  # hub ids
+    with pytest.raises(UserError, match="no such file"):
+        local_files("./missing.jsonl")
+    with pytest.raises(UserError, match="no such file"):
+        local_files("data/sub/train.jsonl")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(UserError, match="unsupported file type '.txt'"):
+        local_files(str(tmp_path / "x.txt"))
+    write(tmp_path / "a.jsonl", ROWS["text"])
+    assert data_files(str(tmp_path / "a.jsonl")) == ("jsonl", [str(tmp_path / "a.jsonl")])

@@ -144,6 +144,7 @@ class _Buffer:
         self.text = ""
         self.eof = False
         self.line = 1       # line number of text[0]
+        self._cache = (0, 1)
         self.read_bytes = 0
         self.report = report
         self.bad_utf8: str | None = None
@@ -165,9 +166,26 @@ class _Buffer:
             self.eof = True
         return True
 
+    def line_at(self, pos: int) -> int:
+        """Line number of text[pos], counted incrementally (rows are read in order)."""
+        cpos, cline = self._cache
+        if pos < cpos:
+            cpos, cline = 0, self.line
+        cline += self.text.count("\n", cpos, pos)
+        self._cache = (pos, cline)
+        return cline
+
     def drop(self, pos: int) -> None:
-        self.line += self.text.count("\n", 0, pos)
+        self.line = self.line_at(pos)
         self.text = self.text[pos:]
+        self._cache = (0, self.line)
+
+    def compact(self, pos: int) -> int:
+        """Forget the text before `pos` once it is large (amortised: no copy per row). Returns the new pos."""
+        if pos > CHUNK:
+            self.drop(pos)
+            return 0
+        return pos
 
     def skip_ws(self, pos: int, extra: str = "") -> int:
         while True:
@@ -226,17 +244,18 @@ def _iter_json(path: Path, report) -> Iterator[RawRow]:
 def _decode_one(buf: _Buffer, pos: int):
     """(value, end) of the JSON value at `pos`, reading more of the file as needed; a RawRow on error."""
     dec = json.JSONDecoder()
-    tries = 0
+    last_err = None
     while True:
         try:
             return dec.raw_decode(buf.text, pos)
         except ValueError as exc:
-            grown = len(buf.text) - pos
-            # Incomplete value at the end of the buffer: read more. Give up on a real error once the
-            # value would have to be huge (keeps a bad row from re-parsing the whole file).
-            if not buf.eof and (exc.pos >= len(buf.text) - 1 or grown < (64 << 20)) and tries < 4096:
+            # An incomplete value at the end of the buffer: read more and try again. A real syntax error
+            # stays where it is when more text arrives: stop there (a long string still being read is
+            # the exception), and never grow one value past 256 MB.
+            real = last_err == exc.pos and not exc.msg.startswith("Unterminated string")
+            last_err = exc.pos
+            if not buf.eof and not real and len(buf.text) - pos < (256 << 20):
                 if buf.more():
-                    tries += 1
                     continue
             if buf.bad_utf8:
                 return RawRow("", buf.bad_utf8[1], None, buf.bad_utf8[0])
@@ -256,7 +275,7 @@ def _json_array(name: str, buf: _Buffer, pos: int) -> Iterator[RawRow]:
             return
         if buf.text[pos] == "]":
             return
-        line = buf.line + buf.text.count("\n", 0, pos)
+        line = buf.line_at(pos)
         got = _decode_one(buf, pos)
         if isinstance(got, RawRow):
             got.file = name
@@ -268,8 +287,7 @@ def _json_array(name: str, buf: _Buffer, pos: int) -> Iterator[RawRow]:
             yield RawRow(name, line, obj)
         else:
             yield RawRow(name, line, None, f"array item {i} is {type(obj).__name__}, expected an object")
-        buf.drop(end)
-        pos = 0
+        pos = buf.compact(end)
 
 
 def _json_sequence(name: str, buf: _Buffer) -> Iterator[RawRow]:
@@ -278,7 +296,7 @@ def _json_sequence(name: str, buf: _Buffer) -> Iterator[RawRow]:
         pos = buf.skip_ws(pos)
         if pos >= len(buf.text):
             return
-        line = buf.line + buf.text.count("\n", 0, pos)
+        line = buf.line_at(pos)
         got = _decode_one(buf, pos)
         if isinstance(got, RawRow):
             got.file = name
@@ -287,14 +305,12 @@ def _json_sequence(name: str, buf: _Buffer) -> Iterator[RawRow]:
             nl = buf.text.find("\n", pos)
             if nl < 0:
                 return
-            buf.drop(nl + 1)
-            pos = 0
+            pos = buf.compact(nl + 1)
             continue
         obj, end = got
         yield RawRow(name, line, obj) if isinstance(obj, dict) else RawRow(
             name, line, None, f"expected a JSON object, got {type(obj).__name__}")
-        buf.drop(end)
-        pos = 0
+        pos = buf.compact(end)
 
 
 def _rows_of_object(name: str, obj: dict) -> Iterator[RawRow]:
