@@ -300,8 +300,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                             "tokens): they are truncated and the cut part is not trained", file=file,
                             line=long_lines[0], field="train.max_length", code="too-long", severity="warning",
                             count=over, lines=long_lines[:MAX_LISTED],
-                            fix=f"raise train.max_length to {_round_up(percentile(sorted(lengths), 0.95))} "
-                            "(covers 95% of rows) if memory allows, or shorten/drop those rows"))
+                            fix=_too_long_fix(sorted(lengths), max_length, over)))
         if zero_lines and not template_blocks:
             if st.zero_trained_rows == st.used_rows:
                 col.add(Problem(f"every row would train on 0 tokens (all {st.used_rows} are masked): "
@@ -340,6 +339,15 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
     st.steps_per_epoch = math.ceil(train_rows / eff) if train_rows > 0 else 0
     st.elapsed_s = round(time.time() - t0, 3)
     return Report(st, col.result(), det)
+
+
+def _too_long_fix(vals: list[int], max_length: int, over: int) -> str:
+    p95 = percentile(vals, 0.95)
+    if p95 > max_length:
+        return (f"raise train.max_length to {_round_up(p95)} (covers 95% of rows) if memory allows, or "
+                "shorten/drop the long rows")
+    return (f"95% of rows already fit; shorten or drop these {over} outliers (or raise train.max_length to "
+            f"{_round_up(vals[-1])} if memory allows)")
 
 
 def _round_up(n: int) -> int:
