@@ -193,3 +193,29 @@ def test_inspect_unreadable_exits_2_with_one_line(tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [f"ftwizard: {bad}:3: not valid JSON: Expecting value at column 12; "
                                             "the rest of the file cannot be read"]
+
+
+def test_render_with_a_chosen_llama3_template(tiny_work):
+    """model.chat_template: llama3 — headers rendered, the answer and <|eot_id|> trained, EOS switched."""
+    from ftwizard.core.data.tokenize import load_tokenizer, setup_tokenizer
+
+    tok = load_tokenizer(str(tiny_work / "tiny-model"))
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+    template, why = setup_tokenizer(tok, "llama3", True)
+    assert why.startswith("built-in llama3") and tok.eos_token == "<|eot_id|>"
+    r = render_row({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+                   tok, template, 64)
+    assert r.text == ("<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\nhello<|eot_id|>")
+    assert [t for t, m in r.segments if m] == ["hello<|eot_id|>"] and r.ends_with_eos
+
+
+def test_inspect_text_output(tmp_path):
+    path = jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(3)])
+    r = cli(path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"{path} · preference · 3 rows · 2 problems"  # too few rows + the SFT note
+    assert lines[1] == "  why: columns 'prompt', 'chosen', 'rejected'"
+    assert lines[2].startswith("  note: preference data: SFT trains on the prompt + the chosen answer")
+    assert any("warning:" in x and "only 3 usable rows" in x for x in lines)
