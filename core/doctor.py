@@ -152,7 +152,8 @@ def check_overfitting(train: Curve, evals: Curve) -> DoctorWarning | None:
          "raise lora.dropout or lower lora.r"))
 
 
-def check_plateau(train: Curve, max_steps: int | None = None) -> DoctorWarning | None:
+def check_plateau(train: Curve, max_steps: int | None = None, min_y: float | None = None) -> DoctorWarning | None:
+    """`min_y`: the curve's minimum when the caller already tracks it (saves a pass over the curve)."""
     xs, ys = train
     if len(ys) < PLATEAU_MIN_STEPS:
         return None
@@ -164,7 +165,8 @@ def check_plateau(train: Curve, max_steps: int | None = None) -> DoctorWarning |
         return None
     if abs(start - now) > PLATEAU_TOL * start:
         return None
-    if min(ys) < start * (1 - PLATEAU_NEVER_BELOW):
+    low = min_y if min_y is not None else min(ys)
+    if low < start * (1 - PLATEAU_NEVER_BELOW):
         return None
     return DoctorWarning(
         "plateau", "warning",
@@ -172,7 +174,7 @@ def check_plateau(train: Curve, max_steps: int | None = None) -> DoctorWarning |
         f"{_fmt(now)} over steps {int(xs[-PLATEAU_HEAD])}-{int(xs[-1])})",
         {"start_steps": [int(xs[0]), int(xs[PLATEAU_HEAD - 1])], "start_loss": round(start, 6),
          "recent_steps": [int(xs[-PLATEAU_HEAD]), int(xs[-1])], "recent_loss": round(now, 6),
-         "min_loss": min(ys)},
+         "min_loss": low},
         ("raise train.learning_rate (LoRA 1e-4..3e-4, full 1e-5..5e-5)",
          "check the data: are the answers masked out (assistant_only_loss on text without turns)?",
          "check that the model has trainable parameters (LoRA target_modules)"))
@@ -223,11 +225,12 @@ def check_throughput(tps: Curve) -> DoctorWarning | None:
 
 def diagnose_series(*, train: Curve = ((), ()), evals: Curve = ((), ()), grad: Curve = ((), ()),
                     tps: Curve = ((), ()), nonfinite: Sequence[tuple[int, str, float]] = (),
-                    max_steps: int | None = None) -> list[DoctorWarning]:
-    """All warnings that hold now, most serious first."""
+                    max_steps: int | None = None, train_min: float | None = None) -> list[DoctorWarning]:
+    """All warnings that hold now, most serious first. `train_min`: the training loss's minimum, if
+    the caller tracks it (the monitor does), so no rule walks the whole curve."""
     out = []
     for w in (check_nonfinite(nonfinite), check_grad(grad), check_overfitting(train, evals),
-              check_memorising(train), check_plateau(train, max_steps), check_throughput(tps)):
+              check_memorising(train), check_plateau(train, max_steps, train_min), check_throughput(tps)):
         if w is not None:
             out.append(w)
     return out

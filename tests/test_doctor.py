@@ -134,11 +134,16 @@ def test_series_api_matches_events_api():
 
 
 def test_bounded_cost_on_long_runs():
+    """With the curve's minimum given (the monitor tracks it), no rule walks the whole curve."""
     import time
 
     n = 100_000
     xs = list(range(1, n + 1))
+    train = [1.0 / (1 + i / 1000) for i in range(n)]
+    flat = [0.5] * n
+    tps = [1000.0] * n
     t0 = time.perf_counter()
-    diagnose_series(train=(xs, [1.0 / (1 + i / 1000) for i in range(n)]), grad=(xs, [0.5] * n),
-                    tps=(xs, [1000.0] * n), evals=(xs[::1000], [1.0] * 100))
-    assert time.perf_counter() - t0 < 0.05
+    for _ in range(10):
+        diagnose_series(train=(xs, train), grad=(xs, flat), tps=(xs, tps), evals=(xs[::1000], [1.0] * 100),
+                        train_min=train[-1])
+    assert (time.perf_counter() - t0) / 10 < 0.01

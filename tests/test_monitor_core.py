@@ -177,3 +177,25 @@ def test_a_real_run_folds_completely(tiny_config, start_run, wait_run):
     assert v.end["state"] == "completed" and v.end["output"].endswith("output")
     assert v.memory["cpu"].peak_gib > 0 and v.info["parameters"]["trainable"] > 0
     assert v.phase == "saving" and v.eta_s() == 0.0
+
+
+def test_incremental_downsampler_matches_and_follows_changes():
+    from ftwizard.core.monitor import Downsampler
+
+    s, d = Series(cap=1_000_000), Downsampler()
+    for i in range(1, 50_001):
+        s.append(i, math.sin(i / 300) + (9.0 if i == 31_337 else 0.0))
+    xs, ys = d.points(s, 200)
+    assert len(xs) <= 200 and xs == sorted(xs) and max(ys) == max(s.ys) and min(ys) == min(s.ys) and 31_337 in xs
+    for i in range(50_001, 50_101):  # growth: only the new part is computed
+        s.append(i, -5.0 if i == 50_050 else 0.0)
+    xs2, ys2 = d.points(s, 200)
+    assert xs2[-1] == 50_100 and min(ys2) == -5.0 and 31_337 in xs2
+    s.truncate_from(40_000)  # a resume rewinds: the cache must not show the dropped points
+    xs3, ys3 = d.points(s, 200)
+    assert xs3[-1] == 39_999 and max(xs3) < 40_000 and min(ys3) > -5.0
+    t0 = time.perf_counter()
+    for i in range(40_000, 40_010):
+        s.append(i, 0.0)
+        d.points(s, 200)
+    assert (time.perf_counter() - t0) / 10 < 0.005

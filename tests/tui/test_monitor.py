@@ -198,7 +198,7 @@ async def test_doctor_warning_with_evidence_and_gpu_panels(tmp_path):
         assert "Evidence" in app.screen._text and "eval_steps" in app.screen._text
         await pilot.press("escape")
         await pilot.press("l")
-        assert mon.has_class("-log")
+        assert mon.query_one("#mon-main").has_class("-log")
         await until(pilot, lambda: mon.query_one("#mon-log").line_count > 0)
         assert "loss" in mon.query_one("#mon-log").lines[-1]
         await pilot.press("d")

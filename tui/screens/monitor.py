@@ -15,6 +15,7 @@ When the run ends, the Finished view opens on top (escape comes back to the char
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ class LogRead(Message):
 
 
 class MonitorScreen(Screen):
+    APPLY_SLICE = 200  # events folded per lock hold
+    DOCTOR_S = 1.0  # the doctor looks at most this often
     STEP_NAME = "Training"
     HELP = HELP
     BINDINGS = [
@@ -106,6 +109,7 @@ class MonitorScreen(Screen):
         self.stop_requested = False
         self._drawn_version = -1
         self._doctor_version = -1
+        self._doctor_due = 0.0
         self._quit = threading.Event()
         self._log_wanted = False
         self._finished_shown = False
@@ -134,6 +138,7 @@ class MonitorScreen(Screen):
 
     def on_mount(self) -> None:
         self.chart.lock = self.lock
+        self.query_one("#mon-main").border_title = "loss · ⠤⠤ train · ● validation"
         self.add_class("-waiting")
         self.follow()
         self.set_interval(self.poll_s, self.refresh_view)
@@ -146,8 +151,6 @@ class MonitorScreen(Screen):
     @work(thread=True, exclusive=True, group="monitor-follow", exit_on_error=False)
     def follow(self) -> None:
         """Tail events (bounded chunks), the run state, NVML and (when open) the log, until unmounted."""
-        import time
-
         from ftwizard.core.events import EVENTS, EventTail
         from ftwizard.core.hardware import GPUSampler
         from ftwizard.core.runs import LOG, run_info
@@ -162,8 +165,11 @@ class MonitorScreen(Screen):
                     events = read_chunk(tail)
                     if not events:
                         break
-                    with self.lock:
-                        self.view.apply(events)
+                    for i in range(0, len(events), self.APPLY_SLICE):
+                        # short lock holds: the UI thread never waits long for the series
+                        with self.lock:
+                            self.view.apply(events[i:i + self.APPLY_SLICE])
+                        time.sleep(0)  # hand the GIL to the UI thread between slices
                 now = time.monotonic()
                 if now >= next_state:
                     next_state = now + self.state_s
@@ -247,7 +253,9 @@ class MonitorScreen(Screen):
     def refresh_view(self) -> None:
         """Timer: redraw what changed since the last tick (nothing when no event arrived)."""
         v = self.view
-        if v.version == self._drawn_version and not (self.finished and not self._finished_shown):
+        doctor_pending = v.version != self._doctor_version and time.monotonic() >= self._doctor_due
+        if v.version == self._drawn_version and not doctor_pending \
+                and not (self.finished and not self._finished_shown):
             return
         self._drawn_version = v.version
         self.refreshes += 1
@@ -259,8 +267,9 @@ class MonitorScreen(Screen):
             self.set_class(not started, "-waiting")
             self.query_one("#mon-phase", Static).update(self._phase_text())
             self.chart.refresh_series(v.max_steps)
-            if v.version != self._doctor_version:
-                self._doctor_version = v.version
+            now = time.monotonic()
+            if v.version != self._doctor_version and (now >= self._doctor_due or self.finished):
+                self._doctor_version, self._doctor_due = v.version, now + self.DOCTOR_S
                 self.warnings = diagnose_view(v)
                 self._draw_doctor()
         self._update_memory()
@@ -388,9 +397,8 @@ class MonitorScreen(Screen):
 
     def action_toggle_log(self) -> None:
         self._log_wanted = not self._log_wanted
-        self.set_class(self._log_wanted, "-log")
-        if self._log_wanted:
-            self.query_one("#mon-log", Log).focus()
+        # on the pane, not the screen: a screen class would restyle every widget (the Footer's too)
+        self.query_one("#mon-main").set_class(self._log_wanted, "-log")
 
     def action_warnings(self) -> None:
         from ftwizard.tui.dialogs.help import HelpDialog
