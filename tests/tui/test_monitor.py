@@ -225,3 +225,45 @@ async def test_failed_oom_run_shows_ranked_fixes(tmp_path):
         fixes = str(app.screen.query_one("#fin-fixes").render())
         assert "1. halve train.batch_size" in fixes and "5. use train.optim: adamw_8bit" in fixes
         assert fixes.index("1. halve") < fixes.index("2. lower train.max_length")
+
+
+# ------------------------------------------------------------------------ the terminal goes away
+
+
+def test_killing_the_attached_terminal_never_stops_the_run(tiny_config, start_run, wait_run, stop_after):
+    """`ftwizard attach` in a real pseudo-terminal; the terminal is closed (SIGHUP, as when an SSH
+    session drops) and the monitor process killed: the run trains on and completes."""
+    import os
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = start_run(tiny_config(steps=20))
+    stop_after(run_dir)
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"}
+    proc = subprocess.Popen([sys.executable, "-m", "ftwizard.core.cli", "attach", str(run_dir)],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.time() + 60
+    while b"run " not in seen and time.time() < deadline:  # the monitor has drawn its title
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                seen += os.read(master, 65536)
+            except OSError:
+                break
+    assert b"run " in seen, seen[-500:]
+    os.close(master)  # the terminal is gone: the session leader gets SIGHUP
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    info = wait_run(run_dir)
+    assert info.state == "completed", info.reason
+    assert info.step == 20

@@ -156,7 +156,8 @@ class MonitorScreen(Screen):
         from ftwizard.core.runs import LOG, run_info
 
         tail = EventTail(self.run_dir / EVENTS)
-        sampler = GPUSampler(self.nvml_source) if self.nvml_source is not None else GPUSampler()
+        source = self.nvml_source if self.nvml_source is not None else getattr(self.app, "nvml_source", None)
+        sampler = GPUSampler(source) if source is not None else GPUSampler()
         next_state = next_nvml = 0.0
         log_offset: int | None = None
         try:

@@ -193,7 +193,8 @@ class RunsScreen(Screen):
             return
         from ftwizard.tui.screens.monitor import MonitorScreen
 
-        self.app.push_screen(MonitorScreen(Path(info.path), nvml_source=self.nvml_source))
+        source = self.nvml_source if self.nvml_source is not None else getattr(self.app, "nvml_source", None)
+        self.app.push_screen(MonitorScreen(Path(info.path), nvml_source=source))
 
     def action_refresh(self) -> None:
         self.load()
