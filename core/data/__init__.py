@@ -14,8 +14,8 @@ For the wizard's Dataset screen (all pure functions; run the slow ones in a work
     template, why = setup_tokenizer(tok, cfg.model.chat_template, cfg.dataset.assistant_only_loss)
     r = render_row(prev.rows[i], tok, template, max_length, assistant_only, prev.detected)
     r.segments  -> [(text, trained: bool)], r.n_tokens, r.n_trained, r.truncated, r.cut_text, r.eos_token
-    report = scan_dataset(path, tok, template, max_length, assistant_only,
-                          progress=lambda f: ..., cancel=threading.Event())  # worker; stats + problems
+    report = scan_dataset(path, tok, template, max_length, assistant_only, progress=lambda f: ...,
+                          cancel=threading.Event(), partial=lambda stats: ...)  # worker; stats + problems
     report.stats.min/median/p95/max/histogram/roles/tokens_per_epoch/steps_per_epoch; report.problems
 
 Modules:

@@ -104,7 +104,7 @@ def _iter_jsonl(path: Path, report) -> Iterator[RawRow]:
         pos = 0
         for i, raw in enumerate(fh, 1):
             pos += len(raw)
-            if i % 2048 == 0:
+            if i % 256 == 0:
                 report(pos)
             if not raw.strip():
                 continue

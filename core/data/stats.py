@@ -47,7 +47,9 @@ class Stats:
     tokens_per_epoch: int = 0     # tokens fed per epoch (after truncation)
     trained_tokens_per_epoch: int = 0
     steps_per_epoch: int | None = None
-    complete: bool = True         # False when cancelled before the end
+    complete: bool = True         # False when cancelled before the end, or for a partial report
+    fraction: float = 1.0         # share of the source read (bytes) when these numbers were taken
+    estimated_rows: int | None = None  # for partial reports: rows extrapolated from `fraction`
     elapsed_s: float = 0.0
     format: str | None = None
 
@@ -133,10 +135,13 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                  task: str | None = None, max_rows: int | None = None, batch_size: int = 4,
                  gradient_accumulation_steps: int = 1, world_size: int = 1,
                  progress: Callable[[float], None] | None = None,
-                 cancel: threading.Event | None = None) -> Report:
+                 cancel: threading.Event | None = None,
+                 partial: Callable[[Stats], None] | None = None, partial_every: float = 1.0) -> Report:
     """One pass over `source`: statistics and problems together. Safe to run in a worker thread;
-    `progress(fraction)` is called every few thousand rows, `cancel.set()` stops early (the report then
-    has `stats.complete == False`)."""
+    `progress(fraction)` is called at most ~10 times a second, `cancel.set()` stops early (the report
+    then has `stats.complete == False`). `partial(stats)`, every `partial_every` seconds, gets the
+    statistics so far (`complete` False, `fraction` read, `estimated_rows`), so a big file shows a
+    histogram long before the scan ends."""
     from .preview import detect_source
     from .read import iter_rows
 
@@ -169,8 +174,14 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
     roles: Counter = Counter()
     files = set()
     last_report = [0.0]
+    read_fraction = [0.0, 0]  # bytes fraction, rows read when it was measured
+    last_partial = time.time()
+    snap_at = 0
+    shape = dict(validation_path=validation_path, validation=validation, batch_size=batch_size,
+                 gradient_accumulation_steps=gradient_accumulation_steps, world_size=world_size)
 
     def report(frac: float) -> None:
+        read_fraction[0], read_fraction[1] = frac, st.rows + st.bad_rows
         now = time.time()
         if progress is not None and (now - last_report[0] > 0.1 or frac >= 1.0):
             last_report[0] = now
@@ -178,6 +189,11 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
 
     for r in iter_rows(source, split=split, limit=max_rows, progress=report, cancel=cancel):
         files.add(r.file)
+        if partial is not None and read_fraction[1] != snap_at and time.time() - last_partial >= partial_every:
+            last_partial, snap_at = time.time(), read_fraction[1]  # only after the byte count moved
+            snap = Stats(**{**st.__dict__, "complete": False})
+            _finish(snap, lengths, roles, t0, fraction=read_fraction[0], rows_at=read_fraction[1], **shape)
+            partial(snap)
         if r.error:
             st.bad_rows += 1
             col.add(Problem(r.error, file=r.file, line=r.line, field=r.field, code="unreadable",
@@ -327,18 +343,32 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
     if validation_path and st.complete:
         _overlap(validation_path, det, seen, col, split, cancel)
 
+    _finish(st, lengths, roles, t0, fraction=1.0 if st.complete else read_fraction[0], rows_at=read_fraction[1],
+            **shape)
+    return Report(st, col.result(), det)
+
+
+def _finish(st: Stats, lengths: list[int], roles: Counter, t0: float, *, fraction: float, rows_at: int, validation_path,
+            validation: float, batch_size: int, gradient_accumulation_steps: int, world_size: int) -> None:
+    """Fill the derived numbers (length summary, histogram, steps per epoch; estimates when partial)."""
     vals = sorted(lengths)
     if vals:
         st.min, st.max, st.median, st.p95 = vals[0], vals[-1], percentile(vals, 0.5), percentile(vals, 0.95)
         st.histogram = histogram(vals)
     st.roles = dict(roles)
-    train_rows = st.used_rows - st.zero_trained_rows
+    st.fraction = round(fraction, 4)
+    scale = 1.0
+    if not st.complete and 0 < fraction < 1 and rows_at:
+        # rows per byte so far, times the whole source (bad rows count: they take bytes too)
+        total = rows_at / fraction
+        scale = total / max(1, st.rows + st.bad_rows)
+        st.estimated_rows = round(st.rows * scale)
+    train_rows = round((st.used_rows - st.zero_trained_rows) * scale)
     if not validation_path and validation > 0 and train_rows >= 10:
         train_rows -= max(1, round(train_rows * validation))
     eff = batch_size * gradient_accumulation_steps * max(1, world_size)
     st.steps_per_epoch = math.ceil(train_rows / eff) if train_rows > 0 else 0
     st.elapsed_s = round(time.time() - t0, 3)
-    return Report(st, col.result(), det)
 
 
 def _too_long_fix(vals: list[int], max_length: int, over: int) -> str:
@@ -396,11 +426,12 @@ def compute_stats(source: str, tokenizer=None, template: str | None = None, max_
                   batch_size: int = 4, gradient_accumulation_steps: int = 1, world_size: int = 1,
                   validation: float = 0.0, max_rows: int | None = None,
                   progress: Callable[[float], None] | None = None,
-                  cancel: threading.Event | None = None) -> Stats:
+                  cancel: threading.Event | None = None,
+                  partial: Callable[[Stats], None] | None = None) -> Stats:
     """Rows, token length histogram (min/median/p95/max), role counts, tokens and steps per epoch.
     Reads the whole source once in the calling thread: run it in a worker. `progress(fraction)` is
     called at most ~10 times a second; `cancel.set()` stops early (`Stats.complete` is then False)."""
     return scan_dataset(source, tokenizer, template, max_length, assistant_only, columns=columns,
                         format=format, batch_size=batch_size, validation=validation,
                         gradient_accumulation_steps=gradient_accumulation_steps, world_size=world_size,
-                        max_rows=max_rows, progress=progress, cancel=cancel).stats
+                        max_rows=max_rows, progress=progress, cancel=cancel, partial=partial).stats

@@ -86,6 +86,7 @@ def responsiveness(path: Path, tok, seconds: float) -> dict:
 
     cancel = threading.Event()
     progress = [0.0]
+    partial = [None]
 
     class Bench(App):
         BINDINGS = [("x", "bump", "bump")]
@@ -96,7 +97,8 @@ def responsiveness(path: Path, tok, seconds: float) -> dict:
 
         def on_mount(self):
             self.run_worker(lambda: compute_stats(str(path), tok, None, 1024, progress=lambda f: progress.__setitem__(0, f),
-                                                  cancel=cancel), thread=True, exit_on_error=False)
+                                                  cancel=cancel, partial=lambda st: partial.__setitem__(0, st)),
+                            thread=True, exit_on_error=False)
 
         def action_bump(self):
             self.count += 1
@@ -127,7 +129,9 @@ def responsiveness(path: Path, tok, seconds: float) -> dict:
     lat.sort()
     return {"presses": presses, "median_ms": round(statistics.median(lat) * 1000, 1),
             "p95_ms": round(lat[int(0.95 * (len(lat) - 1))] * 1000, 1), "max_ms": round(lat[-1] * 1000, 1),
-            "stats_progress_when_stopped": round(progress[0], 4)}
+            "stats_progress_when_stopped": round(progress[0], 4),
+            "estimated_rows_when_stopped": partial[0].estimated_rows if partial[0] else None,
+            "estimated_median_tokens": partial[0].median if partial[0] else None}
 
 
 def main() -> int:
@@ -146,6 +150,11 @@ def main() -> int:
         size = path.stat().st_size
         first = time_preview(path, 1)[0]  # includes importing the data modules
         warm = time_preview(path, args.runs)
+        from ftwizard.core.data.read import count_rows
+
+        t = time.perf_counter()
+        counted = count_rows(str(path))
+        count_s = time.perf_counter() - t
         ld = time_load_dataset(path, tmp / "hf-cache")
         shutil.rmtree(tmp / "hf-cache", ignore_errors=True)
 
@@ -160,6 +169,7 @@ def main() -> int:
             "file": {"bytes": size, "rows": rows, "generate_s": round(gen_s, 1)},
             "quick_preview_first_s": round(first, 4),
             "quick_preview_s": {"median": round(statistics.median(warm), 4), "max": round(max(warm), 4)},
+            "count_rows_s": round(count_s, 3), "count_rows": counted,
             "load_dataset_json_s": round(ld, 2),
             "speedup_vs_load_dataset": round(ld / max(first, max(warm)), 1),
             "keys_while_stats_run": keys,
