@@ -50,6 +50,8 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(False, description="Allow model code from the hub. Off: safer.")
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
         "auto", description="auto picks flash_attention_2 when installed on a GPU, else sdpa.")
+    backend: Literal["transformers", "unsloth"] = Field(
+        "transformers", description="unsloth: Unsloth's kernels for LoRA/QLoRA (GPU only, when installed).")
     chat_template: str | None = Field(
         None, description="null: the tokenizer's own template; `chatml` or `llama3`: a built-in one "
         "with generation markers; or a Jinja template string.")
@@ -97,8 +99,15 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(0.03, ge=0.0, le=0.5, description="Fraction of steps spent ramping up the rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="L2-style regularisation; 0-0.1.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
-    optim: Optim = Field("adamw_torch", description="Optimizer; adamw_8bit saves ~6 bytes/param of state.")
-    packing: bool = Field(False, description="Pack short rows together (faster; padding-free needs flash attention).")
+    optim: Optim | None = Field(
+        None, description="Optimizer. null: adamw_8bit for qlora (saves ~6 bytes/param of state), "
+        "adamw_torch_fused on a GPU, adamw_torch on CPU.")
+    packing: bool | None = Field(
+        None, description="Pack short rows into full sequences, padding-free (much faster on short rows). "
+        "null: on when flash attention is in use, else off.")
+    use_liger_kernel: bool | None = Field(
+        None, description="Liger's fused kernels (~20% faster, much less memory). null: on when liger-kernel "
+        "is installed and training on a GPU.")
     gradient_checkpointing: bool = Field(True, description="Recompute activations: much less memory, ~20% slower.")
     precision: Precision = Field("auto", description="auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.")
     seed: int = Field(42, description="Seed for data order, init and dropout.")

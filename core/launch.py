@@ -34,10 +34,16 @@ def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> Path:
         # checked by the training process, which may be the only one with network access).
         if path and local_files(path) is not None:
             detect_source(path, columns=d.columns, format=d.format, split=d.split, n=20)
+    from .defaults import resolve_defaults
+    from .hardware import detect
+
+    cfg, notes = resolve_defaults(cfg, detect())
     root = runs_root(runs_dir or cfg.runs_dir)
     label = f"{cfg.name or cfg.model.gguf_file or cfg.model.name_or_path}-{cfg.method}"
     run_dir = make_run_dir(root, label)
-    (run_dir / CONFIG).write_text(dump_config(cfg), encoding="utf-8")
+    header = "".join(f"# {n}\n" for n in ["ftwizard run config: the training process's only input.",
+                                           "Resolved for this machine when the run was created:", *notes])
+    (run_dir / CONFIG).write_text(header + dump_config(cfg), encoding="utf-8")
     return run_dir
 
 

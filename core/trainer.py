@@ -85,29 +85,36 @@ def log(line: str) -> None:
 # ----------------------------------------------------------------------------------------- setup
 
 
+def skip_unneeded_imports(cfg: RunConfig) -> None:
+    """peft imports bitsandbytes eagerly when it is installed (and bitsandbytes pulls in
+    torch._inductor: seconds of start-up) only to offer 8/4-bit layers. A run that quantizes nothing
+    and uses no 8-bit optimizer never needs it, so it is hidden from this process."""
+    needs_bnb = cfg.method == "qlora" or "8bit" in (cfg.train.optim or "")
+    if not needs_bnb and "bitsandbytes" not in sys.modules:
+        sys.modules["bitsandbytes"] = None  # `import bitsandbytes` now fails fast; find_spec says absent
+
+
 def pick_device(cfg: RunConfig) -> dict:
-    """Device, precision and attention implementation, each with the reason it was chosen."""
+    """Device, precision, attention, kernels and optimizer for this process. `auto` values were made
+    concrete by `defaults.resolve_defaults` when the run was created (and again here, which changes
+    nothing for a concrete value); torch has the last word on what CUDA can do."""
     import torch
 
-    cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is cuda but no CUDA GPU is visible", field="train.device")
-    precision = cfg.train.precision
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    if not cuda and precision != "fp32":
-        precision = "fp32"  # CPU training: mixed precision brings nothing but errors here
-    attn = cfg.model.attn_implementation
-    if attn == "auto":
-        attn = "sdpa"
-        if cuda:
-            try:
-                import flash_attn  # noqa: F401
+    from .defaults import resolve_defaults
+    from .hardware import detect
 
-                attn = "flash_attention_2"
-            except ImportError:
-                pass
-    return {"cuda": cuda, "precision": precision, "attn": attn,
+    cfg, _ = resolve_defaults(cfg, detect())
+    t = cfg.train
+    if t.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is cuda but no CUDA GPU is visible to torch", field="train.device")
+    cuda = t.device == "cuda"
+    precision = t.precision
+    if not cuda:
+        precision = "fp32"  # CPU training: mixed precision brings nothing but errors here
+    elif precision == "bf16" and not torch.cuda.is_bf16_supported():
+        precision = "fp16"
+    return {"cuda": cuda, "precision": precision, "attn": cfg.model.attn_implementation,
+            "liger": bool(t.use_liger_kernel and cuda), "packing": bool(t.packing), "optim": t.optim,
             "n_gpus": torch.cuda.device_count() if cuda else 0}
 
 
@@ -141,10 +148,38 @@ def load_tokenizer_and_model(cfg: RunConfig, dev: dict, run: Run, resolved_path:
     return tok, model
 
 
+UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def load_with_unsloth(cfg: RunConfig, dev: dict, resolved_path: str):
+    """model.backend: unsloth. Unsloth's loader and LoRA wrapper (its kernels; GPU only).
+    Not exercised on CPU: Unsloth refuses to import without a GPU."""
+    if not dev["cuda"]:
+        raise UserError("model.backend 'unsloth' needs a CUDA GPU; use 'transformers'", field="model.backend")
+    try:
+        from unsloth import FastLanguageModel
+    except ImportError:
+        raise UserError("model.backend is 'unsloth' but unsloth is not installed (pip install unsloth)",
+                        field="model.backend") from None
+    model, tok = FastLanguageModel.from_pretrained(
+        model_name=resolved_path, max_seq_length=cfg.train.max_length, dtype=None,
+        load_in_4bit=cfg.method == "qlora", full_finetuning=cfg.method == "full")
+    if cfg.method != "full":
+        targets = cfg.lora.target_modules
+        model = FastLanguageModel.get_peft_model(
+            model, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, bias="none",
+            target_modules=UNSLOTH_ALL_LINEAR if targets == "all-linear" else targets,
+            use_gradient_checkpointing="unsloth" if cfg.train.gradient_checkpointing else False,
+            random_state=cfg.train.seed, use_rslora=cfg.lora.use_rslora)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, model
+
+
 def apply_method(cfg: RunConfig, model, dev: dict):
     """Wrap the model in LoRA adapters for lora/qlora; full fine-tuning trains it as is."""
-    if cfg.method == "full":
-        return model
+    if cfg.method == "full" or cfg.model.backend == "unsloth":
+        return model  # unsloth's loader has already added its adapters
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if cfg.method == "qlora":
@@ -263,7 +298,7 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     t = cfg.train
-    n_rows = len(train_ds)
+    n_rows = len(train_ds)  # before packing: the number of steps per epoch is recomputed by the Trainer
     eff_batch = t.batch_size * t.gradient_accumulation_steps * max(1, int(os.environ.get("WORLD_SIZE", 1)))
     steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(n_rows / eff_batch) * math.ceil(t.epochs))
     eval_steps = t.eval_steps or max(1, steps // 10)
@@ -273,7 +308,7 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         num_train_epochs=t.epochs, max_steps=t.max_steps,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optim,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=dev["optim"],
         activation_checkpointing=t.gradient_checkpointing and cfg.method != "qlora",
         activation_checkpointing_kwargs={"use_reentrant": False},
         bf16=dev["precision"] == "bf16", fp16=dev["precision"] == "fp16", use_cpu=not dev["cuda"],
@@ -288,10 +323,18 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
         report_to=t.report_to or "none", disable_tqdm=True,
         max_length=t.max_length, packing=False,
         dataset_kwargs={"skip_prepare_dataset": True},
-        remove_unused_columns=True, dataloader_num_workers=0,
+        remove_unused_columns=True, dataloader_num_workers=0, use_liger_kernel=dev["liger"],
     )
     # transformers 5 takes the warmup ratio as warmup_steps < 1.
-    collator = TokenCounter(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id))
+    if dev["packing"]:
+        # Best-fit-decreasing packing into max_length rows; the collator flattens each batch
+        # padding-free (position_ids restart per sequence, so attention never crosses rows).
+        from trl import pack_dataset
+
+        train_ds = pack_dataset(train_ds.select_columns(["input_ids", "labels"]), t.max_length, strategy="bfd")
+        run.events.emit("info", key="packing", value={"rows_after_packing": len(train_ds)})
+    collator = TokenCounter(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id,
+                                                            padding_free=dev["packing"]))
 
     class FtwizardTrainer(SFTTrainer):
         """SFTTrainer without per-step extras unless asked (train.extra_metrics).
@@ -308,7 +351,8 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
         def _get_train_sampler(self, *a, **kw):
             if not t.longest_first:
                 return super()._get_train_sampler(*a, **kw)
-            return LongestFirstSampler(self.train_dataset["length"], t.batch_size, t.seed)
+            lengths = [len(x) for x in self.train_dataset["input_ids"]]
+            return LongestFirstSampler(lengths, t.batch_size, t.seed)
 
     trainer = FtwizardTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                               processing_class=tok, data_collator=collator)
@@ -415,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     try:
         cfg = load_config(run_dir / CONFIG, resolve_paths=False)
+        skip_unneeded_imports(cfg)
         from .models import check_model_source, gguf_checkpoint
 
         path = check_model_source(cfg.model.name_or_path, cfg.model.gguf_file)
@@ -426,7 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         from transformers import set_seed
 
         set_seed(cfg.train.seed)  # before the adapters are created: their init must be reproducible too
-        tok, model = load_tokenizer_and_model(cfg, dev, run, path)
+        if cfg.model.backend == "unsloth":
+            tok, model = load_with_unsloth(cfg, dev, path)
+        else:
+            tok, model = load_tokenizer_and_model(cfg, dev, run, path)
         from .templates import END_OF_TURN, choose_template, family
 
         template, why = choose_template(tok.chat_template, cfg.model.chat_template, cfg.dataset.assistant_only_loss)

@@ -1,0 +1,61 @@
+"""Turn a config's `auto`/null settings into concrete values for this machine, with the reason for each.
+
+`ftwizard train` resolves them when it creates a run, so the run's `config.yaml` states what will run
+(bf16 or fp16, flash attention or SDPA, Liger, packing, the optimizer) and `launch.json` keeps the
+reasons. Only cheap facts are used: NVML for the GPU (bf16 needs compute capability >= 8.0) and
+whether optional packages are installed; torch is not imported here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from .config import RunConfig
+from .hardware import Hardware
+
+
+def installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]]:
+    cfg = cfg.model_copy(deep=True)
+    t, notes = cfg.train, []
+    gpu = hw.has_gpu and t.device != "cpu"
+    if t.device == "auto":
+        t.device = "cuda" if gpu else "cpu"
+        notes.append(f"device {t.device}: " + ("NVML sees " + hw.summary() if gpu else "no GPU visible"))
+    if t.precision == "auto":
+        if not gpu:
+            t.precision, why = "fp32", "CPU training"
+        elif all(g.bf16 for g in hw.gpus):
+            t.precision, why = "bf16", "every GPU supports bf16 (compute capability >= 8.0)"
+        else:
+            t.precision, why = "fp16", "a GPU without bf16 (compute capability < 8.0)"
+        notes.append(f"precision {t.precision}: {why}")
+    if cfg.model.attn_implementation == "auto":
+        fa = gpu and installed("flash_attn")
+        cfg.model.attn_implementation = "flash_attention_2" if fa else "sdpa"
+        notes.append(f"attention {cfg.model.attn_implementation}: " + (
+            "flash-attn is installed" if fa else "PyTorch SDPA (install flash-attn on a GPU for packing)"))
+    if t.packing is None:
+        t.packing = cfg.model.attn_implementation == "flash_attention_2"
+        notes.append(f"packing {'on' if t.packing else 'off'}: " + (
+            "padding-free packing with flash attention" if t.packing else "needs flash attention to pay off"))
+    if t.use_liger_kernel is None:
+        t.use_liger_kernel = gpu and installed("liger_kernel")
+        notes.append(f"liger kernels {'on' if t.use_liger_kernel else 'off'}: " + (
+            "liger-kernel is installed" if t.use_liger_kernel else
+            ("not installed (pip install liger-kernel: ~20% faster, less memory)" if gpu else "GPU only")))
+    if t.optim is None:
+        if cfg.method == "qlora":
+            t.optim, why = "adamw_8bit", "QLoRA: 8-bit optimizer states"
+        elif gpu:
+            t.optim, why = "adamw_torch_fused", "fused AdamW on the GPU"
+        else:
+            t.optim, why = "adamw_torch", "CPU"
+        notes.append(f"optimizer {t.optim}: {why}")
+    return cfg, notes

@@ -1,0 +1,181 @@
+"""Training speed: `ftwizard train` against a plain TRL `SFTTrainer` script, in one run (run by hand).
+
+Same tiny offline Llama, same 256-row alpaca data, LoRA r8 all-linear, batch 4, 60 steps, seed,
+fp32 on CPU, a loss logged every step, no evaluation and no checkpoint during the 60 steps, the adapter
+saved at the end. The two alternate, 3 runs each. Prints one JSON line:
+
+    {"ftwizard_steps_per_s", "trl_steps_per_s", "ratio", "ftwizard_first_step_s", "trl_first_step_s",
+     "final_loss_ftwizard", "final_loss_trl", ...}
+
+steps/s = (60 - 1) / (time of the last loss line - time of the first), from each process's own
+timestamps; first step = from spawning the command to the first loss line. Medians of the 3 runs.
+
+    python tests/benchmarks/train_speed.py [--runs 3] [--steps 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRL_SCRIPT = r'''
+import json, sys, time
+T0 = float(sys.argv[4])
+from datasets import load_dataset
+from peft import LoraConfig
+from transformers import AutoTokenizer, TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+model_dir, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
+steps = int(sys.argv[5])
+tok = AutoTokenizer.from_pretrained(model_dir)
+ds = load_dataset("json", data_files=data, split="train")
+
+def to_messages(r):
+    prompt = r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")
+    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": r["output"]}]}
+
+ds = ds.map(to_messages, remove_columns=ds.column_names)
+
+gpu = sys.argv[6] == "gpu"
+
+class Clock(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            print("LOSS", state.global_step, time.time(), logs["loss"], logs.get("num_tokens", 0), flush=True)
+
+    def on_train_end(self, args, state, control, **kw):
+        if gpu:
+            import torch
+            print("PEAK", torch.cuda.max_memory_allocated() / 2**30, flush=True)
+
+args = SFTConfig(output_dir=out, per_device_train_batch_size=4, max_steps=steps, learning_rate=2e-4,
+                 lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1, use_cpu=not gpu,
+                 bf16=gpu, report_to="none", max_length=512, seed=42, assistant_only_loss=True,
+                 save_strategy="no", gradient_checkpointing=gpu, disable_tqdm=True)
+trainer = SFTTrainer(model=model_dir, args=args, train_dataset=ds, processing_class=tok,
+                     peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"),
+                     callbacks=[Clock()])
+trainer.train()
+trainer.save_model(out)
+'''
+
+WORDS = ("alpha beta gamma delta apple river stone cloud green quick brown fox jumps over lazy dog "
+         "model data train answer question simple short list three items because therefore").split()
+
+
+def alpaca_rows(n: int = 256, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        topic = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))
+        rows.append({"instruction": f"Write one sentence about {topic}.",
+                     "input": "" if i % 3 else f"Use the word {rng.choice(WORDS)}.",
+                     "output": " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30))) + "."})
+    return rows
+
+
+def run_trl(work: Path, model: Path, data: Path, steps: int, gpu: bool = False) -> dict:
+    script = work / "plain_trl.py"
+    script.write_text(TRL_SCRIPT)
+    out = Path(tempfile.mkdtemp(dir=work, prefix="trl-"))
+    t0 = time.time()
+    r = subprocess.run([sys.executable, str(script), str(model), str(data), str(out), str(t0), str(steps),
+                        "gpu" if gpu else "cpu"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"plain TRL failed:\n{r.stderr[-3000:]}")
+    lines = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("LOSS ")]
+    times = [float(x[2]) for x in lines]
+    tokens = [float(x[4]) for x in lines]
+    peak = [float(ln.split()[1]) for ln in r.stdout.splitlines() if ln.startswith("PEAK ")]
+    return {"first_step_s": times[0] - t0, "steps_per_s": (len(times) - 1) / (times[-1] - times[0]),
+            "tokens_per_s": (tokens[-1] - tokens[0]) / (times[-1] - times[0]),
+            "final_loss": float(lines[-1][3]), "steps": len(lines), "peak_gib": peak[0] if peak else None}
+
+
+def run_ftwizard(work: Path, model: Path, data: Path, steps: int, gpu: bool = False) -> dict:
+    import yaml
+
+    cfg = {
+        "model": {"name_or_path": str(model)}, "method": "lora",
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "dataset": {"path": str(data), "validation": 0.0},
+        "train": {"batch_size": 4, "max_steps": steps, "learning_rate": 2e-4, "lr_scheduler": "cosine",
+                  "warmup_ratio": 0.03, "logging_steps": 1, "max_length": 512, "seed": 42,
+                  "gradient_checkpointing": gpu, "save_steps": 100000,
+                  # the same work as the plain script: no packing, no Liger (defaults would add them on a GPU)
+                  "packing": False, "use_liger_kernel": False, "device": "cuda" if gpu else "cpu"},
+        "runs_dir": str(work / "runs"),
+    }
+    path = work / "ftwizard.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "train", str(path), "--detach"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"ftwizard train failed: {r.stderr}")
+    run_dir = Path(r.stdout.strip().splitlines()[-1])
+    from ftwizard.core.events import read_events
+    from ftwizard.core.selftest import wait_for_end
+
+    info = wait_for_end(run_dir, 600, poll=0.05)
+    if info.state != "completed":
+        raise SystemExit(f"ftwizard run {info.state}: {info.reason}\n{(run_dir / 'train.log').read_text()[-3000:]}")
+    train = [e for e in read_events(run_dir) if e["type"] == "train"]
+    times = [e["t"] for e in train]
+    peak = max((d["peak_gib"] for e in train for d in e["mem"].get("cuda", [])), default=None)
+    return {"first_step_s": times[0] - t0, "steps_per_s": (len(times) - 1) / (times[-1] - times[0]),
+            "tokens_per_s": (train[-1]["tokens"] - train[0]["tokens"]) / (times[-1] - times[0]),
+            "final_loss": train[-1]["loss"], "steps": len(train), "peak_gib": peak}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--model", help="a local model directory (default: the tiny offline Llama)")
+    ap.add_argument("--gpu", action="store_true", help="train on CUDA in bf16 (see train_speed_gpu.py)")
+    args = ap.parse_args()
+    from ftwizard.core.tiny import build_tiny_model, write_jsonl
+
+    work = Path(tempfile.mkdtemp(prefix="ftw-speed-"))
+    os.environ.setdefault("FTWIZARD_CACHE", str(work / "cache"))
+    os.environ.setdefault("HF_DATASETS_CACHE", str(work / "hf-datasets"))
+    model = Path(args.model) if args.model else build_tiny_model(work / "model", hidden=32, layers=2)
+    data = write_jsonl(alpaca_rows(), work / "alpaca.jsonl")
+    res = {"ftwizard": [], "trl": []}
+    for i in range(args.runs):
+        res["trl"].append(run_trl(work, model, data, args.steps, args.gpu))
+        res["ftwizard"].append(run_ftwizard(work, model, data, args.steps, args.gpu))
+        print(f"run {i + 1}: trl {res['trl'][-1]}  ftwizard {res['ftwizard'][-1]}", file=sys.stderr)
+    med = lambda k, key: statistics.median(r[key] for r in res[k])  # noqa: E731
+    out = {
+        "ftwizard_steps_per_s": round(med("ftwizard", "steps_per_s"), 2),
+        "trl_steps_per_s": round(med("trl", "steps_per_s"), 2),
+        "ratio": round(med("ftwizard", "steps_per_s") / med("trl", "steps_per_s"), 2),
+        "ftwizard_first_step_s": round(med("ftwizard", "first_step_s"), 2),
+        "trl_first_step_s": round(med("trl", "first_step_s"), 2),
+        "final_loss_ftwizard": round(med("ftwizard", "final_loss"), 4),
+        "final_loss_trl": round(med("trl", "final_loss"), 4),
+        "ftwizard_tokens_per_s": round(med("ftwizard", "tokens_per_s"), 1),
+        "trl_tokens_per_s": round(med("trl", "tokens_per_s"), 1),
+        "runs": args.runs, "steps": args.steps, "model": str(args.model or "tiny"), "gpu": args.gpu,
+        "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+    }
+    if args.gpu:
+        out["ftwizard_peak_gib"] = round(med("ftwizard", "peak_gib"), 2)
+        out["trl_peak_gib"] = round(med("trl", "peak_gib"), 2)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""GPU defaults resolved from what the hardware supports and what is installed (fake NVML cards)."""
+
+from __future__ import annotations
+
+from fakes import A100_80GB, T4_16GB, TWO_A6000
+
+from ftwizard.core.config import RunConfig
+from ftwizard.core.defaults import installed, resolve_defaults
+from ftwizard.core.hardware import Hardware
+
+
+def cfg(**kw):
+    return RunConfig(dataset={"path": "d.jsonl"}, **kw)
+
+
+def test_cpu_only_machine_gets_fp32_sdpa_and_no_gpu_extras():
+    out, notes = resolve_defaults(cfg(), Hardware(cpu_count=2))
+    t = out.train
+    assert (t.device, t.precision, t.optim, t.packing, t.use_liger_kernel) == ("cpu", "fp32", "adamw_torch", False, False)
+    assert out.model.attn_implementation == "sdpa"
+    assert any("no GPU" in n for n in notes)
+
+
+def test_ampere_gets_bf16_and_fused_adamw():
+    out, notes = resolve_defaults(cfg(), Hardware(gpus=(A100_80GB,)))
+    assert out.train.device == "cuda" and out.train.precision == "bf16" and out.train.optim == "adamw_torch_fused"
+    assert any("compute capability >= 8.0" in n for n in notes)
+    # flash attention and liger follow what is installed here
+    assert (out.model.attn_implementation == "flash_attention_2") == installed("flash_attn")
+    assert out.train.use_liger_kernel == installed("liger_kernel")
+    assert out.train.packing == (out.model.attn_implementation == "flash_attention_2")
+
+
+def test_turing_card_falls_back_to_fp16():
+    out, _ = resolve_defaults(cfg(), Hardware(gpus=(T4_16GB,)))
+    assert out.train.precision == "fp16"
+
+
+def test_qlora_defaults_to_8bit_adamw_and_explicit_values_are_kept():
+    out, _ = resolve_defaults(cfg(method="qlora"), Hardware(gpus=tuple(TWO_A6000)))
+    assert out.train.optim == "adamw_8bit"
+    explicit = cfg(method="qlora", train={"optim": "adamw_torch", "precision": "fp16", "packing": True})
+    out, notes = resolve_defaults(explicit, Hardware(gpus=(A100_80GB,)))
+    assert (out.train.optim, out.train.precision, out.train.packing) == ("adamw_torch", "fp16", True)
+    assert not any(n.startswith(("optimizer", "precision", "packing")) for n in notes)
+
+
+def test_forced_cpu_on_a_gpu_machine():
+    out, _ = resolve_defaults(cfg(train={"device": "cpu"}), Hardware(gpus=(A100_80GB,)))
+    assert out.train.device == "cpu" and out.train.precision == "fp32"

@@ -1,0 +1,41 @@
+"""Issue 7's checks that are not timings: extra metrics are opt-in, a second run on the same data
+skips tokenization (from the events), and packing runs padding-free."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftwizard.core.events import read_events
+from ftwizard.core.tiny import chat_rows, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def info(run_dir, key):
+    return next(e["value"] for e in read_events(run_dir) if e["type"] == "info" and e["key"] == key)
+
+
+def test_second_run_skips_tokenization_and_extras_are_opt_in(tiny_config, start_run, wait_run, tmp_path):
+    data = write_jsonl(chat_rows(40, seed=7), tmp_path / "fresh.jsonl")  # never tokenized before
+
+    first = tiny_config(steps=3)
+    first.dataset.path = str(data)
+    run1 = start_run(first)
+    assert wait_run(run1, 180).state == "completed"
+
+    second = tiny_config(steps=3, extra_metrics=True, packing=True)
+    second.dataset.path = str(data)
+    run2 = start_run(second)
+    assert wait_run(run2, 180).state == "completed", (run2 / "train.log").read_text()[-2000:]
+
+    assert info(run1, "tokenized")["cache"] == "miss"
+    assert info(run2, "tokenized")["cache"] == "hit"
+    assert info(run2, "tokenized")["cache_key"] == info(run1, "tokenized")["cache_key"]
+
+    train1 = [e for e in read_events(run1) if e["type"] == "train"]
+    train2 = [e for e in read_events(run2) if e["type"] == "train"]
+    assert train1 and not any("mean_token_accuracy" in e or "entropy" in e for e in train1)
+    assert all("mean_token_accuracy" in e and "entropy" in e for e in train2)
+
+    rows = info(run2, "tokenized")["rows"]
+    assert info(run2, "packing")["rows_after_packing"] < rows
