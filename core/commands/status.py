@@ -21,7 +21,9 @@ def run(args) -> int:
         return 0
     step = f"{info.step}/{info.max_steps}" if info.max_steps else str(info.step)
     print(f"{info.id}: {info.state}" + (f" ({info.reason})" if info.reason else ""))
-    print(f"  step {step}  last loss {info.last_loss}  pid {info.pid}  phase {info.phase}")
+    loss = f"{info.last_loss:.4f}" if info.last_loss is not None else "-"
+    best = f"  best validation {info.best_eval_loss:.4f}" if info.best_eval_loss is not None else ""
+    print(f"  step {step}  last loss {loss}{best}  pid {info.pid}  phase {info.phase}")
     if info.diagnosis and info.diagnosis.get("fixes"):
         print("  try, in order:")
         for fix in info.diagnosis["fixes"]:
