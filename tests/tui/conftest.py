@@ -26,13 +26,13 @@ def make_app(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FTWIZARD_RUNS_DIR", str(tmp_path / "runs"))
 
-    def make(scenario: str = "24gb", *, detect: bool = True, state=None, pinned: bool = False):
+    def make(scenario: str = "24gb", *, detect: bool = True, state=None, pinned: bool = False, config_dir=None):
         from ftwizard.tui.state import WizardState
 
         if pinned:
             state = (state or WizardState()).replace(hardware=fixed_hardware(scenario))
             detect = False
-        return WizardApp(nvml_source=fake(scenario), runs_dir=tmp_path / "runs", config_dir=tmp_path / "configs",
+        return WizardApp(nvml_source=fake(scenario), runs_dir=tmp_path / "runs", config_dir=config_dir or tmp_path / "configs",
                          state=state, detect_hardware=detect)
 
     (tmp_path / "configs").mkdir()

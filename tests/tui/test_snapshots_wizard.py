@@ -1,0 +1,152 @@
+"""Snapshot tests of every wizard step (pytest-textual-snapshot), at 80x24. Deterministic: hardware
+from the fake NVML with RAM/CPU pinned, presets and runs from fixed folders in tmp, paths relative to
+a tmp working directory, no clock, no cursor blink.
+
+The method and questionnaire snapshots show core's estimator and recommendation text: when those
+change on purpose, review the diff and update with `pytest tests/tui/test_snapshots_wizard.py
+--snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from test_wizard_questionnaire import FINE_TUNE, QUESTIONS
+
+SIZE = (80, 24)
+
+PRESET = """\
+# Snapshot demo: LoRA on a tiny model, for the wizard's snapshot tests.
+#
+# Who it is for: the test suite.
+model:
+  name_or_path: HuggingFaceTB/SmolLM2-135M-Instruct
+method: lora
+dataset:
+  path: data/chat.jsonl
+"""
+
+
+@pytest.fixture
+def snap_env(tmp_path, monkeypatch, tiny_work):
+    """cwd = a tmp folder holding tiny-model/ and data/ (relative paths on screen); presets fixed."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(tiny_work / "tiny-model", work / "tiny-model")
+    shutil.copytree(tiny_work / "data", work / "data")
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "snapshot-demo.yaml").write_text(PRESET)
+    import ftwizard.core.presets as core_presets
+
+    monkeypatch.setattr(core_presets, "presets_dir", lambda: presets)
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture
+def snap_app(make_app, snap_env):
+    from ftwizard.tui.state import WizardState
+
+    def make(scenario="24gb", **state):
+        return make_app(scenario, pinned=True, state=WizardState(**state), config_dir=snap_env)
+
+    return make
+
+
+async def _settle(pilot):
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def _go(name):
+    async def run_before(pilot):
+        await _settle(pilot)
+        if name:
+            pilot.app.go(name)
+        await _settle(pilot)
+    return run_before
+
+
+def test_snapshot_welcome(snap_compare, snap_app):
+    assert snap_compare(snap_app("24gb"), terminal_size=SIZE, run_before=_go(None))
+
+
+def test_snapshot_questionnaire_answered(snap_compare, snap_app):
+    async def run_before(pilot):
+        await _settle(pilot)
+        await pilot.press("g")
+        await pilot.pause()
+        for q in QUESTIONS[:5]:
+            options = pilot.app.screen.query_one("#choices")
+            options.highlighted = next(i for i in range(options.option_count)
+                                       if options.get_option_at_index(i).id == FINE_TUNE[q.key])
+            await pilot.press("enter")
+            await pilot.pause()
+    assert snap_compare(snap_app("24gb"), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("scenario", ["two-gpus", "none"])
+def test_snapshot_hardware(snap_compare, snap_app, scenario):
+    assert snap_compare(snap_app(scenario), terminal_size=SIZE, run_before=_go("hardware"))
+
+
+def test_snapshot_model(snap_compare, snap_app):
+    async def run_before(pilot):
+        await _go("model")(pilot)
+        catalog = pilot.app.screen.query_one("#catalog")
+        catalog.highlighted = next(i for i in range(catalog.option_count)
+                                   if catalog.get_option_at_index(i).id == "llama-3.1-8b")
+        await _settle(pilot)
+    assert snap_compare(snap_app("24gb"), terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("scenario", ["24gb", "none"])
+def test_snapshot_method(snap_compare, snap_app, scenario):
+    from ftwizard.core.catalog import CATALOG
+
+    app = snap_app(scenario, model="meta-llama/Llama-3.1-8B", arch=CATALOG["llama-3.1-8b"])
+    assert snap_compare(app, terminal_size=SIZE, run_before=_go("method"))
+
+
+def test_snapshot_dataset(snap_compare, snap_app):
+    async def run_before(pilot):
+        await _go("dataset")(pilot)
+        screen = pilot.app.screen
+        screen.query_one("#dataset-path").value = "data/chat.jsonl"
+        for _ in range(100):  # preview, tokenizer, render and the full scan: all in workers
+            await _settle(pilot)
+            if "steps/epoch" in str(screen.query_one("#stats-text").render()) and \
+                    "trained" in screen.query_one("#rendered-box").border_title:
+                break
+        screen.query_one("#preview-table").focus()  # as after tab; no text cursor in the picture
+        await pilot.pause()
+    assert snap_compare(snap_app("24gb", model="tiny-model"), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_snapshot_hyperparams_with_warning(snap_compare, snap_app):
+    async def run_before(pilot):
+        await _go("hyperparams")(pilot)
+        pilot.app.screen.query_one("#hp-learning_rate").value = "0.001"
+        await pilot.pause()
+    assert snap_compare(snap_app("24gb"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_review_from_preset(snap_compare, snap_app):
+    async def run_before(pilot):
+        await _settle(pilot)
+        await pilot.press("p", "enter")
+        await _settle(pilot)
+    assert snap_compare(snap_app("24gb"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_help(snap_compare, snap_app):
+    async def run_before(pilot):
+        await _go("hardware")(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+    assert snap_compare(snap_app("80gb"), terminal_size=SIZE, run_before=run_before)
