@@ -6,6 +6,7 @@ are awaited together, so the module costs about one run's import time per CPU co
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -53,7 +54,30 @@ def fixture_files(d):
     p.write_text("".join(json.dumps({"prompt": "two plus two is", "completion": " four" if i % 2 else " five",
                                      "label": bool(i % 2)}) + "\n" for i in range(24)))
     files["kto"] = p
+    p = d / "alpaca.json"
+    p.write_text(json.dumps([{"instruction": "What is two plus two?", "input": "", "output": "four"}] * 24, indent=1))
+    files["alpaca"] = p
+    p = d / "sharegpt.jsonl"
+    conv = {"conversations": [{"from": "human", "value": "Add two and two."},
+                              {"from": "function_call", "value": '{"name": "add", "arguments": {"a": 2, "b": 2}}'},
+                              {"from": "observation", "value": '{"result": 4}'}, {"from": "gpt", "value": "four"}],
+            "tools": '[{"name": "add", "description": "add two numbers"}]'}
+    p.write_text("".join(json.dumps(conv) + "\n" for _ in range(24)))
+    files["sharegpt"] = p
+    p = d / "text.jsonl"
+    p.write_text("".join(json.dumps({"text": f"the model learns line {i}"}) + "\n" for i in range(24)))
+    files["text"] = p
     return files
+
+
+PEER_COVERS = {"alpaca", "sharegpt", "text"}  # trained from the real peer-demo files when present
+
+
+def peer_present() -> bool:
+    """FTWIZARD_TEST_NO_PEER=1 runs this module as on a machine without ../shared (fixture files only)."""
+    from conftest import PEER_DEMO
+
+    return PEER_DEMO.is_dir() and not os.environ.get("FTWIZARD_TEST_NO_PEER")
 
 
 def _config(tiny_work, runs_dir, path, **over):
@@ -90,7 +114,10 @@ def _summary(run_dir):
 def runs(tiny_work, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("data-train")
     files = fixture_files(tmp / "data")
-    configs = {name: _config(tiny_work, tmp / "runs", p) for name, p in files.items()}
+    skip = PEER_COVERS if peer_present() else set()
+    configs = {name: _config(tiny_work, tmp / "runs", p) for name, p in files.items() if name not in skip}
+    if "sharegpt" in configs:  # the tool list in the system turn alone is ~250 tiny-tokenizer tokens
+        configs["sharegpt"].train.max_length = 512
     # refused before training: every answer cut off by max_length (the masking failure) ...
     long_sys = [{"role": "system", "content": "you answer in words and are very helpful " * 6}] + MSGS
     masked = tmp / "data" / "masked.jsonl"
@@ -103,7 +130,7 @@ def runs(tiny_work, tmp_path_factory):
 def peer_runs(tiny_work, tmp_path_factory):
     from conftest import PEER_DEMO
 
-    if not PEER_DEMO.is_dir():
+    if not peer_present():
         pytest.skip("../shared/datasets/peer-demo is not present")
     tmp = tmp_path_factory.mktemp("peer-train")
     return _start_all({f: _config(tiny_work, tmp / "runs", PEER_DEMO / f) for f in PEER})
@@ -112,8 +139,11 @@ def peer_runs(tiny_work, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,fmt", [("messages", "messages"), ("prompt-completion", "prompt-completion"),
                                       ("prompt-completion-conversational", "prompt-completion"),
-                                      ("preference", "preference"), ("kto", "kto")])
+                                      ("preference", "preference"), ("kto", "kto"), ("alpaca", "alpaca"),
+                                      ("sharegpt", "sharegpt"), ("text", "text")])
 def test_sft_run_per_format(runs, name, fmt):
+    if name not in runs:
+        pytest.skip(f"{fmt} is trained from the real peer-demo file (test_peer_file_trains)")
     run_dir, info_ = runs[name]
     assert info_.state == "completed", (info_.reason, (run_dir / "train.log").read_text()[-2000:])
     events, info, train = _summary(run_dir)
