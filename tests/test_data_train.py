@@ -162,6 +162,7 @@ def test_all_masked_dataset_is_refused_before_training(runs):
     run_dir, info_ = runs["all-masked"]
     assert info_.state == "failed"
     assert "every row of the train data would train on 0 tokens" in info_.reason
+    assert "24 of 24 rows are longer than train.max_length 32" in info_.reason
     events, _, train = _summary(run_dir)
     assert train == [] and not any(e["type"] == "phase" and e["phase"] == "training" for e in events)
 

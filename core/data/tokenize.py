@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UserError
 
-ENCODING_VERSION = "1"
+ENCODING_VERSION = "2"  # bump when canonical rows or encode_row change: old caches are not reused
 IGNORE = -100
 
 
@@ -111,9 +111,13 @@ def tokenize_dataset(canonical, tokenizer, template: str | None, max_length: int
     ds = canonical.map(enc, remove_columns=canonical.column_names, desc=None)
     total = len(ds)
     if total and max(ds["trained"]) == 0:
+        cut = int(sum(ds["truncated"]))
+        why = (f"{cut} of {total} rows are longer than train.max_length {max_length} and lose their answers: "
+               "raise train.max_length or shorten the prompts" if cut else
+               "check the chat template's generation markers (model.chat_template: chatml or llama3) or set "
+               "dataset.assistant_only_loss: false")
         raise UserError(f"every row of the {name} data would train on 0 tokens (the loss mask hides them "
-                        "all): check the chat template's generation markers or set "
-                        "dataset.assistant_only_loss: false", field="dataset.assistant_only_loss")
+                        f"all): {why}", field="dataset.assistant_only_loss" if not cut else "train.max_length")
     ds = ds.filter(lambda r: r["trained"] > 0)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     ds.save_to_disk(str(tmp))
