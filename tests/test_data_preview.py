@@ -235,3 +235,13 @@ def test_partial_statistics_estimate_the_whole_file(tmp_path):
     assert mid and all(not s.complete for s in mid)
     assert all(abs(s.estimated_rows - 6000) < 300 for s in mid), [s.estimated_rows for s in mid[:5]]
     assert all(s.histogram and s.max <= st.max for s in mid)
+
+
+def test_steps_per_epoch_with_packing(tmp_path, tok):
+    rows = [{"text": "word " * 30} for _ in range(100)]
+    path = jsonl(tmp_path / "d.jsonl", rows)
+    plain = scan_dataset(path, tok, None, 128, batch_size=4).stats
+    packed = scan_dataset(path, tok, None, 128, batch_size=4, packing=True).stats
+    assert plain.steps_per_epoch == 25
+    per_row = plain.tokens_per_epoch // 100
+    assert packed.steps_per_epoch == -(-(-(-100 * per_row // 128)) // 4) < 25

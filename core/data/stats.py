@@ -44,9 +44,9 @@ class Stats:
     histogram: list[tuple[int, int, int]] = field(default_factory=list)  # (from, to, rows)
     truncated_rows: int = 0       # rows longer than max_length
     zero_trained_rows: int = 0
-    tokens_per_epoch: int = 0     # tokens fed per epoch (after truncation)
+    tokens_per_epoch: int = 0     # tokens fed per epoch (after truncation; all rows, before the split)
     trained_tokens_per_epoch: int = 0
-    steps_per_epoch: int | None = None
+    steps_per_epoch: int | None = None  # rows / effective batch; with packing, tokens / max_length / batch
     complete: bool = True         # False when cancelled before the end, or for a partial report
     fraction: float = 1.0         # share of the source read (bytes) when these numbers were taken
     estimated_rows: int | None = None  # for partial reports: rows extrapolated from `fraction`
@@ -133,7 +133,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                  assistant_only: bool = True, *, columns: dict | None = None, format: str = "auto",
                  split: str = "train", validation_path: str | None = None, validation: float = 0.0,
                  task: str | None = None, max_rows: int | None = None, batch_size: int = 4,
-                 gradient_accumulation_steps: int = 1, world_size: int = 1,
+                 gradient_accumulation_steps: int = 1, world_size: int = 1, packing: bool = False,
                  progress: Callable[[float], None] | None = None,
                  cancel: threading.Event | None = None,
                  partial: Callable[[Stats], None] | None = None, partial_every: float = 1.0) -> Report:
@@ -178,7 +178,8 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
     last_partial = time.time()
     snap_at = 0
     shape = dict(validation_path=validation_path, validation=validation, batch_size=batch_size,
-                 gradient_accumulation_steps=gradient_accumulation_steps, world_size=world_size)
+                 gradient_accumulation_steps=gradient_accumulation_steps, world_size=world_size,
+                 packing=packing, max_length=max_length)
 
     def report(frac: float) -> None:
         read_fraction[0], read_fraction[1] = frac, st.rows + st.bad_rows
@@ -349,7 +350,8 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
 
 
 def _finish(st: Stats, lengths: list[int], roles: Counter, t0: float, *, fraction: float, rows_at: int, validation_path,
-            validation: float, batch_size: int, gradient_accumulation_steps: int, world_size: int) -> None:
+            validation: float, batch_size: int, gradient_accumulation_steps: int, world_size: int,
+            packing: bool = False, max_length: int = 1024) -> None:
     """Fill the derived numbers (length summary, histogram, steps per epoch; estimates when partial)."""
     vals = sorted(lengths)
     if vals:
@@ -367,7 +369,12 @@ def _finish(st: Stats, lengths: list[int], roles: Counter, t0: float, *, fractio
     if not validation_path and validation > 0 and train_rows >= 10:
         train_rows -= max(1, round(train_rows * validation))
     eff = batch_size * gradient_accumulation_steps * max(1, world_size)
-    st.steps_per_epoch = math.ceil(train_rows / eff) if train_rows > 0 else 0
+    if packing and st.unit == "tokens" and st.used_rows:
+        # packed: sequences of max_length tokens, filled from the tokens of the training rows
+        tokens = st.tokens_per_epoch * scale * (train_rows / max(1, round((st.used_rows - st.zero_trained_rows) * scale)))
+        st.steps_per_epoch = math.ceil(math.ceil(tokens / max_length) / eff) if tokens > 0 else 0
+    else:
+        st.steps_per_epoch = math.ceil(train_rows / eff) if train_rows > 0 else 0
     st.elapsed_s = round(time.time() - t0, 3)
 
 
