@@ -167,7 +167,7 @@ async def test_before_the_first_step_it_says_what_happens(tmp_path):
     app = monitor_app(run)
     async with app.run_test(size=(80, 24)) as pilot:
         mon = the_monitor(app)
-        await until(pilot, lambda: mon.loaded and mon.refreshes > 0)
+        await until(pilot, lambda: mon.up_to_date)
         assert mon.run_state == "running" and mon.has_class("-waiting")
         phase = str(mon.query_one("#mon-phase").render())
         assert "tokenizing: 1204 rows, max_length 2048" in phase

@@ -37,8 +37,7 @@ def monitor(run_dir: Path, gpus) -> MonitorApp:
 
 async def monitor_ready(pilot) -> None:
     mon = pilot.app.screen
-    await until(pilot, lambda: isinstance(mon, MonitorScreen) and mon.loaded and mon.info is not None
-                and mon.refreshes > 0 and mon.query("GpuMeter"))
+    await until(pilot, lambda: isinstance(mon, MonitorScreen) and mon.up_to_date and mon.query("GpuMeter"))
     await until(pilot, lambda: mon.chart.draws > 0)
 
 
@@ -59,8 +58,7 @@ def test_monitor_before_the_first_step(snap_compare, runs):
 
     async def ready(pilot):
         mon = pilot.app.screen
-        await until(pilot, lambda: mon.loaded and mon.info is not None and mon.refreshes > 0
-                    and mon.query("GpuMeter"))
+        await until(pilot, lambda: mon.up_to_date and mon.query("GpuMeter"))
 
     assert snap_compare(monitor(run, [L4_24GB]), terminal_size=(80, 24), run_before=ready)
 

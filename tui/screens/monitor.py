@@ -248,6 +248,12 @@ class MonitorScreen(Screen):
         self.add_class(f"-{state}")
 
     @property
+    def up_to_date(self) -> bool:
+        """Everything in the file at the last read is folded in and drawn (tests and snapshots wait on it)."""
+        v = self.view.version
+        return self.loaded and self._drawn_version == v and self._doctor_version == v and self.info is not None
+
+    @property
     def finished(self) -> bool:
         return self.run_state in ("completed", "failed", "stopped")
 
