@@ -146,10 +146,9 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
     from .read import iter_rows
 
     t0 = time.time()
-    det, _sample, _ = detect_source(source, columns=columns, format=format, split=split)
+    det, _, _ = detect_source(source, columns=columns, format=format, split=split)
     col = _Collector()
     st = Stats(unit="tokens" if tokenizer is not None else "chars", format=det.format)
-    chat = det.format not in ("text",)
     eff_assistant_only = assistant_only and det.format != "text"
     if tokenizer is not None:
         template = template if template is not None else getattr(tokenizer, "chat_template", None)
