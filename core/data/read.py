@@ -409,6 +409,13 @@ def _iter_hub(source: str, split: str, streaming: bool) -> Iterator[RawRow]:
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()  # its retry warnings would break the one-line error
+    except ImportError:
+        pass
     try:
         ds = datasets.load_dataset(source, split=split, streaming=streaming)
     except Exception as exc:  # noqa: BLE001 - datasets raises many types; the message is what matters
