@@ -147,3 +147,21 @@ async def test_the_wizard_opens_the_runs_screen(tmp_path):
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, RunsScreen)
+
+
+async def test_a_run_that_started_again_meanwhile_is_not_deleted(tmp_path):
+    """Between the list and the y, the run was resumed: the delete refuses and says why."""
+    runs = make_runs(tmp_path)
+    app = runs_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.loaded)
+        await pilot.press("down", "down")
+        assert screen.selected().id == runs["done"].name
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmDialog)
+        # resumed from elsewhere: a live process and no end event after its new start
+        make_run(tmp_path, runs["done"].name, state="running", steps=10, max_steps=200)
+        await pilot.press("y")
+        await until(pilot, lambda: any("is running; stop it first" in n.message for n in app._notifications))
+        assert runs["done"].is_dir() and (runs["done"] / "config.yaml").exists()

@@ -26,6 +26,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Log, ProgressBar, Static
+from textual.worker import Worker, WorkerState
 
 from ftwizard.core.monitor import RunView, diagnose_view, fmt_duration, fmt_num, read_chunk
 from ftwizard.tui.widgets.gpu_meter import GpuMeter
@@ -227,6 +228,16 @@ class MonitorScreen(Screen):
         if not message.gpus and not side.query("#gpu-cpu"):
             side.mount(GpuMeter("cpu", id="gpu-cpu"))
         self._update_memory()
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """The one place this screen's worker errors reach the user: a notification, never a freeze."""
+        if event.state != WorkerState.ERROR:
+            return
+        event.stop()
+        error = event.worker.error
+        what = "following the run stopped" if event.worker.group == "monitor-follow" else "stopping the run failed"
+        self.notify(f"{what}: {type(error).__name__}: {error}", title="Monitor", severity="error", timeout=10)
 
     @on(LogRead)
     def _log_read(self, message: LogRead) -> None:

@@ -123,6 +123,7 @@ class RunsScreen(Screen):
     def _worker_done(self, event: Worker.StateChanged) -> None:
         w = event.worker
         if event.state == WorkerState.ERROR:
+            event.stop()
             self.notify(f"{type(w.error).__name__}: {w.error}", title="Runs", severity="error")
             return
         if event.state != WorkerState.SUCCESS:
