@@ -62,9 +62,17 @@ def run(args) -> int:
         template, why = setup_tokenizer(tok, args.chat_template, assistant_only)
     report = None
     if not args.quick:
+        show = sys.stderr.isatty()
+
+        def progress(f: float) -> None:
+            if show:
+                print(f"\rscanning {args.data}: {f:4.0%}", end="", file=sys.stderr, flush=True)
+
         report = scan_dataset(args.data, tok, template, args.max_length, assistant_only, columns=columns,
                               format=args.format, split=args.split, validation_path=args.validation_path,
-                              task=args.task)
+                              task=args.task, progress=progress)
+        if show:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
     rendered = None
     if tok is not None and prev.rows:
         k = min(max(args.row, 1), len(prev.rows)) - 1
