@@ -99,10 +99,12 @@ async def test_walk_every_hardware_scenario(make_app, tmp_path, tiny_work, scena
 
 
 @pytest.mark.slow
-async def test_full_walk_launches_a_real_run_and_the_monitor_charts_it(make_app, tiny_work, tmp_path):
+async def test_full_walk_launches_a_real_run_and_the_monitor_charts_it(make_app, tiny_work, tmp_path, monkeypatch):
     from ftwizard.core.runs import TERMINAL_STATES, run_info
 
+    monkeypatch.chdir(tmp_path)
     app = make_app("24gb")
+    app.runs_dir = None  # as `ftwizard` starts it: the config's relative runs_dir ("runs") decides
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("g")
@@ -141,7 +143,8 @@ async def test_full_walk_launches_a_real_run_and_the_monitor_charts_it(make_app,
         await pilot.press("ctrl+s")
         await pilot.pause()
         saved = app.state.config_path
-        assert saved and saved.startswith(str(tmp_path / "configs"))
+        assert saved == "configs/ftwizard-tiny-model-lora.yaml"  # relative to where ftwizard started
+        assert (tmp_path / saved).is_file()
         await pilot.press("ctrl+n")  # launch
         for _ in range(100):
             await pilot.pause(0.1)
@@ -150,7 +153,7 @@ async def test_full_walk_launches_a_real_run_and_the_monitor_charts_it(make_app,
         monitor = app.screen
         assert type(monitor).__name__ == "MonitorScreen"
         run_dir = monitor.run_dir
-        assert str(run_dir).startswith(str(tmp_path / "runs"))
+        assert run_dir.is_absolute() and run_dir.parent == (tmp_path / "runs").resolve()
         # Loss points arrive in the chart while the run trains (a real subprocess).
         for _ in range(600):
             await pilot.pause(0.1)

@@ -116,13 +116,20 @@ class DatasetScreen(WizardStep):
     def _changed(self, event: PathInput.Changed) -> None:
         text = event.value.strip()
         self._cancel.set()
-        if text and looks_local(text) and Path(text).expanduser().exists():
+        if text and looks_local(text) and Path(text).expanduser().is_file():
             self._start_preview(text)
-        else:
-            self._preview = None
-            self._error = "" if not text else (
-                "no such file or directory" if looks_local(text) else "press enter to read this hub dataset")
-            self._show_info()
+            return
+        # Anything else waits for enter: a folder may be a step on the way to a file, a hub id needs
+        # the network. Results of a preview started for an earlier value are ignored.
+        self._preview_worker = None
+        self.workers.cancel_group(self, "dataset-preview")
+        self._preview = None
+        p = Path(text).expanduser()
+        self._error = "" if not text else (
+            "a folder: press enter to use all the data files in it" if p.is_dir() else
+            "no such file or directory" if looks_local(text) else "press enter to read this hub dataset")
+        self.query_one("#preview-table", DataTable).clear(columns=True)
+        self._show_info()
 
     @on(PathInput.Submitted, "#dataset-path")
     def _submitted(self, event: PathInput.Submitted) -> None:
@@ -134,7 +141,7 @@ class DatasetScreen(WizardStep):
         self._source = source
         self._error = ""
         self.query_one("#dataset-info", Static).update(f"Reading {source}…")
-        self.preview(source)
+        self._preview_worker = self.preview(source)
         self.validity_changed()
 
     # ------------------------------------------------------------------------------ workers
@@ -212,6 +219,8 @@ class DatasetScreen(WizardStep):
         err = event.worker.error
         msg = ("; ".join(str(p) for p in getattr(err, "problems", [])) or f"{type(err).__name__}: {err}") if failed else ""
         if group == "dataset-preview":
+            if event.worker is not getattr(self, "_preview_worker", None):
+                return  # a preview of an earlier value
             if ok:
                 self._preview = event.worker.result
                 self._fill_table()

@@ -120,7 +120,7 @@ class HyperparamsScreen(WizardStep):
                     continue
                 model = s.train_config if f.section == "train" else s.lora_config
                 desc = type(model).model_fields[f.key].description or ""
-                yield FieldRow(f, getattr(model, f.key), desc.split(". ")[0].rstrip("."))
+                yield FieldRow(f, getattr(model, f.key), desc.rstrip("."))
             yield Static("", id="hp-summary", classes="dim")
 
     def on_mount(self) -> None:
@@ -128,6 +128,7 @@ class HyperparamsScreen(WizardStep):
         self._train, self._lora = self.state.train_config, self.state.lora_config
         super().on_mount()
         self._check()
+        self.query(Input).first().focus()
 
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:

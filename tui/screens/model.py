@@ -102,6 +102,8 @@ class ModelScreen(WizardStep):
             else:
                 other = s.model + (f"/{s.gguf_file}" if s.gguf_file else "")
                 self.query_one("#model-other", Input).value = other
+        elif catalog.option_count:
+            catalog.highlighted = 0
         catalog.focus()
 
     @on(OptionList.OptionHighlighted, "#catalog")

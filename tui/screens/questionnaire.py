@@ -171,7 +171,9 @@ class QuestionnaireScreen(WizardStep):
         if not self._answers:
             out.append("Answer the questions on the left; the advice builds up here.", style="dim")
         else:
-            out.append("So far: " if not done else "Recommendation: ", style="bold")
+            if not done:
+                out.append("So far, assuming typical answers to the rest:\n", style="dim")
+            out.append("Recommendation: ", style="bold")
             out.append(APPROACH_TEXT[rec.approach], style="bold")
             if rec.training:
                 out.append(f" ({rec.training.upper()})", style="bold")

@@ -82,7 +82,7 @@ class ReviewScreen(WizardStep):
         s = self.state
         if s.config_path:
             return s.config_path
-        label = s.preset or _slug(s.model or "run") + f"-{s.method}"
+        label = s.preset or _slug(Path(s.gguf_file).stem if s.gguf_file else s.model or "run") + f"-{s.method}"
         path = self.wizard.config_dir / f"ftwizard-{label}.yaml"
         try:  # shorter, and what a user types: relative to where ftwizard was started
             return str(path.resolve().relative_to(Path.cwd().resolve()))
@@ -189,7 +189,8 @@ class ReviewScreen(WizardStep):
     def launch(self, cfg) -> Path:
         from ftwizard.core.launch import create_run, start
 
-        run_dir = create_run(cfg, runs_dir=self.wizard.runs_dir)
+        # Absolute: the training process runs with the run directory as its working directory.
+        run_dir = create_run(cfg, runs_dir=self.wizard.runs_dir).resolve()
         start(run_dir)
         return run_dir
 
