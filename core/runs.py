@@ -51,7 +51,7 @@ def _slug(text: str) -> str:
 
 def make_run_dir(runs_dir: str | Path, label: str) -> Path:
     """Create a new, empty run directory; never reuse an existing one."""
-    root = Path(runs_dir)
+    root = Path(runs_dir).expanduser().resolve()  # absolute: the trainer runs with the run dir as cwd
     root.mkdir(parents=True, exist_ok=True)
     stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{_slug(label)}"
     for n in range(1, 1000):

@@ -296,3 +296,11 @@ def test_fault_half_written_event_line_is_tolerated(tmp_path, tiny_config):
         '{"type": "phase", "t": 1, "phase": "started"}\n{"type": "train", "t": 2, "step": 1, "loss": 2.5}\n{"type": "tr')
     info = run_info(run_dir)
     assert info.step == 1 and info.last_loss == 2.5
+
+
+def test_relative_runs_dir_gives_an_absolute_run_directory(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config()
+    cfg.runs_dir = "rel-runs"
+    run_dir = create_run(cfg)
+    assert run_dir.is_absolute() and run_dir.parent == tmp_path / "rel-runs"
