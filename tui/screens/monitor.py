@@ -94,12 +94,13 @@ class MonitorScreen(Screen):
     ]
 
     def __init__(self, run_dir: str | Path, nvml_source: Any = None, *, poll_s: float = 0.25,
-                 nvml_s: float = 1.0, state_s: float = 1.0, show_finished: bool = True):
+                 redraw_s: float = 0.5, nvml_s: float = 1.0, state_s: float = 1.0, show_finished: bool = True):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.run_id = self.run_dir.name
         self.nvml_source = nvml_source
-        self.poll_s, self.nvml_s, self.state_s = poll_s, nvml_s, state_s
+        self.poll_s, self.redraw_s, self.nvml_s, self.state_s = poll_s, redraw_s, nvml_s, state_s
+        self._texts: dict[str, str] = {}  # what each Static shows: unchanged text is not re-rendered
         self.show_finished = show_finished
         self.view = RunView()
         self.lock = threading.Lock()
@@ -142,7 +143,7 @@ class MonitorScreen(Screen):
         self.query_one("#mon-main").border_title = "loss · ⠤⠤ train · ● validation"
         self.add_class("-waiting")
         self.follow()
-        self.set_interval(self.poll_s, self.refresh_view)
+        self.set_interval(self.redraw_s, self.refresh_view)
 
     def on_unmount(self) -> None:
         self._quit.set()
@@ -283,7 +284,8 @@ class MonitorScreen(Screen):
             self._draw_numbers()
             started = v.started_training
             self.set_class(not started, "-waiting")
-            self.query_one("#mon-phase", Static).update(self._phase_text())
+            if not started or self.finished:
+                self._set_text("#mon-phase", self._phase_text())
             self.chart.refresh_series(v.max_steps)
             now = time.monotonic()
             if v.version != self._doctor_version and (now >= self._doctor_due or self.finished):
@@ -296,6 +298,13 @@ class MonitorScreen(Screen):
             if self.is_current:
                 self.action_finished()
 
+    def _set_text(self, selector: str, text: str) -> Static:
+        widget = self.query_one(selector, Static)
+        if self._texts.get(selector) != text:
+            self._texts[selector] = text
+            widget.update(text)
+        return widget
+
     def _draw_title(self) -> None:
         v = self.view
         bits = [f"run {self.run_id}", self.run_state]
@@ -305,7 +314,7 @@ class MonitorScreen(Screen):
             bits.append(v.phase.replace("_", " "))
         if self.run_state == "running" and v.eta_s() is not None:
             bits.append(f"ETA {fmt_duration(v.eta_s())}")
-        self.query_one("#mon-title", Static).update(" · ".join(bits))
+        self._set_text("#mon-title", " · ".join(bits))
 
     def _draw_numbers(self) -> None:
         v = self.view
@@ -314,9 +323,9 @@ class MonitorScreen(Screen):
                  f"grad {fmt_num(v.grad_norm, 'grad')}", f"{fmt_num(v.tokens_per_s, 'tps')} tok/s"]
         if peak is not None:
             parts.append(f"peak {peak:.1f} GB" if peak >= 1 else f"peak {peak * 1024:.0f} MB")
-        self.query_one("#mon-numbers", Static).update("  ".join(parts))
+        self._set_text("#mon-numbers", "  ".join(parts))
         bar = self.query_one("#mon-progress", ProgressBar)
-        if v.max_steps:
+        if v.max_steps and (bar.total, bar.progress) != (v.max_steps, v.step):
             bar.update(total=v.max_steps, progress=v.step)
         eta = v.eta_s()
         if self.run_state == "running" and eta is not None:
@@ -327,7 +336,7 @@ class MonitorScreen(Screen):
                 eta_text += f" · {fmt_duration(v.elapsed_s)}"
         else:
             eta_text = ""
-        self.query_one("#mon-eta", Static).update(eta_text)
+        self._set_text("#mon-eta", eta_text)
 
     def _phase_text(self) -> str:
         v = self.view
@@ -356,8 +365,7 @@ class MonitorScreen(Screen):
             lines.append(line)
         if len(self.warnings) > 2:
             lines.append(f"[dim]+{len(self.warnings) - 2} more (w)[/dim]")
-        doctor = self.query_one("#mon-doctor", Static)
-        doctor.update("\n".join(lines))
+        doctor = self._set_text("#mon-doctor", "\n".join(lines))
         doctor.set_class(bool(lines), "-shown")
         doctor.set_class(any(w.severity == "error" for w in self.warnings), "-error")
 
