@@ -125,16 +125,21 @@ def test_tool_calls_rendered_as_text():
     assert validate_row(openai, d) == []
 
 
-@pytest.mark.parametrize("kind", ["json-array", "json-object", "json-lines-in-json", "json-columns", "csv", "tsv",
+@pytest.mark.parametrize("kind", ["json-array", "json-object", "json-object-late", "json-lines-in-json",
+                                  "json-columns", "csv", "tsv",
                                   "parquet", "dir"])
 def test_every_source_kind(tmp_path, kind):
     rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(3)]
     if kind == "json-array":
         path = write(tmp_path / "d.json", rows, "json")
         lines = [2, 7, 12]
-    elif kind == "json-object":
+    elif kind == "json-object":  # {"data": [...]}: streamed, real line numbers
         path = tmp_path / "d.json"
-        path.write_text(json.dumps({"data": rows}))
+        path.write_text(json.dumps({"data": rows}, indent=1))
+        lines = [3, 8, 13]
+    elif kind == "json-object-late":  # the rows under a later key: read whole, rows numbered
+        path = tmp_path / "d.json"
+        path.write_text(json.dumps({"version": "1", "data": rows}, indent=1))
         lines = [1, 2, 3]
     elif kind == "json-lines-in-json":
         path = write(tmp_path / "d.json", rows)

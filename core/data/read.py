@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from ..errors import UserError
 
+_WRAPPED = re.compile(r'\{\s*"(?:[^"\\]|\\.)*"\s*:\s*\[\s*')  # {"data": [  (rows under the first key)
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
               ".parquet": "parquet"}
 CHUNK = 1 << 20
@@ -219,9 +221,15 @@ def _iter_json(path: Path, report) -> Iterator[RawRow]:
             yield RawRow(name, buf.line + buf.text.count("\n", 0, pos), None,
                          "expected a JSON array of objects or an object")
             return
+        # {"data": [{...}, ...]}: stream the rows of the list, with their real line numbers
+        m = _WRAPPED.match(buf.text, pos)
+        if m and m.end() < len(buf.text) and buf.text[m.end()] == "{":
+            yield from _json_array(name, buf, m.end())
+            return
         # An object: JSON lines in a .json file, or one object holding the rows.
         first = _decode_one(buf, pos)
         if isinstance(first, RawRow):
+            first.file = name
             yield first
             return
         obj, end = first
@@ -315,8 +323,9 @@ def _json_sequence(name: str, buf: _Buffer) -> Iterator[RawRow]:
 
 def _rows_of_object(name: str, obj: dict) -> Iterator[RawRow]:
     lists = {k: v for k, v in obj.items() if isinstance(v, list)}
-    if len(obj) == 1 and lists and all(isinstance(x, dict) for x in next(iter(lists.values()))[:100]):
-        key, rows = next(iter(lists.items()))  # {"data": [{...}, ...]}
+    of_rows = {k: v for k, v in lists.items() if v and all(isinstance(x, dict) for x in v[:100])}
+    if len(of_rows) == 1:
+        key, rows = next(iter(of_rows.items()))  # {"data": [{...}, ...]} (other keys: metadata)
         for i, r in enumerate(rows, 1):
             yield RawRow(name, i, r) if isinstance(r, dict) else RawRow(
                 name, i, None, f"'{key}' item {i} is {type(r).__name__}, expected an object")
