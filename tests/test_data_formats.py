@@ -198,3 +198,10 @@ def test_local_paths_and_hub_ids(tmp_path):
         local_files(str(tmp_path / "x.txt"))
     write(tmp_path / "a.jsonl", ROWS["text"])
     assert data_files(str(tmp_path / "a.jsonl")) == ("jsonl", [str(tmp_path / "a.jsonl")])
+
+
+def test_undetectable_format_suggests_a_mapping_from_the_columns():
+    with pytest.raises(UserError, match=r"e\.g\. \{prompt: src, completion: tgt\}"):
+        detect_format(["id", "src", "tgt"], [{"id": 1, "src": "hello", "tgt": "bonjour"}])
+    with pytest.raises(UserError, match=r"e\.g\. \{messages: dialogue\}"):
+        detect_format(["dialogue", "meta"], [{"dialogue": [{"role": "user", "content": "hi"}], "meta": {"a": 1}}])

@@ -179,8 +179,22 @@ def detect_format(columns: list[str], sample: list[dict], mapping: dict[str, str
     raise UserError(f"cannot tell the dataset's format from its columns {sorted(cols)}: expected one of "
                     "messages (role/content turns), conversations (from/value turns), instruction/output, "
                     "prompt/completion, prompt/chosen/rejected, prompt/completion/label, text; map yours "
-                    "with dataset.columns, e.g. {instruction: question, output: answer}",
-                    field="dataset.format")
+                    f"with dataset.columns, e.g. {suggest_mapping(columns, sample)}", field="dataset.format")
+
+
+def suggest_mapping(columns: list[str], sample: list[dict]) -> str:
+    """A dataset.columns example built from the data's own columns (for the error message)."""
+    order = list(dict.fromkeys(list(columns) + [k for r in sample[:20] if isinstance(r, dict) for k in r]))
+    turns = [c for c in order if _style_of(sample, c)]
+    if turns:
+        return f"{{messages: {turns[0]}}}" if _style_of(sample, turns[0]) == "openai" else f"{{conversations: {turns[0]}}}"
+    strings = [c for c in order if any(isinstance(r.get(c), str) and r.get(c).strip() for r in sample[:20]
+                                       if isinstance(r, dict))]
+    if len(strings) >= 2:
+        return f"{{prompt: {strings[0]}, completion: {strings[-1]}}}"
+    if len(strings) == 1:
+        return f"{{text: {strings[0]}}}"
+    return "{instruction: question, output: answer}"
 
 
 def _detect_auto(cols, sample, cm, has, alias, done) -> Detected | None:
