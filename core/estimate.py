@@ -80,6 +80,8 @@ class Settings:
     gpus: int = 1
     double_quant: bool = True
     extra_metrics: bool = False   # TRL's per-step entropy / token accuracy over the logits
+    dropout_mask_bytes: int = 1   # bool mask on CUDA; CPU's dropout keeps a float32 mask (4)
+    grad_accum: int = 1           # gradients stay allocated across micro-batches when > 1
     cuda_context_gib: float = CUDA_CONTEXT_GIB
 
     def check(self) -> None:
@@ -104,6 +106,7 @@ class Estimate:
     trainable_params: int = 0
     settings: Settings | None = field(default=None, repr=False)
     peak_phase: str = ""                 # which moment of the step is the peak
+    static_gib: dict[str, float] = field(default_factory=dict)  # weights, adapters, gradients, optimizer
 
     def verdict(self, vram_gib: float) -> str:
         """`fits` up to 75% of the card, `tight` up to 100%, else `does-not-fit` (Unsloth's bands)."""
@@ -285,14 +288,15 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
                          "prepare_model_for_kbit_training")
         br["LoRA adapters (fp32)"] = gib(4 * trainable)
 
-    br["gradients (fp32)"] = gib(4 * trainable)
+    grads = 4.0 * trainable
     opt = optimizer_bytes(s.optim, tensors, matrices)
-    br[f"optimizer states ({s.optim})"] = gib(opt)
     if s.optim.startswith("paged"):
         notes.append(f"{s.optim}: counted on the GPU; paging can move it to host memory under pressure")
+    static = dict(br)  # weights (+ adapters): always resident
 
-    # dynamic memory: activations and logits; the peak is the worst of three moments
-    per_layer, transient, ckpt = _activation_bytes_per_token_layer(arch, s, s.seq_len)
+    # dynamic memory: activations and logits at four moments of a step; the peak is the worst one.
+    per_layer, transient, ckpt = _activation_bytes_per_token_layer(arch, s, s.seq_len,
+                                                                    mask_bytes=s.dropout_mask_bytes)
     V = arch.vocab
     logits_fwd = (8 + a) * V + (8 * V if s.extra_metrics else 0)
     logits_bwd = 12 * V
@@ -303,31 +307,45 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     else:
         kept = arch.layers * per_layer
         notes.append("no gradient checkpointing: every layer's activations kept until backward")
-    moments = {
-        "end of forward (logits and loss)": kept + logits_fwd,
-        "start of backward (loss gradient)": kept + logits_bwd,
-        "backward through a layer": kept + (per_layer if s.gradient_checkpointing else 0) + transient,
-    }
-    phase = max(moments, key=moments.get)
-    dyn = moments[phase] * T
-    logits_part = (logits_bwd if phase.startswith("start") else logits_fwd if phase.startswith("end") else 0) * T
-    layers_part = dyn - logits_part
-    br["activations"] = gib(layers_part)
-    br["logits and loss"] = gib(logits_part)
-    # optimizer step: foreach AdamW holds one fp32 temporary of the trainable size; activations are gone
+    # The Trainer frees gradients after each optimizer step (zero_grad(set_to_none=True)); they exist
+    # during the forward pass only when gradients are accumulated over several micro-batches.
+    g_fwd = grads if s.grad_accum > 1 else 0.0
+    # foreach AdamW holds one fp32 temporary as big as the trainable parameters during step()
     step_tmp = 4.0 * trainable if s.optim in ("adamw_torch", "paged_adamw_32bit") else 0.0
+    layer_bwd = kept + (per_layer if s.gradient_checkpointing else 0) + transient
+    # fp32 weights under bf16 autocast: the matmul saves its bf16 copy of the weight for backward
+    # (qlora: lm_head, upcast by peft; full: lm_head, and every linear when nothing is recomputed)
+    casts = 0.0
+    if a == 2 and s.method in ("qlora", "full"):
+        casts = 2.0 * V * arch.hidden
+        if s.method == "full" and not s.gradient_checkpointing:
+            casts += 2.0 * arch.linear_params
+    moments = {  # name -> (gradients held, activations, logits, step temporaries), bytes
+        "end of forward (logits and loss)": (g_fwd, kept * T + casts, logits_fwd * T, 0.0),
+        "start of backward (loss gradient)": (g_fwd, kept * T + casts, logits_bwd * T, 0.0),
+        "backward through a layer": (grads, layer_bwd * T, 0.0, 0.0),
+        "optimizer step": (grads, 0.0, 0.0, step_tmp),
+    }
+    phase = max(moments, key=lambda k: sum(moments[k]))
+    g_now, act, logit, tmp = moments[phase]
+    br["gradients (fp32)"] = gib(g_now)
+    br[f"optimizer states ({s.optim})"] = gib(opt)
+    br["activations"] = gib(act)
+    br["logits and loss"] = gib(logit)
+    if tmp:
+        br["optimizer step temporaries"] = gib(tmp)
+    dyn = act + logit + tmp
     if s.method == "qlora":  # bitsandbytes dequantizes one weight matrix at a time to the compute dtype
-        deq = max(x * y for x, y in arch.linear_shapes().values()) * a
-        br["dequantization buffer"] = gib(deq)
-    if step_tmp > dyn:
-        br["activations"] = 0.0
-        br["logits and loss"] = 0.0
-        br["optimizer step temporaries"] = gib(step_tmp)
-        phase = "optimizer step"
-        dyn = step_tmp
-    elif step_tmp:
-        notes.append(f"the optimizer step's fp32 temporary ({gib(step_tmp):.2f} GiB) is smaller than the "
-                     "activation peak, so it does not raise the peak")
+        br["dequantization buffer"] = gib(max(x * y for x, y in arch.linear_shapes().values()) * a)
+    if casts and phase.startswith(("start", "end")):
+        notes.append(f"activations include {gib(casts):.2f} GiB of bf16 weight copies autocast saves for "
+                     "backward (fp32 " + ("lm_head)" if s.method == "qlora" else "weights)"))
+    if g_now < grads:
+        notes.append(f"peak at the {phase}: gradients ({gib(grads):.2f} GiB) are not allocated yet (they are "
+                     "freed after every optimizer step)")
+    self_static = {"weights": sum(static.values()) - (gib(4 * trainable) if s.method != "full" else 0),
+                   "adapters": gib(4 * trainable) if s.method != "full" else 0.0,
+                   "gradients": gib(grads), "optimizer": gib(opt)}
     notes.append(f"batch {s.batch_size} x sequence {s.seq_len} = {T:,} tokens per step per GPU, every row "
                  "padded to the full length (the longest batch runs first)")
     notes.append(f"attention: {s.attn}" + (" (O(s) memory)" if s.attn != "eager" else
@@ -347,7 +365,7 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
                  f"{int(ALLOCATOR_SLACK * 100)}% of the dynamic memory")
     total = sum(br.values())
     return Estimate(total_gib=total, breakdown=br, assumptions=notes, trainable_params=trainable,
-                    settings=s, peak_phase=phase)
+                    settings=s, peak_phase=phase, static_gib=self_static)
 
 
 # ----------------------------------------------------------------------------------- from a config
@@ -362,9 +380,11 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
     return Settings(method=cfg.method, seq_len=t.max_length, batch_size=t.batch_size,
                     lora_rank=cfg.lora.r, lora_targets=cfg.lora.target_modules,
                     lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
-                    gradient_checkpointing=t.gradient_checkpointing, optim=t.optim,
+                    gradient_checkpointing=t.gradient_checkpointing,
+                    optim=t.optim or ("adamw_8bit" if cfg.method == "qlora" else "adamw_torch"),
                     precision=precision, attn=attn, gpus=max(1, gpus),
-                    double_quant=cfg.quantization.double_quant, extra_metrics=t.extra_metrics)
+                    double_quant=cfg.quantization.double_quant, extra_metrics=t.extra_metrics,
+                    grad_accum=t.gradient_accumulation_steps)
 
 
 # -------------------------------------------------------------------------------- choose a method

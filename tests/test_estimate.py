@@ -102,19 +102,26 @@ def test_golden_static_terms(name):
     lin = _linear_params(a)
     assert a.linear_params == lin
 
-    full = estimate(a, Settings(method="full")).breakdown
+    full_e = estimate(a, Settings(method="full"))
+    full = full_e.breakdown
     assert full["weights (fp32 master, bf16 autocast)"] * GIB == pytest.approx(4 * P)
-    assert full["gradients (fp32)"] * GIB == pytest.approx(4 * P)
+    assert full_e.static_gib["gradients"] * GIB == pytest.approx(4 * P)
+    if full_e.peak_phase == "optimizer step":  # foreach AdamW: one fp32 temporary of the parameters
+        assert full["gradients (fp32)"] * GIB == pytest.approx(4 * P)
+        assert full["optimizer step temporaries"] * GIB == pytest.approx(4 * P)
     n_tensors = a.layers * (7 + a.norms_per_layer + (3 if a.qkv_bias else 0)) + 1 + (1 if a.tied_embeddings else 2)
     if a.family == "phi3":
         n_tensors -= a.layers * 3  # fused qkv_proj and gate_up_proj
     assert full["optimizer states (adamw_torch)"] * GIB == pytest.approx(8 * P + 4 * n_tensors)
 
     T = lora_params(a, 16)
-    lora = estimate(a, Settings(method="lora")).breakdown
+    lora_e = estimate(a, Settings(method="lora"))
+    lora = lora_e.breakdown
     assert lora["weights (bf16)"] * GIB == pytest.approx(2 * P)
     assert lora["LoRA adapters (fp32)"] * GIB == pytest.approx(4 * T)
-    assert lora["gradients (fp32)"] * GIB == pytest.approx(4 * T)
+    assert lora_e.static_gib["gradients"] * GIB == pytest.approx(4 * T)
+    # at the loss peak the gradients of the last step are freed and the new ones not yet made
+    assert lora["gradients (fp32)"] == (0.0 if lora_e.peak_phase.startswith(("start", "end")) else pytest.approx(4 * T / GIB))
     assert lora["optimizer states (adamw_torch)"] * GIB == pytest.approx(8 * T, rel=1e-4)
 
     q = estimate(a, Settings(method="qlora")).breakdown
@@ -148,7 +155,8 @@ def test_golden_dynamic_terms(name):
         # checkpoints: one bf16 hidden state per layer per token
         assert b["activations"] * GIB == pytest.approx(2 * a.hidden * a.layers * tokens)
     assert b["CUDA context"] == pytest.approx(0.9)
-    assert b["allocator slack"] == pytest.approx(0.08 * (b["activations"] + b["logits and loss"]))
+    assert b["allocator slack"] == pytest.approx(0.08 * (b["activations"] + b["logits and loss"]
+                                                        + b.get("optimizer step temporaries", 0)))
     assert e.total_gib == pytest.approx(sum(b.values()))
 
 
@@ -267,13 +275,13 @@ def test_calibration_rows_median_and_max_error():
 
 
 def test_verdicts_where_a_measurement_says_it_fits_or_not():
-    # a setup measured at M GiB fits a card of 1.1 M and does not fit one of 0.8 M
-    for label, est, reported, err, _, kind in anchor_errors():
+    # a setup measured at M GiB runs on the smallest common card above M, and not on one of 0.8 M
+    for label, model, kw, reported, _, kind in ANCHOR_ROWS:
         if kind != "stack":
             continue
-        e = estimate(CATALOG[next(r[1] for r in ANCHOR_ROWS if r[0] == label)],
-                     Settings(**next(r[2] for r in ANCHOR_ROWS if r[0] == label)))
-        assert e.verdict(reported * 1.1) in (FITS, TIGHT), label
+        e = estimate(CATALOG[model], Settings(**kw))
+        card = min(c for c in (8, 12, 16, 24, 40, 48, 80) if c >= reported * 1.05)
+        assert e.verdict(card) in (FITS, TIGHT), label
         assert e.verdict(reported * 0.8) == NO_FIT, label
     # QLoRA paper: a 65B-class model fine-tunes on one 48 GB GPU; Llama-2-70B QLoRA, bs 1, seq 512
     assert estimate(CATALOG["llama-2-70b"], Settings(method="qlora", batch_size=1, seq_len=512,

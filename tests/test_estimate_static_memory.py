@@ -83,11 +83,9 @@ def _measure(model, opt) -> dict[str, int]:
 
 
 def _static(est) -> dict[str, float]:
-    b = est.breakdown
-    weights = sum(v for k, v in b.items() if k.startswith("weights") or k.startswith("LoRA adapters"))
-    grads = b["gradients (fp32)"]
-    optim = next(v for k, v in b.items() if k.startswith("optimizer states"))
-    return {"params": weights * GIB, "grads": grads * GIB, "optim": optim * GIB}
+    st = est.static_gib
+    return {"params": (st["weights"] + st["adapters"]) * GIB, "grads": st["gradients"] * GIB,
+            "optim": st["optimizer"] * GIB}
 
 
 def _check(measured, estimated, tol=0.02):
@@ -217,3 +215,74 @@ def test_activation_bytes_per_layer_on_cpu(method, attn):
         estimated = _activation_bytes_per_token_layer(arch, s, S2, mask_bytes=4)[0]
     print(f"{method} {attn}: measured {measured:,.0f} B/token/layer, estimated {estimated:,.0f}")
     assert abs(estimated - measured) / measured <= 0.10, (measured, estimated)
+
+
+# -------------------------------------------------------------------------- whole-step peak on CPU
+
+
+@pytest.mark.parametrize("method,gc,batch,seq", [("lora", True, 2, 256), ("qlora", True, 2, 256),
+                                                 ("full", False, 1, 64)])
+def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq):
+    """Peak tensor memory of a whole training step (forward under bf16 autocast, loss, backward,
+    foreach AdamW step, zero_grad) tracked by torch's MemTracker (a TorchDispatchMode that follows every
+    storage), on the second step so optimizer states exist. Compared with the estimator's total minus
+    what only a GPU has (CUDA context, allocator slack), with CPU's float32 dropout masks. Vocabulary
+    8k so the logits term matters as it does for real models."""
+    from peft import LoraConfig, get_peft_model
+    from torch.distributed._tools.mem_tracker import MemTracker
+    from transformers import LlamaForCausalLM
+
+    class Tracker(MemTracker):  # frozen parameters cannot take gradient hooks
+        def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
+            return super()._track_module_params_and_buffers(module, install_grad_hooks=False)
+
+    spec = dict(SMALL, num_hidden_layers=2, vocab_size=8192)
+    torch.manual_seed(0)
+    cfg = _config(spec)
+    cfg._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(cfg)
+    arch = arch_from_config(cfg.to_dict(), "e2e")
+    lc = LoraConfig(r=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        model.save_pretrained(tmp_path)
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=q,
+                                                     attn_implementation="sdpa")
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = get_peft_model(model, lc)
+    elif method == "lora":
+        model = get_peft_model(model.to(torch.bfloat16), lc)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model = model.float()
+    if method != "full":
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    mt = Tracker()
+    mt.track_external(model, opt)
+    with mt:
+        step()
+    peak = max(snap["Total"] for snap in mt.get_tracker_snapshot("peak").values())
+    est = estimate(arch, Settings(method=method, batch_size=batch, seq_len=seq, lora_rank=16,
+                                  gradient_checkpointing=gc, dropout_mask_bytes=4))
+    ours = (est.total_gib - est.breakdown["CUDA context"] - est.breakdown["allocator slack"]) * GIB
+    print(f"{method} gc={gc} b{batch} s{seq}: measured {peak / 2**20:.1f} MiB, estimated {ours / 2**20:.1f} MiB "
+          f"({100 * (ours - peak) / peak:+.1f}%), peak at {est.peak_phase}")
+    assert abs(ours - peak) / peak <= 0.03
