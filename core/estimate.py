@@ -432,11 +432,15 @@ def compare_methods(arch: ModelArch, vram_gib: float | None, gpus: int = 1, base
         why = "does not fit" if v["lora"] == NO_FIT else f"is tight ({pct['lora']:.0f}%)"
         return MethodChoice(rows, "qlora", f"LoRA {why} on {where} ({tot['lora']:.1f} GiB); QLoRA fits "
                             f"({tot['qlora']:.1f} GiB, {pct['qlora']:.0f}%): QLoRA when resources are tight {src}")
-    if v["lora"] == TIGHT:
-        return MethodChoice(rows, "lora", f"LoRA is tight on {where} ({tot['lora']:.1f} GiB, {pct['lora']:.0f}%) "
-                            f"and QLoRA saves too little to matter: keep the batch small {src}")
+    if v["lora"] == TIGHT and (v["qlora"] != TIGHT or pct["lora"] <= 90):
+        return MethodChoice(rows, "lora", f"LoRA is tight on {where} ({tot['lora']:.1f} GiB, {pct['lora']:.0f}%); "
+                            f"keep the batch small, or use QLoRA ({tot['qlora']:.1f} GiB) if it runs out of "
+                            f"memory {src}")
     if v["qlora"] == TIGHT:
-        return MethodChoice(rows, "qlora", f"only QLoRA fits {where}, tightly ({tot['qlora']:.1f} GiB, "
-                            f"{pct['qlora']:.0f}%): lower the batch or sequence if it runs out of memory {src}")
+        lead = "only QLoRA fits" if v["lora"] == NO_FIT else \
+            f"LoRA would fill {pct['lora']:.0f}% of the card; QLoRA fits"
+        return MethodChoice(rows, "qlora", f"{lead} {where}, tightly ({tot['qlora']:.1f} GiB, {pct['qlora']:.0f}%): "
+                            f"QLoRA when resources are tight; lower the batch or sequence if it runs out of "
+                            f"memory {src}")
     return MethodChoice(rows, None, f"no method fits {name} on {where} (QLoRA needs {tot['qlora']:.1f} GiB): "
                         f"pick a smaller model, shorten the sequence or lower the batch size {src}")

@@ -306,6 +306,10 @@ def test_compare_methods_prefers_lora_then_qlora_then_none():
     assert compare_methods(a, 80).recommended == "lora"
     c = compare_methods(a, 16, base=Settings(batch_size=1, seq_len=1024))
     assert c.recommended == "qlora" and "QLoRA" in c.reason
+    # both tight: LoRA at 99% of the card is riskier than QLoRA at 76%
+    both = compare_methods(a, 24)
+    assert [v for _, _, v in both.rows][1:] == [TIGHT, TIGHT]
+    assert both.recommended == "qlora" and "would fill 99%" in both.reason
     none = compare_methods(CATALOG["llama-3.1-70b"], 24)
     assert none.recommended is None and "smaller model" in none.reason
     assert compare_methods(CATALOG["smollm2-135m"], 80, prefer_full=True).recommended == "full"
