@@ -168,9 +168,9 @@ def _saved_bytes_per_token(layer, hidden, pos, pe, params) -> dict[int, int]:
     return seen
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_activation_bytes_per_layer_on_cpu(method, attn):
+@pytest.mark.parametrize("method,attn", [("lora", "sdpa"), ("full", "sdpa"), ("lora", "eager"), ("full", "eager"),
+                                         ("qlora", "sdpa")])
+def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
     """What autograd saves for one decoder layer under bf16 autocast, per token (the slope between two
     sequence lengths, so weight-sized casts cancel), against the estimator's itemized layer.
 
@@ -184,9 +184,20 @@ def test_activation_bytes_per_layer_on_cpu(method, attn):
     cfg._attn_implementation = attn
     model = LlamaForCausalLM(cfg)
     arch = arch_from_config(cfg.to_dict(), "small")
+    lc = LoraConfig(r=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     if method == "lora":
-        model = get_peft_model(model.to(torch.bfloat16), LoraConfig(
-            r=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"))
+        model = get_peft_model(model.to(torch.bfloat16), lc)
+        inner = model.get_base_model()
+    elif method == "qlora":
+        from peft import prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        model.save_pretrained(tmp_path)
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=q,
+                                                     attn_implementation=attn)
+        model = get_peft_model(prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), lc)
         inner = model.get_base_model()
     else:
         inner = model.float()
@@ -197,7 +208,7 @@ def test_activation_bytes_per_layer_on_cpu(method, attn):
 
     def total(S, B=2):
         ids = torch.randint(0, cfg.vocab_size, (B, S))
-        h = inner.model.embed_tokens(ids).detach().requires_grad_(True)
+        h = inner.model.embed_tokens(ids).detach().requires_grad_(True)  # fp32 for full and qlora
         pos = torch.arange(S)[None].expand(B, S)
         return sum(_saved_bytes_per_token(layer, h, pos, inner.model.rotary_emb(h, pos), params).values())
 
