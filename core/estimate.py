@@ -10,7 +10,9 @@ is imported. Every term follows what our stack actually allocates (see docs/esti
   fp32, because peft's `prepare_model_for_kbit_training` upcasts every non-4-bit parameter.
 * LoRA adapters: r·(d_in + d_out) per adapted matrix per layer, kept in fp32 by peft
   (`autocast_adapter_dtype`); DoRA adds one magnitude vector of d_out per matrix.
-* gradients: one per trainable parameter in its dtype (fp32 here).
+* gradients: one per trainable parameter in its dtype (fp32 here). The Trainer frees them after every
+  optimizer step (`zero_grad(set_to_none=True)`), so they are absent at the loss peak unless gradients
+  are accumulated over micro-batches.
 * optimizer: AdamW 8 B per trainable parameter (exp_avg + exp_avg_sq in fp32), bitsandbytes 8-bit
   AdamW ~2 B (+ an fp32 absmax per 256-block; tensors under 4,096 elements stay 32-bit), paged variants
   the same bytes (they may be evicted to host memory under pressure, which we do not count on),
@@ -23,7 +25,13 @@ is imported. Every term follows what our stack actually allocates (see docs/esti
 * logits and loss: HF's loss upcasts the logits to fp32 and log-softmaxes them; at the start of
   backward the fp32 log-probs, their gradient and the incoming gradient are alive together: 12 bytes
   per vocabulary entry per token (128k and 152k vocabularies make this the largest dynamic term).
+* autocast weight copies: an fp32 weight used under bf16 autocast is saved for backward as a bf16 copy
+  (QLoRA's lm_head after peft's upcast; every linear in full fine-tuning without checkpointing).
 * CUDA context and allocator slack.
+
+The peak is the largest of four moments of a step: end of forward, start of backward (loss gradient),
+backward through a layer, optimizer step. tests/test_estimate_static_memory.py measures these terms on
+CPU with real models (static bytes exact, activations per layer and a whole step's peak within ~2%).
 
 Several GPUs: the figure is per device under DDP (every GPU holds the whole model; DDP adds one
 gradient-sized bucket buffer). FSDP would divide weights, gradients and optimizer states by the
@@ -343,7 +351,7 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     if g_now < grads:
         notes.append(f"peak at the {phase}: gradients ({gib(grads):.2f} GiB) are not allocated yet (they are "
                      "freed after every optimizer step)")
-    self_static = {"weights": sum(static.values()) - (gib(4 * trainable) if s.method != "full" else 0),
+    static_gib = {"weights": sum(static.values()) - (gib(4 * trainable) if s.method != "full" else 0),
                    "adapters": gib(4 * trainable) if s.method != "full" else 0.0,
                    "gradients": gib(grads), "optimizer": gib(opt)}
     notes.append(f"batch {s.batch_size} x sequence {s.seq_len} = {T:,} tokens per step per GPU, every row "
@@ -365,7 +373,7 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
                  f"{int(ALLOCATOR_SLACK * 100)}% of the dynamic memory")
     total = sum(br.values())
     return Estimate(total_gib=total, breakdown=br, assumptions=notes, trainable_params=trainable,
-                    settings=s, peak_phase=phase, static_gib=self_static)
+                    settings=s, peak_phase=phase, static_gib=static_gib)
 
 
 # ----------------------------------------------------------------------------------- from a config

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from ftwizard.core.catalog import CATALOG, arch_from_config, count_params, resolve_arch
+from ftwizard.core.catalog import CATALOG, count_params, resolve_arch
 from ftwizard.core.errors import UserError
 from ftwizard.core.estimate import (FITS, GIB, NO_FIT, TIGHT, Settings, compare_methods, estimate, lora_params,
                                     nf4_bytes, settings_from_config)
