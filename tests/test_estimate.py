@@ -17,7 +17,7 @@ import pytest
 from ftwizard.core.catalog import CATALOG, count_params, resolve_arch
 from ftwizard.core.errors import UserError
 from ftwizard.core.estimate import (FITS, GIB, NO_FIT, TIGHT, Settings, compare_methods, estimate, lora_params,
-                                    nf4_bytes, settings_from_config)
+                                    nf4_bytes, settings_from_config, trainable_tensors)
 
 GB = 1e9 / GIB  # a decimal GB in GiB
 
@@ -158,6 +158,29 @@ def test_golden_dynamic_terms(name):
     assert b["allocator slack"] == pytest.approx(0.08 * (b["activations"] + b["logits and loss"]
                                                         + b.get("optimizer step temporaries", 0)))
     assert e.total_gib == pytest.approx(sum(b.values()))
+
+
+@pytest.mark.parametrize("name", GOLDEN_ARCHS)
+def test_golden_dynamic_terms_qlora_and_full(name):
+    a = CATALOG[name]
+    tokens = 2 * 2048
+    q = estimate(a, Settings(method="qlora", batch_size=2, seq_len=2048))
+    b = q.breakdown
+    biggest = max(x * y for x, y in a.linear_shapes().values())
+    assert b["dequantization buffer"] * GIB == pytest.approx(2 * biggest)
+    if q.peak_phase.startswith("start of backward"):
+        # QLoRA's residual stream is fp32 (peft upcasts the embeddings), and autocast keeps a bf16 copy
+        # of the fp32 lm_head for backward
+        assert b["activations"] * GIB == pytest.approx(4 * a.hidden * a.layers * tokens + 2 * a.vocab * a.hidden)
+        assert b["logits and loss"] * GIB == pytest.approx(12 * a.vocab * tokens)
+    f = estimate(a, Settings(method="full", batch_size=2, seq_len=2048))
+    if f.peak_phase == "optimizer step":
+        assert f.breakdown["activations"] == 0 and f.breakdown["logits and loss"] == 0
+        # weights 4 + gradients 4 + AdamW 8 + foreach temporary 4 bytes/param (+ 4 B step per tensor),
+        # allocator slack on the temporary, CUDA context
+        n_tensors = len(trainable_tensors(a, Settings(method="full")))
+        expect = (20 * a.params + 4 * n_tensors + 0.08 * 4 * a.params) / GIB + 0.9
+        assert f.total_gib == pytest.approx(expect, rel=1e-9)
 
 
 def test_vocabulary_size_drives_the_logits():
