@@ -391,3 +391,17 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":
     print(markdown_table())
+
+
+def test_cli_on_a_saved_model_directory(tiny_work):
+    """A real `save_pretrained` directory: the parameter count from its config.json equals the model's."""
+    import torch  # noqa: F401  (the tiny model fixture already needs it)
+    from transformers import AutoModelForCausalLM
+
+    model_dir = tiny_work / "tiny-model"
+    p = _cli("estimate", "--model", str(model_dir), "--method", "lora", "--vram-gb", "8", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert out["params"] == sum(t.numel() for t in model.parameters())
+    assert out["verdict"] == FITS
