@@ -10,7 +10,8 @@ from recorded_runs import loss_at, make_run
 
 from ftwizard.tui.dialogs.confirm import ConfirmDialog
 from ftwizard.tui.screens.monitor import MonitorApp, MonitorScreen
-from ftwizard.tui.screens.runs import RunsScreen, dir_size, fmt_bytes
+from ftwizard.core.runs import disk_usage as dir_size
+from ftwizard.tui.screens.runs import RunsScreen, fmt_bytes
 
 
 async def until(pilot, cond, timeout: float = 60.0, step: float = 0.05) -> None:
@@ -163,5 +164,5 @@ async def test_a_run_that_started_again_meanwhile_is_not_deleted(tmp_path):
         # resumed from elsewhere: a live process and no end event after its new start
         make_run(tmp_path, runs["done"].name, state="running", steps=10, max_steps=200)
         await pilot.press("y")
-        await until(pilot, lambda: any("is running; stop it first" in n.message for n in app._notifications))
+        await until(pilot, lambda: any("stop it first" in n.message for n in app._notifications))
         assert runs["done"].is_dir() and (runs["done"] / "config.yaml").exists()

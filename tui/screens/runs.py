@@ -7,7 +7,6 @@ thread workers: the screen shows at once and fills in."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
+
+from ftwizard.core.runs import disk_usage
+from ftwizard.core.runs import fmt_bytes as core_fmt_bytes
 
 HELP = """
 **Runs** lists every training run under the runs directory (`./runs`, or `$FTWIZARD_RUNS_DIR`).
@@ -33,34 +35,8 @@ failed, with the reason.
 COLUMNS = ("run", "state", "step", "last loss", "disk", "model", "method")
 
 
-def dir_size(path: Path) -> int:
-    """Bytes used by the files under `path` (symlinks not followed)."""
-    total = 0
-    stack = [path]
-    while stack:
-        d = stack.pop()
-        try:
-            with os.scandir(d) as it:
-                for entry in it:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(Path(entry.path))
-                        else:
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue
-        except OSError:
-            continue
-    return total
-
-
 def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "…"
-    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+    return core_fmt_bytes(n, unknown="…")  # "…" while the size is still being measured
 
 
 def short_model(name: str | None) -> str:
@@ -117,7 +93,7 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="runs-sizes", exit_on_error=False)
     def measure(self, paths: list[str]) -> dict[str, int]:
-        return {p: dir_size(Path(p)) for p in paths}
+        return {p: disk_usage(p) for p in paths}
 
     @on(Worker.StateChanged)
     def _worker_done(self, event: Worker.StateChanged) -> None:
@@ -223,17 +199,10 @@ class RunsScreen(Screen):
 
     @work(thread=True, group="runs-delete", exit_on_error=False)
     def delete_run(self, path: str) -> str:
-        import shutil
-
-        from ftwizard.core.runs import CONFIG, LAUNCH, run_info
+        from ftwizard.core.runs import delete_run
 
         p = Path(path)
-        # only ever a run directory, and never one that started running in the meantime
-        if not ((p / CONFIG).exists() or (p / LAUNCH).exists()):
-            raise RuntimeError(f"{p} does not look like a run directory; not deleting it")
-        if run_info(p, events=[]).state in ("running", "starting"):
-            raise RuntimeError(f"{p.name} is running; stop it first")
-        shutil.rmtree(p)
+        delete_run(p)  # refuses anything but a run directory, and a run that started meanwhile
         self.sizes.pop(path, None)
         self.app.call_from_thread(self.notify, f"Deleted {p.name}.", title="Delete")
         self.app.call_from_thread(self.load)
