@@ -236,6 +236,8 @@ def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int, *,
     b += a * (q + 2 * kv) + a * q + 4 * arch.heads
     if s.attn == "eager":
         b += (4 + a) * arch.heads * seq                 # softmax output fp32 + its cast, per query row
+        if arch.family == "gemma2":                      # soft-capping: tanh keeps its output
+            b += a * arch.heads * seq
     # MLP: gate, up, act(gate) in the linear output dtype
     b += 3 * o * i
     # LoRA branches: dropout mask (1 B) + the compute-dtype copy lora_A saves, per adapted input
@@ -256,10 +258,14 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     """Peak memory per GPU for one training step of `arch` with `settings`."""
     s = settings
     s.check()
+    notes: list[str] = []
+    if arch.family == "gemma2" and s.attn == "sdpa":
+        s = replace(s, attn="eager")
+        notes.append("Gemma 2: transformers has no SDPA path for it (attention soft-capping), so eager "
+                     "attention is assumed (use flash_attention_2 to avoid the s^2 scores)")
     P = arch.params
     T = s.batch_size * s.seq_len
     a = 4 if s.precision == "fp32" else 2
-    notes: list[str] = []
     br: dict[str, float] = {}
     gib = lambda x: x / GIB  # noqa: E731
 
@@ -308,6 +314,9 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     V = arch.vocab
     logits_fwd = (8 + a) * V + (8 * V if s.extra_metrics else 0)
     logits_bwd = 12 * V
+    if arch.family == "gemma2":  # final logit soft-capping (tanh) keeps one more copy of the logits
+        logits_fwd += a * V
+        logits_bwd += a * V
     if s.gradient_checkpointing:
         kept = arch.layers * ckpt
         notes.append("gradient checkpointing (non-reentrant): one hidden state kept per layer, one layer "
@@ -358,8 +367,8 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
                  "padded to the full length (the longest batch runs first)")
     notes.append(f"attention: {s.attn}" + (" (O(s) memory)" if s.attn != "eager" else
                                             " (keeps heads x s^2 scores per layer)"))
-    notes.append(f"logits: vocabulary {V:,}; the loss upcasts to fp32 ({12 * V * T / GIB:.2f} GiB at the start "
-                 "of backward)")
+    notes.append(f"logits: vocabulary {V:,}; the loss upcasts to fp32 ({logits_bwd * T / GIB:.2f} GiB at the "
+                 "start of backward)")
 
     if s.gpus > 1:
         if trainable:

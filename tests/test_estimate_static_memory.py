@@ -232,7 +232,7 @@ def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
 
 
 @pytest.mark.parametrize("method,gc,batch,seq", [("lora", True, 2, 256), ("qlora", True, 2, 256),
-                                                 ("full", False, 1, 64)])
+                                                 ("full", False, 1, 64), ("gemma2-lora", False, 2, 256)])
 def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq):
     """Peak tensor memory of a whole training step (forward under bf16 autocast, loss, backward,
     foreach AdamW step, zero_grad) tracked by torch's MemTracker (a TorchDispatchMode that follows every
@@ -249,9 +249,18 @@ def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq):
 
     spec = dict(SMALL, num_hidden_layers=2, vocab_size=8192)
     torch.manual_seed(0)
-    cfg = _config(spec)
-    cfg._attn_implementation = "sdpa"
-    model = LlamaForCausalLM(cfg)
+    if method == "gemma2-lora":  # four norms, GELU, soft-capped logits, eager attention only
+        from transformers import Gemma2Config, Gemma2ForCausalLM
+
+        cfg = Gemma2Config(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=64, intermediate_size=704, vocab_size=8192, max_position_embeddings=512)
+        cfg._attn_implementation = "eager"
+        model = Gemma2ForCausalLM(cfg)
+        method = "lora"
+    else:
+        cfg = _config(spec)
+        cfg._attn_implementation = "sdpa"
+        model = LlamaForCausalLM(cfg)
     arch = arch_from_config(cfg.to_dict(), "e2e")
     lc = LoraConfig(r=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     if method == "qlora":
@@ -268,7 +277,8 @@ def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq):
         model = get_peft_model(model, lc)
     elif method == "lora":
         model = get_peft_model(model.to(torch.bfloat16), lc)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if gc:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         model = model.float()
     if method != "full":
