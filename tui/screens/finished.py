@@ -28,20 +28,17 @@ checkpoint. Failed runs show why, and what to change, most effective first.
 
 
 def next_steps(run_id: str, run_dir: Path, state: str, output: str | None, method: str | None) -> list[str]:
-    """Commands that exist in this ftwizard (looked up in the CLI's table), then plain instructions."""
-    from ftwizard.core.cli import COMMANDS
-
+    """What to do next, as commands that can be pasted."""
     steps = []
     if state == "completed" and output:
-        if "chat" in COMMANDS:
-            steps.append(f"try it: ftwizard chat {run_id}")
-        if "merge" in COMMANDS and method in ("lora", "qlora"):
-            steps.append(f"merge the adapter into the model: ftwizard merge {run_id}")
+        steps.append(f"try it: ftwizard chat {run_id} --compare")
+        steps.append(f"tuned vs base on held-out rows: ftwizard evaluate {run_id}")
         if method in ("lora", "qlora"):
+            steps.append(f"merge the adapter into the model: ftwizard merge {run_id}")
             steps.append(f"load it: PeftModel.from_pretrained(base_model, \"{output}\")")
         else:
             steps.append(f"load it: AutoModelForCausalLM.from_pretrained(\"{output}\")")
-    if state in ("stopped", "failed") and "resume" in COMMANDS and (run_dir / "checkpoints").is_dir() \
+    if state in ("stopped", "failed") and (run_dir / "checkpoints").is_dir() \
             and any((run_dir / "checkpoints").glob("checkpoint-*")):
         steps.append(f"continue from the last checkpoint: ftwizard resume {run_id}")
     steps.append(f"train again (edit it first?): ftwizard train {run_dir / 'config.yaml'}")
