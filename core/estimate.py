@@ -244,8 +244,8 @@ def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int, *,
     drop = mask_bytes if s.lora_dropout > 0 else 0
     for d_in, d_out in lora_mods.values():
         b += (drop + a) * d_in
-        if s.use_dora:  # DoRA recomputes the base output and keeps the scaled result
-            b += a * d_in + o * d_out
+        if s.use_dora:  # DoRA keeps the base output and the LoRA output for the magnitude's gradient
+            b += (o + a) * d_out
     transient = 2 * r * h + 2 * o * i  # gradient buffers alive while one layer runs backward
     checkpoint = r * h
     return b, transient, checkpoint
@@ -330,6 +330,12 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     # foreach AdamW holds one fp32 temporary as big as the trainable parameters during step()
     step_tmp = 4.0 * trainable if s.optim in ("adamw_torch", "paged_adamw_32bit") else 0.0
     layer_bwd = kept + (per_layer if s.gradient_checkpointing else 0) + transient
+    # DoRA (peft 0.21) builds each adapted matrix's dense LoRA weight through an identity matrix and
+    # keeps, per module, a d_in x d_in identity copy and two d_out x d_in weights for backward
+    dora_layer = 0.0
+    if s.use_dora and s.method != "full":
+        dora_layer = sum(a * i * i + 2 * a * i * o for i, o in adapted_modules(arch, s.lora_targets).values())
+    dora_kept = 0.0 if s.gradient_checkpointing else dora_layer * arch.layers
     # fp32 weights under bf16 autocast: the matmul saves its bf16 copy of the weight for backward
     # (qlora: lm_head, upcast by peft; full: lm_head, and every linear when nothing is recomputed)
     casts = 0.0
@@ -338,9 +344,9 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         if s.method == "full" and not s.gradient_checkpointing:
             casts += 2.0 * arch.linear_params
     moments = {  # name -> (gradients held, activations, logits, step temporaries), bytes
-        "end of forward (logits and loss)": (g_fwd, kept * T + casts, logits_fwd * T, 0.0),
-        "start of backward (loss gradient)": (g_fwd, kept * T + casts, logits_bwd * T, 0.0),
-        "backward through a layer": (grads, layer_bwd * T, 0.0, 0.0),
+        "end of forward (logits and loss)": (g_fwd, kept * T + casts + dora_kept, logits_fwd * T, 0.0),
+        "start of backward (loss gradient)": (g_fwd, kept * T + casts + dora_kept, logits_bwd * T, 0.0),
+        "backward through a layer": (grads, layer_bwd * T + max(dora_kept, dora_layer), 0.0, 0.0),
         "optimizer step": (grads, 0.0, 0.0, step_tmp),
     }
     phase = max(moments, key=lambda k: sum(moments[k]))
@@ -354,6 +360,9 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     dyn = act + logit + tmp
     if s.method == "qlora":  # bitsandbytes dequantizes one weight matrix at a time to the compute dtype
         br["dequantization buffer"] = gib(max(x * y for x, y in arch.linear_shapes().values()) * a)
+    if dora_layer:
+        notes.append(f"DoRA: {gib(dora_layer):.2f} GiB per layer of identity and dense-weight copies kept for "
+                     "backward" + ("" if s.gradient_checkpointing else f" ({gib(dora_kept):.2f} GiB for all layers)"))
     if casts and phase.startswith(("start", "end")):
         notes.append(f"activations include {gib(casts):.2f} GiB of bf16 weight copies autocast saves for "
                      "backward (fp32 " + ("lm_head)" if s.method == "qlora" else "weights)"))

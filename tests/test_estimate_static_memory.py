@@ -169,7 +169,7 @@ def _saved_bytes_per_token(layer, hidden, pos, pe, params) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("method,attn", [("lora", "sdpa"), ("full", "sdpa"), ("lora", "eager"), ("full", "eager"),
-                                         ("qlora", "sdpa")])
+                                         ("qlora", "sdpa"), ("dora", "sdpa")])
 def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
     """What autograd saves for one decoder layer under bf16 autocast, per token (the slope between two
     sequence lengths, so weight-sized casts cancel), against the estimator's itemized layer.
@@ -184,8 +184,9 @@ def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
     cfg._attn_implementation = attn
     model = LlamaForCausalLM(cfg)
     arch = arch_from_config(cfg.to_dict(), "small")
-    lc = LoraConfig(r=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-    if method == "lora":
+    lc = LoraConfig(r=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM",
+                    use_dora=method == "dora")
+    if method in ("lora", "dora"):
         model = get_peft_model(model.to(torch.bfloat16), lc)
         inner = model.get_base_model()
     elif method == "qlora":
@@ -216,7 +217,7 @@ def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
 
     S1, S2, B = 128, 256, 2
     measured = (total(S2) - total(S1)) / (B * (S2 - S1))
-    s = Settings(method=method, attn=attn, lora_rank=16)
+    s = Settings(method="lora" if method == "dora" else method, attn=attn, lora_rank=16, use_dora=method == "dora")
     # eager's softmax scores grow with s: compare at the mean length of the two runs' difference
     if attn == "eager":
         e1 = _activation_bytes_per_token_layer(arch, s, S1, mask_bytes=4)[0] * S1
