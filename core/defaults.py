@@ -21,6 +21,24 @@ def installed(name: str) -> bool:
         return False
 
 
+def model_type(cfg: RunConfig) -> str | None:
+    """The model's family without loading it: a local config.json, else the catalog entry."""
+    import json
+    from pathlib import Path
+
+    p = Path(cfg.model.name_or_path).expanduser()
+    try:
+        return json.loads((p / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        pass
+    from .catalog import CATALOG
+
+    for arch in CATALOG.values():
+        if arch.hub_id.lower() == cfg.model.name_or_path.lower() or arch.name == cfg.model.name_or_path:
+            return arch.family
+    return None
+
+
 def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]]:
     cfg = cfg.model_copy(deep=True)
     t, notes = cfg.train, []
@@ -36,6 +54,10 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
         else:
             t.precision, why = "fp16", "a GPU without bf16 (compute capability < 8.0)"
         notes.append(f"precision {t.precision}: {why}")
+    if cfg.model.attn_implementation == "auto" and model_type(cfg) == "gemma2":
+        # transformers refuses SDPA for Gemma 2 (logit soft-capping): eager is what loads.
+        cfg.model.attn_implementation = "eager"
+        notes.append("attention eager: Gemma 2 supports neither SDPA nor (with soft-capping) flash attention here")
     if cfg.model.attn_implementation == "auto":
         fa = gpu and installed("flash_attn")
         cfg.model.attn_implementation = "flash_attention_2" if fa else "sdpa"

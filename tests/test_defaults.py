@@ -48,3 +48,9 @@ def test_qlora_defaults_to_8bit_adamw_and_explicit_values_are_kept():
 def test_forced_cpu_on_a_gpu_machine():
     out, _ = resolve_defaults(cfg(train={"device": "cpu"}), Hardware(gpus=(A100_80GB,)))
     assert out.train.device == "cpu" and out.train.precision == "fp32"
+
+
+def test_gemma2_gets_eager_attention():
+    out, notes = resolve_defaults(RunConfig(model={"name_or_path": "google/gemma-2-9b"},
+                                            dataset={"path": "d.jsonl"}), Hardware(gpus=(A100_80GB,)))
+    assert out.model.attn_implementation == "eager" and any("Gemma 2" in n for n in notes)
