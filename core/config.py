@@ -108,7 +108,9 @@ class TrainConfig(_Section):
     use_liger_kernel: bool | None = Field(
         None, description="Liger's fused kernels (~20% faster, much less memory). null: on when liger-kernel "
         "is installed and training on a GPU.")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations: much less memory, ~20% slower.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Recompute activations: much less memory, ~20% slower. null: on when the "
+        "estimate without it would not fit the GPU with 10% headroom (or the model is unknown), off on CPU.")
     precision: Precision = Field("auto", description="auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.")
     seed: int = Field(42, description="Seed for data order, init and dropout.")
     logging_steps: int = Field(1, ge=1, description="Log every N steps (1 gives a live chart).")

@@ -21,6 +21,32 @@ def installed(name: str) -> bool:
         return False
 
 
+def checkpointing_needed(cfg: RunConfig, hw: Hardware, gpu: bool) -> tuple[bool, str]:
+    """Gradient checkpointing costs ~20% speed; turn it on only when the run would not fit without it."""
+    if not gpu:
+        return False, "CPU training (memory is RAM; recomputation would only cost time)"
+    from pathlib import Path
+
+    from .catalog import _lookup, resolve_arch
+    from .errors import UserError
+    from .estimate import estimate, settings_from_config
+
+    name = cfg.model.name_or_path
+    try:
+        arch = _lookup(name) or (resolve_arch(name) if (Path(name).expanduser() / "config.json").is_file() else None)
+    except UserError:
+        arch = None
+    if arch is None:
+        return True, "the estimator does not know this model's size, so the safe choice"
+    probe = cfg.model_copy(deep=True)
+    probe.train.gradient_checkpointing = False
+    est = estimate(arch, settings_from_config(probe, gpus=len(hw.gpus)))
+    card = min(g.total_gib for g in hw.gpus)
+    if est.total_gib <= 0.9 * card:
+        return False, f"the run fits without it ({est.total_gib:.1f} of {card:.0f} GiB): ~20% faster"
+    return True, f"without it the run needs ~{est.total_gib:.1f} GiB of {card:.0f} GiB"
+
+
 def model_type(cfg: RunConfig) -> str | None:
     """The model's family without loading it: a local config.json, else the catalog entry."""
     import json
@@ -72,6 +98,9 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
         notes.append(f"liger kernels {'on' if t.use_liger_kernel else 'off'}: " + (
             "liger-kernel is installed" if t.use_liger_kernel else
             ("not installed (pip install liger-kernel: ~20% faster, less memory)" if gpu else "GPU only")))
+    if t.gradient_checkpointing is None:
+        t.gradient_checkpointing, why = checkpointing_needed(cfg, hw, gpu)
+        notes.append(f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}: {why}")
     if t.optim is None:
         if cfg.method == "qlora":
             t.optim, why = "adamw_8bit", "QLoRA: 8-bit optimizer states"

@@ -406,7 +406,7 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
     return Settings(method=cfg.method, seq_len=t.max_length, batch_size=t.batch_size,
                     lora_rank=cfg.lora.r, lora_targets=cfg.lora.target_modules,
                     lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
-                    gradient_checkpointing=t.gradient_checkpointing,
+                    gradient_checkpointing=t.gradient_checkpointing is not False,
                     optim=t.optim or ("adamw_8bit" if cfg.method == "qlora" else "adamw_torch"),
                     precision=precision, attn=attn, gpus=max(1, gpus),
                     double_quant=cfg.quantization.double_quant, extra_metrics=t.extra_metrics,

@@ -95,15 +95,10 @@ def skip_unneeded_imports(cfg: RunConfig) -> None:
 
 
 def pick_device(cfg: RunConfig) -> dict:
-    """Device, precision, attention, kernels and optimizer for this process. `auto` values were made
-    concrete by `defaults.resolve_defaults` when the run was created (and again here, which changes
-    nothing for a concrete value); torch has the last word on what CUDA can do."""
+    """Device, precision, attention, kernels and optimizer for this process, from a config whose `auto`
+    values `defaults.resolve_defaults` made concrete; torch has the last word on what CUDA can do."""
     import torch
 
-    from .defaults import resolve_defaults
-    from .hardware import detect
-
-    cfg, _ = resolve_defaults(cfg, detect())
     t = cfg.train
     if t.device == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device is cuda but no CUDA GPU is visible to torch", field="train.device")
@@ -459,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     try:
         cfg = load_config(run_dir / CONFIG, resolve_paths=False)
+        from .defaults import resolve_defaults
+        from .hardware import detect
+
+        # Made concrete when the run was created; this only fills what a hand-written run dir left auto.
+        cfg, _ = resolve_defaults(cfg, detect())
         skip_unneeded_imports(cfg)
         from .models import check_model_source, gguf_checkpoint
 

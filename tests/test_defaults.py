@@ -54,3 +54,16 @@ def test_gemma2_gets_eager_attention():
     out, notes = resolve_defaults(RunConfig(model={"name_or_path": "google/gemma-2-9b"},
                                             dataset={"path": "d.jsonl"}), Hardware(gpus=(A100_80GB,)))
     assert out.model.attn_implementation == "eager" and any("Gemma 2" in n for n in notes)
+
+
+def test_gradient_checkpointing_only_when_needed():
+    small = RunConfig(model={"name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}, dataset={"path": "d.jsonl"})
+    out, notes = resolve_defaults(small, Hardware(gpus=(A100_80GB,)))
+    assert out.train.gradient_checkpointing is False and any("fits without it" in n for n in notes)
+    big = RunConfig(model={"name_or_path": "meta-llama/Llama-3.1-8B-Instruct"}, dataset={"path": "d.jsonl"},
+                    train={"max_length": 4096})
+    out, notes = resolve_defaults(big, Hardware(gpus=(T4_16GB,)))
+    assert out.train.gradient_checkpointing is True and any("without it the run needs" in n for n in notes)
+    unknown = RunConfig(model={"name_or_path": "someone/unknown-model"}, dataset={"path": "d.jsonl"})
+    assert resolve_defaults(unknown, Hardware(gpus=(A100_80GB,)))[0].train.gradient_checkpointing is True
+    assert resolve_defaults(unknown, Hardware())[0].train.gradient_checkpointing is False  # CPU
