@@ -1,0 +1,197 @@
+"""Regenerate the SVG screenshots in this folder by driving the real app (run by hand):
+
+    /work/venv/bin/python screenshots/generate.py [--only NAME]
+
+Hardware comes from the same fake NVML cards the tests use (no GPU here), with RAM and CPU pinned, so
+the pictures do not depend on the machine. The model and data are the tiny offline ones the tests
+build; the training monitor and the finished view show a real (tiny) run trained by this script
+through the normal detached launch path. Takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # fakes.py
+
+from fakes import fake  # noqa: E402
+
+
+def pinned(scenario: str):
+    from ftwizard.core.hardware import detect
+
+    return dataclasses.replace(detect(fake(scenario)), ram_total_gib=64.0, ram_available_gib=58.2,
+                               cpu_count=16, cpu_name="AMD Ryzen 9 7950X 16-Core Processor")
+
+
+def make_app(scenario: str = "24gb", **state):
+    from ftwizard.tui.app import WizardApp
+    from ftwizard.tui.state import WizardState
+
+    st = WizardState(hardware=pinned(scenario), **state)
+    return WizardApp(nvml_source=fake(scenario), runs_dir="runs", config_dir=Path.cwd(), state=st,
+                     detect_hardware=False)
+
+
+async def settle(pilot, until=None, tries: int = 100):
+    for _ in range(tries):
+        if not any(w.group.startswith(("mon", "follow")) or "Monitor" in type(w.node).__name__
+                   for w in pilot.app.workers):  # the monitor follows its run until it is closed
+            await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        if until is None or until(pilot.app):
+            return
+        await pilot.pause(0.1)
+
+
+async def shot(name: str, app, size, steps) -> None:
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await steps(pilot)
+        await settle(pilot)
+        app.save_screenshot(str(HERE / f"{name}.svg"))
+    print(f"screenshots/{name}.svg")
+
+
+async def pick(pilot, selector: str, option_id: str) -> None:
+    ol = pilot.app.screen.query_one(selector)
+    ol.highlighted = next(i for i in range(ol.option_count) if ol.get_option_at_index(i).id == option_id)
+    await pilot.pause()
+
+
+ANSWERS = ("behavior", "no", "no", "inconsistent", "1000", "pairs", "no")
+
+
+async def answer_all(pilot, n: int = len(ANSWERS)) -> None:
+    await pilot.press("g")
+    await pilot.pause()
+    for choice in ANSWERS[:n]:
+        await pick(pilot, "#choices", choice)
+        await pilot.press("enter")
+        await pilot.pause()
+
+
+def train_tiny_run(work: Path) -> Path:
+    from ftwizard.core.launch import create_run, start
+    from ftwizard.core.selftest import make_tiny_setup, wait_for_end
+
+    cfg = make_tiny_setup(work, steps=40, eval_steps=5)
+    cfg.runs_dir = str(work / "runs")
+    run_dir = create_run(cfg).resolve()
+    start(run_dir)
+    wait_for_end(run_dir, timeout=300)
+    return run_dir
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", help="only the screenshot with this name")
+    ap.add_argument("--no-run", action="store_true", help="skip the screens that need a trained run")
+    args = ap.parse_args()
+    from ftwizard.core.catalog import CATALOG
+    from ftwizard.core.selftest import make_tiny_setup
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        make_tiny_setup(work)
+        os.chdir(work)  # relative paths on screen
+        llama = dict(model="meta-llama/Llama-3.1-8B", arch=CATALOG["llama-3.1-8b"])
+
+        async def nothing(pilot):
+            pass
+
+        def go(name, then=None):
+            async def steps(pilot):
+                pilot.app.go(name)
+                await settle(pilot)
+                if then:
+                    await then(pilot)
+            return steps
+
+        async def questionnaire(pilot):
+            await answer_all(pilot, 5)
+
+        async def model(pilot):
+            await pick(pilot, "#catalog", "llama-3.1-8b")
+
+        async def dataset(pilot):
+            screen = pilot.app.screen
+            screen.query_one("#dataset-path").value = "data/chat.jsonl"
+            await settle(pilot, lambda app: "steps/epoch" in str(app.screen.query_one("#stats-text").render()))
+            screen.query_one("#preview-table").focus()
+            await pilot.press("down")
+            await settle(pilot, lambda app: "line 2" in app.screen.query_one("#rendered-box").border_title)
+
+        async def hyper(pilot):
+            pilot.app.screen.query_one("#hp-learning_rate").value = "0.001"
+            await pilot.pause()
+
+        async def review(pilot):
+            await pilot.press("p")
+            await pick(pilot, "#presets", "cpu-demo")
+            await pilot.press("enter")
+
+        async def help_(pilot):
+            await pilot.press("f1")
+
+        shots = [
+            ("01-welcome", make_app("24gb"), (80, 24), nothing),
+            ("02-questionnaire", make_app("24gb"), (80, 24), questionnaire),
+            ("03-hardware-two-gpus", make_app("two-gpus"), (80, 24), go("hardware")),
+            ("03-hardware-cpu-only", make_app("none"), (80, 24), go("hardware")),
+            ("04-model", make_app("24gb"), (80, 24), go("model", model)),
+            ("05-method-24gb", make_app("24gb", **llama), (80, 24), go("method")),
+            ("05-method-8gb", make_app("8gb", **llama), (80, 24), go("method")),
+            ("06-dataset", make_app("24gb", model="tiny-model"), (100, 30), go("dataset", dataset)),
+            ("07-hyperparameters", make_app("24gb"), (80, 24), go("hyperparams", hyper)),
+            ("08-review-preset", make_app("none"), (80, 24), review),
+            ("help", make_app("24gb", **llama), (80, 24), go("method", help_)),
+            ("01-welcome-120x40", make_app("80gb"), (120, 40), nothing),
+            ("05-method-120x40", make_app("80gb", **llama), (120, 40), go("method")),
+        ]
+        for name, app, size, steps in shots:
+            if not args.only or args.only == name:
+                asyncio.run(shot(name, app, size, steps))
+
+        if args.no_run or (args.only and args.only not in ("09-monitor", "10-finished", "runs")):
+            return 0
+        print("training a tiny run for the monitor screenshots…")
+        run_dir = train_tiny_run(work)
+
+        def monitor_steps(then=None):
+            async def steps(pilot):
+                from ftwizard.tui.screens.monitor import MonitorScreen
+
+                pilot.app.push_screen(MonitorScreen(run_dir, nvml_source=fake("24gb"), show_finished=False))
+                await settle(pilot, lambda app: getattr(app.screen, "loaded", False))
+                await pilot.pause(1.0)
+                if then:
+                    await then(pilot)
+            return steps
+
+        async def finished(pilot):
+            await pilot.press("f")
+
+        async def runs(pilot):
+            pilot.app.open_runs()
+
+        more = [
+            ("09-monitor", make_app("24gb"), (100, 30), monitor_steps()),
+            ("10-finished", make_app("24gb"), (100, 30), monitor_steps(finished)),
+            ("runs", make_app("24gb"), (100, 30), runs),
+        ]
+        for name, app, size, steps in more:
+            if not args.only or args.only == name:
+                asyncio.run(shot(name, app, size, steps))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
