@@ -12,17 +12,31 @@ from ..config import load_config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", metavar="CONFIG", help="a run config (YAML), e.g. presets/cpu-demo.yaml")
+    p.add_argument("config", metavar="CONFIG", help="a run config (YAML), or a preset name (ftwizard presets)")
     p.add_argument("--detach", action="store_true", help="start and return at once; print the run directory")
     p.add_argument("--runs-dir", help="where to create the run (default: the config's runs_dir, ./runs)")
     p.add_argument("--name", help="a label for the run directory")
+
+
+def config_path(ref: str):
+    """A config file, or the name of a bundled preset (`ftwizard train cpu-demo` works from anywhere)."""
+    from pathlib import Path
+
+    from ..presets import presets_dir
+
+    p = Path(ref)
+    if not p.exists() and "/" not in ref:
+        preset = presets_dir() / (ref if ref.endswith(".yaml") else f"{ref}.yaml")
+        if preset.exists():
+            return preset
+    return p
 
 
 def run(args) -> int:
     from ..launch import create_run, start
     from ..follow import follow
 
-    cfg = load_config(args.config)
+    cfg = load_config(config_path(args.config))
     if args.name:
         cfg.name = args.name
     run_dir = create_run(cfg, args.runs_dir)
