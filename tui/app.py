@@ -86,8 +86,8 @@ class WizardApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(screen_class("welcome")())
-        if self._detect:
-            self.detect_hardware()
+        if self._detect:  # after the first paint: psutil/pynvml imports in a thread would delay it
+            self.call_after_refresh(self.detect_hardware)
 
     @work(thread=True, exclusive=True, group="hardware", exit_on_error=False)
     def detect_hardware(self):

@@ -75,14 +75,22 @@ class WizardStep(Screen):
     def why_invalid(self) -> str:
         return ""
 
+    _last_valid: bool | None = None
+
     def validity_changed(self) -> None:
+        """Show why Next is blocked, and refresh the Footer when validity flips (not on every call)."""
         valid = self.is_valid()
-        self.set_class(not valid, "-invalid")
         try:
             self.query_one("#step-problem", Static).update("" if valid else f"Next is blocked: {self.why_invalid()}")
         except Exception:  # not composed yet
             pass
-        self.refresh_bindings()
+        if valid == self._last_valid:
+            return
+        first = self._last_valid is None
+        self._last_valid = valid
+        self.set_class(not valid, "-invalid")
+        if not (first and valid):  # the Footer asks check_action itself when it is first drawn
+            self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "next":
