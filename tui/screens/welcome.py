@@ -83,7 +83,7 @@ class WelcomeScreen(WizardStep):
         options = self.query_one("#presets", OptionList)
         self._presets = {p.name: p for p in list_presets()}
         for p in self._presets.values():
-            options.add_option(Option(f"{p.name} · {p.summary}" if p.summary else p.name, id=p.name))
+            options.add_option(Option(p.name, id=p.name))
         if not self._presets:
             options.add_option(Option("(no presets installed)", id="-none", disabled=True))
         else:
@@ -112,8 +112,8 @@ class WelcomeScreen(WizardStep):
     def _preview_preset(self, event: OptionList.OptionHighlighted) -> None:
         p = self._presets.get(event.option.id or "")
         if p is not None:
-            rest = "\n".join(p.header.splitlines()[1:4])
-            self.query_one("#preset-header", Static).update(rest)
+            lines = [line for line in p.header.splitlines() if line.strip()]
+            self.query_one("#preset-header", Static).update("\n".join(lines[:4]))
 
     @on(OptionList.OptionSelected, "#start")
     def _start_choice(self, event: OptionList.OptionSelected) -> None:
