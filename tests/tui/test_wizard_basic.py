@@ -172,3 +172,61 @@ async def test_help_opens_and_closes(make_app):
         await pilot.press("escape")
         await pilot.pause()
         assert type(app.screen).__name__ == "WelcomeScreen"
+
+
+def test_path_completion(tmp_path):
+    from ftwizard.tui.widgets.path_input import complete_path
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "chat.jsonl").write_text("{}\n")
+    (tmp_path / "data" / "notes.txt").write_text("x")
+    assert complete_path(str(tmp_path / "da")) == str(tmp_path / "data") + "/"
+    assert complete_path(str(tmp_path / "data") + "/", (".jsonl",)) == str(tmp_path / "data" / "chat.jsonl")
+    assert complete_path(str(tmp_path / "data" / "n"), (".jsonl",)) is None  # filtered by suffix
+    assert complete_path(str(tmp_path / "nothing-here")) is None
+
+
+async def test_load_config_file_opens_review_and_bad_file_is_explained(make_app, tmp_path, tiny_config):
+    from ftwizard.core.config import save_config
+
+    cfg = tiny_config(steps=5)
+    good = tmp_path / "mine.yaml"
+    save_config(cfg, good)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: lora\ndataset:\n  path: x.jsonl\ntrain:\n  learning_rat: 1\n")
+    app = make_app("24gb", pinned=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("l")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "PathPrompt"
+        app.screen.query_one("#path").value = str(bad)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "WelcomeScreen"
+        notes = [n.message for n in app._notifications]
+        assert any("bad.yaml:5: train.learning_rat: unknown key" in m for m in notes), notes
+        await pilot.press("l")
+        await pilot.pause()
+        app.screen.query_one("#path").value = str(good)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "ReviewScreen"
+        assert app.state.config_path == str(good)
+        assert app.state.to_config().train.max_steps == 5
+        assert f"ftwizard train {good}" == str(app.screen.query_one("#command").render())
+
+
+async def test_runs_key_opens_the_runs_screen_and_quit_exits_cleanly(make_app):
+    app = make_app("24gb", pinned=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "RunsScreen"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "WelcomeScreen"
+        await pilot.press("g")
+        await pilot.pause()
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    assert app.return_code == 0

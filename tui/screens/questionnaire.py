@@ -179,6 +179,8 @@ class QuestionnaireScreen(WizardStep):
                 out.append(f" ({rec.training.upper()})", style="bold")
             out.append("\n")
             for r in rec.reasons:
+                if r.startswith("method not chosen"):
+                    continue  # core says so without a model and GPU memory: the Method step decides it
                 out.append(f"· {r}\n")
             if rec.instead:
                 out.append("\nInstead: ", style="bold")
