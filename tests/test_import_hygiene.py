@@ -43,8 +43,11 @@ def test_wizard_first_screen_imports_no_ml_library(tmp_path):
         async def main():
             app = WizardApp(runs_dir={str(tmp_path / "runs")!r})
             async with app.run_test(size=(80, 24)) as pilot:
-                await app.workers.wait_for_complete()
-                await pilot.pause()
+                for _ in range(100):  # detection starts after the first paint
+                    await app.workers.wait_for_complete()
+                    await pilot.pause()
+                    if app.state.hardware is not None:
+                        break
                 assert type(app.screen).__name__ == "WelcomeScreen", app.screen
                 assert app.state.hardware is not None
 

@@ -9,8 +9,10 @@ SIZE = (80, 24)
 
 
 async def settle(app, pilot):
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    """Workers done, twice: a worker may start another (hardware detection starts after the first paint)."""
+    for _ in range(2):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
 
 
 async def test_welcome_first_screen_and_hardware_in_background(make_app):
@@ -230,3 +232,19 @@ async def test_runs_key_opens_the_runs_screen_and_quit_exits_cleanly(make_app):
         await pilot.press("ctrl+q")
         await pilot.pause()
     assert app.return_code == 0
+
+
+async def test_typing_a_save_path_does_not_trigger_letter_keys(make_app):
+    app = make_app("none")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("p", "enter")
+        await settle(app, pilot)
+        field = app.screen.query_one("#save-path")
+        field.focus()
+        field.value = ""
+        await pilot.press("e", "x", ".", "y", "a", "m", "l")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReviewScreen"  # 'e' (edit settings) went into the field
+        assert field.value == "ex.yaml"
+        assert "ftwizard train ex.yaml" in str(app.screen.query_one("#command").render())

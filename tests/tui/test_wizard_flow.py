@@ -12,8 +12,10 @@ SIZE = (100, 30)
 
 
 async def settle(app, pilot):
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    """Workers done, twice: a worker may start another (hardware detection starts after the first paint)."""
+    for _ in range(2):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
 
 
 async def pick(pilot, option_list, option_id: str):
