@@ -20,6 +20,7 @@ async def test_welcome_first_screen_and_hardware_in_background(make_app):
     async with app.run_test(size=SIZE) as pilot:
         assert type(app.screen).__name__ == "WelcomeScreen"
         await settle(app, pilot)
+        assert app.focused.id == "start"  # enter starts the guided flow
         assert app.state.hardware.gpus[0].name == "NVIDIA GeForce RTX 3090"
         line = str(app.screen.query_one("#hw-line").render())
         assert "RTX 3090" in line and "23.4 / 24.0 GB free" in line

@@ -75,7 +75,6 @@ class WelcomeScreen(WizardStep):
         self._fill_presets()
         self.on_state(self.state)
         self.count_runs()
-        self.query_one("#start", OptionList).focus()
 
     def _fill_presets(self) -> None:
         from ftwizard.core.presets import list_presets
