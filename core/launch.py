@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import RunConfig, dump_config
 from .errors import UserError
-from .runs import CONFIG, LAUNCH, LOG, STOP_REQUEST, make_run_dir, process_alive, read_json, run_info, \
+from .runs import CONFIG, LAUNCH, LOG, STATUS, STOP_REQUEST, make_run_dir, process_alive, read_json, run_info, \
     runs_root, write_json_atomic
 
 
@@ -95,7 +95,10 @@ def stop(run_dir: Path) -> bool:
         return False
     (run_dir / STOP_REQUEST).write_text(datetime.now(timezone.utc).isoformat(), encoding="utf-8")
     launch = read_json(run_dir / LAUNCH) or {}
-    if process_alive(info.pid, launch.get("create_time")):
+    status = read_json(run_dir / STATUS) or {}
+    # Signal only a process that has installed its handler (it writes its pid to status.json right
+    # after); before that, the stop.request file is seen at its next phase.
+    if status.get("pid") == info.pid and process_alive(info.pid, launch.get("create_time")):
         try:
             os.kill(info.pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -60,14 +60,22 @@ class Run:
                        "started": time.time()}
         self.write_status()
 
-    def write_status(self, **fields) -> None:
-        self.status.update(fields, updated=time.time())
+    def write_status(self, throttle: bool = False, **fields) -> None:
+        """status.json; with `throttle`, at most once a second (per-step updates: events.jsonl has every
+        step already, and the atomic rewrite costs ~0.7 ms)."""
+        now = time.time()
+        self.status.update(fields)
+        if throttle and now - self.status.get("updated", 0) < 1.0:
+            return
+        self.status["updated"] = now
         write_json_atomic(self.dir / STATUS, self.status)
 
     def phase(self, phase: str, detail: str = "", **extra) -> None:
         self.events.emit("phase", phase=phase, detail=detail, **extra)
         self.write_status(phase=phase)
         log(f"[{phase}] {detail}")
+        if not self.training_started and self.should_stop():
+            raise StopRequested()  # a stop asked for while starting up: no need to load anything more
 
     def request_stop(self, *_):
         self.stop_requested = True
@@ -228,7 +236,7 @@ def make_callback(run: Run, cfg: RunConfig, dev: dict, counter):
                     if k in logs:
                         ev[k] = logs[k]
                 run.events.emit("train", **ev)
-                run.write_status(step=state.global_step, max_steps=state.max_steps)
+                run.write_status(throttle=True, step=state.global_step, max_steps=state.max_steps)
                 loss = logs["loss"]
                 log(f"step {state.global_step}/{state.max_steps} loss {loss:.4f} lr {ev['lr']:.2e} "
                     f"grad {ev['grad_norm'] if ev['grad_norm'] is None else round(ev['grad_norm'], 3)} "
@@ -343,6 +351,29 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
+        # Two per-step costs of the Trainer that buy nothing here: FLOPs are counted by walking every
+        # parameter each step (the count per token never changes: computed once), and gradients are
+        # clipped over model.parameters(), frozen ones included (LoRA: a few trainable tensors of
+        # hundreds). Same results; with FSDP/DeepSpeed the Trainer's own path is kept.
+        _flops_per_token = None
+        _trainable = None
+
+        def floating_point_ops(self, inputs):
+            if self._flops_per_token is None:
+                self._flops_per_token = super().floating_point_ops({"input_ids": _ONE_TOKEN})
+            ids = inputs.get("input_ids")
+            return self._flops_per_token * (ids.numel() if ids is not None else 0)
+
+        def _clip_grad_norm(self, model):
+            from accelerate.utils import DistributedType
+
+            if self.accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU,
+                                                         DistributedType.MULTI_CPU):
+                return super()._clip_grad_norm(model)
+            if self._trainable is None:
+                self._trainable = [p for p in model.parameters() if p.requires_grad]
+            return self.accelerator.clip_grad_norm_(self._trainable, self.args.max_grad_norm)
+
         def _get_train_sampler(self, *a, **kw):
             if not t.longest_first:
                 return super()._get_train_sampler(*a, **kw)
@@ -404,6 +435,16 @@ def import_callback(ref: str):
     return obj() if isinstance(obj, type) else obj
 
 
+class _OneToken:
+    """Stands for a 1-token input when asking the Trainer for FLOPs per token."""
+
+    def numel(self) -> int:
+        return 1
+
+
+_ONE_TOKEN = _OneToken()
+
+
 class LongestFirstSampler:
     """A seeded random order with the longest `batch_size` rows first, so an out-of-memory error shows
     at step 1 instead of hours in (unsloth #1624). Deterministic per (seed, epoch), so resume skips the
@@ -447,12 +488,25 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(argv[0]).resolve()
     resume = "--resume" in argv
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a dropped SSH session must never end training
+    # Handlers first, then status.json (with our pid): `ftwizard stop` only signals a process whose pid
+    # is in status.json, so a SIGTERM can never arrive before the handler (it would kill, not stop).
+    holder: list[Run] = []
+    early_stop = []
+
+    def on_stop(*_):
+        if holder:
+            holder[0].request_stop()
+        else:
+            early_stop.append(True)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     run = Run(run_dir)
-    signal.signal(signal.SIGTERM, run.request_stop)
-    signal.signal(signal.SIGINT, run.request_stop)
-    run.phase("started", f"pid {os.getpid()}" + (" (resume)" if resume else ""))
+    holder.append(run)
     t_start = time.time()
     try:
+        run.stop_requested = bool(early_stop)
+        run.phase("started", f"pid {os.getpid()}" + (" (resume)" if resume else ""))
         cfg = load_config(run_dir / CONFIG, resolve_paths=False)
         from .defaults import resolve_defaults
         from .hardware import detect

@@ -168,3 +168,11 @@ def test_selftest_command_passes():
     r = subprocess.run(CLI + ["selftest"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "loss went down" in r.stdout and "PASSED" in r.stdout
+
+
+def test_stop_right_after_start_is_a_stop_not_a_kill(tiny_config, start_run, wait_run):
+    run_dir = start_run(tiny_config(steps=5000))
+    assert stop(run_dir)  # before the process has even imported its modules
+    info = wait_run(run_dir, 120)
+    assert info.state == "stopped", info.reason
+    assert not any(e["type"] == "train" for e in read_events(run_dir))
