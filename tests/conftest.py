@@ -7,11 +7,17 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+# Tests never touch a model hub. Set before any test module is collected: huggingface_hub reads these
+# when it is first imported, and some test modules import transformers at collection time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/fakes.py
+import pytest  # noqa: E402
 
-PEER_DEMO = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "peer-demo"
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fakes.py, tests/shared_paths.py
+
+from shared_paths import PEER_DEMO  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,8 +26,6 @@ def _isolated_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("ftwizard-cache")
     old = os.environ.get("FTWIZARD_CACHE")
     os.environ["FTWIZARD_CACHE"] = str(cache)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     yield cache
     if old is None:
         os.environ.pop("FTWIZARD_CACHE", None)

@@ -75,7 +75,7 @@ PEER_COVERS = {"alpaca", "sharegpt", "text"}  # trained from the real peer-demo 
 
 def peer_present() -> bool:
     """FTWIZARD_TEST_NO_PEER=1 runs this module as on a machine without ../shared (fixture files only)."""
-    from conftest import PEER_DEMO
+    from shared_paths import PEER_DEMO
 
     return PEER_DEMO.is_dir() and not os.environ.get("FTWIZARD_TEST_NO_PEER")
 
@@ -128,7 +128,7 @@ def runs(tiny_work, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def peer_runs(tiny_work, tmp_path_factory):
-    from conftest import PEER_DEMO
+    from shared_paths import PEER_DEMO
 
     if not peer_present():
         pytest.skip("../shared/datasets/peer-demo is not present")
