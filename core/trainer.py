@@ -43,7 +43,8 @@ class NonFiniteLoss(Exception):
 
 
 class StopRequested(Exception):
-    """Raised when a stop arrives before training has started (nothing to checkpoint yet)."""
+    """Raised at a phase change when a stop was asked for before training started (nothing to
+    checkpoint yet)."""
 
 
 class Run:
@@ -78,9 +79,10 @@ class Run:
             raise StopRequested()  # a stop asked for while starting up: no need to load anything more
 
     def request_stop(self, *_):
+        # Only a flag: raising from a signal handler could land inside any import or C call (seen:
+        # numpy's import broken half-way). Before training, the next phase change ends the run;
+        # during training, the next step end checkpoints and stops.
         self.stop_requested = True
-        if not self.training_started:
-            raise StopRequested()
 
     def should_stop(self) -> bool:
         return self.stop_requested or (self.dir / STOP_REQUEST).exists()

@@ -87,7 +87,9 @@ async def test_live_points_then_stop_via_the_dialog(tiny_config, start_run, wait
         first = len(mon.view.train_loss)
         await until(pilot, lambda: len(mon.view.train_loss) >= first + 5)
         assert mon.view.train_loss.xs == list(range(1, len(mon.view.train_loss) + 1))
-        assert not mon.has_class("-waiting") and mon.run_state == "running"
+        # the screen redraws on a 0.5 s timer: the class follows the view within a tick
+        await until(pilot, lambda: not mon.has_class("-waiting"))
+        assert mon.run_state == "running"
         await until(pilot, lambda: mon.chart.draws > 0)
         assert "step" in str(mon.query_one("#mon-title").render())
         assert "tok/s" in str(mon.query_one("#mon-numbers").render())
@@ -192,7 +194,10 @@ async def test_doctor_warning_with_evidence_and_gpu_panels(tmp_path):
         assert set(meters) == {"gpu-0", "gpu-1"}
         assert "0.6 / 48.0 GB" in str(meters["gpu-0"].render()) or "0.5 / 48.0" in str(meters["gpu-0"].render())
         assert "trainer peak" in str(meters["gpu-0"].render())  # cuda:0 peak from the events
-        # ETA from the events' own time stamps: 800 steps left at 1.5 s/step = 20 min
+        # ETA from the events' own time stamps: 800 steps left at 1.5 s/step = 20 min (the title shows
+        # it once the state poll, once a second, has seen the run running)
+        await until(pilot, lambda: mon.run_state == "running", timeout=10)
+        await until(pilot, lambda: "ETA" in str(mon.query_one("#mon-title").render()), timeout=10)
         assert "ETA 20 min" in str(mon.query_one("#mon-title").render())
         await pilot.press("w")
         assert "Evidence" in app.screen._text and "eval_steps" in app.screen._text
