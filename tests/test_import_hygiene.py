@@ -55,3 +55,24 @@ def test_wizard_first_screen_imports_no_ml_library(tmp_path):
     """)
     assert "textual" in mods  # the check really ran the App
     assert not mods & set(HEAVY), mods & set(HEAVY)
+
+
+def test_wizard_resumes_the_garbage_collector_after_its_first_paint():
+    """`ftwizard` pauses GC while starting (core.cli.pause_gc_for_startup); the App must resume it."""
+    code = (
+        "import gc, asyncio\n"
+        "import ftwizard.core.cli as cli\n"
+        "cli.pause_gc_for_startup()\n"
+        "from ftwizard.tui.app import WizardApp\n"
+        "async def main():\n"
+        "    app = WizardApp(detect_hardware=False)\n"
+        "    async with app.run_test(size=(80, 24)) as pilot:\n"
+        "        await pilot.pause()\n"
+        "        print('ENABLED', gc.isenabled())\n"
+        "asyncio.run(main())\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "ENABLED True" in out.stdout, out.stdout + out.stderr

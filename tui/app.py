@@ -86,6 +86,9 @@ class WizardApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(screen_class("welcome")())
+        # `ftwizard` pauses the garbage collector while it starts (core.cli.pause_gc_for_startup): resume
+        # it once the first screen is painted, with the start-up objects frozen out of later collections.
+        self.call_after_refresh(resume_gc)
         if self._detect:  # after the first paint: psutil/pynvml imports in a thread would delay it
             self.call_after_refresh(self.detect_hardware)
 
@@ -149,6 +152,14 @@ class WizardApp(App[int]):
         if handler and handler():
             return
         self.exit(0)
+
+
+def resume_gc() -> None:
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def run_app(**kwargs: Any) -> int | None:

@@ -19,7 +19,8 @@ import time
 
 WIZARD = r"""
 import sys, time
-import ftwizard.core.cli  # what the console script imports first
+import ftwizard.core.cli as cli  # what the console script imports first
+cli.pause_gc_for_startup()  # what cli.main() does before it imports the wizard
 from ftwizard.tui.app import WizardApp
 
 class Timed(WizardApp):
@@ -28,7 +29,8 @@ class Timed(WizardApp):
         self.call_after_refresh(self._painted)
 
     def _painted(self):
-        assert type(self.screen).__name__ == "WelcomeScreen"
+        import gc
+        assert type(self.screen).__name__ == "WelcomeScreen" and gc.isenabled()
         print(f"READY={time.time():.6f}", flush=True)
         heavy = [m for m in ("torch", "transformers", "trl", "peft", "datasets") if m in sys.modules]
         print(f"HEAVY={','.join(heavy)}", flush=True)
