@@ -232,21 +232,27 @@ def parse_config(data: Any, *, file: str | None = None, text: str | None = None)
         raise UserError(problems_from_validation(exc, file, _line_index(text) if text else {})) from None
 
 
-def load_config(path: str | Path, *, resolve_paths: bool = True) -> RunConfig:
-    """Read and validate a config file. Relative dataset/model paths are taken from the file's folder."""
+def read_yaml_file(path: str | Path, what: str = "config") -> tuple[Any, str]:
+    """(data, text) of a YAML file; a missing, unreadable or malformed file is a one-line UserError."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError("no such config file", file=str(path)) from None
+        raise UserError(f"no such {what} file", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read config: {exc}", file=str(path)) from None
+        raise UserError(f"cannot read {what}: {exc}", file=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text), text
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise UserError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
                         line=(mark.line + 1) if mark else None) from None
+
+
+def load_config(path: str | Path, *, resolve_paths: bool = True) -> RunConfig:
+    """Read and validate a config file. Relative dataset/model paths are taken from the file's folder."""
+    path = Path(path)
+    data, text = read_yaml_file(path, "config")
     cfg = parse_config(data, file=str(path), text=text)
     if resolve_paths:
         cfg = resolve_relative_paths(cfg, path.parent)

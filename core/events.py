@@ -63,11 +63,13 @@ class EventTail:
     bad_lines: int = 0
     _partial: bytes = field(default=b"", repr=False)
 
-    def read_new(self) -> list[dict]:
+    def read_new(self, max_bytes: int = -1) -> list[dict]:
+        """Complete events appended since the last call; at most `max_bytes` read per call when given
+        (the monitor folds a run with millions of events in bounded slices)."""
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
-                chunk = fh.read()
+                chunk = fh.read(max_bytes)
         except FileNotFoundError:
             return []
         if not chunk:

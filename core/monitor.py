@@ -479,33 +479,6 @@ def view_from_events(events: Iterable[dict], **kw) -> RunView:
     return view
 
 
-def read_chunk(tail, max_bytes: int = 1 << 20) -> list[dict]:
-    """Like `EventTail.read_new`, but reads at most `max_bytes` per call, so attaching to a run with
-    millions of events folds them in bounded slices instead of holding the whole file in memory."""
-    import json
-
-    try:
-        with open(tail.path, "rb") as fh:
-            fh.seek(tail.offset)
-            chunk = fh.read(max_bytes)
-    except FileNotFoundError:
-        return []
-    if not chunk:
-        return []
-    tail.offset += len(chunk)
-    lines = (tail._partial + chunk).split(b"\n")
-    tail._partial = lines.pop()
-    out = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            tail.bad_lines += 1
-    return out
-
-
 # ------------------------------------------------------------------------------ formatting
 
 

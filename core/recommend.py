@@ -265,23 +265,10 @@ def _largest_fitting(arch, vram_gb: float, gpus: int, settings):
 
 def load_answers(path: str | Path) -> Answers:
     """Read a YAML answers file. Bad input raises UserError naming file:line: key and the allowed values."""
-    import yaml
-
-    from .config import _line_index
+    from .config import _line_index, read_yaml_file
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("no such answers file", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read: {exc}", file=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UserError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=str(path),
-                        line=(mark.line + 1) if mark else None) from None
+    data, text = read_yaml_file(path, "answers")
     if not isinstance(data, dict):
         raise UserError("the answers must be a YAML mapping of keys to values", file=str(path), line=1)
     try:

@@ -28,7 +28,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Log, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
-from ftwizard.core.monitor import RunView, diagnose_view, fmt_duration, fmt_num, read_chunk
+from ftwizard.core.monitor import RunView, diagnose_view, fmt_duration, fmt_num
 from ftwizard.tui.widgets.gpu_meter import GpuMeter
 from ftwizard.tui.widgets.loss_chart import LossChart
 
@@ -77,6 +77,9 @@ class LogRead(Message):
     def __init__(self, lines: list[str]) -> None:
         super().__init__()
         self.lines = lines
+
+
+CHUNK_BYTES = 1 << 20  # events.jsonl is folded in slices of at most this many bytes
 
 
 class MonitorScreen(Screen):
@@ -165,7 +168,7 @@ class MonitorScreen(Screen):
         try:
             while not self._quit.is_set():
                 while True:  # all that is there now, a slice at a time
-                    events = read_chunk(tail)
+                    events = tail.read_new(CHUNK_BYTES)
                     if not events:
                         break
                     for i in range(0, len(events), self.APPLY_SLICE):
