@@ -185,7 +185,6 @@ def test_messages_stored_as_json_strings_in_csv(tmp_path):
 
 
 def test_local_paths_and_hub_ids(tmp_path):
-    from ftwizard.core.data.load import data_files
     from ftwizard.core.data.read import local_files
 
     assert local_files("tatsu-lab/alpaca") is None and local_files("imdb") is None  # hub ids
@@ -197,7 +196,7 @@ def test_local_paths_and_hub_ids(tmp_path):
     with pytest.raises(UserError, match="unsupported file type '.txt'"):
         local_files(str(tmp_path / "x.txt"))
     write(tmp_path / "a.jsonl", ROWS["text"])
-    assert data_files(str(tmp_path / "a.jsonl")) == ("jsonl", [str(tmp_path / "a.jsonl")])
+    assert local_files(str(tmp_path / "a.jsonl")) == [tmp_path / "a.jsonl"]
 
 
 def test_undetectable_format_suggests_a_mapping_from_the_columns():

@@ -70,18 +70,25 @@ def test_every_trade_off_key_carries_a_comment(preset):
         assert commented, f"{preset.name}: no comment on or above '{key}'"
 
 
+def demo_rows(cfg) -> list[dict]:
+    from ftwizard.core.data.read import iter_rows
+
+    rows = list(iter_rows(cfg.dataset.path))
+    assert not any(r.error for r in rows)
+    return [r.row for r in rows]
+
+
 def test_cpu_demo_data_is_detected_as_messages_with_one_answer_format():
     from ftwizard.core.data.formats import detect_format, to_canonical
-    from ftwizard.core.data.load import load_table
 
     cfg = load_config(DEMO)
-    raw = load_table(cfg.dataset.path)
+    raw = demo_rows(cfg)
     assert 100 <= len(raw) <= 200
-    det = detect_format(raw.column_names, raw.select(range(20)).to_list(), cfg.dataset.columns, cfg.dataset.format)
+    det = detect_format(list(raw[0]), raw[:20], cfg.dataset.columns, cfg.dataset.format)
     assert det.format == "messages"
     shape = re.compile(r"^Quillby Support \| [^\n]+ \([^)]+\)\nAnswer: [^\n]+\nSteps:\n1\. [^\n]+\n2\. [^\n]+\n"
                        r"Ref: QB-1\d\d$")
-    for row in raw.to_list():
+    for row in raw:
         msgs = to_canonical(row, det)["messages"]
         assert [m["role"] for m in msgs] in (["user", "assistant"], ["user", "assistant"] * 2)
         assert shape.match(msgs[1]["content"]), msgs[1]["content"]
@@ -95,16 +102,15 @@ def test_cpu_demo_data_tokenizes_with_loss_on_the_answers_only(tiny_work):
     from transformers import AutoTokenizer
 
     from ftwizard.core.data.formats import detect_format, to_canonical
-    from ftwizard.core.data.load import load_table
     from ftwizard.core.data.tokenize import IGNORE, encode_row
     from ftwizard.core.templates import choose_template
 
     cfg = load_config(DEMO)
     tok = AutoTokenizer.from_pretrained(str(tiny_work / "tiny-model"))
     template, _ = choose_template(tok.chat_template, cfg.model.chat_template, cfg.dataset.assistant_only_loss)
-    raw = load_table(cfg.dataset.path)
-    det = detect_format(raw.column_names, raw.select(range(20)).to_list(), cfg.dataset.columns, cfg.dataset.format)
-    for row in raw.select(range(40)).to_list():
+    raw = demo_rows(cfg)
+    det = detect_format(list(raw[0]), raw[:20], cfg.dataset.columns, cfg.dataset.format)
+    for row in raw[:40]:
         msgs = to_canonical(row, det)["messages"]
         enc = encode_row({"messages": msgs}, tok, template, cfg.train.max_length * 4, True)
         assert not enc.truncated and enc.trained > 0

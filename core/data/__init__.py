@@ -26,5 +26,4 @@ Modules:
 - `stats` / `checks`: one streaming pass giving statistics and located problems with fixes
 - `split`: seeded, stratified train/validation split
 - `prepare`: `prepare_training_data`, the training process's data step
-- `load`: `data_files` (existence check used by `ftwizard train`), `load_table`
 """
