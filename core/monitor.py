@@ -109,6 +109,21 @@ class Series:
         return self.xs[:n], self.ys[:n]
 
 
+def _min_max(xs, chunk, lo: int, out_x: list, out_y: list) -> None:
+    """Append a bucket's minimum and maximum (one point when they coincide), in x order."""
+    vmin, vmax = min(chunk), max(chunk)
+    imin, imax = lo + chunk.index(vmin), lo + chunk.index(vmax)
+    if imin == imax:
+        out_x.append(xs[imin])
+        out_y.append(vmin)
+    elif imin < imax:
+        out_x += (xs[imin], xs[imax])
+        out_y += (vmin, vmax)
+    else:
+        out_x += (xs[imax], xs[imin])
+        out_y += (vmax, vmin)
+
+
 def downsample(xs: Sequence[float], ys: Sequence[float], n: int) -> tuple[list[float], list[float]]:
     """At most `n` points that keep the shape: for each of n/2 buckets its min and its max, in x order.
 
@@ -132,20 +147,7 @@ def downsample(xs: Sequence[float], ys: Sequence[float], n: int) -> tuple[list[f
         hi = int((b + 1) * size) if b < buckets - 1 else total
         if hi <= lo:
             continue
-        chunk = ys_list[lo:hi]
-        vmin = min(chunk)
-        vmax = max(chunk)
-        imin = lo + chunk.index(vmin)
-        imax = lo + chunk.index(vmax)
-        if imin == imax:
-            out_x.append(xs[imin])
-            out_y.append(vmin)
-        elif imin < imax:
-            out_x += (xs[imin], xs[imax])
-            out_y += (vmin, vmax)
-        else:
-            out_x += (xs[imax], xs[imin])
-            out_y += (vmax, vmin)
+        _min_max(xs, ys_list[lo:hi], lo, out_x, out_y)
     return out_x, out_y
 
 
@@ -198,18 +200,7 @@ def _buckets(xs, ys, start: int, stop: int, size: int) -> tuple[list[float], lis
     out_y: list[float] = []
     for lo in range(start, stop, size):
         hi = min(lo + size, stop)
-        chunk = ys[lo:hi]
-        vmin, vmax = min(chunk), max(chunk)
-        imin, imax = lo + chunk.index(vmin), lo + chunk.index(vmax)
-        if imin == imax:
-            out_x.append(xs[imin])
-            out_y.append(vmin)
-        elif imin < imax:
-            out_x += (xs[imin], xs[imax])
-            out_y += (vmin, vmax)
-        else:
-            out_x += (xs[imax], xs[imin])
-            out_y += (vmax, vmin)
+        _min_max(xs, ys[lo:hi], lo, out_x, out_y)
     return out_x, out_y
 
 
