@@ -97,7 +97,6 @@ class DatasetScreen(WizardStep):
         self._tok_error = ""
         self._cancel = threading.Event()
         self.query_one("#stats-progress").display = False
-        super().on_mount()
         self.load_tokenizer()
         path = self.query_one("#dataset-path", PathInput)
         path.focus()

@@ -49,7 +49,6 @@ class HardwareScreen(WizardStep):
         table = self.query_one("#gpu-table", DataTable)
         table.add_columns("#", "GPU", "total", "free", "bf16", "util", "temp")
         table.display = False
-        super().on_mount()
         self.on_state(self.state)
 
     def on_state(self, state: WizardState) -> None:

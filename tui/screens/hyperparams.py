@@ -126,7 +126,6 @@ class HyperparamsScreen(WizardStep):
     def on_mount(self) -> None:
         self._errors: dict[str, str] = {}
         self._train, self._lora = self.state.train_config, self.state.lora_config
-        super().on_mount()
         self._check()
         self.query(Input).first().focus()
 

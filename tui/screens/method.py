@@ -63,7 +63,6 @@ class MethodScreen(WizardStep):
     def on_mount(self) -> None:
         self._choice = None
         self._method = self.state.method
-        super().on_mount()
         self.query_one("#methods", OptionList).focus()
         self.compute()
 

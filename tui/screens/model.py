@@ -92,7 +92,6 @@ class ModelScreen(WizardStep):
         self._entries = {oid: ref for oid, _, ref in catalog_entries()}
         for oid, label, _ in catalog_entries():
             catalog.add_option(Option(label, id=oid))
-        super().on_mount()
         s = self.state
         if s.model:
             match = next((oid for oid, ref in self._entries.items()

@@ -112,7 +112,6 @@ class QuestionnaireScreen(WizardStep):
     def on_mount(self) -> None:
         self._answers: tuple[tuple[str, str], ...] = self.state.answers
         self._rec = None
-        super().on_mount()
         self._show()
         self.query_one("#choices", OptionList).focus()
 

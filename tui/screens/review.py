@@ -68,7 +68,6 @@ class ReviewScreen(WizardStep):
         self._cfg = None
         self._problem = ""
         self.query_one("#save-path", Input).value = self._default_path()
-        super().on_mount()
         self._refresh_view()
         self.query_one("#yaml-box").focus()
 

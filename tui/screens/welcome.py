@@ -71,7 +71,6 @@ class WelcomeScreen(WizardStep):
         yield Static("Detecting hardware…", id="hw-line")
 
     def on_mount(self) -> None:
-        super().on_mount()
         self._fill_presets()
         self.on_state(self.state)
         self.count_runs()
