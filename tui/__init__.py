@@ -1,0 +1,6 @@
+"""ftwizard's terminal UI (Textual). Nothing here is imported by `ftwizard.core`."""
+
+from pathlib import Path
+
+STYLES = Path(__file__).parent / "styles"
+MONITOR_CSS = STYLES / "monitor.tcss"  # the monitor, finished and runs screens (loaded when first shown)

@@ -17,18 +17,8 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
+from . import STYLES
 from .state import WizardState
-
-STYLES = Path(__file__).parent / "styles"
-
-
-def _css_paths() -> list[Path]:
-    paths = [STYLES / "app.tcss"]
-    monitor = STYLES / "monitor.tcss"
-    if monitor.exists():
-        paths.append(monitor)
-    return paths
-
 
 # Step name -> (module, class). Imported when first needed, so start-up stays light.
 FLOW = ("questionnaire", "hardware", "model", "method", "dataset", "hyperparams", "review")
@@ -55,7 +45,9 @@ class WizardApp(App[int]):
     """Fine-tune an LLM, step by step."""
 
     TITLE = "ftwizard"
-    CSS_PATH = _css_paths()
+    # The monitor, finished and runs screens bring monitor.tcss themselves (read when first shown):
+    # the first screen does not pay for parsing and matching their rules.
+    CSS_PATH = STYLES / "app.tcss"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True),

@@ -249,3 +249,57 @@ async def test_typing_a_save_path_does_not_trigger_letter_keys(make_app):
         assert type(app.screen).__name__ == "ReviewScreen"  # 'e' (edit settings) went into the field
         assert field.value == "ex.yaml"
         assert "ftwizard train ex.yaml" in str(app.screen.query_one("#command").render())
+
+
+
+async def test_each_step_mounts_its_base_once(make_app, monkeypatch):
+    """Textual itself runs the on_mount of every class in the MRO: a step that also called
+    super().on_mount() ran the base's start-up (state watch, validity, Footer refresh) twice."""
+    from ftwizard.tui.screens.step import WizardStep
+
+    mounted = []
+    original = WizardStep.on_mount
+
+    def counting(self):
+        mounted.append(type(self).__name__)
+        original(self)
+
+    monkeypatch.setattr(WizardStep, "on_mount", counting)
+    app = make_app("24gb", pinned=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        for name in ("questionnaire", "hardware", "model", "method", "hyperparams"):
+            app.go(name)
+            await settle(app, pilot)
+        assert [type(s).__name__ for s in app.screen_stack][:2] == ["Screen", "WelcomeScreen"]
+        assert sorted(mounted) == sorted(["WelcomeScreen", "QuestionnaireScreen", "HardwareScreen", "ModelScreen",
+                                          "MethodScreen", "HyperparamsScreen"])
+
+
+async def test_footer_rebuilds_only_when_its_keys_change(make_app):
+    """The Footer draws its keys on first compose, ignores "bindings changed" signals that change
+    nothing it shows (focus moves, refresh_bindings) and redraws Next dimmed when a step turns invalid."""
+    from textual.widgets._footer import FooterKey
+
+    def keys(screen):
+        return {k.description: k for k in screen.query(FooterKey)}
+
+    app = make_app("24gb", pinned=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        before = keys(app.screen)
+        assert set(before) == {"Guide me", "Presets", "Runs", "Load config", "Quit", "Help"}
+        await pilot.press("tab")  # focus moves to the presets list
+        app.screen.refresh_bindings()
+        await pilot.pause()
+        after = keys(app.screen)
+        assert all(after[d] is before[d] for d in before)  # the same widgets: no rebuild
+
+        app.go("hyperparams")
+        await settle(app, pilot)
+        screen = app.screen
+        assert not keys(screen)["Next"].has_class("-disabled")
+        screen.query_one("#hp-r").value = "0"  # invalid: Next blocked
+        await pilot.pause()
+        await pilot.pause()
+        assert keys(screen)["Next"].has_class("-disabled")

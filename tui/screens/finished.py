@@ -14,9 +14,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ftwizard.core.monitor import RunView, fmt_duration, fmt_num
+from ftwizard.tui import MONITOR_CSS
+from ftwizard.tui.widgets.footer import Footer
 
 HELP = """
 **The run has ended.** Completed runs show their final and best losses and where the adapter (LoRA,
@@ -48,6 +50,7 @@ def next_steps(run_id: str, run_dir: Path, state: str, output: str | None, metho
 
 
 class FinishedScreen(Screen):
+    CSS_PATH = MONITOR_CSS
     STEP_NAME = "Finished"
     HELP = HELP
     BINDINGS = [

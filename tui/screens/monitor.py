@@ -25,14 +25,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Log, ProgressBar, Static
+from textual.widgets import Log, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from ftwizard.core.monitor import RunView, diagnose_view, fmt_duration, fmt_num
+from ftwizard.tui import MONITOR_CSS, STYLES
+from ftwizard.tui.widgets.footer import Footer
 from ftwizard.tui.widgets.gpu_meter import GpuMeter
 from ftwizard.tui.widgets.loss_chart import LossChart
 
-STYLES = Path(__file__).resolve().parent.parent / "styles"
 
 HELP = """
 **The training monitor** follows a run that trains in its own process: closing this screen, the
@@ -83,6 +84,7 @@ CHUNK_BYTES = 1 << 20  # events.jsonl is folded in slices of at most this many b
 
 
 class MonitorScreen(Screen):
+    CSS_PATH = MONITOR_CSS
     APPLY_SLICE = 200  # events folded per lock hold
     DOCTOR_S = 1.0  # the doctor looks at most this often
     STEP_NAME = "Training"
@@ -486,7 +488,7 @@ class MonitorApp(App[int]):
     """A minimal host for `ftwizard attach`: the monitor, its dialogs, and quit that asks first."""
 
     TITLE = "ftwizard"
-    CSS_PATH = [STYLES / "app.tcss", STYLES / "monitor.tcss"]
+    CSS_PATH = STYLES / "app.tcss"  # the monitor screen adds monitor.tcss
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True),
                 Binding("f1", "help", "Help", show=False)]

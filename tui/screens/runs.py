@@ -14,11 +14,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from ftwizard.core.runs import disk_usage
 from ftwizard.core.runs import fmt_bytes as core_fmt_bytes
+from ftwizard.tui import MONITOR_CSS
+from ftwizard.tui.widgets.footer import Footer
 
 HELP = """
 **Runs** lists every training run under the runs directory (`./runs`, or `$FTWIZARD_RUNS_DIR`).
@@ -46,6 +48,7 @@ def short_model(name: str | None) -> str:
 
 
 class RunsScreen(Screen):
+    CSS_PATH = MONITOR_CSS
     STEP_NAME = "Runs"
     HELP = HELP
     BINDINGS = [

@@ -10,9 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ..state import STEPS, WizardState, step_title
+from ..widgets.footer import Footer
 
 if TYPE_CHECKING:
     from ..app import WizardApp
@@ -61,6 +62,9 @@ class WizardStep(Screen):
         yield from ()
 
     def on_mount(self) -> None:
+        # Textual calls the on_mount of every class in the MRO, the subclass's first: a step's own
+        # on_mount must not call super().on_mount() (that ran this twice: two state watchers, so every
+        # state change refreshed each step twice).
         self.watch(self.app, "state", self.on_state, init=False)
         self.validity_changed()
 
