@@ -101,7 +101,7 @@ class TrainConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold.")
     optim: Optim | None = Field(
         None, description="Optimizer. null: adamw_8bit for qlora (saves ~6 bytes/param of state), "
-        "adamw_torch_fused on a GPU, adamw_torch on CPU.")
+        "adamw_torch_fused otherwise.")
     packing: bool | None = Field(
         None, description="Pack short rows into full sequences, padding-free (much faster on short rows). "
         "null: on when flash attention is in use, else off.")

@@ -104,9 +104,7 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
     if t.optim is None:
         if cfg.method == "qlora":
             t.optim, why = "adamw_8bit", "QLoRA: 8-bit optimizer states"
-        elif gpu:
-            t.optim, why = "adamw_torch_fused", "fused AdamW on the GPU"
-        else:
-            t.optim, why = "adamw_torch", "CPU"
+        else:  # torch >= 2.4 has the fused kernel for CUDA and CPU; the Trainer's own default since 2.8
+            t.optim, why = "adamw_torch_fused", "fused AdamW: one kernel for all tensors, not a Python loop"
         notes.append(f"optimizer {t.optim}: {why}")
     return cfg, notes

@@ -279,9 +279,18 @@ def memory(dev: dict) -> dict:
                           "reserved_gib": round(torch.cuda.memory_reserved(i) / gib, 3),
                           "peak_gib": round(torch.cuda.max_memory_allocated(i) / gib, 3)}
                          for i in range(torch.cuda.device_count())]}
-    import psutil
+    return {"rss_gib": round(_this_process().memory_info().rss / 1024 ** 3, 3)}
 
-    return {"rss_gib": round(psutil.Process().memory_info().rss / 1024 ** 3, 3)}
+
+_PROCESS = []
+
+
+def _this_process():
+    if not _PROCESS:
+        import psutil
+
+        _PROCESS.append(psutil.Process())
+    return _PROCESS[0]
 
 
 class TokenCounter:
@@ -366,15 +375,27 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
             ids = inputs.get("input_ids")
             return self._flops_per_token * (ids.numel() if ids is not None else 0)
 
-        def _clip_grad_norm(self, model):
+        def _plain(self) -> bool:
+            """One process or plain DDP: parameters are ordinary tensors, no FSDP/DeepSpeed sharding."""
             from accelerate.utils import DistributedType
 
-            if self.accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU,
-                                                         DistributedType.MULTI_CPU):
-                return super()._clip_grad_norm(model)
+            return self.accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_GPU,
+                                                         DistributedType.MULTI_CPU)
+
+        def trainable(self, model) -> list:
             if self._trainable is None:
                 self._trainable = [p for p in model.parameters() if p.requires_grad]
-            return self.accelerator.clip_grad_norm_(self._trainable, self.args.max_grad_norm)
+            return self._trainable
+
+        def _clip_grad_norm(self, model):
+            if not self._plain():
+                return super()._clip_grad_norm(model)
+            return self.accelerator.clip_grad_norm_(self.trainable(model), self.args.max_grad_norm)
+
+        def train(self, *a, **kw):
+            if self._plain():
+                skip_module_walks(self.model, self.trainable(self.model))
+            return super().train(*a, **kw)
 
         def _get_train_sampler(self, *a, **kw):
             if not t.longest_first:
@@ -395,6 +416,39 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
         trainer.add_callback(import_callback(ref))
     del torch
     return trainer, steps
+
+
+def skip_module_walks(model, trainable: list) -> None:
+    """Two walks over every module the Trainer makes at each step, answered from what is known.
+
+    `model.train()` before each step recurses through every submodule (hundreds with LoRA wrappers)
+    to set a flag already set: only an evaluation clears it, through `model.eval()` on this same root,
+    so while the root is in training mode so is every submodule. `model.zero_grad()` after each step
+    walks every parameter, frozen ones included; only the trainable ones ever hold a gradient. Per
+    instance, same results; eval() and train(False) keep the full walk.
+    """
+    full_train = type(model).train
+
+    def train(mode: bool = True):
+        if mode and model.training:
+            return model
+        return full_train(model, mode)
+
+    def zero_grad(set_to_none: bool = True) -> None:
+        for p in trainable:
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:  # as torch.nn.Module.zero_grad does it
+                if p.grad.grad_fn is not None:
+                    p.grad.detach_()
+                else:
+                    p.grad.requires_grad_(False)
+                p.grad.zero_()
+
+    model.train = train
+    model.zero_grad = zero_grad
 
 
 def early_stopping(run: Run, patience: int):

@@ -16,7 +16,7 @@ def cfg(**kw):
 def test_cpu_only_machine_gets_fp32_sdpa_and_no_gpu_extras():
     out, notes = resolve_defaults(cfg(), Hardware(cpu_count=2))
     t = out.train
-    assert (t.device, t.precision, t.optim, t.packing, t.use_liger_kernel) == ("cpu", "fp32", "adamw_torch", False, False)
+    assert (t.device, t.precision, t.optim, t.packing, t.use_liger_kernel) == ("cpu", "fp32", "adamw_torch_fused", False, False)
     assert out.model.attn_implementation == "sdpa"
     assert any("no GPU" in n for n in notes)
 

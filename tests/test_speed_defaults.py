@@ -39,3 +39,29 @@ def test_second_run_skips_tokenization_and_extras_are_opt_in(tiny_config, start_
 
     rows = info(run2, "tokenized")["rows"]
     assert info(run2, "packing")["rows_after_packing"] < rows
+
+
+def test_skipped_module_walks_keep_train_eval_and_zero_grad_exact():
+    """skip_module_walks answers model.train() and zero_grad() without walking every module: eval() must
+    still reach every submodule, train() after it must too, and only trainable params hold gradients."""
+    import torch
+
+    from ftwizard.core.trainer import skip_module_walks
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5), torch.nn.Linear(3, 1))
+    model[0].weight.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    skip_module_walks(model, trainable)
+
+    model.eval()
+    assert not any(m.training for m in model.modules())
+    model.train()
+    assert all(m.training for m in model.modules())
+
+    model(torch.ones(2, 3)).sum().backward()
+    assert all(p.grad is not None for p in trainable) and model[0].weight.grad is None
+    model.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+    model(torch.ones(2, 3)).sum().backward()
+    model.zero_grad(set_to_none=False)
+    assert all(torch.count_nonzero(p.grad) == 0 for p in trainable)
