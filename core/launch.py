@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def start(run_dir: Path, *, resume: bool = False) -> int:
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
     log = open(run_dir / LOG, "ab")
+    launched_at = time.time()  # before the process exists: every event it writes comes after this
     try:
         proc = subprocess.Popen(cmd, cwd=run_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True, close_fds=True)
@@ -66,7 +68,7 @@ def start(run_dir: Path, *, resume: bool = False) -> int:
     except psutil.NoSuchProcess:
         created = None
     launches = (read_json(run_dir / LAUNCH) or {}).get("history", [])
-    record = {"pid": proc.pid, "create_time": created, "command": cmd,
+    record = {"pid": proc.pid, "create_time": created, "launched_at": launched_at, "command": cmd,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     prev = read_json(run_dir / LAUNCH)
     if prev:

@@ -198,7 +198,10 @@ def run_info(run_dir: str | Path, events: list[dict] | None = None) -> RunInfo:
         info.elapsed_s = round(info.updated - first_t, 1)
 
     state = status.get("state")
-    launched = launch.get("create_time") or 0
+    # When the latest process was started. Not its create_time: psutil derives that from the boot time in
+    # whole seconds, so it can read up to a second early and an end written just before a resume would
+    # count as the resumed process's own end.
+    launched = launch.get("launched_at") or launch.get("create_time") or 0
     if end is not None and end.get("t", 0) < launched:
         end = None  # relaunched (resume) after that end: the new process has not spoken yet
     if state in TERMINAL_STATES and status.get("updated", 0) < launched:

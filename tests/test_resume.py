@@ -71,3 +71,32 @@ def test_resume_refuses_a_running_or_checkpointless_run(tiny_config, start_run, 
     stop(run_dir)
     wait_run(run_dir, 120)
     assert run_info(run_dir).state == "stopped"
+
+
+def test_a_resume_started_right_after_the_end_is_not_taken_for_that_end(tmp_path):
+    """psutil's create_time comes from the boot time in whole seconds and can read up to a second early:
+    an end written just before a resume looked like the resumed process's own end, and `resume` then
+    `wait` saw "stopped" at once (seen in CI). The launch time recorded before the process starts decides."""
+    import json
+
+    import psutil
+
+    from recorded_runs import make_run
+
+    run = make_run(tmp_path, "r1", state="stopped", steps=8, max_steps=24)
+    end_t = time.time()
+    lines = (run / "events.jsonl").read_text().splitlines()
+    end = json.loads(lines[-1])
+    assert end["type"] == "end"
+    end["t"] = end_t
+    (run / "events.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(end)]) + "\n")
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "updated": end_t}))
+    me = psutil.Process()  # stands for the resumed process: alive, its create_time earlier than the end
+    assert me.create_time() < end_t
+    launch = {"pid": me.pid, "create_time": me.create_time(), "command": [], "history": []}
+
+    (run / "launch.json").write_text(json.dumps(launch))  # as written before this fix
+    assert run_info(run).state == "stopped"
+    (run / "launch.json").write_text(json.dumps({**launch, "launched_at": end_t + 0.05}))
+    assert run_info(run).state in ("starting", "running")
