@@ -425,7 +425,8 @@ def skip_module_walks(model, trainable: list) -> None:
     to set a flag already set: only an evaluation clears it, through `model.eval()` on this same root,
     so while the root is in training mode so is every submodule. `model.zero_grad()` after each step
     walks every parameter, frozen ones included; only the trainable ones ever hold a gradient. Per
-    instance, same results; eval() and train(False) keep the full walk.
+    instance, same results; eval() and train(False) keep the full walk. (A submodule put in eval
+    mode by hand while the root trains would stay so; nothing in the Trainer, TRL or peft does that.)
     """
     full_train = type(model).train
 

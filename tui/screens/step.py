@@ -63,8 +63,8 @@ class WizardStep(Screen):
 
     def on_mount(self) -> None:
         # Textual calls the on_mount of every class in the MRO, the subclass's first: a step's own
-        # on_mount must not call super().on_mount() (that ran this twice: two state watchers, so every
-        # state change refreshed each step twice).
+        # on_mount must not call super().on_mount() (that ran this twice per step: the state watch set
+        # up twice, validity and the Footer refreshed twice).
         self.watch(self.app, "state", self.on_state, init=False)
         self.validity_changed()
 
