@@ -58,3 +58,12 @@ def follow(run_dir: Path, poll_s: float = 0.5) -> int:
     if info.state == "failed":
         console.print(f"log: {Path(run_dir) / 'train.log'}")
     return 0 if info.state == "completed" else 1
+
+
+def detach_or_follow(run_dir: Path, pid: int, verb: str, detach: bool) -> int:
+    """After `train`/`resume` started the process: print the run dir and return (--detach), or follow."""
+    if detach:
+        print(run_dir)
+        return 0
+    print(f"run {run_dir.name} {verb} (pid {pid}); Ctrl-C detaches, training goes on")
+    return follow(run_dir)

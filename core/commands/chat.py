@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_run_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="run id (or unique prefix) or run directory")
-    p.add_argument("--runs-dir", help="runs root")
+    add_run_arguments(p)
     p.add_argument("--prompt", help="one message; print the answer and exit")
     p.add_argument("--system", help="a system message")
     p.add_argument("--compare", action="store_true", help="also answer with the base model (adapters off)")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import add_run_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="run id (or unique prefix) or run directory")
-    p.add_argument("--runs-dir", help="runs root")
+    add_run_arguments(p)
     p.add_argument("--data", help="a dataset file to evaluate on instead of the validation split")
     p.add_argument("--max-rows", type=int, default=200, help="rows to evaluate (default 200)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

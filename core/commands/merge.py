@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_run_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="run id (or unique prefix) or run directory")
-    p.add_argument("--runs-dir", help="runs root")
+    add_run_arguments(p)
     p.add_argument("--out", help="where to save (default: RUN/merged)")
 
 

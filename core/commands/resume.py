@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_run_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="run id (or unique prefix) or run directory")
-    p.add_argument("--runs-dir", help="runs root")
+    add_run_arguments(p)
     p.add_argument("--detach", action="store_true", help="return at once")
 
 
 def run(args) -> int:
-    from ..follow import follow
+    from ..follow import detach_or_follow
     from ..launch import resume
     from ..runs import resolve_run
 
     run_dir = resolve_run(args.run, args.runs_dir)
-    pid = resume(run_dir)
-    if args.detach:
-        print(run_dir)
-        return 0
-    print(f"run {run_dir.name} resumed (pid {pid}); Ctrl-C detaches, training goes on")
-    return follow(run_dir)
+    return detach_or_follow(run_dir, resume(run_dir), "resumed", args.detach)

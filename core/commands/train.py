@@ -33,16 +33,11 @@ def config_path(ref: str):
 
 
 def run(args) -> int:
+    from ..follow import detach_or_follow
     from ..launch import create_run, start
-    from ..follow import follow
 
     cfg = load_config(config_path(args.config))
     if args.name:
         cfg.name = args.name
     run_dir = create_run(cfg, args.runs_dir)
-    pid = start(run_dir)
-    if args.detach:
-        print(run_dir)
-        return 0
-    print(f"run {run_dir.name} started (pid {pid}); Ctrl-C detaches, training goes on")
-    return follow(run_dir)
+    return detach_or_follow(run_dir, start(run_dir), "started", args.detach)
