@@ -227,9 +227,8 @@ def _iter_json(path: Path, report) -> Iterator[RawRow]:
             yield from _json_array(name, buf, m.end())
             return
         # An object: JSON lines in a .json file, or one object holding the rows.
-        first = _decode_one(buf, pos)
+        first = _decode_one(name, buf, pos)
         if isinstance(first, RawRow):
-            first.file = name
             yield first
             return
         obj, end = first
@@ -249,8 +248,9 @@ def _iter_json(path: Path, report) -> Iterator[RawRow]:
         buf.close()
 
 
-def _decode_one(buf: _Buffer, pos: int):
-    """(value, end) of the JSON value at `pos`, reading more of the file as needed; a RawRow on error."""
+def _decode_one(name: str, buf: _Buffer, pos: int):
+    """(value, end) of the JSON value at `pos` of file `name`, reading more of it as needed; a RawRow on
+    error."""
     dec = json.JSONDecoder()
     last_err = None
     while True:
@@ -266,10 +266,10 @@ def _decode_one(buf: _Buffer, pos: int):
                 if buf.more():
                     continue
             if buf.bad_utf8:
-                return RawRow("", buf.bad_utf8[1], None, buf.bad_utf8[0])
+                return RawRow(name, buf.bad_utf8[1], None, buf.bad_utf8[0])
             line = buf.line + buf.text.count("\n", 0, min(exc.pos, len(buf.text)))
             col = exc.pos - (buf.text.rfind("\n", 0, exc.pos) + 1) + 1
-            return RawRow("", line, None, f"not valid JSON: {exc.msg} at column {col}; the rest of the "
+            return RawRow(name, line, None, f"not valid JSON: {exc.msg} at column {col}; the rest of the "
                           "file cannot be read")
 
 
@@ -284,9 +284,8 @@ def _json_array(name: str, buf: _Buffer, pos: int) -> Iterator[RawRow]:
         if buf.text[pos] == "]":
             return
         line = buf.line_at(pos)
-        got = _decode_one(buf, pos)
+        got = _decode_one(name, buf, pos)
         if isinstance(got, RawRow):
-            got.file = name
             yield got
             return
         obj, end = got
@@ -305,9 +304,8 @@ def _json_sequence(name: str, buf: _Buffer) -> Iterator[RawRow]:
         if pos >= len(buf.text):
             return
         line = buf.line_at(pos)
-        got = _decode_one(buf, pos)
+        got = _decode_one(name, buf, pos)
         if isinstance(got, RawRow):
-            got.file = name
             yield got
             # resync at the next line
             nl = buf.text.find("\n", pos)
