@@ -4,11 +4,13 @@ dialog (detach leaves the process running), the doctor and the diagnosis on scre
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 from fakes import FakeNvml, L4_24GB, TWO_A6000
 from recorded_runs import OOM, make_run
+from pilot import until as wait_until
 
 from ftwizard.core.runs import run_info
 from ftwizard.tui.dialogs.confirm import ConfirmDialog
@@ -21,19 +23,11 @@ def monitor_app(run_dir: Path, nvml=None, **kw) -> MonitorApp:
     return MonitorApp(lambda: MonitorScreen(run_dir, nvml_source=nvml or FakeNvml([L4_24GB]), **kw))
 
 
+until = functools.partial(wait_until, timeout=120.0, step=0.1)
+
+
 def the_monitor(app) -> MonitorScreen:
     return next(s for s in app.screen_stack if isinstance(s, MonitorScreen))
-
-
-async def until(pilot, cond, timeout: float = 120.0, step: float = 0.1) -> None:
-    """Let the app run until `cond()` holds (pilot.pause, never sleep)."""
-    waited = 0.0
-    while not cond():
-        if waited > timeout:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(step)
-        waited += step
-    await pilot.pause()  # let a screen that was just pushed compose and mount
 
 
 @pytest.fixture

@@ -7,21 +7,12 @@ from pathlib import Path
 
 from fakes import FakeNvml, RTX_3090_24GB
 from recorded_runs import loss_at, make_run
+from pilot import until
 
 from ftwizard.tui.dialogs.confirm import ConfirmDialog
 from ftwizard.tui.screens.monitor import MonitorApp, MonitorScreen
 from ftwizard.core.runs import disk_usage as dir_size
 from ftwizard.tui.screens.runs import RunsScreen, fmt_bytes
-
-
-async def until(pilot, cond, timeout: float = 60.0, step: float = 0.05) -> None:
-    waited = 0.0
-    while not cond():
-        if waited > timeout:
-            raise AssertionError("condition not reached in time")
-        await pilot.pause(step)
-        waited += step
-    await pilot.pause()
 
 
 def make_runs(root: Path) -> dict[str, Path]:

@@ -4,11 +4,13 @@ events, relative paths, fake NVML sampled once, no clock). Review the SVG diff b
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 from fakes import FakeNvml, L4_24GB, TWO_A6000
 from recorded_runs import OOM, make_run
+from pilot import until as wait_until
 
 from ftwizard.tui.screens.finished import FinishedScreen
 from ftwizard.tui.screens.monitor import MonitorApp, MonitorScreen
@@ -21,13 +23,7 @@ def runs(tmp_path, monkeypatch) -> Path:
     return Path("runs")
 
 
-async def until(pilot, cond, timeout: float = 30.0) -> None:
-    waited = 0.0
-    while not cond():
-        assert waited < timeout, "condition not reached in time"
-        await pilot.pause(0.05)
-        waited += 0.05
-    await pilot.pause()
+until = functools.partial(wait_until, timeout=30.0)
 
 
 def monitor(run_dir: Path, gpus) -> MonitorApp:

@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 from test_wizard_questionnaire import FINE_TUNE, QUESTIONS
+from pilot import settle
 
 SIZE = (80, 24)
 
@@ -56,19 +57,12 @@ def snap_app(make_app, snap_env):
     return make
 
 
-async def _settle(pilot):
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
 def _go(name):
     async def run_before(pilot):
-        await _settle(pilot)
+        await settle(pilot.app, pilot)
         if name:
             pilot.app.go(name)
-        await _settle(pilot)
+        await settle(pilot.app, pilot)
     return run_before
 
 
@@ -78,7 +72,7 @@ def test_snapshot_welcome(snap_compare, snap_app):
 
 def test_snapshot_questionnaire_answered(snap_compare, snap_app):
     async def run_before(pilot):
-        await _settle(pilot)
+        await settle(pilot.app, pilot)
         await pilot.press("g")
         await pilot.pause()
         for q in QUESTIONS[:5]:
@@ -101,7 +95,7 @@ def test_snapshot_model(snap_compare, snap_app):
         catalog = pilot.app.screen.query_one("#catalog")
         catalog.highlighted = next(i for i in range(catalog.option_count)
                                    if catalog.get_option_at_index(i).id == "llama-3.1-8b")
-        await _settle(pilot)
+        await settle(pilot.app, pilot)
     assert snap_compare(snap_app("24gb"), terminal_size=SIZE, run_before=run_before)
 
 
@@ -119,7 +113,7 @@ def test_snapshot_dataset(snap_compare, snap_app):
         screen = pilot.app.screen
         screen.query_one("#dataset-path").value = "data/chat.jsonl"
         for _ in range(100):  # preview, tokenizer, render and the full scan: all in workers
-            await _settle(pilot)
+            await settle(pilot.app, pilot)
             if "steps/epoch" in str(screen.query_one("#stats-text").render()) and \
                     "trained" in screen.query_one("#rendered-box").border_title:
                 break
@@ -138,9 +132,9 @@ def test_snapshot_hyperparams_with_warning(snap_compare, snap_app):
 
 def test_snapshot_review_from_preset(snap_compare, snap_app):
     async def run_before(pilot):
-        await _settle(pilot)
+        await settle(pilot.app, pilot)
         await pilot.press("p", "enter")
-        await _settle(pilot)
+        await settle(pilot.app, pilot)
     assert snap_compare(snap_app("24gb"), terminal_size=SIZE, run_before=run_before)
 
 

@@ -4,15 +4,9 @@ presets -> review, hardware for every fake NVML scenario, model, hyperparameters
 from __future__ import annotations
 
 import pytest
+from pilot import settle
 
 SIZE = (80, 24)
-
-
-async def settle(app, pilot):
-    """Workers done, twice: a worker may start another (hardware detection starts after the first paint)."""
-    for _ in range(2):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 async def test_welcome_first_screen_and_hardware_in_background(make_app):

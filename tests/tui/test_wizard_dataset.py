@@ -3,16 +3,11 @@ the highlighted row rendered with trained tokens, background statistics, blocked
 
 from __future__ import annotations
 
+from pilot import settle
+
 import json
 
 SIZE = (100, 30)
-
-
-async def settle(app, pilot):
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def test_dataset_preview_render_and_stats(make_app, tiny_work):

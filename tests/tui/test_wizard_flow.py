@@ -7,15 +7,9 @@ from __future__ import annotations
 import pytest
 
 from test_wizard_questionnaire import FINE_TUNE, answer
+from pilot import settle
 
 SIZE = (100, 30)
-
-
-async def settle(app, pilot):
-    """Workers done, twice: a worker may start another (hardware detection starts after the first paint)."""
-    for _ in range(2):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 async def pick(pilot, option_list, option_id: str):
