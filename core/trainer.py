@@ -20,6 +20,7 @@ Feature -> config key:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -282,15 +283,11 @@ def memory(dev: dict) -> dict:
     return {"rss_gib": round(_this_process().memory_info().rss / 1024 ** 3, 3)}
 
 
-_PROCESS = []
-
-
+@functools.cache
 def _this_process():
-    if not _PROCESS:
-        import psutil
+    import psutil
 
-        _PROCESS.append(psutil.Process())
-    return _PROCESS[0]
+    return psutil.Process()
 
 
 class TokenCounter:
