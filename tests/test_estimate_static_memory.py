@@ -8,6 +8,8 @@ gradients and optimizer state. Each count must be within 2% of the estimator's t
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -155,16 +157,29 @@ def test_qlora_nf4(tmp_path, double_quant):
 
 
 def _saved_bytes_per_token(layer, hidden, pos, pe, params) -> dict[int, int]:
-    seen: dict[int, int] = {}
+    """Bytes of the distinct storages autograd holds for the layer's backward once its forward is done.
+
+    Only tensors still saved at the end count: a sub-graph built and dropped inside the forward (DoRA's
+    weight norm is computed with grad, then detached) frees its memory, and the allocator hands those
+    addresses to later tensors; keyed by address alone, a freed storage and a live one could collide
+    and the count would depend on where malloc put things (seen: DoRA 10.5% under, once in CI)."""
+    saved: list[weakref.ref] = []
 
     def pack(t):
-        st = t.untyped_storage()
-        if st.data_ptr() not in params:
-            seen[st.data_ptr()] = st.nbytes()
+        saved.append(weakref.ref(t))
         return t
 
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        layer(hidden, attention_mask=None, position_ids=pos, position_embeddings=pe)
+        out = layer(hidden, attention_mask=None, position_ids=pos, position_embeddings=pe)
+    seen: dict[int, int] = {}
+    for ref in saved:
+        t = ref()
+        if t is None:
+            continue
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = st.nbytes()
+    del out
     return seen
 
 
@@ -226,7 +241,7 @@ def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
     else:
         estimated = _activation_bytes_per_token_layer(arch, s, S2, mask_bytes=4)[0]
     print(f"{method} {attn}: measured {measured:,.0f} B/token/layer, estimated {estimated:,.0f}")
-    assert abs(estimated - measured) / measured <= 0.10, (measured, estimated)
+    assert abs(estimated - measured) / measured <= 0.03, (measured, estimated)
 
 
 # -------------------------------------------------------------------------- whole-step peak on CPU
