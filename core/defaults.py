@@ -102,9 +102,8 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
         t.gradient_checkpointing, why = checkpointing_needed(cfg, hw, gpu)
         notes.append(f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}: {why}")
     if t.optim is None:
-        if cfg.method == "qlora":
-            t.optim, why = "adamw_8bit", "QLoRA: 8-bit optimizer states"
-        else:  # torch >= 2.4 has the fused kernel for CUDA and CPU; the Trainer's own default since 2.8
-            t.optim, why = "adamw_torch_fused", "fused AdamW: one kernel for all tensors, not a Python loop"
+        from .estimate import default_optim
+
+        t.optim, why = default_optim(cfg.method)
         notes.append(f"optimizer {t.optim}: {why}")
     return cfg, notes

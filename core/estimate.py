@@ -61,6 +61,15 @@ OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bi
 ATTN = ("sdpa", "flash_attention_2", "eager")
 METHODS = ("full", "lora", "qlora")
 
+
+def default_optim(method: str) -> tuple[str, str]:
+    """The optimizer a run gets when its config leaves `train.optim` null, and why. The one place this
+    is decided: core/defaults.py writes it into the run's config, the estimator counts it."""
+    if method == "qlora":
+        return "adamw_8bit", "QLoRA: 8-bit optimizer states"
+    # torch >= 2.4 has the fused kernel for CUDA and CPU; the Trainer's own default since 2.8
+    return "adamw_torch_fused", "fused AdamW: one kernel for all tensors, not a Python loop"
+
 # peft target names in other families -> the Llama-style names used by ModelArch.linear_shapes
 _TARGET_ALIASES = {
     "c_attn": ("q_proj", "k_proj", "v_proj"), "w1": ("gate_proj",), "w2": ("up_proj",),
@@ -82,7 +91,7 @@ class Settings:
     lora_dropout: float = LORA_DROPOUT_DEFAULT
     use_dora: bool = False
     gradient_checkpointing: bool = True
-    optim: str = "adamw_torch"
+    optim: str | None = None      # None: the method's default (default_optim), as a run would get
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     attn: Literal["sdpa", "flash_attention_2", "eager"] = "sdpa"
     gpus: int = 1
@@ -97,7 +106,7 @@ class Settings:
 
         if self.method not in METHODS:
             raise UserError(f"unknown method '{self.method}' (allowed: {', '.join(METHODS)})", field="method")
-        if self.optim not in OPTIMIZERS:
+        if self.optim is not None and self.optim not in OPTIMIZERS:
             raise UserError(f"unknown optimizer '{self.optim}' (allowed: {', '.join(OPTIMIZERS)})", field="optim")
         if self.attn not in ATTN:
             raise UserError(f"unknown attention '{self.attn}' (allowed: {', '.join(ATTN)})", field="attn")
@@ -258,6 +267,8 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     """Peak memory per GPU for one training step of `arch` with `settings`."""
     s = settings
     s.check()
+    if s.optim is None:
+        s = replace(s, optim=default_optim(s.method)[0])
     notes: list[str] = []
     if arch.family == "gemma2" and s.attn == "sdpa":
         s = replace(s, attn="eager")
@@ -407,7 +418,7 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
                     lora_rank=cfg.lora.r, lora_targets=cfg.lora.target_modules,
                     lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
                     gradient_checkpointing=t.gradient_checkpointing is not False,
-                    optim=t.optim or ("adamw_8bit" if cfg.method == "qlora" else "adamw_torch"),
+                    optim=t.optim,
                     precision=precision, attn=attn, gpus=max(1, gpus),
                     double_quant=cfg.quantization.double_quant, extra_metrics=t.extra_metrics,
                     grad_accum=t.gradient_accumulation_steps)

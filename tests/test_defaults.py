@@ -67,3 +67,19 @@ def test_gradient_checkpointing_only_when_needed():
     unknown = RunConfig(model={"name_or_path": "someone/unknown-model"}, dataset={"path": "d.jsonl"})
     assert resolve_defaults(unknown, Hardware(gpus=(A100_80GB,)))[0].train.gradient_checkpointing is True
     assert resolve_defaults(unknown, Hardware())[0].train.gradient_checkpointing is False  # CPU
+
+
+def test_the_estimator_counts_the_optimizer_a_run_gets():
+    """A config that leaves train.optim null is estimated with the optimizer resolve_defaults writes into
+    the run (the Method step's bars and the run must not disagree about 8-bit states or fused AdamW)."""
+    from ftwizard.core.catalog import CATALOG
+    from ftwizard.core.estimate import estimate, settings_from_config
+
+    for method in ("full", "lora", "qlora"):
+        c = cfg(method=method, model={"name_or_path": "meta-llama/Llama-3.1-8B"})
+        resolved, _ = resolve_defaults(c.model_copy(deep=True), Hardware(gpus=(A100_80GB,)))
+        before = estimate(CATALOG["llama-3.1-8b"], settings_from_config(c))
+        after = estimate(CATALOG["llama-3.1-8b"], settings_from_config(resolved))
+        assert f"optimizer states ({resolved.train.optim})" in before.breakdown, method
+        assert before.breakdown[f"optimizer states ({resolved.train.optim})"] == \
+            after.breakdown[f"optimizer states ({resolved.train.optim})"]

@@ -102,7 +102,7 @@ def test_golden_static_terms(name):
     lin = _linear_params(a)
     assert a.linear_params == lin
 
-    full_e = estimate(a, Settings(method="full"))
+    full_e = estimate(a, Settings(method="full", optim="adamw_torch"))  # foreach: its step temporaries
     full = full_e.breakdown
     assert full["weights (fp32 master, bf16 autocast)"] * GIB == pytest.approx(4 * P)
     assert full_e.static_gib["gradients"] * GIB == pytest.approx(4 * P)
@@ -115,7 +115,7 @@ def test_golden_static_terms(name):
     assert full["optimizer states (adamw_torch)"] * GIB == pytest.approx(8 * P + 4 * n_tensors)
 
     T = lora_params(a, 16)
-    lora_e = estimate(a, Settings(method="lora"))
+    lora_e = estimate(a, Settings(method="lora", optim="adamw_torch"))
     lora = lora_e.breakdown
     assert lora["weights (bf16)"] * GIB == pytest.approx(2 * P)
     assert lora["LoRA adapters (fp32)"] * GIB == pytest.approx(4 * T)
@@ -226,7 +226,7 @@ def test_ddp_and_fsdp_note():
 
 def test_full_ft_peak_is_the_optimizer_step_with_foreach_adamw():
     a = CATALOG["llama-3.2-1b"]
-    e = estimate(a, Settings(method="full", batch_size=1, seq_len=256))
+    e = estimate(a, Settings(method="full", batch_size=1, seq_len=256, optim="adamw_torch"))
     assert e.peak_phase == "optimizer step"
     assert e.breakdown["optimizer step temporaries"] * GIB == pytest.approx(4 * a.params)
     fused = estimate(a, Settings(method="full", batch_size=1, seq_len=256, optim="adamw_torch_fused"))
@@ -293,10 +293,15 @@ ANCHOR_ROWS = [
 ]
 
 
+# The sources trained (or reckoned) with the Trainer's default of their day, foreach AdamW, not with
+# what a run of ours gets today (fused AdamW; 8-bit states for QLoRA)
+ERA_OPTIM = {"optim": "adamw_torch"}
+
+
 def anchor_errors():
     out = []
     for label, model, kw, reported, source, kind in ANCHOR_ROWS:
-        e = estimate(CATALOG[model], Settings(**kw))
+        e = estimate(CATALOG[model], Settings(**(ERA_OPTIM | kw)))
         out.append((label, e.total_gib, reported, (e.total_gib - reported) / reported, source, kind))
     return out
 
@@ -313,7 +318,7 @@ def test_verdicts_where_a_measurement_says_it_fits_or_not():
     for label, model, kw, reported, _, kind in ANCHOR_ROWS:
         if kind != "stack":
             continue
-        e = estimate(CATALOG[model], Settings(**kw))
+        e = estimate(CATALOG[model], Settings(**(ERA_OPTIM | kw)))
         card = min(c for c in (8, 12, 16, 24, 40, 48, 80) if c >= reported * 1.05)
         assert e.verdict(card) in (FITS, TIGHT), label
         assert e.verdict(reported * 0.8) == NO_FIT, label

@@ -247,12 +247,15 @@ def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
 # -------------------------------------------------------------------------- whole-step peak on CPU
 
 
-@pytest.mark.parametrize("method,gc,batch,seq", [("lora", True, 2, 256), ("qlora", True, 2, 256),
-                                                 ("full", False, 1, 64), ("gemma2-lora", False, 2, 256)])
-def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq):
+@pytest.mark.parametrize("method,gc,batch,seq,optim", [
+    ("lora", True, 2, 256, "adamw_torch_fused"), ("qlora", True, 2, 256, "adamw_torch_fused"),
+    ("full", False, 1, 64, "adamw_torch_fused"), ("full", False, 1, 64, "adamw_torch"),
+    ("gemma2-lora", False, 2, 256, "adamw_torch_fused")])
+def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq, optim):
     """Peak tensor memory of a whole training step (forward under bf16 autocast, loss, backward,
-    foreach AdamW step, zero_grad) tracked by torch's MemTracker (a TorchDispatchMode that follows every
-    storage), on the second step so optimizer states exist. Compared with the estimator's total minus
+    AdamW step: fused, the default, or foreach with its temporaries; zero_grad) tracked by torch's
+    MemTracker (a TorchDispatchMode that follows every storage), on the second step so optimizer
+    states exist. Compared with the estimator's total minus
     what only a GPU has (CUDA context, allocator slack), with CPU's float32 dropout masks. Vocabulary
     8k so the logits term matters as it does for real models."""
     from peft import LoraConfig, get_peft_model
@@ -301,7 +304,8 @@ def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq):
         model.enable_input_require_grads()
     model.config.use_cache = False
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                            **({"fused": True} if optim == "adamw_torch_fused" else {"foreach": True}))
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
 
     def step():
@@ -318,8 +322,8 @@ def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq):
         step()
     peak = max(snap["Total"] for snap in mt.get_tracker_snapshot("peak").values())
     est = estimate(arch, Settings(method=method, batch_size=batch, seq_len=seq, lora_rank=16,
-                                  gradient_checkpointing=gc, dropout_mask_bytes=4))
+                                  gradient_checkpointing=gc, dropout_mask_bytes=4, optim=optim))
     ours = (est.total_gib - est.breakdown["CUDA context"] - est.breakdown["allocator slack"]) * GIB
-    print(f"{method} gc={gc} b{batch} s{seq}: measured {peak / 2**20:.1f} MiB, estimated {ours / 2**20:.1f} MiB "
+    print(f"{method} {optim} gc={gc} b{batch} s{seq}: measured {peak / 2**20:.1f} MiB, estimated {ours / 2**20:.1f} MiB "
           f"({100 * (ours - peak) / peak:+.1f}%), peak at {est.peak_phase}")
     assert abs(ours - peak) / peak <= 0.03

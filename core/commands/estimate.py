@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="all-linear (default) or a comma list such as q_proj,v_proj (q,v works too)")
     p.add_argument("--dora", action="store_true", help="DoRA adapters")
     p.add_argument("--no-gradient-checkpointing", action="store_true", help="keep every layer's activations")
-    p.add_argument("--optim", default="adamw_torch", choices=list(OPTIMIZERS))
+    p.add_argument("--optim", choices=list(OPTIMIZERS),
+                   help="default: what a run gets (adamw_torch_fused; adamw_8bit for qlora)")
     p.add_argument("--attn", default="sdpa", choices=list(ATTN), help="attention implementation (default sdpa)")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--no-double-quant", action="store_true", help="QLoRA without double quantization")
