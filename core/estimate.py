@@ -7,7 +7,8 @@ is imported. Every term follows what our stack actually allocates (see docs/esti
   4 B/param; `lora` keeps the base in bf16 (2 B/param); `qlora` stores the decoder's linear layers in
   NF4 (0.5 B/param plus the quantization constants: fp32 absmax per 64-block, or with double quant an
   8-bit absmax plus an fp32 one per 256 blocks) and everything else (embeddings, lm_head, norms) in
-  fp32, because peft's `prepare_model_for_kbit_training` upcasts every non-4-bit parameter.
+  the compute dtype, as LoRA keeps them; with `quantization.upcast_fp32` in fp32, because peft's
+  `prepare_model_for_kbit_training` upcasts every non-4-bit parameter.
 * LoRA adapters: r·(d_in + d_out) per adapted matrix per layer, kept in fp32 by peft
   (`autocast_adapter_dtype`); DoRA adds one magnitude vector of d_out per matrix.
 * gradients: one per trainable parameter in its dtype (fp32 here). The Trainer frees them after every
@@ -26,7 +27,7 @@ is imported. Every term follows what our stack actually allocates (see docs/esti
   backward the fp32 log-probs, their gradient and the incoming gradient are alive together: 12 bytes
   per vocabulary entry per token (128k and 152k vocabularies make this the largest dynamic term).
 * autocast weight copies: an fp32 weight used under bf16 autocast is saved for backward as a bf16 copy
-  (QLoRA's lm_head after peft's upcast; every linear in full fine-tuning without checkpointing).
+  (QLoRA's lm_head when upcast by peft; every linear in full fine-tuning without checkpointing).
 * CUDA context and allocator slack.
 
 The peak is the largest of four moments of a step: end of forward, start of backward (loss gradient),
@@ -96,6 +97,7 @@ class Settings:
     attn: Literal["sdpa", "flash_attention_2", "eager"] = "sdpa"
     gpus: int = 1
     double_quant: bool = True
+    upcast_fp32: bool = False     # qlora: embeddings, lm_head, norms in fp32 (peft's prepare_model_for_kbit_training)
     extra_metrics: bool = False   # TRL's per-step entropy / token accuracy over the logits
     dropout_mask_bytes: int = 1   # bool mask on CUDA; CPU's dropout keeps a float32 mask (4)
     grad_accum: int = 1           # gradients stay allocated across micro-batches when > 1
@@ -228,7 +230,7 @@ def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int, *,
     """
     h, q, kv, i = arch.hidden, arch.q_dim, arch.kv_dim, arch.intermediate
     a = 4 if s.precision == "fp32" else 2                      # compute dtype
-    r = 2 if (s.method == "lora" and a == 2) else 4            # residual stream dtype
+    r = 4 if (s.method == "full" or (s.method == "qlora" and s.upcast_fp32) or a == 4) else 2  # residual stream
     o = r if s.method == "qlora" else a                        # base linear output dtype
     full = s.method == "full"
     lora_mods = {} if full else adapted_modules(arch, s.lora_targets)
@@ -306,11 +308,12 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
             lin = arch.linear_params
             br["weights NF4 (decoder linears" + (", double quant)" if s.double_quant else ")")] = \
                 gib(nf4_bytes(lin, s.double_quant))
-            br["weights fp32 (embeddings, lm_head, norms)"] = gib(4 * (P - lin))
+            rest = 4 if s.upcast_fp32 else a
+            br[f"weights {'fp32' if rest == 4 else 'bf16'} (embeddings, lm_head, norms)"] = gib(rest * (P - lin))
             notes.append("qlora: decoder linears in NF4 (blocksize 64"
-                         + (", double quant" if s.double_quant else ", no double quant")
-                         + "); embeddings, lm_head and norms upcast to fp32 by peft's "
-                         "prepare_model_for_kbit_training")
+                         + (", double quant" if s.double_quant else ", no double quant") + "); embeddings, lm_head "
+                         + ("and norms upcast to fp32 (peft's prepare_model_for_kbit_training)" if s.upcast_fp32
+                            else "and norms in the compute dtype (quantization.upcast_fp32: false)"))
         br["LoRA adapters (fp32)"] = gib(4 * trainable)
 
     grads = 4.0 * trainable
@@ -348,9 +351,9 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         dora_layer = sum(a * i * i + 2 * a * i * o for i, o in adapted_modules(arch, s.lora_targets).values())
     dora_kept = 0.0 if s.gradient_checkpointing else dora_layer * arch.layers
     # fp32 weights under bf16 autocast: the matmul saves its bf16 copy of the weight for backward
-    # (qlora: lm_head, upcast by peft; full: lm_head, and every linear when nothing is recomputed)
+    # (qlora: lm_head, when upcast by peft; full: lm_head, and every linear when nothing is recomputed)
     casts = 0.0
-    if a == 2 and s.method in ("qlora", "full"):
+    if a == 2 and (s.method == "full" or (s.method == "qlora" and s.upcast_fp32)):
         casts = 2.0 * V * arch.hidden
         if s.method == "full" and not s.gradient_checkpointing:
             casts += 2.0 * arch.linear_params
@@ -420,8 +423,8 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
                     gradient_checkpointing=t.gradient_checkpointing is not False,
                     optim=t.optim,
                     precision=precision, attn=attn, gpus=max(1, gpus),
-                    double_quant=cfg.quantization.double_quant, extra_metrics=t.extra_metrics,
-                    grad_accum=t.gradient_accumulation_steps)
+                    double_quant=cfg.quantization.double_quant, upcast_fp32=cfg.quantization.upcast_fp32,
+                    extra_metrics=t.extra_metrics, grad_accum=t.gradient_accumulation_steps)
 
 
 # -------------------------------------------------------------------------------- choose a method

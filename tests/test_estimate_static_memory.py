@@ -91,6 +91,7 @@ def _static(est) -> dict[str, float]:
 
 
 def _check(measured, estimated, tol=0.02):
+    print(" ".join(f"{k} {100 * (estimated[k] - measured[k]) / measured[k]:+.2f}%" for k in ("params", "grads", "optim")))
     for k in ("params", "grads", "optim"):
         m, e = measured[k], estimated[k]
         assert m > 0, k
@@ -129,27 +130,41 @@ def test_lora_bf16(optim, targets):
     _check(_measure(model, opt), _static(est))
 
 
-@pytest.mark.parametrize("double_quant", [True, False], ids=["double-quant", "no-double-quant"])
-def test_qlora_nf4(tmp_path, double_quant):
+def _qlora(model, path, *, upcast: bool, gc: bool, double_quant: bool = True, attn: str = "sdpa"):
+    """`model` saved and loaded back in 4-bit, then readied for adapters as core/trainer.py does
+    (prepare_kbit: peft's fp32 upcast when `upcast`; else the Trainer's checkpointing, as for LoRA)."""
     pytest.importorskip("bitsandbytes")
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    torch.manual_seed(0)
-    LlamaForCausalLM(_config(SMALL)).save_pretrained(tmp_path)
+    from ftwizard.core.trainer import prepare_kbit
+
+    model.save_pretrained(path)
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
                            bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=q)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, quantization_config=q,
+                                                 attn_implementation=attn)
+    model = prepare_kbit(model, upcast, gc)
+    if gc and not upcast:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+@pytest.mark.parametrize("double_quant,upcast", [(True, False), (False, False), (True, True)],
+                         ids=["double-quant", "no-double-quant", "upcast-fp32"])
+def test_qlora_nf4(tmp_path, double_quant, upcast):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = _qlora(LlamaForCausalLM(_config(SMALL)), tmp_path, upcast=upcast, gc=True, double_quant=double_quant)
     arch = arch_from_config(model.config.to_dict(), "small")
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
-                                            gradient_checkpointing_kwargs={"use_reentrant": False})
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
                                              task_type="CAUSAL_LM", bias="none"))
     n4 = sum(1 for p in model.parameters() if p.__class__.__name__ == "Params4bit")
     assert n4 == arch.layers * 7, "every decoder linear is 4-bit"
     opt = _one_step(model, "adamw_torch")
-    est = estimate(arch, Settings(method="qlora", lora_rank=8, double_quant=double_quant, seq_len=16,
-                                  batch_size=2))
+    est = estimate(arch, Settings(method="qlora", lora_rank=8, double_quant=double_quant, upcast_fp32=upcast,
+                                  optim="adamw_torch", seq_len=16, batch_size=2))
     _check(_measure(model, opt), _static(est))
 
 
@@ -184,7 +199,7 @@ def _saved_bytes_per_token(layer, hidden, pos, pe, params) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("method,attn", [("lora", "sdpa"), ("full", "sdpa"), ("lora", "eager"), ("full", "eager"),
-                                         ("qlora", "sdpa"), ("dora", "sdpa")])
+                                         ("qlora", "sdpa"), ("qlora-upcast", "sdpa"), ("dora", "sdpa")])
 def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
     """What autograd saves for one decoder layer under bf16 autocast, per token (the slope between two
     sequence lengths, so weight-sized casts cancel), against the estimator's itemized layer.
@@ -204,16 +219,8 @@ def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
     if method in ("lora", "dora"):
         model = get_peft_model(model.to(torch.bfloat16), lc)
         inner = model.get_base_model()
-    elif method == "qlora":
-        from peft import prepare_model_for_kbit_training
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-        model.save_pretrained(tmp_path)
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
-        model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=q,
-                                                     attn_implementation=attn)
-        model = get_peft_model(prepare_model_for_kbit_training(model, use_gradient_checkpointing=False), lc)
+    elif method.startswith("qlora"):
+        model = get_peft_model(_qlora(model, tmp_path, upcast=method == "qlora-upcast", gc=False, attn=attn), lc)
         inner = model.get_base_model()
     else:
         inner = model.float()
@@ -224,7 +231,7 @@ def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
 
     def total(S, B=2):
         ids = torch.randint(0, cfg.vocab_size, (B, S))
-        h = inner.model.embed_tokens(ids).detach().requires_grad_(True)  # fp32 for full and qlora
+        h = inner.model.embed_tokens(ids).detach().requires_grad_(True)  # fp32 for full and upcast qlora
         pos = torch.arange(S)[None].expand(B, S)
         return sum(_saved_bytes_per_token(layer, h, pos, inner.model.rotary_emb(h, pos), params).values())
 
@@ -232,7 +239,8 @@ def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
 
     S1, S2, B = 128, 256, 2
     measured = (total(S2) - total(S1)) / (B * (S2 - S1))
-    s = Settings(method="lora" if method == "dora" else method, attn=attn, lora_rank=16, use_dora=method == "dora")
+    s = Settings(method={"dora": "lora", "qlora-upcast": "qlora"}.get(method, method), attn=attn, lora_rank=16,
+                 use_dora=method == "dora", upcast_fp32=method == "qlora-upcast")
     # eager's softmax scores grow with s: compare at the mean length of the two runs' difference
     if attn == "eager":
         e1 = _activation_bytes_per_token_layer(arch, s, S1, mask_bytes=4)[0] * S1
@@ -249,6 +257,7 @@ def test_activation_bytes_per_layer_on_cpu(tmp_path, method, attn):
 
 @pytest.mark.parametrize("method,gc,batch,seq,optim", [
     ("lora", True, 2, 256, "adamw_torch_fused"), ("qlora", True, 2, 256, "adamw_torch_fused"),
+    ("qlora-upcast", True, 2, 256, "adamw_torch_fused"),
     ("full", False, 1, 64, "adamw_torch_fused"), ("full", False, 1, 64, "adamw_torch"),
     ("gemma2-lora", False, 2, 256, "adamw_torch_fused")])
 def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq, optim):
@@ -282,18 +291,10 @@ def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq, optim):
         model = LlamaForCausalLM(cfg)
     arch = arch_from_config(cfg.to_dict(), "e2e")
     lc = LoraConfig(r=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-    if method == "qlora":
-        from peft import prepare_model_for_kbit_training
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-        model.save_pretrained(tmp_path)
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
-        model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, quantization_config=q,
-                                                     attn_implementation="sdpa")
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
-        model = get_peft_model(model, lc)
+    upcast = method == "qlora-upcast"
+    if method.startswith("qlora"):
+        model = get_peft_model(_qlora(model, tmp_path, upcast=upcast, gc=gc), lc)
+        method = "qlora"
     elif method == "lora":
         model = get_peft_model(model.to(torch.bfloat16), lc)
         if gc:
@@ -321,9 +322,9 @@ def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq, optim):
     with mt:
         step()
     peak = max(snap["Total"] for snap in mt.get_tracker_snapshot("peak").values())
-    est = estimate(arch, Settings(method=method, batch_size=batch, seq_len=seq, lora_rank=16,
+    est = estimate(arch, Settings(method=method, batch_size=batch, seq_len=seq, lora_rank=16, upcast_fp32=upcast,
                                   gradient_checkpointing=gc, dropout_mask_bytes=4, optim=optim))
     ours = (est.total_gib - est.breakdown["CUDA context"] - est.breakdown["allocator slack"]) * GIB
-    print(f"{method} {optim} gc={gc} b{batch} s{seq}: measured {peak / 2**20:.1f} MiB, estimated {ours / 2**20:.1f} MiB "
+    print(f"{method}{' upcast' if upcast else ''} {optim} gc={gc} b{batch} s{seq}: measured {peak / 2**20:.1f} MiB, estimated {ours / 2**20:.1f} MiB "
           f"({100 * (ours - peak) / peak:+.1f}%), peak at {est.peak_phase}")
     assert abs(ours - peak) / peak <= 0.03

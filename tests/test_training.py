@@ -109,8 +109,12 @@ def test_full_finetune_follows_in_terminal(tiny_config, tmp_path):
     assert params["trainable"] == params["total"]
 
 
-def test_qlora_trains_through_bitsandbytes_on_cpu(tiny_config, start_run, wait_run):
-    cfg = tiny_config(steps=6, method="qlora")
+@pytest.mark.parametrize("upcast", [False, True], ids=["compute-dtype", "upcast-fp32"])
+def test_qlora_trains_through_bitsandbytes_on_cpu(tiny_config, start_run, wait_run, upcast):
+    """Both ways of readying the 4-bit model (core.trainer.prepare_kbit), in bf16 with checkpointing:
+    without the upcast the Trainer switches checkpointing on, with it peft does."""
+    cfg = tiny_config(steps=6, method="qlora", precision="bf16", gradient_checkpointing=True)
+    cfg.quantization.upcast_fp32 = upcast
     run_dir = start_run(cfg)
     info = wait_run(run_dir, 180)
     assert info.state == "completed", (info.reason, (run_dir / "train.log").read_text()[-3000:])

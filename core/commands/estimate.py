@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attn", default="sdpa", choices=list(ATTN), help="attention implementation (default sdpa)")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--no-double-quant", action="store_true", help="QLoRA without double quantization")
+    p.add_argument("--upcast-fp32", action="store_true",
+                   help="QLoRA with embeddings, lm_head and norms in fp32 (peft's prepare_model_for_kbit_training)")
     p.add_argument("--vram-gb", type=float, metavar="X", help="GPU memory (GiB, as nvidia-smi shows) for a verdict")
     p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs (DDP; the figure is per GPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -50,7 +52,7 @@ def run(args) -> int:
                  lora_rank=args.lora_rank, lora_targets=targets, use_dora=args.dora,
                  gradient_checkpointing=not args.no_gradient_checkpointing, optim=args.optim,
                  attn=args.attn, precision=args.precision, gpus=args.gpus,
-                 double_quant=not args.no_double_quant)
+                 double_quant=not args.no_double_quant, upcast_fp32=args.upcast_fp32)
     est = estimate(arch, s)
     if args.json:
         out = {"model": display_name(arch), "params": arch.params, "method": args.method,
