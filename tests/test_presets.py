@@ -54,6 +54,27 @@ def test_preset_header_says_who_hardware_and_the_exact_command(preset):
         assert "hub" in header and "dataset.path" in header  # how to point at your own data
 
 
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p.name != "cpu-demo"], ids=lambda p: p.name)
+def test_the_peak_a_gpu_preset_states_is_the_estimators(preset):
+    """"ftwizard's estimator: ~X GiB peak" in a GPU preset's header, and its row in
+    the README's preset table, stay what core/estimate.py says for the preset (they drifted once:
+    the 70B preset promised 46 GiB on a 48 GB card while the estimator said 48.3, does not fit)."""
+    from ftwizard.core.catalog import _lookup
+    from ftwizard.core.estimate import estimate, settings_from_config
+
+    cfg = load_config(preset.path)
+    arch = _lookup(cfg.model.name_or_path)
+    assert arch is not None, "GPU presets use catalog models"
+    total = estimate(arch, settings_from_config(cfg)).total_gib
+    header = " ".join(line.lstrip("#").strip() for line in preset.path.read_text().splitlines() if line.startswith("#"))
+    said = re.search(r"estimator(?::| puts the peak at) ~([\d.]+) GiB", header)
+    assert said, "the header states the estimated peak"
+    assert float(said.group(1)) == pytest.approx(total, abs=0.05), total
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith(f"| `{preset.name}` |"))
+    assert f"est. {total:.1f} GiB" in row, (row, total)
+
+
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_every_trade_off_key_carries_a_comment(preset):
     """The settings a newcomer is most likely to change say what they cost (torchtune's style)."""
