@@ -188,26 +188,23 @@ def apply_method(cfg: RunConfig, model, dev: dict):
     from peft import LoraConfig, get_peft_model
 
     if cfg.method == "qlora":
-        model = prepare_kbit(model, cfg.quantization.upcast_fp32, bool(cfg.train.gradient_checkpointing))
+        model = prepare_kbit(model, cfg.quantization.upcast_fp32)
     lc = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                     target_modules=cfg.lora.target_modules, use_rslora=cfg.lora.use_rslora,
                     use_dora=cfg.lora.use_dora, task_type="CAUSAL_LM", bias="none")
     return get_peft_model(model, lc)
 
 
-def prepare_kbit(model, upcast_fp32: bool, gradient_checkpointing: bool):
+def prepare_kbit(model, upcast_fp32: bool):
     """A 4-bit model made ready for adapters. With `upcast_fp32`, peft's prepare_model_for_kbit_training
-    (every non-4-bit weight to fp32, and checkpointing switched on here); without it the 4-bit model is
-    left as loaded, embeddings, lm_head and norms in the compute dtype, the way LoRA keeps them, and
-    the Trainer switches checkpointing on as it does for LoRA (`activation_checkpointing`)."""
-    if upcast_fp32:
-        from peft import prepare_model_for_kbit_training
+    (every non-4-bit weight to fp32); without it the model is left as loaded, embeddings, lm_head and
+    norms in the compute dtype, the way LoRA keeps them (get_peft_model freezes the base either way).
+    Checkpointing is the Trainer's for every method (`activation_checkpointing`), not peft's."""
+    if not upcast_fp32:
+        return model
+    from peft import prepare_model_for_kbit_training
 
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                               gradient_checkpointing_kwargs={"use_reentrant": False})
-    for p in model.parameters():  # get_peft_model freezes them too; frozen before anything else looks
-        p.requires_grad_(False)
-    return model
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 def make_callback(run: Run, cfg: RunConfig, dev: dict, counter):
@@ -325,7 +322,6 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
     eff_batch = t.batch_size * t.gradient_accumulation_steps * max(1, int(os.environ.get("WORLD_SIZE", 1)))
     steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(n_rows / eff_batch) * math.ceil(t.epochs))
     eval_steps = t.eval_steps or max(1, steps // 10)
-    peft_checkpointing = cfg.method == "qlora" and cfg.quantization.upcast_fp32  # prepare_kbit switched it on
     args = SFTConfig(
         output_dir=str(run.dir / "checkpoints"),
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
@@ -333,7 +329,7 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
         num_train_epochs=t.epochs, max_steps=t.max_steps,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=dev["optim"],
-        activation_checkpointing=t.gradient_checkpointing and not peft_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
         bf16=dev["precision"] == "bf16", fp16=dev["precision"] == "fp16", use_cpu=not dev["cuda"],
         seed=t.seed, data_seed=t.seed,

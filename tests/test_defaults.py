@@ -80,6 +80,6 @@ def test_the_estimator_counts_the_optimizer_a_run_gets():
         resolved, _ = resolve_defaults(c.model_copy(deep=True), Hardware(gpus=(A100_80GB,)))
         before = estimate(CATALOG["llama-3.1-8b"], settings_from_config(c))
         after = estimate(CATALOG["llama-3.1-8b"], settings_from_config(resolved))
-        assert f"optimizer states ({resolved.train.optim})" in before.breakdown, method
-        assert before.breakdown[f"optimizer states ({resolved.train.optim})"] == \
-            after.breakdown[f"optimizer states ({resolved.train.optim})"]
+        key = f"optimizer states ({resolved.train.optim})"
+        assert key in before.breakdown, method
+        assert before.breakdown[key] == after.breakdown[key]

@@ -132,7 +132,7 @@ def test_lora_bf16(optim, targets):
 
 def _qlora(model, path, *, upcast: bool, gc: bool, double_quant: bool = True, attn: str = "sdpa"):
     """`model` saved and loaded back in 4-bit, then readied for adapters as core/trainer.py does
-    (prepare_kbit: peft's fp32 upcast when `upcast`; else the Trainer's checkpointing, as for LoRA)."""
+    (prepare_kbit: peft's fp32 upcast when `upcast`), checkpointing switched on as the Trainer does."""
     pytest.importorskip("bitsandbytes")
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -143,8 +143,8 @@ def _qlora(model, path, *, upcast: bool, gc: bool, double_quant: bool = True, at
                            bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, quantization_config=q,
                                                  attn_implementation=attn)
-    model = prepare_kbit(model, upcast, gc)
-    if gc and not upcast:
+    model = prepare_kbit(model, upcast)
+    if gc:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 

@@ -111,8 +111,8 @@ def test_full_finetune_follows_in_terminal(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("upcast", [False, True], ids=["compute-dtype", "upcast-fp32"])
 def test_qlora_trains_through_bitsandbytes_on_cpu(tiny_config, start_run, wait_run, upcast):
-    """Both ways of readying the 4-bit model (core.trainer.prepare_kbit), in bf16 with checkpointing:
-    without the upcast the Trainer switches checkpointing on, with it peft does."""
+    """Both ways of readying the 4-bit model (core.trainer.prepare_kbit), in bf16 with the Trainer's
+    checkpointing."""
     cfg = tiny_config(steps=6, method="qlora", precision="bf16", gradient_checkpointing=True)
     cfg.quantization.upcast_fp32 = upcast
     run_dir = start_run(cfg)
