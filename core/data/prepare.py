@@ -57,7 +57,8 @@ def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows
             bad.append(BaseProblem(f"... and {more} more bad rows; `ftwizard inspect {source}` lists them all",
                                    file=source))
         raise UserError(bad)
-    has_labels = det.format != "kto" and any(v is not None for v in labels) and \
+    # a `label` column is a class to stratify by, unless it is the format's own (KTO's desirable flag)
+    has_labels = "label" not in det.spec.columns and any(v is not None for v in labels) and \
         len({json.dumps(v, sort_keys=True, default=str) for v in labels}) <= max(2, len(labels) // 10)
     return rows, (labels if has_labels else None), where, skipped
 
