@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from ftwizard.core.data.checks import check_dataset
-from ftwizard.core.data.stats import scan_dataset
+from ftwizard.core.data.stats import check_dataset, scan_dataset
 from ftwizard.core.templates import CHATML
 
 

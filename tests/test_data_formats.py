@@ -204,3 +204,27 @@ def test_undetectable_format_suggests_a_mapping_from_the_columns():
         detect_format(["id", "src", "tgt"], [{"id": 1, "src": "hello", "tgt": "bonjour"}])
     with pytest.raises(UserError, match=r"e\.g\. \{messages: dialogue\}"):
         detect_format(["dialogue", "meta"], [{"dialogue": [{"role": "user", "content": "hi"}], "meta": {"a": 1}}])
+
+
+def test_every_format_is_one_spec_the_config_accepts():
+    from typing import get_args
+
+    from ftwizard.core.config import DatasetFormat
+    from ftwizard.core.data.formats import FORMATS, SPECS, spec
+
+    assert set(get_args(DatasetFormat)) == {"auto", *FORMATS} and set(FORMATS) == set(SPECS)
+    for fmt, rows in ROWS.items():
+        d = detect_format(list(rows[0]), rows)
+        assert d.spec is spec(fmt)
+        assert d.spec.trl_kind == {"preference": "dpo", "kto": "kto"}.get(fmt, "sft")
+        assert set(d.spec.columns) <= set(rows[0])
+
+
+def test_row_problems_carry_their_code_and_fix():
+    d = detect_format(["messages"], ROWS["messages"])
+    (p,) = validate_row({"messages": [{"role": "user", "content": "hi"}]}, d)
+    assert (p.code, p.field, p.severity) == ("no-assistant-turn", "messages", "error") and p.fix
+    (p,) = validate_row({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}, d)
+    assert (p.code, p.field, p.severity) == ("empty-answer", "messages[1].content", "warning")
+    (p,) = validate_row({"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "a"}]}, d)
+    assert (p.code, p.field) == ("missing-field", "messages[0].role") and "assistant" in p.fix

@@ -13,14 +13,16 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", metavar="DATA", help="a .jsonl/.json/.csv/.tsv/.parquet file, a directory of them, or a hub id")
+    from ..data.formats import FORMATS
+    from ..data.read import suffix_list
+
+    p.add_argument("data", metavar="DATA", help=f"a {suffix_list('/', '/')} file, a directory of them, or a hub id")
     p.add_argument("--model", help="model (local dir, pkg:NAME, .gguf file or hub id) whose tokenizer renders "
                    "the rows and counts tokens")
     p.add_argument("--chat-template", help="chatml, llama3 or a Jinja string (default: the tokenizer's, with "
                    "generation markers added for known families, as training does)")
     p.add_argument("--max-length", type=int, default=1024, help="train.max_length to check against (default 1024)")
-    p.add_argument("--format", default="auto", help="force a format (alpaca, sharegpt, messages, "
-                   "prompt-completion, preference, kto, text)")
+    p.add_argument("--format", default="auto", help=f"force a format ({', '.join(FORMATS)})")
     p.add_argument("--column", action="append", default=[], metavar="OURS=YOURS",
                    help="map a column, e.g. --column instruction=question (repeatable)")
     p.add_argument("--all-tokens", action="store_true", help="train on every token (dataset.assistant_only_loss: false)")

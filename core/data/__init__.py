@@ -5,7 +5,8 @@ For the wizard's Dataset screen (all pure functions; run the slow ones in a work
 
     from ftwizard.core.data.preview import quick_preview, render_row
     from ftwizard.core.data.stats import scan_dataset, compute_stats
-    from ftwizard.core.data.checks import check_dataset, Problem
+    from ftwizard.core.data.stats import check_dataset
+    from ftwizard.core.data.problems import Problem
     from ftwizard.core.data.tokenize import load_tokenizer, setup_tokenizer
 
     prev = quick_preview(path, n=50, columns=None, format="auto")      # ms; UserError if unreadable
@@ -18,12 +19,16 @@ For the wizard's Dataset screen (all pure functions; run the slow ones in a work
                           cancel=threading.Event(), partial=lambda stats: ...)  # worker; stats + problems
     report.stats.min/median/p95/max/histogram/roles/tokens_per_epoch/steps_per_epoch; report.problems
 
-Modules:
-- `read`: streaming rows with file and line (JSONL, JSON array/object/lines, CSV/TSV, Parquet, dirs, hub)
-- `formats`: detection with evidence, row validation, conversion to canonical (SFT) and TRL shapes
-- `tokenize`: `encode_row` (input_ids + labels with -100 on masked tokens), cached `tokenize_dataset`
-- `preview`: `quick_preview`, `render_row`
-- `stats` / `checks`: one streaming pass giving statistics and located problems with fixes
-- `split`: seeded, stratified train/validation split
-- `prepare`: `prepare_training_data`, the training process's data step
+Modules, lowest layer first; a module imports only from the layers below it (no cycle possible):
+
+    problems            the `Problem` type (code, fix, severity) and the list of codes
+    read | split        streaming rows with file and line, dataset suffixes (`EXTENSIONS`); seeded split
+    formats             one `FormatSpec` per format (detect with evidence, columns, canonical/TRL rows,
+                        row checks, what SFT does with it), `detect_source`
+    checks              the rules: one row's problems, too few rows, generation markers, mask fallback
+    tokenize            `encode_row` (input_ids + labels with -100 on masked tokens), cached
+                        `tokenize_dataset`, `load_tokenizer`, `setup_tokenizer`
+    stats | preview     `scan_dataset` / `compute_stats` / `check_dataset` (one streaming pass: statistics
+                        and located problems); `quick_preview`, `render_row`
+    prepare             `prepare_training_data`, the training process's data step
 """

@@ -1,66 +1,55 @@
-"""Dataset checks: every problem with its file, line, field and a fix.
+"""Dataset rules: the problems of one row, and the whole-dataset rules that need no full pass.
 
-`check_dataset(...)` reads the whole source once (the same pass as `stats.compute_stats`; call
-`stats.scan_dataset` to get both) and returns `Problem`s:
+Each function builds its `Problem` with code and fix where the rule is (the codes are listed in
+`problems`). The streaming pass that applies them to every row is `stats.scan_dataset`; the preview
+applies `row_problems` to the first rows and training (`prepare`) refuses the rows it finds errors in.
 
-    code                 severity  what
-    unreadable           error     malformed JSON/CSV line, not UTF-8, not an object
-    missing-field        error     a required field missing, empty or of the wrong type
-    mixed-formats        error     a row shaped like another format than the dataset's
-    no-assistant-turn    error     a conversation with nothing to learn
-    empty-answer         warning   an assistant turn with empty text
-    too-few-rows         warning   fewer rows than the task needs (reference note's table)
-    too-long             warning   rows longer than max_length (how many; truncated, not dropped)
-    duplicates           warning   exact duplicate rows
-    validation-overlap   warning   validation rows also in the training data
-    no-trained-tokens    warning   rows whose trained-token count is zero (dropped in training)
-    all-masked           error     every row would train on zero tokens (training refuses)
-    no-generation-marker error     assistant-only loss with a template that cannot mark the answer
-    missing-eos          error/warning  no EOS token / rows whose trained part never ends with EOS
-    placeholders         warning   `{{name}}`-style placeholders left in the text
-    undesirable-skipped  info      KTO rows labelled false, skipped by SFT
+    row_problems(raw_row, detected)             unreadable / mixed-formats / the format's row checks
+    generation_marker_problem(template, fmt, assistant_only)   no-generation-marker
+    too_few_rows_problem(n, fmt, task, file)    too-few-rows (the reference note's table)
+    mask_fallback_problem(count, lines, file)   mask-fallback (prompt tokens not a prefix)
+
+`check_dataset` (all problems of a file) lives in `stats`, next to the pass it runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from ..errors import Problem as _BaseProblem
+from .formats import Detected, row_format, spec, validate_row
+from .problems import Problem
+from .read import RawRow
 
 # The reference note's minimum example counts per task (ANCHORS.md, "Fine-tuning reference note").
 MIN_ROWS = {"classification": 100, "instruction": 500, "reasoning": 1000, "domain": 5000}
 TASK_NAMES = {"classification": "classification", "instruction": "instruction following",
               "reasoning": "complex reasoning", "domain": "domain adaptation"}
 POOR_CANDIDATE = 100  # "fewer than 100 good examples" makes a poor fine-tuning candidate
+MASK_FALLBACK_WHY = ("the prompt's last token merges with the completion's first, so the prompt is not a "
+                     "token prefix of prompt + completion; the loss mask stops at the merge and the merged "
+                     "prompt token is trained")
+MASK_FALLBACK_FIX = ("end each prompt where a token ends (a newline or punctuation) and start the completion "
+                     "with its own leading space, e.g. prompt 'Q: 2+2?\\nA:' completion ' 4'")
 
 
-@dataclass
-class Problem(_BaseProblem):
-    """A dataset problem: `file:line: field: message` plus how to fix it.
-
-    `severity` is "error" (training would fail or learn nothing), "warning" (it trains, but look) or
-    "info". `lines` lists further lines with the same problem (first ones), `count` how many rows."""
-
-    fix: str = ""
-    severity: str = "error"
-    code: str = ""
-    lines: list[int] = field(default_factory=list)
-    count: int = 1
-
-    def to_json(self) -> dict:
-        return {"line": self.line, "field": self.field, "message": self.message, "fix": self.fix,
-                "severity": self.severity, "code": self.code, "file": self.file, "count": self.count,
-                "lines": self.lines}
-
-    def __str__(self) -> str:
-        return super().__str__() + (f" (fix: {self.fix})" if self.fix else "")
+def row_problems(r: RawRow, det: Detected) -> list[Problem]:
+    """The problems of one row as read, located at its file and line: `unreadable`; `mixed-formats` when
+    the row has errors and looks like another format; else the format's own row checks."""
+    if r.error:
+        return [r.problem()]
+    issues = validate_row(r.row, det)
+    if any(i.severity == "error" for i in issues):
+        other = row_format(r.row)
+        if other and other != det.format:
+            return [Problem(f"this row looks like {other}, but the dataset is {det.format} ({det.evidence})",
+                            file=r.file, line=r.line, code="mixed-formats",
+                            fix=f"convert it to {det.format} or move it to its own file")]
+    return [i.at(r.file, r.line) for i in issues]
 
 
 def generation_marker_problem(template: str | None, fmt: str, assistant_only: bool) -> Problem | None:
     """Assistant-only loss needs `{% generation %}` markers; without them every chat row is masked."""
     from ..templates import has_generation_markers
 
-    if not assistant_only or fmt == "text" or fmt == "prompt-completion-plain":
+    if not spec(fmt).masks_prompt(assistant_only):
         return None
     if has_generation_markers(template):
         return None
@@ -72,7 +61,7 @@ def generation_marker_problem(template: str | None, fmt: str, assistant_only: bo
 
 def too_few_rows_problem(n: int, fmt: str, task: str | None, file: str | None) -> Problem | None:
     if task is None:
-        task = "domain" if fmt == "text" else None
+        task = spec(fmt).default_task
     if task is not None:
         need = MIN_ROWS[task]
         if n < need:
@@ -89,20 +78,16 @@ def too_few_rows_problem(n: int, fmt: str, task: str | None, file: str | None) -
     return None
 
 
+def mask_fallback_problem(count: int, lines: list[int], file: str | None) -> Problem | None:
+    """Rows whose prompt tokens are not a prefix of the prompt + completion tokens: the tokenizer merges
+    the prompt's end with the completion's start, so the completion-only mask can only hide the prompt
+    tokens before the merge (`tokenize.encode_row`); the merged token and the rest train."""
+    if not count:
+        return None
+    return Problem(f"{count} rows: {MASK_FALLBACK_WHY}", file=file, line=lines[0] if lines else None,
+                   field="dataset.assistant_only_loss", code="mask-fallback", severity="warning",
+                   count=count, lines=list(lines), fix=MASK_FALLBACK_FIX)
+
+
 def _upper(task: str) -> int:
     return {"classification": 500, "instruction": 1000, "reasoning": 5000, "domain": 10000}[task]
-
-
-def check_dataset(source: str, tokenizer=None, template: str | None = None, max_length: int = 1024,
-                  assistant_only: bool = True, *, columns: dict | None = None, format: str = "auto",
-                  validation_path: str | None = None, task: str | None = None, max_rows: int | None = None,
-                  progress=None, cancel=None) -> list[Problem]:
-    """All problems of a dataset, errors first. Reads the whole source once (see `stats.scan_dataset`,
-    which returns these and the statistics from the same pass). Without a tokenizer the token-level
-    checks (too long, zero trained tokens, EOS, template) are skipped. Raises `UserError` only when the
-    source cannot be read as a dataset at all."""
-    from .stats import scan_dataset
-
-    return scan_dataset(source, tokenizer, template, max_length, assistant_only, columns=columns,
-                        format=format, validation_path=validation_path, task=task, max_rows=max_rows,
-                        progress=progress, cancel=cancel).problems

@@ -1,15 +1,18 @@
-"""Dataset formats: detect which one a table is in (with the evidence), check each row against it, and
-convert rows to the shapes training takes.
+"""Dataset formats, one `FormatSpec` each: how to detect it (with the evidence), which columns it has,
+what is wrong with a row, the row in the canonical (SFT) shape and in the shape TRL's trainer for its
+kind takes, and what SFT does with it. Callers look the spec up by name (`spec(det.format)`) instead of
+branching on the format string; a new format or a per-kind view (DPO pairs, KTO labels, ...) is one
+more spec or one more field here.
 
-Formats (`dataset.format`):
-    alpaca             instruction / input (optional) / output (+ system, history optional)
-    sharegpt           conversations: [{from, value}] (human/gpt/system/function_call/observation),
-                       optional `system` and `tools` columns
-    messages           OpenAI messages: [{role, content}] (system/user/assistant/tool, tool_calls)
-    prompt-completion  prompt / completion: strings, or lists of messages (conversational)
+Formats (`dataset.format`), in detection order:
     preference         prompt / chosen / rejected; or ShareGPT-style conversations + chosen/rejected
                        turn objects; or chosen / rejected conversations with an implicit prompt
     kto                prompt / completion / label; or messages (or conversations) + label
+    messages           OpenAI messages: [{role, content}] (system/user/assistant/tool, tool_calls)
+    sharegpt           conversations: [{from, value}] (human/gpt/system/function_call/observation),
+                       optional `system` and `tools` columns
+    alpaca             instruction / input (optional) / output (+ system, history optional)
+    prompt-completion  prompt / completion: strings, or lists of messages (conversational)
     text               one text column (continued pre-training style: every token trained)
 
 Canonical rows (what `tokenize.encode_row` takes; `to_canonical`):
@@ -18,23 +21,25 @@ Canonical rows (what `tokenize.encode_row` takes; `to_canonical`):
     {"text": str}                                       raw text
 
 With only SFT implemented, preference rows train on prompt + chosen and KTO rows on the desirable
-(label true) rows only; `to_trl` gives the shapes TRL's DPO/KTO trainers take, for later.
+(label true) rows only; `to_trl` gives the shapes TRL's DPO/KTO trainers take (`FormatSpec.trl_kind`).
 
 Tool calls (ShareGPT `function_call` / `observation`, OpenAI `tool_calls` / role `tool`) become text
 in the Hermes / Qwen style every chat template can render: the tool list goes into the system prompt
 inside `<tools>...</tools>`, a call is an assistant turn `<tool_call>\\n{json}\\n</tool_call>` (trained),
 a result is a `tool` turn (masked).
+
+Row problems are `problems.Problem`s with their code and fix set here: `missing-field`,
+`no-assistant-turn`, `empty-answer`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import UserError
-
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "preference", "kto", "text")
+from .problems import Problem
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "bot": "assistant", "model": "assistant", "system": "system",
@@ -69,21 +74,564 @@ class Detected:
     def col(self, name: str) -> str:
         return self.columns.get(name, name)
 
+    @property
+    def spec(self) -> "FormatSpec":
+        return spec(self.format)
+
     def to_json(self) -> dict:
         return {"format": self.format, "evidence": self.evidence, "columns": dict(self.columns),
                 "variant": self.variant, "sft_note": self.sft_note}
 
 
-SFT_NOTES = {
-    "preference": "preference data: SFT trains on the prompt + the chosen answer (rejected answers are "
-                  "ignored until DPO is available)",
-    "kto": "KTO-labelled data: SFT trains on the desirable rows (label true) only; undesirable rows are "
-           "skipped until KTO is available",
-    "text": "raw text: continued-pretraining style, every token carries loss",
-}
+@dataclass(frozen=True)
+class FormatSpec:
+    """Everything about one dataset format. The functions take a raw row and its `Detected`."""
+
+    name: str
+    columns: tuple[str, ...]            # canonical columns a row has (first alternative when several)
+    optional: tuple[str, ...]           # canonical columns used when present
+    detect: Callable[["_Sample"], Detected | None]  # None: not this format
+    validate: Callable[[dict, Detected], list[Problem]]
+    canonical: Callable[[dict, Detected], dict]      # the SFT shape (module docstring)
+    trl: Callable[[dict, Detected], dict] | None = None  # the TRL shape of `trl_kind`; None: canonical
+    trl_kind: str = "sft"               # the TRL trainer whose dataset shape `to_trl` gives
+    keep: Callable[[dict, Detected], bool] | None = None  # False: SFT skips the row (None: keeps all)
+    sft_note: str | None = None         # how SFT uses it when it is not plain SFT data
+    sft_note_fix: str | None = None     # set: the note is also listed as an info problem
+    all_tokens: bool = False            # no prompt to mask: every token trains (assistant-only n/a)
+    default_task: str | None = None     # the task the row-count guidance assumes
+
+    def keeps(self, row: dict, det: Detected) -> bool:
+        return self.keep is None or self.keep(row, det)
+
+    def to_trl(self, row: dict, det: Detected) -> dict:
+        return (self.trl or self.canonical)(row, det)
+
+    def masks_prompt(self, assistant_only: bool) -> bool:
+        """Whether assistant-only loss applies to this format (text has no prompt to mask)."""
+        return assistant_only and not self.all_tokens
 
 
 # ------------------------------------------------------------------------------------------ detection
+
+
+class _Sample:
+    """What detection sees: the columns, the first rows, and the column mapping so far (canonical name
+    -> data column; `dataset.columns` first, aliases recorded as they are used)."""
+
+    def __init__(self, columns: list[str], sample: list[dict], given: dict[str, str]):
+        self.rows = sample
+        self.given = given
+        self.cols = set(columns) | {k for r in sample[:50] if isinstance(r, dict) for k in r}
+        self.cm = dict(given)
+
+    def c(self, name: str) -> str:
+        return self.cm.get(name, name)
+
+    def has(self, *names: str) -> bool:
+        return all(self.c(n) in self.cols for n in names)
+
+    def alias(self, name: str) -> bool:
+        """Use an alias column for `name` when the canonical one is absent (records the choice)."""
+        if self.has(name):
+            return True
+        if name in self.given:
+            return False
+        for a in ALIASES.get(name, ()):
+            if a in self.cols and a not in self.cm.values():
+                self.cm[name] = a
+                return True
+        return False
+
+    def style(self, name: str) -> str | None:
+        """'openai' or 'sharegpt' when the column holds turns, else None."""
+        return _style_of(self.rows, self.c(name))
+
+    def done(self, fmt: str, evidence: str, variant: str = "") -> Detected:
+        renamed = [f"'{v}' as {k}" for k, v in self.cm.items() if k != v and k not in self.given]
+        mapped = [f"'{v}' as {k} (dataset.columns)" for k, v in self.given.items() if k != v]
+        extra = renamed + mapped
+        evidence += f"; using {', '.join(extra)}" if extra else ""
+        return Detected(fmt, evidence, self.cm, variant, spec(fmt).sft_note)
+
+
+def detect_format(columns: list[str], sample: list[dict], mapping: dict[str, str] | None = None,
+                  forced: str = "auto") -> Detected:
+    """Which format `sample` (the first rows) is in, with the evidence. `mapping` maps canonical names
+    to the data's column names (dataset.columns); `forced` is dataset.format ("auto" detects)."""
+    s = _Sample(columns, sample, dict(mapping or {}))
+    if forced and forced != "auto":
+        fs = spec(forced)
+        det = _detect_auto(s)
+        if det is not None and det.format == forced:
+            det.evidence = "format set in the config (dataset.format); " + det.evidence
+            return det
+        return _forced(fs, s)
+    det = _detect_auto(s)
+    if det is not None:
+        return det
+    raise UserError(f"cannot tell the dataset's format from its columns {sorted(s.cols)}: expected one of "
+                    "messages (role/content turns), conversations (from/value turns), instruction/output, "
+                    "prompt/completion, prompt/chosen/rejected, prompt/completion/label, text; map yours "
+                    f"with dataset.columns, e.g. {suggest_mapping(columns, sample)}", field="dataset.format")
+
+
+def _detect_auto(s: _Sample) -> Detected | None:
+    for fs in SPECS.values():
+        det = fs.detect(s)
+        if det is not None:
+            return det
+    return _only_string_column(s)
+
+
+def _forced(fs: FormatSpec, s: _Sample) -> Detected:
+    """`dataset.format` names a format the rows were not detected as: trust it, mapping what we can."""
+    if fs.name in ("messages", "sharegpt"):
+        for n in ("messages", "conversations"):
+            if not s.has(n):
+                s.alias(n)
+    variant = "conversational" if fs.name == "prompt-completion" and s.has("prompt") and s.style("prompt") else ""
+    return Detected(fs.name, "format set in the config (dataset.format)", s.cm, variant, fs.sft_note)
+
+
+def _only_string_column(s: _Sample) -> Detected | None:
+    strings = [k for k in s.cols if s.rows and all(isinstance(r.get(k), str) for r in s.rows[:20] if isinstance(r, dict))]
+    if len(s.cols) == 1 and strings:
+        s.cm["text"] = strings[0]
+        return s.done("text", f"the only column, '{strings[0]}', holds strings: raw text")
+    return None
+
+
+def row_format(row: dict) -> str | None:
+    """The format a single row looks like on its own (for the mixed-formats check); None if none."""
+    try:
+        return detect_format(list(row), [row]).format
+    except UserError:
+        return None
+
+
+def detect_source(source: str, *, columns: dict | None = None, format: str = "auto", split: str = "train",
+                  n: int = 50):
+    """(Detected, first readable rows with their lines, unreadable RawRows among them) of a source,
+    reading only its first `n` readable rows. Raises `UserError` (file:line) when none can be read or
+    the format cannot be told."""
+    from .read import iter_rows
+
+    sample, bad = [], []
+    for r in iter_rows(source, split=split, limit=n + 10):
+        if r.error:
+            bad.append(r)
+        else:
+            sample.append(r)
+        if len(sample) >= n:
+            break
+    if not sample:
+        if bad:
+            first = bad[0]
+            raise UserError(first.error, file=first.file, line=first.line)
+        raise UserError("no rows in this dataset", file=source, line=1)
+    rows = [r.row for r in sample]
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    try:
+        det = detect_format(cols, rows, columns, format)
+    except UserError as exc:
+        p = exc.problems[0]
+        raise UserError(p.message, file=sample[0].file, line=sample[0].line, field=p.field) from None
+    return det, sample, bad
+
+
+# ------------------------------------------------------------------------------- row checks (shared)
+
+
+def _missing(col: str) -> Problem:
+    return Problem("missing or empty", field=col, code="missing-field", fix=f"fill in '{col}' or delete the row")
+
+
+def _wrong_type(col: str, expected: str, v: Any, fix: str) -> Problem:
+    return Problem(f"expected {expected}, got {type(v).__name__}", field=col, code="missing-field", fix=fix)
+
+
+def _text_field(row: dict, col: str, out: list[Problem]) -> None:
+    v = row.get(col)
+    if v is None or (isinstance(v, str) and not v.strip()):
+        out.append(_missing(col))
+    elif not isinstance(v, str):
+        out.append(_wrong_type(col, "text", v, f"make '{col}' a string"))
+
+
+def _turns(row: dict, col: str, out: list[Problem]) -> list | None:
+    v = row.get(col)
+    if isinstance(v, str):
+        parsed = _maybe_json_list(v)
+        v = parsed if parsed is not None else v
+    if v is None or v == [] or v == "":
+        out.append(Problem("missing or empty", field=col, code="missing-field",
+                           fix=f"give every row a non-empty '{col}' list of turns"))
+        return None
+    if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
+        out.append(_wrong_type(col, "a list of turns (objects)", v,
+                               f"make '{col}' a list like [{{\"role\": \"user\", \"content\": \"...\"}}]"))
+        return None
+    return v
+
+
+def _check_turns(turns: list[dict], col: str, out: list[Problem], need_answer: bool) -> None:
+    answered = False
+    content_problem = False
+    for i, t in enumerate(turns):
+        role_key = "role" if "role" in t else "from"
+        raw_role = t.get(role_key)
+        roles = MESSAGE_ROLES if role_key == "role" else SHAREGPT_ROLES
+        role = roles.get(raw_role)
+        if role is None:
+            out.append(Problem(f"unknown role {raw_role!r}", field=f"{col}[{i}].{role_key}", code="missing-field",
+                               fix=f"use one of: {', '.join(sorted(roles))}"))
+            continue
+        content_key = "content" if role_key == "role" else "value"
+        where = f"{col}[{i}].{content_key}"
+        text = _content_text(t.get(content_key))
+        if role == "assistant":
+            if text and text.strip() or t.get("tool_calls"):
+                answered = True
+            elif t.get(content_key) is None and not t.get("tool_calls"):
+                content_problem = True
+                out.append(Problem("assistant turn is missing its text", field=where, code="missing-field",
+                                   fix="give the assistant turn its answer or delete the row"))
+            else:
+                content_problem = True
+                out.append(Problem("empty assistant turn: nothing to learn but the end-of-turn token",
+                                   field=where, code="empty-answer", severity="warning",
+                                   fix="give the assistant turn its answer or delete the row"))
+        elif text is None:
+            content_problem = True
+            out.append(Problem(f"{role} turn has no '{content_key}'", field=where, code="missing-field",
+                               fix=f"add '{content_key}' to every turn"))
+    if need_answer and not answered and not content_problem:
+        out.append(Problem("no assistant turn: nothing to train on with assistant-only loss", field=col,
+                           code="no-assistant-turn", fix="end each conversation with the assistant's answer"))
+
+
+def _conversation(row: dict, col: str, out: list[Problem]) -> None:
+    turns = _turns(row, col, out)
+    if turns is not None:
+        _check_turns(turns, col, out, need_answer=True)
+
+
+# ------------------------------------------------------------------------------------------ preference
+
+
+def _detect_preference(s: _Sample) -> Detected | None:
+    if not s.has("chosen", "rejected"):
+        return None
+    c = s.c
+    style = s.style("chosen")
+    if s.has("prompt"):
+        conv = "conversational" if style or s.style("prompt") else ""
+        return s.done("preference", f"columns '{c('prompt')}', '{c('chosen')}', '{c('rejected')}'", conv)
+    for n in ("conversations", "messages"):
+        if s.has(n) and s.style(n):
+            s.cm.setdefault("prompt", c(n))
+            return s.done("preference", f"column '{c(n)}' holds the prompt turns and "
+                          f"'{c('chosen')}'/'{c('rejected')}' the two answers (ShareGPT style)", "sharegpt-style")
+    if style:
+        return s.done("preference", f"columns '{c('chosen')}'/'{c('rejected')}' hold whole conversations "
+                      "(implicit prompt: their shared first turns)", "implicit prompt")
+    return s.done("preference", f"columns '{c('chosen')}'/'{c('rejected')}' (no prompt column)", "implicit prompt")
+
+
+def _validate_preference(row: dict, det: Detected) -> list[Problem]:
+    out: list[Problem] = []
+    c = det.col
+    for name in ("chosen", "rejected"):
+        if row.get(c(name)) in (None, "", [], {}):
+            out.append(_missing(c(name)))
+    if det.variant == "sharegpt-style" or (det.variant != "implicit prompt" and isinstance(row.get(c("prompt")), list)):
+        turns = _turns(row, c("prompt"), out)
+        if turns is not None:
+            _check_turns(turns, c("prompt"), out, need_answer=False)
+    elif det.variant != "implicit prompt" and row.get(c("prompt")) in (None, ""):
+        out.append(_missing(c("prompt")))
+    return out
+
+
+def _canonical_preference(row: dict, det: Detected) -> dict:
+    c = det.col
+    prompt, chosen, _ = _preference_parts(row, det)
+    if prompt is None:  # plain strings
+        return {"prompt": str(row.get(c("prompt")) or ""), "completion": str(chosen or "")}
+    return {"messages": _with_system(prompt + chosen, row.get(c("system")), row.get(c("tools")))}
+
+
+def _trl_preference(row: dict, det: Detected) -> dict:
+    c = det.col
+    prompt, chosen, rejected = _preference_parts(row, det)
+    if prompt is None:
+        return {"prompt": row.get(c("prompt")), "chosen": chosen, "rejected": rejected}
+    return {"prompt": _with_system(prompt, row.get(c("system")), row.get(c("tools"))), "chosen": chosen,
+            "rejected": rejected}
+
+
+# ------------------------------------------------------------------------------------------------- KTO
+
+
+def _detect_kto(s: _Sample) -> Detected | None:
+    if not s.has("label"):
+        return None
+    c = s.c
+    labels = _sample_values(s.rows, c("label"))
+    if not labels or not all(_as_bool(v) is not None for v in labels[:20]):
+        return None
+    if s.has("prompt", "completion"):
+        return s.done("kto", f"columns '{c('prompt')}'/'{c('completion')}' with a true/false "
+                      f"'{c('label')}'", "conversational" if s.style("prompt") else "")
+    for n in ("messages", "conversations"):
+        if s.alias(n) and s.style(n):
+            s.cm.setdefault("messages", c(n))
+            return s.done("kto", f"column '{c(n)}' holds {s.style(n)} turns and "
+                          f"'{c('label')}' is true/false (desirable or not)", "messages")
+    return None
+
+
+def _validate_kto(row: dict, det: Detected) -> list[Problem]:
+    out = _conversation_problems(row, det) if det.variant == "messages" else _validate_prompt_completion(row, det)
+    v = row.get(det.col("label"))
+    if _as_bool(v) is None:
+        out.append(Problem(f"expected true or false, got {v!r}", field=det.col("label"), code="missing-field",
+                           fix=f"set '{det.col('label')}' to true (desirable) or false (undesirable)"))
+    return out
+
+
+def _canonical_kto(row: dict, det: Detected) -> dict:
+    if det.variant == "messages":
+        return _canonical_messages(row, det)
+    return _canonical_prompt_completion(row, det)
+
+
+def _keep_kto(row: dict, det: Detected) -> bool:
+    return _as_bool(row.get(det.col("label"))) is True
+
+
+def _trl_kto(row: dict, det: Detected) -> dict:
+    c = det.col
+    label = _as_bool(row.get(c("label")))
+    if det.variant == "messages":
+        msgs = _to_messages(row[c("messages")])
+        k = max((i for i, m in enumerate(msgs) if m["role"] != "assistant"), default=-1) + 1
+        return {"prompt": msgs[:k], "completion": msgs[k:], "label": label}
+    p, comp = row.get(c("prompt")), row.get(c("completion"))
+    if isinstance(p, list):
+        return {"prompt": _to_messages(p), "completion": _to_messages(comp), "label": label}
+    return {"prompt": p, "completion": comp, "label": label}
+
+
+# ------------------------------------------------------------------------------ messages and ShareGPT
+
+
+def _detect_turn_column(s: _Sample, style: str) -> tuple[str, str] | None:
+    """(canonical name, column) of the first messages/conversations column holding turns, when they are
+    of `style`; None when there is none or the first one holds the other style."""
+    for n in ("messages", "conversations"):
+        if s.alias(n):
+            found = s.style(n)
+            if found == style:
+                return n, s.c(n)
+            if found is not None:
+                return None
+    return None
+
+
+def _detect_messages(s: _Sample) -> Detected | None:
+    hit = _detect_turn_column(s, "openai")
+    if hit is None:
+        return None
+    _, col = hit
+    s.cm.setdefault("messages", col)
+    tools = " with tool calls" if _has_tool_calls(s.rows, col) or s.has("tools") else ""
+    return s.done("messages", f"column '{col}' holds role/content turns{tools}", tools.strip())
+
+
+def _detect_sharegpt(s: _Sample) -> Detected | None:
+    hit = _detect_turn_column(s, "sharegpt")
+    if hit is None:
+        return None
+    _, col = hit
+    s.cm.setdefault("conversations", col)
+    roles = sorted({t.get("from") for v in _sample_values(s.rows, col)[:20]
+                    for t in (v if isinstance(v, list) else []) if isinstance(t, dict)} - {None})
+    tools = " with tool calls" if ({"function_call", "observation"} & set(roles)) or s.has("tools") else ""
+    return s.done("sharegpt", f"column '{col}' holds from/value turns ({', '.join(roles)}){tools}", tools.strip())
+
+
+def _conversation_problems(row: dict, det: Detected, name: str = "messages") -> list[Problem]:
+    out: list[Problem] = []
+    _conversation(row, det.col(name), out)
+    return out
+
+
+def _canonical_messages(row: dict, det: Detected) -> dict:
+    c = det.col
+    return {"messages": _with_system(_to_messages(row[c("messages")]), row.get(c("system")), row.get(c("tools")))}
+
+
+def _canonical_sharegpt(row: dict, det: Detected) -> dict:
+    c = det.col
+    return {"messages": _with_system(_to_messages(row[c("conversations")], sharegpt=True), row.get(c("system")),
+                                     row.get(c("tools")))}
+
+
+# ---------------------------------------------------------------------------------------------- alpaca
+
+
+def _detect_alpaca(s: _Sample) -> Detected | None:
+    if not (s.alias("instruction") and s.alias("output")):
+        return None
+    extra = " and input" if s.has("input") else " (no input column)"
+    return s.done("alpaca", f"columns '{s.c('instruction')}'/'{s.c('output')}'{extra}")
+
+
+def _validate_alpaca(row: dict, det: Detected) -> list[Problem]:
+    out: list[Problem] = []
+    c = det.col
+    for name in ("instruction", "output"):
+        v = row.get(c(name))
+        if name == "instruction" and (v is None or (isinstance(v, str) and not v.strip())) \
+                and isinstance(row.get(c("input")), str) and row[c("input")].strip():
+            continue  # the input alone is the prompt
+        _text_field(row, c(name), out)
+    return out
+
+
+def _canonical_alpaca(row: dict, det: Detected) -> dict:
+    c = det.col
+    instruction = _content_text(row.get(c("instruction"))) or ""
+    inp = _content_text(row.get(c("input"))) or ""
+    prompt = f"{instruction}\n\n{inp}" if instruction and inp.strip() else (instruction or inp)
+    msgs = []
+    for pair in row.get(c("history")) or []:  # alpaca's optional [[user, assistant], ...]
+        if isinstance(pair, (list, tuple)) and len(pair) == 2:
+            msgs += [{"role": "user", "content": str(pair[0])}, {"role": "assistant", "content": str(pair[1])}]
+    msgs += [{"role": "user", "content": prompt},
+             {"role": "assistant", "content": _content_text(row.get(c("output"))) or ""}]
+    return {"messages": _with_system(msgs, row.get(c("system")), row.get(c("tools")))}
+
+
+# ----------------------------------------------------------------------------------- prompt-completion
+
+
+def _detect_prompt_completion(s: _Sample) -> Detected | None:
+    if not (s.has("prompt") and s.alias("completion")):
+        return None
+    style = s.style("prompt")
+    return s.done("prompt-completion", f"columns '{s.c('prompt')}'/'{s.c('completion')}'"
+                  + (" holding message lists" if style else ""), "conversational" if style else "")
+
+
+def _validate_prompt_completion(row: dict, det: Detected) -> list[Problem]:
+    out: list[Problem] = []
+    c = det.col
+    for name in ("prompt", "completion"):
+        v = row.get(c(name))
+        if v is None or v == "" or v == [] or (isinstance(v, str) and not v.strip() and name == "completion"):
+            out.append(_missing(c(name)))
+        elif isinstance(v, list):
+            _check_turns(v, c(name), out, need_answer=(name == "completion"))
+        elif not isinstance(v, str):
+            out.append(_wrong_type(c(name), "text or a list of messages", v, f"make '{c(name)}' a string"))
+    return out
+
+
+def _canonical_prompt_completion(row: dict, det: Detected) -> dict:
+    c = det.col
+    p, comp = row.get(c("prompt")), row.get(c("completion"))
+    if isinstance(p, list) or isinstance(comp, list):
+        return {"messages": _with_system(_to_messages(p) + _to_messages(
+            comp if isinstance(comp, list) else [{"role": "assistant", "content": comp}]),
+            row.get(c("system")), row.get(c("tools")))}
+    return {"prompt": str(p or ""), "completion": str(comp or "")}
+
+
+# ------------------------------------------------------------------------------------------------ text
+
+
+def _detect_text(s: _Sample) -> Detected | None:
+    if not s.alias("text"):
+        return None
+    return s.done("text", f"column '{s.c('text')}' of raw text")
+
+
+def _validate_text(row: dict, det: Detected) -> list[Problem]:
+    out: list[Problem] = []
+    _text_field(row, det.col("text"), out)
+    return out
+
+
+def _canonical_text(row: dict, det: Detected) -> dict:
+    return {"text": _content_text(row.get(det.col("text"))) or ""}
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+SPECS: dict[str, FormatSpec] = {fs.name: fs for fs in (  # in detection order
+    FormatSpec("preference", ("prompt", "chosen", "rejected"), ("system", "tools"), _detect_preference,
+               _validate_preference, _canonical_preference, trl=_trl_preference, trl_kind="dpo",
+               sft_note="preference data: SFT trains on the prompt + the chosen answer (rejected answers are "
+                        "ignored until DPO is available)",
+               sft_note_fix="nothing to do; DPO will use the rejected answers once available"),
+    FormatSpec("kto", ("prompt", "completion", "label"), ("messages", "system", "tools"), _detect_kto,
+               _validate_kto, _canonical_kto, trl=_trl_kto, trl_kind="kto", keep=_keep_kto,
+               sft_note="KTO-labelled data: SFT trains on the desirable rows (label true) only; undesirable "
+                        "rows are skipped until KTO is available"),
+    FormatSpec("messages", ("messages",), ("system", "tools"), _detect_messages,
+               lambda row, det: _conversation_problems(row, det, "messages"), _canonical_messages),
+    FormatSpec("sharegpt", ("conversations",), ("system", "tools"), _detect_sharegpt,
+               lambda row, det: _conversation_problems(row, det, "conversations"), _canonical_sharegpt),
+    FormatSpec("alpaca", ("instruction", "output"), ("input", "system", "history", "tools"), _detect_alpaca,
+               _validate_alpaca, _canonical_alpaca),
+    FormatSpec("prompt-completion", ("prompt", "completion"), ("system", "tools"), _detect_prompt_completion,
+               _validate_prompt_completion, _canonical_prompt_completion),
+    FormatSpec("text", ("text",), (), _detect_text, _validate_text, _canonical_text,
+               sft_note="raw text: continued-pretraining style, every token carries loss", all_tokens=True,
+               default_task="domain"),
+)}
+# in the order people read them (help texts, error messages)
+FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "preference", "kto", "text")
+SFT_NOTES = {name: fs.sft_note for name, fs in SPECS.items() if fs.sft_note}
+
+
+def spec(name: str) -> FormatSpec:
+    """The spec of format `name`; `UserError` (field dataset.format) for an unknown one."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise UserError(f"unknown format '{name}' (allowed: auto, {', '.join(FORMATS)})",
+                        field="dataset.format") from None
+
+
+def validate_row(row: dict, det: Detected) -> list[Problem]:
+    """What is wrong with one row for its dataset's format: missing or empty fields, wrong types, unknown
+    roles, no assistant answer. Errors make the row unusable; warnings do not. The problems carry their
+    code, field and fix, but no file or line (`Problem.at` adds them)."""
+    return det.spec.validate(row, det)
+
+
+def keep_for_sft(row: dict, det: Detected) -> bool:
+    """False for rows SFT must not train on: KTO rows labelled undesirable."""
+    return det.spec.keeps(row, det)
+
+
+def to_canonical(row: dict[str, Any], det: Detected) -> dict[str, Any]:
+    """The SFT shape of one row (see the module docstring). Call `keep_for_sft` first for KTO data."""
+    return det.spec.canonical(row, det)
+
+
+def to_trl(row: dict[str, Any], det: Detected) -> dict[str, Any]:
+    """The row in the shape TRL's trainer for its kind takes (`spec.trl_kind`): SFT rows as `to_canonical`;
+    preference as {prompt, chosen, rejected} (message lists, or strings for plain data); KTO as {prompt,
+    completion, label} (message lists for conversations)."""
+    return det.spec.to_trl(row, det)
+
+
+# -------------------------------------------------------------------------------------------- helpers
 
 
 def _turn_style(value: Any) -> str | None:
@@ -126,61 +674,6 @@ def _style_of(sample: list[dict], col: str) -> str | None:
     return None
 
 
-def detect_format(columns: list[str], sample: list[dict], mapping: dict[str, str] | None = None,
-                  forced: str = "auto") -> Detected:
-    """Which format `sample` (the first rows) is in, with the evidence. `mapping` maps canonical names
-    to the data's column names (dataset.columns); `forced` is dataset.format ("auto" detects)."""
-    given = dict(mapping or {})
-    cols = set(columns) | {k for r in sample[:50] if isinstance(r, dict) for k in r}
-    cm = dict(given)
-
-    def has(*names: str) -> bool:
-        return all(cm.get(n, n) in cols for n in names)
-
-    def alias(name: str) -> bool:
-        """Use an alias column for `name` when the canonical one is absent (records the choice)."""
-        if has(name):
-            return True
-        if name in given:
-            return False
-        for a in ALIASES.get(name, ()):
-            if a in cols and a not in cm.values():
-                cm[name] = a
-                return True
-        return False
-
-    def ev(text: str) -> str:
-        renamed = [f"'{v}' as {k}" for k, v in cm.items() if k != v and k not in given]
-        mapped = [f"'{v}' as {k} (dataset.columns)" for k, v in given.items() if k != v]
-        extra = renamed + mapped
-        return text + (f"; using {', '.join(extra)}" if extra else "")
-
-    def done(fmt: str, evidence: str, variant: str = "") -> Detected:
-        return Detected(fmt, ev(evidence), cm, variant, SFT_NOTES.get(fmt))
-
-    if forced and forced != "auto":
-        if forced not in FORMATS:
-            raise UserError(f"unknown format '{forced}' (allowed: auto, {', '.join(FORMATS)})",
-                            field="dataset.format")
-        det = _detect_auto(cols, sample, cm, has, alias, done)
-        if det is not None and det.format == forced:
-            det.evidence = "format set in the config (dataset.format); " + det.evidence
-            return det
-        for n in ("messages", "conversations"):
-            if forced in ("messages", "sharegpt") and not has(n):
-                alias(n)
-        variant = ""
-        if forced == "prompt-completion" and has("prompt") and _style_of(sample, cm.get("prompt", "prompt")):
-            variant = "conversational"
-        return Detected(forced, "format set in the config (dataset.format)", cm, variant, SFT_NOTES.get(forced))
-    det = _detect_auto(cols, sample, cm, has, alias, done)
-    if det is not None:
-        return det
-    raise UserError(f"cannot tell the dataset's format from its columns {sorted(cols)}: expected one of "
-                    "messages (role/content turns), conversations (from/value turns), instruction/output, "
-                    "prompt/completion, prompt/chosen/rejected, prompt/completion/label, text; map yours "
-                    f"with dataset.columns, e.g. {suggest_mapping(columns, sample)}", field="dataset.format")
-
 
 def suggest_mapping(columns: list[str], sample: list[dict]) -> str:
     """A dataset.columns example built from the data's own columns (for the error message)."""
@@ -196,64 +689,6 @@ def suggest_mapping(columns: list[str], sample: list[dict]) -> str:
         return f"{{text: {strings[0]}}}"
     return "{instruction: question, output: answer}"
 
-
-def _detect_auto(cols, sample, cm, has, alias, done) -> Detected | None:
-    c = lambda n: cm.get(n, n)  # noqa: E731
-    # preference: chosen + rejected, with an explicit prompt, ShareGPT-style turns, or implicit prompt
-    if has("chosen", "rejected"):
-        style = _style_of(sample, c("chosen"))
-        if has("prompt"):
-            conv = "conversational" if style or _style_of(sample, c("prompt")) else ""
-            return done("preference", f"columns '{c('prompt')}', '{c('chosen')}', '{c('rejected')}'", conv)
-        for n in ("conversations", "messages"):
-            if has(n) and _style_of(sample, c(n)):
-                cm.setdefault("prompt", c(n))
-                return done("preference", f"column '{c(n)}' holds the prompt turns and "
-                            f"'{c('chosen')}'/'{c('rejected')}' the two answers (ShareGPT style)", "sharegpt-style")
-        if style:
-            return done("preference", f"columns '{c('chosen')}'/'{c('rejected')}' hold whole conversations "
-                        "(implicit prompt: their shared first turns)", "implicit prompt")
-        return done("preference", f"columns '{c('chosen')}'/'{c('rejected')}' (no prompt column)", "implicit prompt")
-    # KTO: a boolean-ish label with prompt/completion or a conversation
-    if has("label"):
-        labels = _sample_values(sample, c("label"))
-        if labels and all(_as_bool(v) is not None for v in labels[:20]):
-            if has("prompt", "completion"):
-                return done("kto", f"columns '{c('prompt')}'/'{c('completion')}' with a true/false "
-                            f"'{c('label')}'", "conversational" if _style_of(sample, c("prompt")) else "")
-            for n in ("messages", "conversations"):
-                if alias(n) and _style_of(sample, c(n)):
-                    cm.setdefault("messages", c(n))
-                    return done("kto", f"column '{c(n)}' holds {_style_of(sample, c(n))} turns and "
-                                f"'{c('label')}' is true/false (desirable or not)", "messages")
-    for n in ("messages", "conversations"):
-        if alias(n):
-            style = _style_of(sample, c(n))
-            if style == "openai":
-                cm.setdefault("messages", c(n))
-                tools = " with tool calls" if _has_tool_calls(sample, c(n)) or has("tools") else ""
-                return done("messages", f"column '{c(n)}' holds role/content turns{tools}", tools.strip())
-            if style == "sharegpt":
-                cm.setdefault("conversations", c(n))
-                roles = sorted({t.get("from") for v in _sample_values(sample, c(n))[:20]
-                                for t in (v if isinstance(v, list) else []) if isinstance(t, dict)} - {None})
-                tools = " with tool calls" if ({"function_call", "observation"} & set(roles)) or has("tools") else ""
-                return done("sharegpt", f"column '{c(n)}' holds from/value turns ({', '.join(roles)}){tools}",
-                            tools.strip())
-    if alias("instruction") and alias("output"):
-        extra = " and input" if has("input") else " (no input column)"
-        return done("alpaca", f"columns '{c('instruction')}'/'{c('output')}'{extra}")
-    if has("prompt") and alias("completion"):
-        style = _style_of(sample, c("prompt"))
-        return done("prompt-completion", f"columns '{c('prompt')}'/'{c('completion')}'"
-                    + (" holding message lists" if style else ""), "conversational" if style else "")
-    if alias("text"):
-        return done("text", f"column '{c('text')}' of raw text")
-    strings = [k for k in cols if sample and all(isinstance(r.get(k), str) for r in sample[:20] if isinstance(r, dict))]
-    if len(cols) == 1 and strings:
-        cm["text"] = strings[0]
-        return done("text", f"the only column, '{strings[0]}', holds strings: raw text")
-    return None
 
 
 def _has_tool_calls(sample: list[dict], col: str) -> bool:
@@ -274,24 +709,6 @@ def _as_bool(v: Any) -> bool | None:
     return None
 
 
-def row_format(row: dict) -> str | None:
-    """The format a single row looks like on its own (for the mixed-formats check); None if none."""
-    try:
-        return detect_format(list(row), [row]).format
-    except UserError:
-        return None
-
-
-# ----------------------------------------------------------------------------------- row validation
-
-
-@dataclass
-class RowIssue:
-    field: str
-    message: str
-    fix: str
-    severity: str = "error"  # error: the row cannot be trained on; warning: it can, but look
-
 
 def _content_text(content: Any) -> str | None:
     """Text of a message content: a string, or OpenAI content parts [{type: text, text}]."""
@@ -304,110 +721,6 @@ def _content_text(content: Any) -> str | None:
         return "".join(parts)
     return str(content)
 
-
-def _turns(row: dict, det: Detected, name: str, issues: list[RowIssue]) -> list | None:
-    col = det.col(name)
-    v = row.get(col)
-    if isinstance(v, str):
-        parsed = _maybe_json_list(v)
-        v = parsed if parsed is not None else v
-    if v is None or v == [] or v == "":
-        issues.append(RowIssue(col, "missing or empty", f"give every row a non-empty '{col}' list of turns"))
-        return None
-    if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
-        issues.append(RowIssue(col, f"expected a list of turns (objects), got {type(v).__name__}",
-                               f"make '{col}' a list like [{{\"role\": \"user\", \"content\": \"...\"}}]"))
-        return None
-    return v
-
-
-def validate_row(row: dict, det: Detected) -> list[RowIssue]:
-    """What is wrong with one row for its dataset's format: missing or empty fields, wrong types, unknown
-    roles, no assistant answer. Errors make the row unusable; warnings do not."""
-    issues: list[RowIssue] = []
-    fmt = det.format
-    c = det.col
-    if fmt == "alpaca":
-        for name in ("instruction", "output"):
-            v = row.get(c(name))
-            if v is None or (isinstance(v, str) and not v.strip()):
-                if name == "instruction" and isinstance(row.get(c("input")), str) and row[c("input")].strip():
-                    continue  # the input alone is the prompt
-                issues.append(RowIssue(c(name), "missing or empty", f"fill in '{c(name)}' or delete the row"))
-            elif not isinstance(v, str):
-                issues.append(RowIssue(c(name), f"expected text, got {type(v).__name__}", f"make '{c(name)}' a string"))
-    elif fmt in ("sharegpt", "messages") or (fmt == "kto" and det.variant == "messages"):
-        name = "conversations" if fmt == "sharegpt" else "messages"
-        turns = _turns(row, det, name, issues)
-        if turns is not None:
-            _check_turns(turns, c(name), issues, need_answer=True)
-    elif fmt in ("prompt-completion", "kto"):
-        for name in ("prompt", "completion"):
-            v = row.get(c(name))
-            if v is None or v == "" or v == [] or (isinstance(v, str) and not v.strip() and name == "completion"):
-                issues.append(RowIssue(c(name), "missing or empty", f"fill in '{c(name)}' or delete the row"))
-            elif isinstance(v, list):
-                _check_turns(v, c(name), issues, need_answer=(name == "completion"))
-            elif not isinstance(v, str):
-                issues.append(RowIssue(c(name), f"expected text or a list of messages, got {type(v).__name__}",
-                                       f"make '{c(name)}' a string"))
-    elif fmt == "preference":
-        for name in ("chosen", "rejected"):
-            v = row.get(c(name))
-            if v in (None, "", [], {}):
-                issues.append(RowIssue(c(name), "missing or empty", f"fill in '{c(name)}' or delete the row"))
-        if det.variant == "sharegpt-style" or (det.variant != "implicit prompt" and isinstance(row.get(c("prompt")), list)):
-            turns = _turns(row, det, "prompt", issues)
-            if turns is not None:
-                _check_turns(turns, c("prompt"), issues, need_answer=False)
-        elif det.variant != "implicit prompt" and row.get(c("prompt")) in (None, ""):
-            issues.append(RowIssue(c("prompt"), "missing or empty", f"fill in '{c('prompt')}' or delete the row"))
-    elif fmt == "text":
-        v = row.get(c("text"))
-        if v is None or (isinstance(v, str) and not v.strip()):
-            issues.append(RowIssue(c("text"), "missing or empty", f"fill in '{c('text')}' or delete the row"))
-        elif not isinstance(v, str):
-            issues.append(RowIssue(c("text"), f"expected text, got {type(v).__name__}", f"make '{c('text')}' a string"))
-    if fmt == "kto":
-        v = row.get(c("label"))
-        if _as_bool(v) is None:
-            issues.append(RowIssue(c("label"), f"expected true or false, got {v!r}",
-                                   f"set '{c('label')}' to true (desirable) or false (undesirable)"))
-    return issues
-
-
-def _check_turns(turns: list[dict], col: str, issues: list[RowIssue], need_answer: bool) -> None:
-    answered = False
-    for i, t in enumerate(turns):
-        role_key = "role" if "role" in t else "from"
-        raw_role = t.get(role_key)
-        role = (MESSAGE_ROLES if role_key == "role" else SHAREGPT_ROLES).get(raw_role)
-        where = f"{col}[{i}].{role_key}"
-        if role is None:
-            allowed = ", ".join(sorted(MESSAGE_ROLES if role_key == "role" else SHAREGPT_ROLES))
-            issues.append(RowIssue(where, f"unknown role {raw_role!r}", f"use one of: {allowed}"))
-            continue
-        content_key = "content" if role_key == "role" else "value"
-        text = _content_text(t.get(content_key))
-        if role == "assistant":
-            if text and text.strip() or t.get("tool_calls"):
-                answered = True
-            elif t.get(content_key) is None and not t.get("tool_calls"):
-                issues.append(RowIssue(f"{col}[{i}].{content_key}", "assistant turn is missing its text",
-                                       "give the assistant turn its answer or delete the row"))
-            else:
-                issues.append(RowIssue(f"{col}[{i}].{content_key}", "empty assistant turn: nothing to learn "
-                                       "but the end-of-turn token", "give the assistant turn its answer or "
-                                       "delete the row", "warning"))
-        elif text is None:
-            issues.append(RowIssue(f"{col}[{i}].{content_key}", f"{role} turn has no '{content_key}'",
-                                   f"add '{content_key}' to every turn"))
-    if need_answer and not answered and not any(i.field.endswith((".content", ".value")) for i in issues):
-        issues.append(RowIssue(col, "no assistant turn: nothing to train on with assistant-only loss",
-                               "end each conversation with the assistant's answer", "error"))
-
-
-# ----------------------------------------------------------------------------------------- conversion
 
 
 def _tools_text(tools: Any) -> str | None:
@@ -479,48 +792,6 @@ def _with_system(msgs: list[dict], system: Any, tools: Any) -> list[dict]:
     return [{"role": "system", "content": "\n\n".join(extra)}] + msgs
 
 
-def keep_for_sft(row: dict, det: Detected) -> bool:
-    """False for rows SFT must not train on: KTO rows labelled undesirable."""
-    if det.format == "kto":
-        return _as_bool(row.get(det.col("label"))) is True
-    return True
-
-
-def to_canonical(row: dict[str, Any], det: Detected) -> dict[str, Any]:
-    """The SFT shape of one row (see the module docstring). Call `keep_for_sft` first for KTO data."""
-    c = det.col
-    fmt = det.format
-    system, tools = row.get(c("system")), row.get(c("tools"))
-    if fmt == "messages" or (fmt == "kto" and det.variant == "messages"):
-        return {"messages": _with_system(_to_messages(row[c("messages")]), system, tools)}
-    if fmt == "sharegpt":
-        return {"messages": _with_system(_to_messages(row[c("conversations")], sharegpt=True), system, tools)}
-    if fmt == "alpaca":
-        instruction = _content_text(row.get(c("instruction"))) or ""
-        inp = _content_text(row.get(c("input"))) or ""
-        prompt = f"{instruction}\n\n{inp}" if instruction and inp.strip() else (instruction or inp)
-        msgs = []
-        for pair in row.get(c("history")) or []:  # alpaca's optional [[user, assistant], ...]
-            if isinstance(pair, (list, tuple)) and len(pair) == 2:
-                msgs += [{"role": "user", "content": str(pair[0])}, {"role": "assistant", "content": str(pair[1])}]
-        msgs += [{"role": "user", "content": prompt},
-                 {"role": "assistant", "content": _content_text(row.get(c("output"))) or ""}]
-        return {"messages": _with_system(msgs, system, tools)}
-    if fmt in ("prompt-completion", "kto"):
-        p, comp = row.get(c("prompt")), row.get(c("completion"))
-        if isinstance(p, list) or isinstance(comp, list):
-            return {"messages": _with_system(_to_messages(p) + _to_messages(
-                comp if isinstance(comp, list) else [{"role": "assistant", "content": comp}]), system, tools)}
-        return {"prompt": str(p or ""), "completion": str(comp or "")}
-    if fmt == "preference":
-        prompt, chosen, _ = _preference_parts(row, det)
-        if prompt is None:  # plain strings
-            return {"prompt": str(row.get(c("prompt")) or ""), "completion": str(chosen or "")}
-        return {"messages": _with_system(prompt + chosen, system, tools)}
-    if fmt == "text":
-        return {"text": _content_text(row.get(c("text"))) or ""}
-    raise UserError(f"format '{fmt}' cannot be trained with sft", field="dataset.format")
-
 
 def _preference_parts(row: dict, det: Detected):
     """(prompt messages, chosen messages, rejected messages); prompt None when all three are strings."""
@@ -539,27 +810,3 @@ def _preference_parts(row: dict, det: Detected):
         return _to_messages(v) if isinstance(v, (list, dict)) else [{"role": "assistant", "content": str(v or "")}]
 
     return _to_messages(p), answer(ch), answer(rj)
-
-
-def to_trl(row: dict[str, Any], det: Detected) -> dict[str, Any]:
-    """The row in the shape TRL's trainer for its kind takes: SFT rows as `to_canonical`; preference as
-    {prompt, chosen, rejected} (message lists, or strings for plain data); KTO as {prompt, completion,
-    label} (message lists for conversations)."""
-    c = det.col
-    if det.format == "preference":
-        prompt, chosen, rejected = _preference_parts(row, det)
-        if prompt is None:
-            return {"prompt": row.get(c("prompt")), "chosen": chosen, "rejected": rejected}
-        return {"prompt": _with_system(prompt, row.get(c("system")), row.get(c("tools"))), "chosen": chosen,
-                "rejected": rejected}
-    if det.format == "kto":
-        label = _as_bool(row.get(c("label")))
-        if det.variant == "messages":
-            msgs = _to_messages(row[c("messages")])
-            k = max((i for i, m in enumerate(msgs) if m["role"] != "assistant"), default=-1) + 1
-            return {"prompt": msgs[:k], "completion": msgs[k:], "label": label}
-        p, comp = row.get(c("prompt")), row.get(c("completion"))
-        if isinstance(p, list):
-            return {"prompt": _to_messages(p), "completion": _to_messages(comp), "label": label}
-        return {"prompt": p, "completion": comp, "label": label}
-    return to_canonical(row, det)

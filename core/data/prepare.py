@@ -21,9 +21,12 @@ from typing import Any, Callable
 
 from ..errors import Problem as BaseProblem
 from ..errors import UserError
-from .checks import Problem, generation_marker_problem
-from .formats import Detected, keep_for_sft, row_format, to_canonical, validate_row
+from .checks import generation_marker_problem, mask_fallback_problem, row_problems
+from .formats import Detected, detect_source, keep_for_sft, to_canonical
+from .problems import Problem
+from .read import iter_rows, local_files
 from .split import split_indices
+from .tokenize import tokenize_dataset
 
 MAX_REPORTED = 10
 
@@ -31,28 +34,16 @@ MAX_REPORTED = 10
 def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows: int | None = None):
     """(canonical rows, their raw labels or None, (file, line) of each, skipped count). Raises `UserError`
     listing the first bad rows (file:line: field: message) when any row cannot be used."""
-    from .read import iter_rows
-    from .stats import _fix_for_unreadable
-
     rows, labels, where, bad = [], [], [], []
     n_bad = skipped = 0
     label_col = det.col("label")
     for r in iter_rows(source, split=split, limit=max_rows, streaming_hub=False):
-        if r.error:
-            n_bad += 1
-            if len(bad) < MAX_REPORTED:
-                bad.append(BaseProblem(f"{r.error} ({_fix_for_unreadable(r.error)})", file=r.file, line=r.line,
-                                       field=r.field))
-            continue
-        errors = [i for i in validate_row(r.row, det) if i.severity == "error"]
+        errors = [p for p in row_problems(r, det) if p.severity == "error"]
         if errors:
             n_bad += 1
             if len(bad) < MAX_REPORTED:
-                other = row_format(r.row)
-                msg = (f"this row looks like {other}, but the dataset is {det.format}" if other and other != det.format
-                       else f"{errors[0].message} ({errors[0].fix})")
-                bad.append(BaseProblem(msg, file=r.file, line=r.line, field=None if other and other != det.format
-                                       else errors[0].field))
+                e = errors[0]
+                bad.append(BaseProblem(f"{e.message} ({e.fix})", file=e.file, line=e.line, field=e.field))
             continue
         if not keep_for_sft(r.row, det):
             skipped += 1
@@ -66,14 +57,13 @@ def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows
             bad.append(BaseProblem(f"... and {more} more bad rows; `ftwizard inspect {source}` lists them all",
                                    file=source))
         raise UserError(bad)
-    has_labels = det.format != "kto" and any(v is not None for v in labels) and \
+    # a `label` column is a class to stratify by, unless it is the format's own (KTO's desirable flag)
+    has_labels = "label" not in det.spec.columns and any(v is not None for v in labels) and \
         len({json.dumps(v, sort_keys=True, default=str) for v in labels}) <= max(2, len(labels) // 10)
     return rows, (labels if has_labels else None), where, skipped
 
 
 def _fingerprint(source: str, det: Detected, extra: Any) -> str:
-    from .read import local_files
-
     h = hashlib.sha256()
     files = local_files(source)
     for f in files or []:
@@ -91,9 +81,6 @@ def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[.
     phase changes to `phase(name, detail)`. See the module docstring for what is refused."""
     import datasets
 
-    from .preview import detect_source
-    from .tokenize import tokenize_dataset
-
     datasets.disable_progress_bars()
     d, t = cfg.dataset, cfg.train
     det, _, _ = detect_source(d.path, columns=d.columns, format=d.format, split=d.split)
@@ -108,7 +95,7 @@ def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[.
         emit("warning", code=f"dataset-{det.format}-as-sft", message=det.sft_note,
              evidence={"format": det.format, "skipped_rows": skipped})
     chat = "messages" in rows[0]
-    assistant_only = d.assistant_only_loss and det.format != "text"
+    assistant_only = det.spec.masks_prompt(d.assistant_only_loss)
     if chat and assistant_only:
         p = generation_marker_problem(template or getattr(tokenizer, "chat_template", None), det.format, True)
         if p is not None:
@@ -138,6 +125,9 @@ def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[.
         emit("warning", code="rows-without-trained-tokens",
              message=f"{facts['dropped_no_trained_tokens']} rows had no trained token after truncation and "
              "were dropped", evidence=facts)
+    p = mask_fallback_problem(facts.get("mask_fallback_rows", 0), [], d.path)
+    if p is not None:
+        emit("warning", code=p.code, message=p.message, evidence=facts, advice=[p.fix])
     if facts.get("truncated_rows"):
         emit("warning", code="rows-truncated",
              message=f"{facts['truncated_rows']} rows are longer than max_length {t.max_length} and were "

@@ -22,9 +22,13 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from .checks import Problem
-from .formats import Detected, detect_format, keep_for_sft, row_format, to_canonical, validate_row
-from .read import iter_rows, local_files
+from .checks import MASK_FALLBACK_FIX, MASK_FALLBACK_WHY, row_problems
+from .formats import Detected, detect_format, detect_source, keep_for_sft, to_canonical, validate_row
+from .problems import Problem
+from .read import EXTENSIONS, iter_rows, local_files
+from .tokenize import IGNORE, encode_row
+
+__all__ = ["DETECT_ROWS", "Preview", "Rendered", "detect_source", "quick_preview", "render_row"]
 
 FULL_COUNT_BYTES = 4 << 20  # files up to this size are read whole so that total_rows is known at once
 DETECT_ROWS = 50
@@ -53,59 +57,18 @@ class Preview:
                 "problems": [p.to_json() for p in self.problems]}
 
 
-def detect_source(source: str, *, columns: dict | None = None, format: str = "auto", split: str = "train",
-                  n: int = DETECT_ROWS):
-    """(Detected, first readable rows with their lines, unreadable RawRows among them)."""
-    sample, bad = [], []
-    for r in iter_rows(source, split=split, limit=n + 10):
-        if r.error:
-            bad.append(r)
-        else:
-            sample.append(r)
-        if len(sample) >= n:
-            break
-    if not sample:
-        if bad:
-            first = bad[0]
-            raise UserError(first.error, file=first.file, line=first.line)
-        raise UserError("no rows in this dataset", file=source, line=1)
-    rows = [r.row for r in sample]
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    try:
-        det = detect_format(cols, rows, columns, format)
-    except UserError as exc:
-        p = exc.problems[0]
-        raise UserError(p.message, file=sample[0].file, line=sample[0].line, field=p.field) from None
-    return det, sample, bad
-
-
 def quick_preview(source: str, n: int = 50, columns: dict | None = None, format: str = "auto",
                   split: str = "train") -> Preview:
     """Format, evidence, columns, the first `n` rows and their problems, reading only the start of the
     file (small files are read whole so that `total_rows` is known). See the module docstring."""
     t0 = time.time()
     det, sample, bad = detect_source(source, columns=columns, format=format, split=split, n=max(n, DETECT_ROWS))
-    problems: list[Problem] = []
-    for r in bad:
-        problems.append(Problem(r.error, file=r.file, line=r.line, field=r.field, code="unreadable",
-                                fix="fix or delete this row"))
-    for r in sample[:n]:
-        issues = validate_row(r.row, det)
-        if any(i.severity == "error" for i in issues):
-            other = row_format(r.row)
-            if other and other != det.format:
-                problems.append(Problem(f"this row looks like {other}, but the dataset is {det.format}",
-                                        file=r.file, line=r.line, code="mixed-formats",
-                                        fix=f"convert it to {det.format} or move it to its own file"))
-                continue
-        for i in issues:
-            problems.append(Problem(i.message, file=r.file, line=r.line, field=i.field, fix=i.fix,
-                                    severity=i.severity, code="missing-field" if i.severity == "error" else "empty-answer"))
+    problems: list[Problem] = [p for r in bad + sample[:n] for p in row_problems(r, det)]
     problems.sort(key=lambda p: (p.severity != "error", p.line or 0))
     total = None
     files = local_files(source)
     if files is not None:
-        if all(f.suffix.lower() == ".parquet" for f in files):
+        if all(EXTENSIONS[f.suffix.lower()] == "parquet" for f in files):
             import pyarrow.parquet as pq
 
             total = sum(pq.ParquetFile(str(f)).metadata.num_rows for f in files)
@@ -135,6 +98,7 @@ class Rendered:
     ends_with_eos: bool = False  # the trained part contains the EOS token (the model learns to stop)
     used: bool = True           # False for rows SFT skips (KTO undesirable)
     note: str | None = None
+    mask_fallback: bool = False  # the prompt mask stopped early (see `tokenize.encode_row`)
     canonical: dict = field(default_factory=dict)
 
     @property
@@ -146,7 +110,7 @@ class Rendered:
                 "n_trained": self.n_trained, "max_length": self.max_length,
                 "length_before_truncation": self.length_before_truncation, "truncated": self.truncated,
                 "cut_text": self.cut_text, "eos_token": self.eos_token, "ends_with_eos": self.ends_with_eos,
-                "used": self.used, "note": self.note}
+                "used": self.used, "note": self.note, "mask_fallback": self.mask_fallback}
 
 
 def render_row(row: dict, tokenizer, template: str | None, max_length: int, assistant_only: bool = True,
@@ -154,8 +118,6 @@ def render_row(row: dict, tokenizer, template: str | None, max_length: int, assi
     """Render one raw row (any format; pass the dataset's `Preview.detected` so that mapped columns
     apply) through `to_canonical` and `encode_row`, the training path. `template` None means the
     tokenizer's own; use `tokenize.setup_tokenizer` first to get the template training will pick."""
-    from .tokenize import IGNORE, encode_row
-
     det = detected or detect_format(list(row), [row])
     issues = [i for i in validate_row(row, det) if i.severity == "error"]
     if issues:
@@ -163,7 +125,7 @@ def render_row(row: dict, tokenizer, template: str | None, max_length: int, assi
         raise UserError(f"{i.message} ({i.fix})", field=i.field)
     used = keep_for_sft(row, det)
     canon = to_canonical(row, det)
-    eff = assistant_only and det.format != "text"
+    eff = det.spec.masks_prompt(assistant_only)
     enc = encode_row(canon, tokenizer, template, max_length, eff)
     segments: list[tuple[str, bool]] = []
     run: list[int] = []
@@ -184,9 +146,12 @@ def render_row(row: dict, tokenizer, template: str | None, max_length: int, assi
         note = "label false (undesirable): SFT skips this row"
     elif det.sft_note:
         note = det.sft_note
+    elif enc.mask_fallback:
+        note = f"{MASK_FALLBACK_WHY} (fix: {MASK_FALLBACK_FIX})"
     return Rendered(
         segments=segments, n_tokens=len(enc.input_ids), n_trained=enc.trained, max_length=max_length,
         length_before_truncation=enc.length_before_truncation, truncated=enc.truncated,
         cut_text=tokenizer.decode(enc.cut_ids, skip_special_tokens=False) if enc.cut_ids else "",
         eos_token=getattr(tokenizer, "eos_token", None),
-        ends_with_eos=eos_id is not None and eos_id in trained_ids, used=used, note=note, canonical=canon)
+        ends_with_eos=eos_id is not None and eos_id in trained_ids, used=used, note=note, canonical=canon,
+        mask_fallback=enc.mask_fallback)

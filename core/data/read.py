@@ -5,7 +5,11 @@ a .json file), CSV/TSV, Parquet, a directory of them, and hub ids (through `data
 where the row starts; the row number for Parquet and hub data) and never holds the file in memory, so
 the first rows of a 1 GB file come back in milliseconds. A row that cannot be read (bad JSON, not
 UTF-8, not an object) is yielded with `error` set instead of stopping, so checks can list them all;
-training turns them into a `UserError` with the line.
+training turns them into a `UserError` with the line. Each such row carries its fix, chosen here where
+the error is found.
+
+`EXTENSIONS` is the one list of dataset file suffixes (the CLI help, the wizard's path completion and
+the error messages all read it).
 """
 
 from __future__ import annotations
@@ -21,11 +25,38 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import UserError
+from .problems import Problem
 
 _WRAPPED = re.compile(r'\{\s*"(?:[^"\\]|\\.)*"\s*:\s*\[\s*')  # {"data": [  (rows under the first key)
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
               ".parquet": "parquet"}
+SUFFIXES = tuple(EXTENSIONS)
 CHUNK = 1 << 20
+
+# fixes of unreadable rows, given where each error is found
+FIX_UTF8 = "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in > out)"
+FIX_JSON = "fix the JSON on this line (a missing quote, comma or brace) or delete the line"
+FIX_OBJECT = "make each row one {...} object"
+FIX_ROW = "fix or delete this row"
+FIX_EMPTY = "put the rows in this file, or point dataset.path at the right one"
+
+
+def suffix_list(sep: str = ", ", last: str = " or ") -> str:
+    """'.jsonl, .json, .csv, .tsv or .parquet' (the main suffixes; .ndjson is JSONL's other name)."""
+    main = [s for s in SUFFIXES if s != ".ndjson"]
+    return sep.join(main[:-1]) + last + main[-1]
+
+
+def is_dataset_file(path: str | Path) -> bool:
+    """True when the name ends in a dataset suffix this reader takes."""
+    return Path(path).suffix.lower() in EXTENSIONS
+
+
+def looks_local(source: str) -> bool:
+    """True when `source` is meant as a local path (exists, starts like a path or has a dataset suffix),
+    False when it reads as a hub id."""
+    p = Path(source).expanduser()
+    return p.exists() or source.startswith(("/", ".", "~")) or is_dataset_file(p)
 
 
 @dataclass
@@ -35,23 +66,29 @@ class RawRow:
     row: dict | None
     error: str | None = None   # the row could not be read at all
     field: str | None = None   # where in the row, when known
+    fix: str | None = None     # how to fix an unreadable row (set with `error`)
+
+    def problem(self) -> Problem:
+        """The `unreadable` problem of a row that could not be read."""
+        return Problem(self.error or "", file=self.file, line=self.line, field=self.field, code="unreadable",
+                       fix=self.fix or FIX_ROW)
 
 
 def local_files(source: str) -> list[Path] | None:
     """The data files of a local file or directory; None when `source` is not a local path (a hub id)."""
     p = Path(source).expanduser()
     if p.is_file():
-        if p.suffix.lower() not in EXTENSIONS:
-            raise UserError(f"unsupported file type '{p.suffix}' (use .jsonl, .json, .csv, .tsv or .parquet)",
+        if not is_dataset_file(p):
+            raise UserError(f"unsupported file type '{p.suffix}' (use {suffix_list()})",
                             file=str(p), field="dataset.path")
         return [p]
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in EXTENSIONS)
+        files = sorted(f for f in p.iterdir() if f.is_file() and is_dataset_file(f))
         if not files:
-            raise UserError("no .jsonl/.json/.csv/.tsv/.parquet files in this directory", file=str(p),
+            raise UserError(f"no {suffix_list('/', '/')} files in this directory", file=str(p),
                             field="dataset.path")
         return files
-    if source.startswith(("/", "./", "../", "~")) or p.suffix.lower() in EXTENSIONS or source.count("/") > 1:
+    if source.startswith(("/", "./", "../", "~")) or is_dataset_file(p) or source.count("/") > 1:
         raise UserError("no such file or directory", file=source, field="dataset.path")
     return None
 
@@ -117,7 +154,8 @@ def _parse_line(name: str, i: int, raw: bytes) -> RawRow:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return RawRow(name, i, None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+        return RawRow(name, i, None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                      fix=FIX_UTF8)
     if i == 1 and text.startswith("\ufeff"):
         text = text[1:]
     try:
@@ -125,10 +163,11 @@ def _parse_line(name: str, i: int, raw: bytes) -> RawRow:
     except ValueError as exc:
         col = getattr(exc, "colno", None)
         msg = getattr(exc, "msg", str(exc))
-        return RawRow(name, i, None, f"not valid JSON: {msg}" + (f" at column {col}" if col else "")
-                      )
+        return RawRow(name, i, None, f"not valid JSON: {msg}" + (f" at column {col}" if col else ""),
+                      fix=FIX_JSON)
     if not isinstance(obj, dict):
-        return RawRow(name, i, None, f"expected a JSON object per line, got {type(obj).__name__}")
+        return RawRow(name, i, None, f"expected a JSON object per line, got {type(obj).__name__}",
+                      fix=FIX_OBJECT)
     return RawRow(name, i, obj)
 
 
@@ -209,9 +248,9 @@ def _iter_json(path: Path, report) -> Iterator[RawRow]:
             pos = buf.skip_ws(pos + 1)
         if pos >= len(buf.text):
             if buf.bad_utf8:
-                yield RawRow(name, buf.bad_utf8[1], None, buf.bad_utf8[0])
+                yield RawRow(name, buf.bad_utf8[1], None, buf.bad_utf8[0], fix=FIX_UTF8)
                 return
-            yield RawRow(name, 1, None, "the file is empty")
+            yield RawRow(name, 1, None, "the file is empty", fix=FIX_EMPTY)
             return
         ch = buf.text[pos]
         if ch == "[":
@@ -219,7 +258,8 @@ def _iter_json(path: Path, report) -> Iterator[RawRow]:
             return
         if ch != "{":
             yield RawRow(name, buf.line + buf.text.count("\n", 0, pos), None,
-                         "expected a JSON array of objects or an object")
+                         "expected a JSON array of objects or an object",
+                         fix="make the file a JSON array of {...} objects, or one object per line")
             return
         # {"data": [{...}, ...]}: stream the rows of the list, with their real line numbers
         m = _WRAPPED.match(buf.text, pos)
@@ -241,7 +281,7 @@ def _iter_json(path: Path, report) -> Iterator[RawRow]:
             return
         if nxt < len(buf.text):
             yield RawRow(name, buf.line + buf.text.count("\n", 0, nxt), None,
-                         "unexpected text after the JSON object")
+                         "unexpected text after the JSON object", fix=FIX_JSON)
             return
         yield from _rows_of_object(name, obj)
     finally:
@@ -266,11 +306,11 @@ def _decode_one(name: str, buf: _Buffer, pos: int):
                 if buf.more():
                     continue
             if buf.bad_utf8:
-                return RawRow(name, buf.bad_utf8[1], None, buf.bad_utf8[0])
+                return RawRow(name, buf.bad_utf8[1], None, buf.bad_utf8[0], fix=FIX_UTF8)
             line = buf.line + buf.text.count("\n", 0, min(exc.pos, len(buf.text)))
             col = exc.pos - (buf.text.rfind("\n", 0, exc.pos) + 1) + 1
             return RawRow(name, line, None, f"not valid JSON: {exc.msg} at column {col}; the rest of the "
-                          "file cannot be read")
+                          "file cannot be read", fix=FIX_JSON)
 
 
 def _json_array(name: str, buf: _Buffer, pos: int) -> Iterator[RawRow]:
@@ -279,7 +319,8 @@ def _json_array(name: str, buf: _Buffer, pos: int) -> Iterator[RawRow]:
         pos = buf.skip_ws(pos, ",")
         if pos >= len(buf.text):
             yield RawRow(name, buf.line + buf.text.count("\n"), None, buf.bad_utf8[0] if buf.bad_utf8 else
-                         "the JSON array is not closed (file cut short?)")
+                         "the JSON array is not closed (file cut short?)", fix=FIX_UTF8 if buf.bad_utf8 else
+                         "the file is cut short: restore its end (a closing ])")
             return
         if buf.text[pos] == "]":
             return
@@ -293,7 +334,8 @@ def _json_array(name: str, buf: _Buffer, pos: int) -> Iterator[RawRow]:
         if isinstance(obj, dict):
             yield RawRow(name, line, obj)
         else:
-            yield RawRow(name, line, None, f"array item {i} is {type(obj).__name__}, expected an object")
+            yield RawRow(name, line, None, f"array item {i} is {type(obj).__name__}, expected an object",
+                         fix=FIX_OBJECT)
         pos = buf.compact(end)
 
 
@@ -315,7 +357,7 @@ def _json_sequence(name: str, buf: _Buffer) -> Iterator[RawRow]:
             continue
         obj, end = got
         yield RawRow(name, line, obj) if isinstance(obj, dict) else RawRow(
-            name, line, None, f"expected a JSON object, got {type(obj).__name__}")
+            name, line, None, f"expected a JSON object, got {type(obj).__name__}", fix=FIX_OBJECT)
         pos = buf.compact(end)
 
 
@@ -326,7 +368,7 @@ def _rows_of_object(name: str, obj: dict) -> Iterator[RawRow]:
         key, rows = next(iter(of_rows.items()))  # {"data": [{...}, ...]} (other keys: metadata)
         for i, r in enumerate(rows, 1):
             yield RawRow(name, i, r) if isinstance(r, dict) else RawRow(
-                name, i, None, f"'{key}' item {i} is {type(r).__name__}, expected an object")
+                name, i, None, f"'{key}' item {i} is {type(r).__name__}, expected an object", fix=FIX_OBJECT)
         return
     if lists and len(lists) == len(obj) and len({len(v) for v in lists.values()}) == 1:
         keys = list(lists)  # columns: {"instruction": [...], "output": [...]}
@@ -348,7 +390,7 @@ def _iter_csv(path: Path, report) -> Iterator[RawRow]:
         try:
             header = next(reader)
         except StopIteration:
-            yield RawRow(name, 1, None, "the file is empty")
+            yield RawRow(name, 1, None, "the file is empty", fix=FIX_EMPTY)
             return
         header = [h.strip() for h in header]
         start = reader.line_num + 1
@@ -363,14 +405,15 @@ def _iter_csv(path: Path, report) -> Iterator[RawRow]:
                     continue
                 bad = next((c for c in cells if _has_surrogates(c)), None)
                 if bad is not None:
-                    yield RawRow(name, line, None, "not UTF-8")
+                    yield RawRow(name, line, None, "not UTF-8", fix=FIX_UTF8)
                     continue
                 if len(cells) != len(header):
-                    yield RawRow(name, line, None, f"{len(cells)} cells but the header has {len(header)}")
+                    yield RawRow(name, line, None, f"{len(cells)} cells but the header has {len(header)}",
+                                 fix="quote cells that contain the delimiter or a newline")
                     continue
                 yield RawRow(name, line, {h: _cell(c) for h, c in zip(header, cells)})
         except csv.Error as exc:
-            yield RawRow(name, reader.line_num, None, f"not valid CSV: {exc}")
+            yield RawRow(name, reader.line_num, None, f"not valid CSV: {exc}", fix=FIX_ROW)
 
 
 def _has_surrogates(s: str) -> bool:
@@ -397,7 +440,8 @@ def _iter_parquet(path: Path, report) -> Iterator[RawRow]:
     try:
         pf = pq.ParquetFile(str(path))
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        yield RawRow(name, 1, None, f"not a readable Parquet file: {str(exc).splitlines()[0][:200]}")
+        yield RawRow(name, 1, None, f"not a readable Parquet file: {str(exc).splitlines()[0][:200]}",
+                     fix="write the Parquet file again (it may be cut short)")
         return
     size = os.path.getsize(path) or 1
     total = pf.metadata.num_rows or 1

@@ -2,9 +2,10 @@
 
 `scan_dataset` reads every row once (progress as the fraction of bytes read, cancellable between rows)
 and returns a `Report`: `Stats` (rows, token length histogram with min/median/p95/max, role counts,
-tokens per epoch, steps per epoch) and the `checks.Problem` list. `compute_stats` and
-`checks.check_dataset` are the two halves of it. Token figures come from `encode_row`, the function
-training uses, so "trained tokens" here is what the loss will see.
+tokens per epoch, steps per epoch) and the `Problem` list. `compute_stats` and `check_dataset` are
+the two halves of it. Token figures come from `encode_row`, the function training uses, so "trained
+tokens" here is what the loss will see. The rules are `checks`' and the formats' own; this module
+applies them in one pass and adds the whole-file ones (duplicates, lengths, masking, EOS).
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .checks import Problem, generation_marker_problem, too_few_rows_problem
-from .formats import Detected, keep_for_sft, row_format, to_canonical, validate_row
+from .checks import generation_marker_problem, mask_fallback_problem, row_problems, too_few_rows_problem
+from .formats import Detected, detect_source, keep_for_sft, to_canonical, validate_row
+from .problems import Problem, by_severity
+from .read import iter_rows
+from .tokenize import encode_row
 
 PLACEHOLDER_STRICT = re.compile(r"\{\{\s*[A-Za-z_]\w*\s*\}\}")  # {{name}}, not {{a.b}} (code)
 MAX_LISTED = 20  # individual problems per kind before they are summed up
@@ -125,8 +129,7 @@ class _Collector:
         out = self.items + list(self.extra.values())
         for s in self.extra.values():
             s.message = f"{s.count} more rows: " + s.message.removeprefix("and more rows with: ")
-        order = {"error": 0, "warning": 1, "info": 2}
-        return sorted(out, key=lambda p: (order.get(p.severity, 3), p.file or "", p.line or 0))
+        return by_severity(out)
 
 
 def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_length: int = 1024,
@@ -142,14 +145,11 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
     then has `stats.complete == False`). `partial(stats)`, every `partial_every` seconds, gets the
     statistics so far (`complete` False, `fraction` read, `estimated_rows`), so a big file shows a
     histogram long before the scan ends."""
-    from .preview import detect_source
-    from .read import iter_rows
-
     t0 = time.time()
     det, _, _ = detect_source(source, columns=columns, format=format, split=split)
     col = _Collector()
     st = Stats(unit="tokens" if tokenizer is not None else "chars", format=det.format)
-    eff_assistant_only = assistant_only and det.format != "text"
+    eff_assistant_only = det.spec.masks_prompt(assistant_only)
     if tokenizer is not None:
         template = template if template is not None else getattr(tokenizer, "chat_template", None)
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -167,6 +167,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
     zero_lines: list[int] = []
     long_lines: list[int] = []
     no_eos_lines: list[int] = []
+    fallback_lines: list[int] = []
     placeholder_lines: list[int] = []
     placeholder_names: Counter = Counter()
     skipped_lines: list[int] = []
@@ -194,29 +195,15 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             snap = Stats(**{**st.__dict__, "complete": False})
             _finish(snap, lengths, roles, t0, fraction=read_fraction[0], rows_at=read_fraction[1], **shape)
             partial(snap)
+        issues = row_problems(r, det)
+        for p in issues:
+            col.add(p)
         if r.error:
             st.bad_rows += 1
-            col.add(Problem(r.error, file=r.file, line=r.line, field=r.field, code="unreadable",
-                            fix=_fix_for_unreadable(r.error)))
             continue
         st.rows += 1
-        issues = validate_row(r.row, det)
-        errors = [i for i in issues if i.severity == "error"]
-        if errors:
+        if any(p.severity == "error" for p in issues):
             st.bad_rows += 1
-            other = row_format(r.row)
-            if other and other != det.format:
-                col.add(Problem(f"this row looks like {other}, but the dataset is {det.format} "
-                                f"({det.evidence})", file=r.file, line=r.line, code="mixed-formats",
-                                fix=f"convert it to {det.format} or move it to its own file"))
-                continue
-        for i in issues:
-            code = "missing-field" if i.severity == "error" else "empty-answer"
-            if "no assistant turn" in i.message:
-                code = "no-assistant-turn"
-            col.add(Problem(i.message, file=r.file, line=r.line, field=i.field, fix=i.fix,
-                            severity=i.severity, code=code))
-        if errors:
             continue
         if not keep_for_sft(r.row, det):
             st.skipped_rows += 1
@@ -255,8 +242,6 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             lengths.append(len(text))
             continue
         try:
-            from .tokenize import encode_row
-
             enc = encode_row(canon, tokenizer, template, max_length, eff_assistant_only)
         except Exception as exc:  # noqa: BLE001 - template errors (e.g. a role the template refuses)
             st.bad_rows += 1
@@ -269,6 +254,8 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         st.tokens_per_epoch += len(enc.input_ids)
         trained = enc.trained
         st.trained_tokens_per_epoch += trained
+        if enc.mask_fallback:
+            fallback_lines.append(r.line)
         if enc.truncated:
             st.truncated_rows += 1
             long_lines.append(r.line)
@@ -306,9 +293,9 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                         line=skipped_lines[0], field=det.col("label"), code="undesirable-skipped",
                         severity="info", count=st.skipped_rows, lines=skipped_lines,
                         fix="nothing to do; keep the labels for KTO later"))
-    if det.sft_note and det.format == "preference":
-        col.add(Problem(det.sft_note, file=file, code="preference-as-sft", severity="info",
-                        fix="nothing to do; DPO will use the rejected answers once available"))
+    if det.sft_note and det.spec.sft_note_fix:
+        col.add(Problem(det.sft_note, file=file, code=f"{det.format}-as-sft", severity="info",
+                        fix=det.spec.sft_note_fix))
     if tokenizer is not None and st.used_rows:
         if long_lines:
             over = len(long_lines)
@@ -331,6 +318,9 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                                 field="train.max_length", code="no-trained-tokens", severity="warning",
                                 count=len(zero_lines), lines=zero_lines[:MAX_LISTED],
                                 fix="raise train.max_length or shorten the prompts of those rows"))
+        p = mask_fallback_problem(len(fallback_lines), fallback_lines[:MAX_LISTED], file)
+        if p:
+            col.add(p)
         if no_eos_lines and not template_blocks:
             tok_eos = getattr(tokenizer, "eos_token", None)
             severity = "error" if len(no_eos_lines) == st.used_rows - st.zero_trained_rows else "warning"
@@ -393,24 +383,8 @@ def _round_up(n: int) -> int:
     return int(math.ceil(n / 1024) * 1024)
 
 
-def _fix_for_unreadable(msg: str) -> str:
-    if "UTF-8" in msg:
-        return "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in > out)"
-    if "not valid JSON" in msg:
-        return "fix the JSON on this line (a missing quote, comma or brace) or delete the line"
-    if "expected a JSON object" in msg or "expected an object" in msg:
-        return "make each row one {...} object"
-    if "not closed" in msg:
-        return "the file is cut short: restore its end (a closing ])"
-    if "cells but the header" in msg:
-        return "quote cells that contain the delimiter or a newline"
-    return "fix or delete this row"
-
-
 def _overlap(validation_path: str, det: Detected, seen: dict[str, int], col: _Collector, split: str,
              cancel) -> None:
-    from .read import iter_rows
-
     hits = []
     for r in iter_rows(validation_path, split=split, cancel=cancel):
         if r.error or validate_row(r.row, det) or not keep_for_sft(r.row, det):
@@ -441,3 +415,15 @@ def compute_stats(source: str, tokenizer=None, template: str | None = None, max_
                         format=format, batch_size=batch_size, validation=validation,
                         gradient_accumulation_steps=gradient_accumulation_steps, world_size=world_size,
                         max_rows=max_rows, progress=progress, cancel=cancel, partial=partial).stats
+
+
+def check_dataset(source: str, tokenizer=None, template: str | None = None, max_length: int = 1024,
+                  assistant_only: bool = True, *, columns: dict | None = None, format: str = "auto",
+                  validation_path: str | None = None, task: str | None = None, max_rows: int | None = None,
+                  progress=None, cancel=None) -> list[Problem]:
+    """All problems of a dataset, errors first (the `problems` half of `scan_dataset`). Without a
+    tokenizer the token-level checks (too long, zero trained tokens, EOS, template, mask fallback) are
+    skipped. Raises `UserError` only when the source cannot be read as a dataset at all."""
+    return scan_dataset(source, tokenizer, template, max_length, assistant_only, columns=columns,
+                        format=format, validation_path=validation_path, task=task, max_rows=max_rows,
+                        progress=progress, cancel=cancel).problems

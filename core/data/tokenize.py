@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UserError
 
-ENCODING_VERSION = "2"  # bump when canonical rows or encode_row change: old caches are not reused
+ENCODING_VERSION = "3"  # bump when canonical rows or encode_row change: old caches are not reused
 IGNORE = -100
 
 
@@ -28,6 +28,7 @@ class Encoded:
     labels: list[int]
     length_before_truncation: int
     cut_ids: list[int] = field(default_factory=list)
+    mask_fallback: bool = False  # prompt tokens not a prefix of prompt + completion: mask stops at the merge
 
     @property
     def trained(self) -> int:
@@ -44,7 +45,12 @@ def encode_row(row: dict[str, Any], tokenizer, template: str | None, max_length:
 
     Chat rows go through the chat template (`template`, else the tokenizer's); with `assistant_only`
     the loss covers the template's `{% generation %}` spans only. Prompt/completion rows train on the
-    completion + EOS; text rows on every token + EOS."""
+    completion + EOS; text rows on every token + EOS.
+
+    A prompt whose tokens are not a prefix of the prompt + completion's (the tokenizer merges the
+    prompt's end with the completion's start, e.g. prompt "Hello wor" + completion "ld") is masked
+    up to the first differing token, so only the merged token of the prompt trains; `mask_fallback` says
+    so and the checks report it (`checks.mask_fallback_problem`)."""
     if "messages" in row:
         out = tokenizer.apply_chat_template(
             row["messages"], chat_template=template, tokenize=True, return_dict=True,
@@ -61,8 +67,13 @@ def encode_row(row: dict[str, Any], tokenizer, template: str | None, max_length:
         if tokenizer.eos_token_id is not None:
             full = full + [tokenizer.eos_token_id]
         ids = full
-        n = len(p) if assistant_only and full[:len(p)] == p else 0
+        n = 0
+        fallback = False
+        if assistant_only:
+            n = _common_prefix(p, full)
+            fallback = n < len(p)
         labels = [IGNORE] * n + ids[n:]
+        return Encoded(ids[:max_length], labels[:max_length], len(ids), ids[max_length:], fallback)
     else:
         ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"]
         if tokenizer.eos_token_id is not None:
@@ -70,6 +81,15 @@ def encode_row(row: dict[str, Any], tokenizer, template: str | None, max_length:
         labels = list(ids)
     n = len(ids)
     return Encoded(ids[:max_length], labels[:max_length], n, ids[max_length:])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def cache_root() -> Path:
@@ -91,7 +111,8 @@ def tokenize_dataset(canonical, tokenizer, template: str | None, max_length: int
     """Tokenized dataset (input_ids, labels, length) plus facts about it; cached on disk.
 
     Rows that carry no trained token after truncation are dropped and counted; if every row would
-    carry none, training is refused here, before it starts.
+    carry none, training is refused here, before it starts. `mask_fallback_rows` counts the kept rows
+    whose prompt mask stopped early (see `encode_row`).
     """
     import datasets
 
@@ -106,7 +127,7 @@ def tokenize_dataset(canonical, tokenizer, template: str | None, max_length: int
     def enc(row):
         e = encode_row(row, tokenizer, template, max_length, assistant_only)
         return {"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids),
-                "trained": e.trained, "truncated": e.truncated}
+                "trained": e.trained, "truncated": e.truncated, "mask_fallback": e.mask_fallback}
 
     ds = canonical.map(enc, remove_columns=canonical.column_names, desc=None)
     total = len(ds)
@@ -131,7 +152,8 @@ def tokenize_dataset(canonical, tokenizer, template: str | None, max_length: int
 def _facts(ds, total_before: int) -> dict:
     lengths = ds["length"]
     return {"rows": len(ds), "dropped_no_trained_tokens": total_before - len(ds),
-            "truncated_rows": int(sum(ds["truncated"])), "tokens": int(sum(lengths)),
+            "truncated_rows": int(sum(ds["truncated"])), "mask_fallback_rows": int(sum(ds["mask_fallback"])),
+            "tokens": int(sum(lengths)),
             "max_length_seen": max(lengths) if lengths else 0}
 
 

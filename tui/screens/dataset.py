@@ -19,6 +19,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
+from ftwizard.core.data.read import SUFFIXES, looks_local
+
 from ..state import WizardState
 from ..widgets.path_input import PathInput
 from .step import WizardStep
@@ -56,12 +58,6 @@ def cell_text(value) -> str:
     return text if len(text) <= CELL else text[: CELL - 1] + "…"
 
 
-def looks_local(text: str) -> bool:
-    p = Path(text).expanduser()
-    return p.exists() or text.startswith(("/", ".", "~")) or p.suffix.lower() in (
-        ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".ndjson")
-
-
 class DatasetScreen(WizardStep):
     STEP = 6
     NAME = "dataset"
@@ -76,8 +72,7 @@ class DatasetScreen(WizardStep):
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="dataset-top"):
             yield Label("Data:", id="dataset-label")
-            yield PathInput(self.state.dataset_path, suffixes=(".jsonl", ".json", ".csv", ".tsv", ".parquet",
-                                                                 ".ndjson"),
+            yield PathInput(self.state.dataset_path, suffixes=SUFFIXES,
                             id="dataset-path", placeholder="path/to/data.jsonl or org/dataset", compact=True)
         yield Static("Type a path to see the first rows.", id="dataset-info")
         yield DataTable(id="preview-table", cursor_type="row", zebra_stripes=True)
