@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
+from ..config import DatasetFormat
 from ..errors import UserError
 
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "preference", "kto", "text")
+FORMATS = tuple(f for f in get_args(DatasetFormat) if f != "auto")  # the config's (core/config.py)
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "bot": "assistant", "model": "assistant", "system": "system",
