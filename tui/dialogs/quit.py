@@ -15,7 +15,6 @@ from textual.widgets import Button, Label, Static
 
 class QuitDialog(ModalScreen[str]):
     DEFAULT_CSS = """
-    QuitDialog { align: center middle; background: $background 60%; }
     #quit-buttons { height: auto; margin-top: 1; }
     #quit-buttons Button { margin-right: 1; }
     """

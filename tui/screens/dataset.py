@@ -63,9 +63,7 @@ def looks_local(text: str) -> bool:
 
 
 class DatasetScreen(WizardStep):
-    STEP = 6
     NAME = "dataset"
-    STEP_NAME = "Dataset"
     HELP = HELP
 
     class StatsProgress(Message):
@@ -176,7 +174,8 @@ class DatasetScreen(WizardStep):
 
         s = self.state
         t = s.train_config
-        gpus = len(s.hardware.gpus) if s.hardware and s.hardware.gpus else 1
+        from ftwizard.core.hardware import run_world_size
+
         last = [-1.0]
 
         def progress(fraction: float) -> None:
@@ -186,7 +185,7 @@ class DatasetScreen(WizardStep):
 
         return scan_dataset(source, self._tokenizer, self._template, t.max_length, self._assistant_only(),
                             batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
-                            world_size=gpus, progress=progress, cancel=cancel)
+                            world_size=run_world_size(s.hardware), progress=progress, cancel=cancel)
 
     def _assistant_only(self) -> bool:
         return self.state.base.dataset.assistant_only_loss if self.state.base else True

@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from ftwizard.core.monitor import RunView, diagnose_view, fmt_duration, fmt_num
 from ftwizard.tui import MONITOR_CSS, STYLES
+from ftwizard.tui.steps import step
 from ftwizard.tui.widgets.footer import Footer
 from ftwizard.tui.widgets.gpu_meter import GpuMeter
 from ftwizard.tui.widgets.loss_chart import LossChart
@@ -87,7 +88,7 @@ class MonitorScreen(Screen):
     CSS_PATH = MONITOR_CSS
     APPLY_SLICE = 200  # events folded per lock hold
     DOCTOR_S = 1.0  # the doctor looks at most this often
-    STEP_NAME = "Training"
+    STEP_NAME = step("training").title
     HELP = HELP
     BINDINGS = [
         Binding("s", "stop", "Stop"),

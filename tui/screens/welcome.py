@@ -39,9 +39,7 @@ INTRO = ("New here? Guide me asks whether fine-tuning is the right tool at all, 
 
 
 class WelcomeScreen(WizardStep):
-    STEP = 1
     NAME = "welcome"
-    STEP_NAME = "fine-tune an LLM, step by step"
     HELP = HELP
     BINDINGS = [
         Binding("escape", "back", "Back", show=False),
