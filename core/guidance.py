@@ -21,9 +21,16 @@ EPOCHS = (1, 3)
 LORA_RANK = (8, 64)
 EFFECTIVE_BATCH = (8, 64)   # batch x accumulation x processes (advice only: not warned about)
 
+
+
+def _rate(x: float) -> str:
+    """1e-4, not 0.0001: rates as the guides write them."""
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
 USUAL_RANGES = (
-    f"learning rate: LoRA/QLoRA {LR_ADAPTER[0]:g} to {LR_ADAPTER[1]:g}; full fine-tuning "
-    f"{LR_FULL[0]:g} to {LR_FULL[1]:g}",
+    f"learning rate: LoRA/QLoRA {_rate(LR_ADAPTER[0])} to {_rate(LR_ADAPTER[1])}; full fine-tuning "
+    f"{_rate(LR_FULL[0])} to {_rate(LR_FULL[1])}",
     f"LoRA rank {LORA_RANK[0]}-{LORA_RANK[1]}; alpha 1-2x the rank",
     f"epochs {EPOCHS[0]}-{EPOCHS[1]} (more overfits small datasets)",
     f"effective batch (batch x accumulation x processes) {EFFECTIVE_BATCH[0]}-{EFFECTIVE_BATCH[1]}",
@@ -36,9 +43,11 @@ def guidance(method: str, train: "TrainConfig", lora: "LoraConfig") -> dict[str,
     out: dict[str, str] = {}
     lr = train.learning_rate
     if method == "full" and not LR_FULL[0] <= lr <= LR_FULL[1]:
-        out["learning_rate"] = f"{lr:g} is outside the usual {LR_FULL[0]:g}..{LR_FULL[1]:g} for full fine-tuning"
+        out["learning_rate"] = (f"{lr:g} is outside the usual {_rate(LR_FULL[0])}..{_rate(LR_FULL[1])} "
+                                "for full fine-tuning")
     elif method != "full" and not LR_ADAPTER[0] <= lr <= LR_ADAPTER[1]:
-        out["learning_rate"] = f"{lr:g} is outside the usual {LR_ADAPTER[0]:g}..{LR_ADAPTER[1]:g} for LoRA/QLoRA"
+        out["learning_rate"] = (f"{lr:g} is outside the usual {_rate(LR_ADAPTER[0])}..{_rate(LR_ADAPTER[1])} "
+                                "for LoRA/QLoRA")
     if train.max_steps <= 0 and not EPOCHS[0] <= train.epochs <= EPOCHS[1]:
         out["epochs"] = f"{train.epochs:g} epochs: {EPOCHS[0]}-{EPOCHS[1]} is usual; more tends to overfit"
     if method != "full":
