@@ -30,9 +30,11 @@ class WizardApp(App[int]):
     CSS_PATH = STYLES / "app.tcss"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
-        Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True),
-        Binding("f1", "help", "Help", key_display="F1"),
-        Binding("question_mark", "help", "Help", show=False),
+        Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True, id="app.quit",
+                tooltip="quit ftwizard; a training run is never stopped by quitting (asks while one is followed)"),
+        Binding("f1", "help", "Help", key_display="F1", id="app.help", tooltip="help for this step: what it is for and its keys"),
+        Binding("question_mark", "help", "Help", show=False, key_display="?", id="app.help-question",
+                tooltip="help for this step: what it is for and its keys"),
     ]
 
     state: var[WizardState] = var(WizardState, always_update=True)
@@ -115,8 +117,7 @@ class WizardApp(App[int]):
 
         if isinstance(self.screen, HelpDialog):
             return
-        text = getattr(self.screen, "HELP", None) or "No help for this screen."
-        self.push_screen(HelpDialog(getattr(self.screen, "STEP_NAME", "ftwizard"), text))
+        self.push_screen(HelpDialog.for_screen(self.screen))
 
     async def action_quit(self) -> None:
         # A screen that follows a run (the monitor) asks first: detach or stop. Quitting never kills a run.

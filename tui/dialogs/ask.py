@@ -15,7 +15,7 @@ from ..widgets.path_input import PathInput
 class PathPrompt(ModalScreen[str | None]):
     """A path with completion; enter accepts, escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", key_display="esc")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", key_display="esc", id="path.cancel", tooltip="ask nothing")]
 
     def __init__(self, title: str, prompt: str, value: str = "", suffixes: tuple[str, ...] = ()):
         super().__init__()

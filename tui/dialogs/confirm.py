@@ -15,9 +15,10 @@ from textual.widgets import Label, Static
 
 class ConfirmDialog(ModalScreen[bool]):
     BINDINGS = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n", "answer(False)", "No"),
-        Binding("escape", "answer(False)", "No", show=False, key_display="esc"),
+        Binding("y", "answer(True)", "Yes", id="confirm.yes", tooltip="yes: the only key that says yes"),
+        Binding("n", "answer(False)", "No", id="confirm.no", tooltip="no: keep things as they are"),
+        Binding("escape", "answer(False)", "No", show=False, key_display="esc", id="confirm.no-esc",
+                tooltip="no: keep things as they are"),
     ]
 
     def __init__(self, title: str, question: str, *, yes_label: str = "yes", detail: str = ""):

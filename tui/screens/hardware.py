@@ -27,15 +27,14 @@ What this machine can train with, read from NVML (the NVIDIA driver's library) a
   process); the next steps count only the card a run will use.
 - **No GPU**: CPU training works for tiny models (the `cpu-demo` preset trains SmolLM2-135M in a few
   minutes) and is far too slow for billion-parameter models; the Method step says so.
-
-`r` detects again (after freeing memory, say).
 """
 
 
 class HardwareScreen(WizardStep):
     NAME = "hardware"
     HELP = HELP
-    BINDINGS = [Binding("r", "redetect", "Detect again")]
+    BINDINGS = [Binding("r", "redetect", "Detect again", id="hardware.redetect",
+                        tooltip="read the GPUs again (after freeing memory, say)")]
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="hw-body", classes="box") as box:

@@ -31,7 +31,7 @@ bitsandbytes), at the current batch size and sequence length: **fits** is up to 
 settings were assumed; lowering the batch size or the max length in the Hyperparameters step
 shrinks the activations and logits terms.
 
-`↑`/`↓` choose · `enter` or `^n` continue.
+`↑`/`↓` choose · `enter` continues.
 """
 
 VERDICT_TEXT = {"fits": "fits", "tight": "tight", "does-not-fit": "does not fit"}

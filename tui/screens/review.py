@@ -43,9 +43,11 @@ class ReviewScreen(WizardStep):
     NAME = "review"
     HELP = HELP
     BINDINGS = [
-        Binding("ctrl+n", "next", "Launch", key_display="^n", priority=True),
-        Binding("ctrl+s", "save", "Save", key_display="^s", priority=True),
-        Binding("e", "edit", "Edit settings"),
+        Binding("ctrl+n", "next", "Launch", key_display="^n", priority=True, id="review.launch",
+                tooltip="create the run directory, start training as its own process, open the monitor"),
+        Binding("ctrl+s", "save", "Save", key_display="^s", priority=True, id="review.save",
+                tooltip="save the config to the path below (never overwrites a file without asking)"),
+        Binding("e", "edit", "Edit settings", id="review.edit", tooltip="back to the training settings"),
     ]
 
     def compose_body(self) -> ComposeResult:

@@ -40,8 +40,9 @@ class WizardStep(Screen):
     HELP: str = ""
     # The key for Next. ctrl+n is safe over SSH/tmux and is not eaten by text inputs.
     BINDINGS = [
-        Binding("escape", "back", "Back", key_display="esc"),
-        Binding("ctrl+n", "next", "Next", key_display="^n", priority=True),
+        Binding("escape", "back", "Back", key_display="esc", id="step.back", tooltip="the previous step"),
+        Binding("ctrl+n", "next", "Next", key_display="^n", priority=True, id="step.next",
+                tooltip="the next step (dimmed while this one is incomplete: the line above the keys says why)"),
     ]
 
     @property
