@@ -1,9 +1,11 @@
-"""`ftwizard` command line. With no arguments it opens the wizard; otherwise one subcommand.
+"""The headless command line: a parser and one command run. `ftwizard` itself is `ftwizard.tui.cli`,
+which adds the wizard (no arguments) and the commands with a UI (`attach`) and delegates the rest here;
+`python -m ftwizard.core.cli COMMAND ...` runs a headless command without the TUI installed or loaded.
 
-Each subcommand lives in `ftwizard.core.commands.<name>` with `add_arguments(parser)` and
-`run(args) -> int`. This module imports no ML library and no textual: `ftwizard --help` and
-`ftwizard status` answer at once. A `UserError` from any command is printed as one line per problem
-and exits 2, never a traceback.
+Each command lives in a module with `add_arguments(parser)` and `run(args) -> int`; `COMMANDS` names
+them. This module imports no ML library and no textual: `ftwizard --help` and `ftwizard status`
+answer at once. A `UserError` from any command is printed as one line per problem and exits 2,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -14,25 +16,31 @@ import sys
 
 from .errors import UserError
 
-# name -> (module, one-line help). Order is the order shown by --help.
+# name -> (module, one-line help). Order is the order shown by --help. A layer above adds its own
+# commands by passing a bigger dict to build_parser/main (ftwizard.tui.cli does).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train", "create a run from CONFIG and start training, detached"),
-    "runs": ("runs", "list runs"),
-    "status": ("status", "state of one run"),
-    "attach": ("attach", "open the training monitor on a run (running or finished)"),
-    "stop": ("stop", "stop a run gracefully (a checkpoint is saved)"),
-    "resume": ("resume", "continue a stopped or failed run from its last checkpoint"),
-    "delete": ("delete", "delete a run directory (asks first; never a running run)"),
-    "chat": ("chat", "chat with a run's tuned model (--compare: beside the base model)"),
-    "evaluate": ("evaluate", "loss and perplexity of the tuned and the base model on held-out data"),
-    "merge": ("merge", "merge a LoRA adapter into its base model: a standalone model"),
-    "inspect": ("inspect", "a dataset's format, rows, statistics and problems; --model shows what the model sees"),
-    "selftest": ("selftest", "can this machine train? builds a tiny model offline and trains it"),
-    "presets": ("presets", "list the bundled presets"),
-    "config-reference": ("config_reference", "print every config key with its default and meaning"),
-    "estimate": ("estimate", "peak GPU memory of a run (per GPU), with its breakdown"),
-    "recommend": ("recommend", "should you fine-tune? prompting, RAG or fine-tuning, and which method"),
+    "train": ("ftwizard.core.commands.train", "create a run from CONFIG and start training, detached"),
+    "runs": ("ftwizard.core.commands.runs", "list runs"),
+    "status": ("ftwizard.core.commands.status", "state of one run"),
+    "stop": ("ftwizard.core.commands.stop", "stop a run gracefully (a checkpoint is saved)"),
+    "resume": ("ftwizard.core.commands.resume", "continue a stopped or failed run from its last checkpoint"),
+    "delete": ("ftwizard.core.commands.delete", "delete a run directory (asks first; never a running run)"),
+    "chat": ("ftwizard.core.commands.chat", "chat with a run's tuned model (--compare: beside the base model)"),
+    "evaluate": ("ftwizard.core.commands.evaluate",
+                 "loss and perplexity of the tuned and the base model on held-out data"),
+    "merge": ("ftwizard.core.commands.merge", "merge a LoRA adapter into its base model: a standalone model"),
+    "inspect": ("ftwizard.core.commands.inspect",
+                "a dataset's format, rows, statistics and problems; --model shows what the model sees"),
+    "selftest": ("ftwizard.core.commands.selftest", "can this machine train? builds a tiny model offline and trains it"),
+    "presets": ("ftwizard.core.commands.presets", "list the bundled presets"),
+    "config-reference": ("ftwizard.core.commands.config_reference",
+                         "print every config key with its default and meaning"),
+    "estimate": ("ftwizard.core.commands.estimate", "peak GPU memory of a run (per GPU), with its breakdown"),
+    "recommend": ("ftwizard.core.commands.recommend",
+                  "should you fine-tune? prompting, RAG or fine-tuning, and which method"),
 }
+
+DESCRIPTION = "Fine-tune LLMs from the terminal."
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,13 +48,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ftwizard", description="Fine-tune LLMs from the terminal. Run without "
-                     "arguments for the wizard.")
+def build_parser(commands: dict[str, tuple[str, str]] | None = None,
+                 description: str = DESCRIPTION) -> argparse.ArgumentParser:
+    parser = _Parser(prog="ftwizard", description=description)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (module, help_) in COMMANDS.items():
-        mod = importlib.import_module(f"ftwizard.core.commands.{module}")
+    for name, (module, help_) in (COMMANDS if commands is None else commands).items():
+        mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip())
         mod.add_arguments(p)
         p.set_defaults(_module=mod)
@@ -62,23 +70,11 @@ def _version() -> str:
         return "ftwizard (not installed)"
 
 
-def pause_gc_for_startup() -> None:
-    """No garbage collection while the wizard imports and builds its first screen: start-up allocates
-    tens of thousands of long-lived objects, and the full collections they trigger cost ~0.1 s here.
-    The App resumes the collector (and freezes those objects) after its first paint."""
-    import gc
-
-    gc.disable()
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, commands: dict[str, tuple[str, str]] | None = None,
+         description: str = DESCRIPTION) -> int:
+    """Parse `argv` and run one command. Without a command: the help, exit 2."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        pause_gc_for_startup()
-        from ftwizard.tui.app import run_app
-
-        return run_app() or 0
-    parser = build_parser()
+    parser = build_parser(commands, description)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

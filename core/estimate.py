@@ -42,9 +42,10 @@ number of GPUs, but not the activations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from .catalog import ModelArch, display_name
+from .config import Method, ModelConfig, Optim
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import RunConfig
@@ -57,10 +58,9 @@ ALLOCATOR_SLACK = 0.08   # reserved vs allocated: fragmentation of torch's cachi
 LORA_DROPOUT_DEFAULT = 0.05
 FITS, TIGHT, NO_FIT = "fits", "tight", "does-not-fit"
 
-OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
-              "adafactor", "sgd")
-ATTN = ("sdpa", "flash_attention_2", "eager")
-METHODS = ("full", "lora", "qlora")
+OPTIMIZERS = get_args(Optim)  # the allowed values are the config's (core/config.py)
+ATTN = tuple(a for a in get_args(ModelConfig.model_fields["attn_implementation"].annotation) if a != "auto")
+METHODS = get_args(Method)
 
 
 def default_optim(method: str) -> tuple[str, str]:

@@ -59,6 +59,19 @@ class Hardware:
         return f"{len(self.gpus)}x {name} · {free:.1f} / {total:.1f} GB free"
 
 
+def run_gpus(hw: Hardware | None) -> tuple[GPU, ...]:
+    """The GPUs a run started on this machine trains on (empty: the CPU). One process is started
+    (core.launch) and it uses the first visible card, whatever the count: every figure the wizard
+    shows (memory per card, effective batch, steps per epoch) is for these cards. Several GPUs
+    training together is a later issue, and this is the function it changes."""
+    return hw.gpus[:1] if hw is not None else ()
+
+
+def run_world_size(hw: Hardware | None) -> int:
+    """How many processes train together in a run started on this machine (1 on a CPU)."""
+    return max(1, len(run_gpus(hw)))
+
+
 class NvmlSource(Protocol):
     """The four NVML calls ftwizard makes. `PynvmlSource` is the real one."""
 

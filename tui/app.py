@@ -19,27 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from . import STYLES
 from .state import WizardState
-
-# Step name -> (module, class). Imported when first needed, so start-up stays light.
-FLOW = ("questionnaire", "hardware", "model", "method", "dataset", "hyperparams", "review")
-SCREENS_BY_NAME = {
-    "welcome": ("welcome", "WelcomeScreen"),
-    "questionnaire": ("questionnaire", "QuestionnaireScreen"),
-    "hardware": ("hardware", "HardwareScreen"),
-    "model": ("model", "ModelScreen"),
-    "method": ("method", "MethodScreen"),
-    "dataset": ("dataset", "DatasetScreen"),
-    "hyperparams": ("hyperparams", "HyperparamsScreen"),
-    "review": ("review", "ReviewScreen"),
-}
-
-
-def screen_class(name: str):
-    import importlib
-
-    module, cls = SCREENS_BY_NAME[name]
-    return getattr(importlib.import_module(f"ftwizard.tui.screens.{module}"), cls)
-
+from .steps import next_step, screen_class
 
 class WizardApp(App[int]):
     """Fine-tune an LLM, step by step."""
@@ -50,9 +30,11 @@ class WizardApp(App[int]):
     CSS_PATH = STYLES / "app.tcss"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
-        Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True),
-        Binding("f1", "help", "Help", key_display="F1"),
-        Binding("question_mark", "help", "Help", show=False),
+        Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True, id="app.quit",
+                tooltip="quit ftwizard; a training run is never stopped by quitting (asks while one is followed)"),
+        Binding("f1", "help", "Help", key_display="F1", id="app.help", tooltip="help for this step: what it is for and its keys"),
+        Binding("question_mark", "help", "Help", show=False, key_display="?", id="app.help-question",
+                tooltip="help for this step: what it is for and its keys"),
     ]
 
     state: var[WizardState] = var(WizardState, always_update=True)
@@ -78,7 +60,7 @@ class WizardApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(screen_class("welcome")())
-        # `ftwizard` pauses the garbage collector while it starts (core.cli.pause_gc_for_startup): resume
+        # `ftwizard` pauses the garbage collector while it starts (tui.cli.pause_gc_for_startup): resume
         # it once the first screen is painted, with the start-up objects frozen out of later collections.
         self.call_after_refresh(resume_gc)
         if self._detect:  # after the first paint: psutil/pynvml imports in a thread would delay it
@@ -111,12 +93,12 @@ class WizardApp(App[int]):
     # ---------------------------------------------------------------------------------- flow
 
     def go(self, name: str, **kwargs: Any) -> None:
-        """Show the step called `name` (see SCREENS_BY_NAME) on top of the current one."""
+        """Show the step called `name` (tui/steps.py) on top of the current one."""
         self.push_screen(screen_class(name)(**kwargs))
 
     def go_after(self, name: str) -> None:
         """Show the step that follows `name` in the guided flow."""
-        self.go(FLOW[FLOW.index(name) + 1])
+        self.go(next_step(name))
 
     def open_monitor(self, run_dir: Path) -> None:
         from ftwizard.tui.screens.monitor import MonitorScreen
@@ -135,8 +117,7 @@ class WizardApp(App[int]):
 
         if isinstance(self.screen, HelpDialog):
             return
-        text = getattr(self.screen, "HELP", None) or "No help for this screen."
-        self.push_screen(HelpDialog(getattr(self.screen, "STEP_NAME", "ftwizard"), text))
+        self.push_screen(HelpDialog.for_screen(self.screen))
 
     async def action_quit(self) -> None:
         # A screen that follows a run (the monitor) asks first: detach or stop. Quitting never kills a run.

@@ -13,16 +13,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pydantic costs ~0.2 s to import: not on the way to the first screen
     from ftwizard.core.config import LoraConfig, RunConfig, TrainConfig
 
-# The wizard's steps, in order. The monitor is step 9; "finished" is its end state.
-STEPS = ("Welcome", "Should you fine-tune?", "Hardware", "Model", "Method", "Dataset",
-         "Hyperparameters", "Review", "Training")
-
-
-def step_title(index: int) -> str:
-    """'step k of n' for the 1-based step `index`."""
-    return f"step {index} of {len(STEPS)}"
-
-
 @dataclass(frozen=True)
 class WizardState:
     """Everything the wizard knows so far. Frozen: replace it, never mutate it."""

@@ -1,9 +1,10 @@
-"""Open the training monitor on a run (running or finished): the whole history is rebuilt from its
-events. Detach with d (the run goes on); quitting asks whether to detach or stop."""
+"""`ftwizard attach RUN`, its headless half: the arguments and which run it opens. The monitor itself
+is the UI's (`ftwizard.tui.commands.attach`): core never imports the TUI."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import add_run_arguments
 
@@ -12,10 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
 
 
-def run(args) -> int:
+def resolve(args) -> Path:
+    """The run directory `args` names. A bad RUN is a one-line error (UserError), before any UI."""
     from ..runs import resolve_run
 
-    run_dir = resolve_run(args.run, args.runs_dir)  # a bad RUN is a one-line error, before any UI
-    from ftwizard.tui.screens.monitor import run_monitor_app
-
-    return run_monitor_app(run_dir)
+    return resolve_run(args.run, args.runs_dir)

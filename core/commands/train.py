@@ -39,5 +39,17 @@ def run(args) -> int:
     cfg = load_config(config_path(args.config))
     if args.name:
         cfg.name = args.name
+    warn_unusual(cfg)
     run_dir = create_run(cfg, args.runs_dir)
     return detach_or_follow(run_dir, start(run_dir), "started", args.detach)
+
+
+def warn_unusual(cfg) -> None:
+    """The wizard's hyperparameter warnings (core.guidance), one line each on stderr: values outside the
+    usual ranges are allowed, so the run starts anyway."""
+    import sys
+
+    from ..guidance import config_guidance
+
+    for key, message in config_guidance(cfg):
+        print(f"ftwizard: warning: {key}: {message}", file=sys.stderr)

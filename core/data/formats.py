@@ -36,10 +36,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
+from ..config import DatasetFormat
 from ..errors import UserError
 from .problems import Problem
+
+FORMATS = tuple(f for f in get_args(DatasetFormat) if f != "auto")  # the config's (core/config.py)
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "bot": "assistant", "model": "assistant", "system": "system",
@@ -593,8 +596,6 @@ SPECS: dict[str, FormatSpec] = {fs.name: fs for fs in (  # in detection order
                sft_note="raw text: continued-pretraining style, every token carries loss", all_tokens=True,
                default_task="domain"),
 )}
-# in the order people read them (help texts, error messages)
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "preference", "kto", "text")
 SFT_NOTES = {name: fs.sft_note for name, fs in SPECS.items() if fs.sft_note}
 
 

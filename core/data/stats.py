@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..schedule import effective_batch, steps_per_epoch
 from .checks import generation_marker_problem, mask_fallback_problem, row_problems, too_few_rows_problem
 from .formats import Detected, detect_source, keep_for_sft, to_canonical, validate_row
 from .problems import Problem, by_severity
@@ -357,13 +358,13 @@ def _finish(st: Stats, lengths: list[int], roles: Counter, t0: float, *, fractio
     train_rows = round((st.used_rows - st.zero_trained_rows) * scale)
     if not validation_path and validation > 0 and train_rows >= 10:
         train_rows -= max(1, round(train_rows * validation))
-    eff = batch_size * gradient_accumulation_steps * max(1, world_size)
+    eff = effective_batch(batch_size, gradient_accumulation_steps, world_size)
     if packing and st.unit == "tokens" and st.used_rows:
         # packed: sequences of max_length tokens, filled from the tokens of the training rows
         tokens = st.tokens_per_epoch * scale * (train_rows / max(1, round((st.used_rows - st.zero_trained_rows) * scale)))
-        st.steps_per_epoch = math.ceil(math.ceil(tokens / max_length) / eff) if tokens > 0 else 0
+        st.steps_per_epoch = steps_per_epoch(math.ceil(tokens / max_length), eff) if tokens > 0 else 0
     else:
-        st.steps_per_epoch = math.ceil(train_rows / eff) if train_rows > 0 else 0
+        st.steps_per_epoch = steps_per_epoch(train_rows, eff)
     st.elapsed_s = round(time.time() - t0, 3)
 
 

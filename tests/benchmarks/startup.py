@@ -20,7 +20,7 @@ import time
 
 WIZARD = r"""
 import sys, time
-import ftwizard.core.cli as cli  # what the console script imports first
+import ftwizard.tui.cli as cli  # what the console script imports first
 cli.pause_gc_for_startup()  # what cli.main() does before it imports the wizard
 from ftwizard.tui.app import WizardApp
 

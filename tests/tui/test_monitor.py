@@ -244,7 +244,7 @@ def test_killing_the_attached_terminal_never_stops_the_run(tiny_config, start_ru
     stop_after(run_dir)
     master, slave = pty.openpty()
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"}
-    proc = subprocess.Popen([sys.executable, "-m", "ftwizard.core.cli", "attach", str(run_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", "ftwizard.tui.cli", "attach", str(run_dir)],
                             stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
     os.close(slave)
     seen = b""

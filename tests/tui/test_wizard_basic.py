@@ -51,7 +51,7 @@ async def test_review_save_never_overwrites_without_asking(make_app, tmp_path):
         await settle(app, pilot)
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert type(app.screen).__name__ == "Confirm"
+        assert type(app.screen).__name__ == "ConfirmDialog"
         await pilot.press("n")
         await pilot.pause()
         assert target.read_text() == "# mine\n"

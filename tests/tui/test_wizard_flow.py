@@ -39,6 +39,7 @@ async def walk_to_method(app, pilot, model_id: str):
 async def test_walk_every_hardware_scenario(make_app, tmp_path, tiny_work, scenario):
     from ftwizard.core.catalog import CATALOG
     from ftwizard.core.estimate import compare_methods
+    from ftwizard.core.hardware import run_gpus, run_world_size
 
     app = make_app(scenario)
     async with app.run_test(size=SIZE) as pilot:
@@ -56,9 +57,13 @@ async def test_walk_every_hardware_scenario(make_app, tmp_path, tiny_work, scena
             assert not any(v in p for p in prompts for v in ("fits", "tight"))
             assert highlighted == "lora" and "No GPU" in reason
         else:
-            vram = min(g.free_gib for g in hw.gpus)
-            expected = compare_methods(CATALOG["qwen2.5-7b"], vram, len(hw.gpus), None)
-            assert f"{len(hw.gpus)}x" in target and f"{vram:.1f} GiB free" in target
+            # the figures are for the cards a run really trains on (one process: the first card)
+            used, world = run_gpus(hw), run_world_size(hw)
+            vram = min(g.free_gib for g in used)
+            expected = compare_methods(CATALOG["qwen2.5-7b"], vram, world, None)
+            assert f"{world}x" in target and f"{vram:.1f} GiB free" in target
+            if scenario == "two-gpus":
+                assert world == 1 and "a run trains on 1 of the 2 cards" in target
             if expected.recommended:
                 assert highlighted == expected.recommended
                 assert reason.startswith(f"Why {expected.recommended}:")

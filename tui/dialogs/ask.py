@@ -1,4 +1,4 @@
-"""Small typed dialogs: ask for a path (`PathPrompt` -> str | None) and yes/no (`Confirm` -> bool)."""
+"""Ask for a path (`PathPrompt` -> str | None). Yes/no questions are `confirm.ConfirmDialog`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..widgets.path_input import PathInput
 class PathPrompt(ModalScreen[str | None]):
     """A path with completion; enter accepts, escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", key_display="esc")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", key_display="esc", id="path.cancel", tooltip="ask nothing")]
 
     def __init__(self, title: str, prompt: str, value: str = "", suffixes: tuple[str, ...] = ()):
         super().__init__()
@@ -39,26 +39,3 @@ class PathPrompt(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
-
-
-class Confirm(ModalScreen[bool]):
-    """A yes/no question: y or enter says yes, n or escape says no."""
-
-    BINDINGS = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n", "answer(False)", "No"),
-        Binding("escape", "answer(False)", "No", show=False),
-    ]
-
-    def __init__(self, title: str, question: str):
-        super().__init__()
-        self._title, self._question = title, question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog") as box:
-            box.border_title = self._title
-            box.border_subtitle = "y yes · n no"
-            yield Label(self._question)
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)

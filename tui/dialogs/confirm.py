@@ -1,7 +1,8 @@
-"""A yes/no question where only a typed `y` says yes (`ConfirmDialog` -> bool).
+"""The one yes/no question of the app (`ConfirmDialog` -> bool): only a typed `y` says yes.
 
-For destructive or run-ending actions (delete a run, stop a run): every other key that is bound
-(n, escape) says no, enter does nothing, so a stray enter never deletes anything."""
+Every question asked is about something that cannot be undone (delete a run, stop a run, overwrite
+a file): every other key that is bound (n, escape) says no, enter does nothing, so a stray enter
+never deletes anything. The three-way quit question (detach / stop / cancel) is `quit.QuitDialog`."""
 
 from __future__ import annotations
 
@@ -13,13 +14,11 @@ from textual.widgets import Label, Static
 
 
 class ConfirmDialog(ModalScreen[bool]):
-    DEFAULT_CSS = """
-    ConfirmDialog { align: center middle; background: $background 60%; }
-    """
     BINDINGS = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n", "answer(False)", "No"),
-        Binding("escape", "answer(False)", "No", show=False, key_display="esc"),
+        Binding("y", "answer(True)", "Yes", id="confirm.yes", tooltip="yes: the only key that says yes"),
+        Binding("n", "answer(False)", "No", id="confirm.no", tooltip="no: keep things as they are"),
+        Binding("escape", "answer(False)", "No", show=False, key_display="esc", id="confirm.no-esc",
+                tooltip="no: keep things as they are"),
     ]
 
     def __init__(self, title: str, question: str, *, yes_label: str = "yes", detail: str = ""):

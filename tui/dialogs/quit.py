@@ -15,15 +15,16 @@ from textual.widgets import Button, Label, Static
 
 class QuitDialog(ModalScreen[str]):
     DEFAULT_CSS = """
-    QuitDialog { align: center middle; background: $background 60%; }
     #quit-buttons { height: auto; margin-top: 1; }
     #quit-buttons Button { margin-right: 1; }
     """
     BINDINGS = [
-        Binding("d", "choose('detach')", "Detach"),
-        Binding("s", "choose('stop')", "Stop run"),
-        Binding("c", "choose('cancel')", "Cancel"),
-        Binding("escape", "choose('cancel')", "Cancel", show=False),
+        Binding("d", "choose('detach')", "Detach", id="quit.detach",
+                tooltip="leave the run training and quit; `ftwizard attach RUN` comes back"),
+        Binding("s", "choose('stop')", "Stop run", id="quit.stop",
+                tooltip="the run saves a checkpoint and ends as stopped, then quit"),
+        Binding("c", "choose('cancel')", "Cancel", id="quit.cancel", tooltip="do not quit"),
+        Binding("escape", "choose('cancel')", "Cancel", show=False, id="quit.cancel-esc", tooltip="do not quit"),
     ]
 
     def __init__(self, run_id: str, state: str = "running"):

@@ -3,13 +3,15 @@ rows, the detected format with its evidence, the selected row rendered exactly a
 it (trained tokens marked), the problems, and whole-file statistics computed in the background.
 
 Everything that reads data or loads a tokenizer runs in a worker (core.data does the work); the
-screen never waits. Changing the path cancels the running scan.
+screen never waits. Each worker reports with one small typed message (one handler each); changing the
+path cancels the running scan through Textual's own worker cancellation.
 """
 
 from __future__ import annotations
 
-import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -17,7 +19,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Label, ProgressBar, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, get_current_worker
 
 from ftwizard.core.data.read import SUFFIXES, looks_local
 
@@ -39,7 +41,7 @@ Type the path of a `.jsonl`, `.json`, `.csv`, `.tsv` or `.parquet` file (or a fo
 - Problems name the line and how to fix it. The statistics (token lengths, rows cut by max length,
   duplicates, steps per epoch) come from a full pass over the file in the background.
 
-`↑`/`↓` choose a row · `tab` moves between the path and the table · `^n` continues.
+`↑`/`↓` choose a row in the table.
 """
 
 CELL = 38
@@ -58,16 +60,64 @@ def cell_text(value) -> str:
     return text if len(text) <= CELL else text[: CELL - 1] + "…"
 
 
+def error_text(exc: BaseException) -> str:
+    return "; ".join(str(p) for p in getattr(exc, "problems", [])) or f"{type(exc).__name__}: {exc}"
+
+
 class DatasetScreen(WizardStep):
-    STEP = 6
     NAME = "dataset"
-    STEP_NAME = "Dataset"
     HELP = HELP
 
-    class StatsProgress(Message):
-        def __init__(self, fraction: float):
-            super().__init__()
-            self.fraction = fraction
+
+class WorkerCancelled:
+    """A worker's cancellation as the `is_set()` flag core's long loops poll between rows."""
+
+    def __init__(self, worker: Worker):
+        self._worker = worker
+
+    def is_set(self) -> bool:
+        return self._worker.is_cancelled
+
+
+@dataclass
+class PreviewRead(Message):
+    """The first rows of a source; `seq` says which typed value it was read for."""
+    seq: int
+    preview: Any = None
+    error: str = ""
+
+
+@dataclass
+class TokenizerLoaded(Message):
+    tokenizer: Any = None   # None: no model chosen (statistics count characters)
+    template: str | None = None
+    error: str = ""
+
+
+@dataclass
+class RowRendered(Message):
+    line: int
+    rendered: Any = None    # core.data.preview.Rendered
+    error: str = ""
+
+
+@dataclass
+class StatsProgress(Message):
+    fraction: float
+
+    def can_replace(self, message: Message) -> bool:  # only the newest fraction matters
+        return isinstance(message, StatsProgress)
+
+
+@dataclass
+class StatsScanned(Message):
+    report: Any = None      # core.data.stats.Report
+    error: str = ""
+
+
+class DatasetScreen(WizardStep):
+    NAME = "dataset"
+    HELP = HELP
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="dataset-top"):
@@ -90,16 +140,15 @@ class DatasetScreen(WizardStep):
         self._tokenizer = None
         self._template = None
         self._tok_error = ""
-        self._cancel = threading.Event()
+        self._tok_done = False
+        self._preview_seq = 0     # results of a preview for an earlier value are dropped
+        self._scan_worker: Worker | None = None
         self.query_one("#stats-progress").display = False
         self.load_tokenizer()
         path = self.query_one("#dataset-path", PathInput)
         path.focus()
         if path.value.strip():
             self._start_preview(path.value.strip())
-
-    def on_unmount(self) -> None:
-        self._cancel.set()
 
     def on_state(self, state: WizardState) -> None:
         pass
@@ -109,14 +158,13 @@ class DatasetScreen(WizardStep):
     @on(PathInput.Changed, "#dataset-path")
     def _changed(self, event: PathInput.Changed) -> None:
         text = event.value.strip()
-        self._cancel.set()
+        self._cancel_scan()
         if text and looks_local(text) and Path(text).expanduser().is_file():
             self._start_preview(text)
             return
         # Anything else waits for enter: a folder may be a step on the way to a file, a hub id needs
         # the network. Results of a preview started for an earlier value are ignored.
-        self._preview_worker = None
-        self.workers.cancel_group(self, "dataset-preview")
+        self._preview_seq += 1
         self._preview = None
         p = Path(text).expanduser()
         self._error = "" if not text else (
@@ -135,109 +183,136 @@ class DatasetScreen(WizardStep):
         self._source = source
         self._error = ""
         self.query_one("#dataset-info", Static).update(f"Reading {source}…")
-        self._preview_worker = self.preview(source)
+        self._preview_seq += 1
+        self.preview(source, self._preview_seq)
         self.validity_changed()
 
     # ------------------------------------------------------------------------------ workers
 
+    def _report(self, message: Message) -> None:
+        """From a worker thread: post `message` unless the worker was cancelled meanwhile."""
+        if not get_current_worker().is_cancelled:
+            self.post_message(message)
+
     @work(thread=True, exclusive=True, group="dataset-preview", exit_on_error=False)
-    def preview(self, source: str):
+    def preview(self, source: str, seq: int) -> None:
         from ftwizard.core.data.preview import quick_preview
 
-        return quick_preview(source, n=50)
+        try:
+            self._report(PreviewRead(seq, quick_preview(source, n=50)))
+        except Exception as exc:  # shown on this screen, beside the path
+            self._report(PreviewRead(seq, error=error_text(exc)))
 
     @work(thread=True, exclusive=True, group="dataset-tokenizer", exit_on_error=False)
-    def load_tokenizer(self):
+    def load_tokenizer(self) -> None:
         from ftwizard.core.data.tokenize import load_tokenizer, setup_tokenizer
 
         s = self.state
         if not s.model:
-            return None
-        tok = load_tokenizer(s.model, s.gguf_file)
-        requested = s.base.model.chat_template if s.base else None
-        template, _why = setup_tokenizer(tok, requested, self._assistant_only())
-        return tok, template
+            self._report(TokenizerLoaded())
+            return
+        try:
+            tok = load_tokenizer(s.model, s.gguf_file)
+            requested = s.base.model.chat_template if s.base else None
+            template, _why = setup_tokenizer(tok, requested, self._assistant_only())
+        except Exception as exc:
+            self._report(TokenizerLoaded(error=error_text(exc)))
+            return
+        self._report(TokenizerLoaded(tok, template))
 
     @work(thread=True, exclusive=True, group="dataset-render", exit_on_error=False)
-    def render_one(self, row: dict, line: int):
+    def render_one(self, row: dict, line: int) -> None:
         from ftwizard.core.data.preview import render_row
 
-        return line, render_row(row, self._tokenizer, self._template, self.state.train_config.max_length,
-                                self._assistant_only(), detected=self._preview.detected)
+        try:
+            self._report(RowRendered(line, render_row(
+                row, self._tokenizer, self._template, self.state.train_config.max_length,
+                self._assistant_only(), detected=self._preview.detected)))
+        except Exception as exc:
+            self._report(RowRendered(line, error=error_text(exc)))
 
     @work(thread=True, exclusive=True, group="dataset-stats", exit_on_error=False)
-    def scan(self, source: str, cancel: threading.Event):
+    def scan(self, source: str) -> None:
         from ftwizard.core.data.stats import scan_dataset
+        from ftwizard.core.hardware import run_world_size
 
         s = self.state
         t = s.train_config
-        gpus = len(s.hardware.gpus) if s.hardware and s.hardware.gpus else 1
         last = [-1.0]
 
         def progress(fraction: float) -> None:
             if fraction - last[0] >= 0.01:
                 last[0] = fraction
-                self.post_message(self.StatsProgress(fraction))
+                self._report(StatsProgress(fraction))
 
-        return scan_dataset(source, self._tokenizer, self._template, t.max_length, self._assistant_only(),
-                            batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
-                            world_size=gpus, progress=progress, cancel=cancel)
+        try:
+            report = scan_dataset(source, self._tokenizer, self._template, t.max_length, self._assistant_only(),
+                                  batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
+                                  world_size=run_world_size(s.hardware), progress=progress,
+                                  cancel=WorkerCancelled(get_current_worker()))
+        except Exception as exc:
+            self._report(StatsScanned(error=error_text(exc)))
+            return
+        self._report(StatsScanned(report))
 
     def _assistant_only(self) -> bool:
         return self.state.base.dataset.assistant_only_loss if self.state.base else True
 
+    def _cancel_scan(self) -> None:
+        if self._scan_worker is not None:
+            self._scan_worker.cancel()  # the scan stops between rows; its report is not posted
+            self._scan_worker = None
+
     def _start_scan(self) -> None:
-        if self._preview is None or any(w.group == "dataset-tokenizer" and w.is_running for w in self.workers):
+        if self._preview is None or not self._tok_done:
             return  # starts once both the preview and the tokenizer are ready
-        self._cancel.set()
-        self._cancel = threading.Event()
+        self._cancel_scan()
         bar = self.query_one("#stats-progress", ProgressBar)
         bar.update(progress=0)
         bar.display = True
         self.query_one("#stats-text", Static).update("scanning the whole file…")
-        self.scan(self._source, self._cancel)
+        self._scan_worker = self.scan(self._source)
+
+    # ------------------------------------------------------------------------------ messages
+
+    @on(PreviewRead)
+    def _preview_read(self, message: PreviewRead) -> None:
+        if message.seq != self._preview_seq:
+            return  # a preview of an earlier value
+        if message.error:
+            self._preview, self._error = None, message.error
+            self.query_one("#preview-table", DataTable).clear(columns=True)
+        else:
+            self._preview = message.preview
+            self._fill_table()
+            self._start_scan()
+        self._show_info()
+
+    @on(TokenizerLoaded)
+    def _tokenizer_loaded(self, message: TokenizerLoaded) -> None:
+        self._tok_done = True
+        self._tokenizer, self._template, self._tok_error = message.tokenizer, message.template, message.error
+        self._render_selected()
+        self._start_scan()
+
+    @on(RowRendered)
+    def _row_rendered(self, message: RowRendered) -> None:
+        if message.error:
+            self._show_rendered(None, message.error)
+        else:
+            self._show_rendered(message.line, message.rendered)
 
     @on(StatsProgress)
-    def _progress(self, event: StatsProgress) -> None:
-        self.query_one("#stats-progress", ProgressBar).update(progress=event.fraction)
+    def _progress(self, message: StatsProgress) -> None:
+        self.query_one("#stats-progress", ProgressBar).update(progress=message.fraction)
 
-    @on(Worker.StateChanged)
-    def _worker_done(self, event: Worker.StateChanged) -> None:
-        group = event.worker.group
-        if not group.startswith("dataset-"):
-            return
-        event.stop()  # every outcome is shown on this screen
-        ok, failed = event.state == WorkerState.SUCCESS, event.state == WorkerState.ERROR
-        if not (ok or failed):
-            return
-        err = event.worker.error
-        msg = ("; ".join(str(p) for p in getattr(err, "problems", [])) or f"{type(err).__name__}: {err}") if failed else ""
-        if group == "dataset-preview":
-            if event.worker is not getattr(self, "_preview_worker", None):
-                return  # a preview of an earlier value
-            if ok:
-                self._preview = event.worker.result
-                self._fill_table()
-                self._start_scan()
-            else:
-                self._preview, self._error = None, msg
-                self.query_one("#preview-table", DataTable).clear(columns=True)
-            self._show_info()
-        elif group == "dataset-tokenizer":
-            if ok and event.worker.result:
-                self._tokenizer, self._template = event.worker.result
-            elif failed:
-                self._tok_error = msg
-            self._render_selected()
-            self._start_scan()
-        elif group == "dataset-render":
-            self._show_rendered(*(event.worker.result if ok else (None, msg)))
-        elif group == "dataset-stats":
-            self.query_one("#stats-progress").display = False
-            if ok:
-                self._show_stats(event.worker.result)
-            else:
-                self.query_one("#stats-text", Static).update(f"statistics failed: {msg}")
+    @on(StatsScanned)
+    def _scanned(self, message: StatsScanned) -> None:
+        self.query_one("#stats-progress").display = False
+        if message.error:
+            self.query_one("#stats-text", Static).update(f"statistics failed: {message.error}")
+        else:
+            self._show_stats(message.report)
 
     # ------------------------------------------------------------------------------ display
 

@@ -24,8 +24,6 @@ HELP = """
 **The run has ended.** Completed runs show their final and best losses and where the adapter (LoRA,
 QLoRA) or the model (full fine-tuning) was saved. Stopped runs can be continued from their last
 checkpoint. Failed runs show why, and what to change, most effective first.
-
-**Keys:** `esc` back to the chart · `^q` quit.
 """
 
 
@@ -54,8 +52,9 @@ class FinishedScreen(Screen):
     STEP_NAME = "Finished"
     HELP = HELP
     BINDINGS = [
-        Binding("escape", "back", "Chart", key_display="esc"),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("escape", "back", "Chart", key_display="esc", id="finished.chart", tooltip="back to the loss chart"),
+        Binding("question_mark", "help", "Help", key_display="?", id="finished.help",
+                tooltip="help for this view: what it shows and its keys"),
     ]
 
     def __init__(self, run_dir: str | Path, view: RunView | None = None, info: Any = None):
@@ -147,7 +146,7 @@ class FinishedScreen(Screen):
     def action_help(self) -> None:
         from ftwizard.tui.dialogs.help import HelpDialog
 
-        self.app.push_screen(HelpDialog("finished", self.HELP))
+        self.app.push_screen(HelpDialog.for_screen(self, "finished"))
 
     def handle_quit(self) -> bool:
         return False

@@ -9,6 +9,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
+from ftwizard.core.hardware import run_gpus
+
 from ..state import WizardState
 from .step import WizardStep
 
@@ -21,21 +23,18 @@ What this machine can train with, read from NVML (the NVIDIA driver's library) a
   that hold GPU memory (the table shows what is in use now).
 - **bf16**: Ampere (compute capability 8.0) and newer cards train in bfloat16; older ones (T4, V100)
   use fp16 with loss scaling.
-- **Several cards**: each card holds a full copy of the model with data-parallel training, so the
-  per-card memory is what must fit.
+- **Several cards**: every card is listed, but a run trains on the first one for now (one training
+  process); the next steps count only the card a run will use.
 - **No GPU**: CPU training works for tiny models (the `cpu-demo` preset trains SmolLM2-135M in a few
   minutes) and is far too slow for billion-parameter models; the Method step says so.
-
-`r` detects again (after freeing memory, say).
 """
 
 
 class HardwareScreen(WizardStep):
-    STEP = 3
     NAME = "hardware"
-    STEP_NAME = "Hardware"
     HELP = HELP
-    BINDINGS = [Binding("r", "redetect", "Detect again")]
+    BINDINGS = [Binding("r", "redetect", "Detect again", id="hardware.redetect",
+                        tooltip="read the GPUs again (after freeing memory, say)")]
 
     def compose_body(self) -> ComposeResult:
         with VerticalScroll(id="hw-body", classes="box") as box:
@@ -69,10 +68,12 @@ class HardwareScreen(WizardStep):
                               "-" if g.util_pct is None else f"{g.util_pct}%",
                               "-" if g.temp_c is None else f"{g.temp_c} °C")
             table.display = True
-            smallest = min(g.free_gib for g in hw.gpus)
+            used = run_gpus(hw)
+            smallest = min(g.free_gib for g in used)
             verdict = (f"What must fit: one card's free memory, {smallest:.1f} GB"
-                       + (" (each card holds a full copy with data-parallel training)." if n > 1 else "."))
-            if not all(g.bf16 for g in hw.gpus):
+                       + (f" (a run trains on {len(used)} of the {n} cards: "
+                          + ", ".join(f"GPU {g.index}" for g in used) + ")." if n > len(used) else "."))
+            if not all(g.bf16 for g in used):
                 verdict += " No bf16 on this card: training uses fp16."
         else:
             table.display = False

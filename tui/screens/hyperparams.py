@@ -13,6 +13,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Input, Label, Static
 
 from ftwizard.core.config import LoraConfig, TrainConfig
+from ftwizard.core.guidance import USUAL_RANGES, guidance
+from ftwizard.core.hardware import run_world_size
+from ftwizard.core.schedule import effective_batch
 
 from ..state import WizardState
 from .step import WizardStep
@@ -22,16 +25,10 @@ HELP = """
 
 Each field says in one line what it does. Values the config cannot accept (a negative rate, a
 rank of 0) are errors and block Next. Values outside the usual ranges are warnings: allowed, since
-you may know better, but worth a second look.
+you may know better, but worth a second look. `ftwizard train` prints the same warnings.
 
 Usual ranges (the QLoRA paper, the Llama and Qwen fine-tuning guides, torchtune's recipes):
-- learning rate: LoRA/QLoRA 1e-4 to 3e-4; full fine-tuning 1e-5 to 5e-5
-- LoRA rank 8-64; alpha 1-2x the rank
-- epochs 1-3 (more overfits small datasets)
-- effective batch (batch x accumulation x GPUs) 8-64
-
-`tab` moves between fields; `^n` goes on to Review.
-"""
+""" + "".join(f"- {line}\n" for line in USUAL_RANGES)
 
 
 @dataclass(frozen=True)
@@ -55,24 +52,6 @@ FIELDS = (
     Field("lora", "alpha", "LoRA alpha", int, lora_only=True),
     Field("lora", "dropout", "LoRA dropout", float, lora_only=True),
 )
-
-
-def guidance(method: str, train: TrainConfig, lora: LoraConfig) -> dict[str, str]:
-    """Warnings for values outside the usual ranges, keyed by field key. Empty when all is usual."""
-    out: dict[str, str] = {}
-    lr = train.learning_rate
-    if method == "full" and not 1e-5 <= lr <= 5e-5:
-        out["learning_rate"] = f"{lr:g} is outside the usual 1e-5..5e-5 for full fine-tuning"
-    elif method != "full" and not 1e-4 <= lr <= 3e-4:
-        out["learning_rate"] = f"{lr:g} is outside the usual 1e-4..3e-4 for LoRA/QLoRA"
-    if train.max_steps <= 0 and not 1 <= train.epochs <= 3:
-        out["epochs"] = f"{train.epochs:g} epochs: 1-3 is usual; more tends to overfit"
-    if method != "full":
-        if not 8 <= lora.r <= 64:
-            out["r"] = f"rank {lora.r}: 8-64 is usual"
-        if not lora.r <= lora.alpha <= 2 * lora.r:
-            out["alpha"] = f"alpha {lora.alpha}: 1-2x the rank ({lora.r}..{2 * lora.r}) is usual"
-    return out
 
 
 def _parse(text: str, kind: type):
@@ -106,9 +85,7 @@ class FieldRow(Horizontal):
 
 
 class HyperparamsScreen(WizardStep):
-    STEP = 7
     NAME = "hyperparams"
-    STEP_NAME = "Hyperparameters"
     HELP = HELP
 
     def compose_body(self) -> ComposeResult:
@@ -162,11 +139,11 @@ class HyperparamsScreen(WizardStep):
         self._errors = errors
         if train and lora:
             self._train, self._lora = train, lora
-            gpus = max(1, len(self.state.hardware.gpus)) if self.state.hardware else 1
-            eff = train.batch_size * train.gradient_accumulation_steps * gpus
+            world = run_world_size(self.state.hardware)  # the processes a run really trains with
+            eff = effective_batch(train.batch_size, train.gradient_accumulation_steps, world)
             self.query_one("#hp-summary", Static).update(
                 f"effective batch {eff} (batch {train.batch_size} x accumulation "
-                f"{train.gradient_accumulation_steps} x {gpus} device{'s' if gpus > 1 else ''}) · "
+                f"{train.gradient_accumulation_steps} x {world} device{'s' if world > 1 else ''}) · "
                 f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}")
         self.validity_changed()
 

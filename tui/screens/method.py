@@ -31,7 +31,7 @@ bitsandbytes), at the current batch size and sequence length: **fits** is up to 
 settings were assumed; lowering the batch size or the max length in the Hyperparameters step
 shrinks the activations and logits terms.
 
-`↑`/`↓` choose · `enter` or `^n` continue.
+`↑`/`↓` choose · `enter` continues.
 """
 
 VERDICT_TEXT = {"fits": "fits", "tight": "tight", "does-not-fit": "does not fit"}
@@ -47,9 +47,7 @@ def bar(value: float, scale: float) -> str:
 
 
 class MethodScreen(WizardStep):
-    STEP = 5
     NAME = "method"
-    STEP_NAME = "Method"
     HELP = HELP
 
     def compose_body(self) -> ComposeResult:
@@ -77,17 +75,19 @@ class MethodScreen(WizardStep):
         from ftwizard.core.config import DatasetConfig, RunConfig
         from ftwizard.core.estimate import compare_methods, settings_from_config
 
+        from ftwizard.core.hardware import run_gpus, run_world_size
+
         s = self.state
         arch = s.arch or resolve_arch(s.model)
-        hw = s.hardware
-        gpus = len(hw.gpus) if hw and hw.gpus else 1
+        used = run_gpus(s.hardware)  # the cards a run started here trains on, not every card listed
+        world = run_world_size(s.hardware)
         train = s.train_config
-        if hw and hw.gpus and not all(g.bf16 for g in hw.gpus):
+        if used and not all(g.bf16 for g in used):
             train = train.model_copy(update={"precision": "fp16"})
         cfg = RunConfig(method=s.method, train=train, lora=s.lora_config,
                         dataset=DatasetConfig(path=s.dataset_path or "-"))
-        vram = min(g.free_gib for g in hw.gpus) if hw and hw.gpus else None
-        return arch, vram, gpus, compare_methods(arch, vram, gpus, settings_from_config(cfg, gpus))
+        vram = min(g.free_gib for g in used) if used else None
+        return arch, vram, world, compare_methods(arch, vram, world, settings_from_config(cfg, world))
 
     @on(Worker.StateChanged)
     def _estimated(self, event: Worker.StateChanged) -> None:
@@ -121,8 +121,10 @@ class MethodScreen(WizardStep):
         target = self.query_one("#method-target", Static)
         if vram:
             card = hw.gpus[0].name.replace("NVIDIA ", "")
+            unused = len(hw.gpus) - gpus
             target.update(f"{display_name(arch)} on {gpus}x {card} ({vram:.1f} GiB free"
-                          + (" on the smallest card" if gpus > 1 else "") + ")")
+                          + (" on the smallest card" if gpus > 1 else "") + ")"
+                          + (f" · a run trains on {gpus} of the {len(hw.gpus)} cards" if unused > 0 else ""))
         else:
             ram = f"{hw.ram_available_gib:.0f} GB RAM free" if hw else "RAM unknown"
             target.update(f"{display_name(arch)} · no GPU on this machine ({ram}): the bars show what a "

@@ -67,9 +67,7 @@ def split_model_input(text: str) -> tuple[str, str | None]:
 
 
 class ModelScreen(WizardStep):
-    STEP = 4
     NAME = "model"
-    STEP_NAME = "Model"
     HELP = HELP
 
     def compose_body(self) -> ComposeResult:

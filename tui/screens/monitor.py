@@ -26,10 +26,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Log, ProgressBar, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from ftwizard.core.monitor import RunView, diagnose_view, fmt_duration, fmt_num
 from ftwizard.tui import MONITOR_CSS, STYLES
+from ftwizard.tui.steps import step
 from ftwizard.tui.widgets.footer import Footer
 from ftwizard.tui.widgets.gpu_meter import GpuMeter
 from ftwizard.tui.widgets.loss_chart import LossChart
@@ -47,10 +48,6 @@ wizard or the SSH session never stops it.
   (overfitting), a loss that never moved (learning rate too low or a data problem), exploding grad
   norm or NaN (learning rate too high), training loss near 0 (memorising), throughput collapse.
   `w` shows them with their evidence and advice.
-
-**Keys:** `s` stop (the run saves a checkpoint and ends as "stopped"; asks first) · `d` detach
-(leave it running; `ftwizard attach RUN` comes back) · `l` log tail · `w` warnings · `^q` quit (asks
-whether to detach or stop).
 """
 
 
@@ -87,15 +84,20 @@ class MonitorScreen(Screen):
     CSS_PATH = MONITOR_CSS
     APPLY_SLICE = 200  # events folded per lock hold
     DOCTOR_S = 1.0  # the doctor looks at most this often
-    STEP_NAME = "Training"
+    STEP_NAME = step("training").title
     HELP = HELP
     BINDINGS = [
-        Binding("s", "stop", "Stop"),
-        Binding("d", "detach", "Detach"),
-        Binding("l", "toggle_log", "Log"),
-        Binding("w", "warnings", "Warnings"),
-        Binding("f", "finished", "Summary", show=False),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("s", "stop", "Stop", id="monitor.stop",
+                tooltip="stop the run: it saves a checkpoint and ends as stopped (asks first)"),
+        Binding("d", "detach", "Detach", id="monitor.detach",
+                tooltip="leave the run training; `ftwizard attach RUN` comes back"),
+        Binding("l", "toggle_log", "Log", id="monitor.log", tooltip="show or hide the tail of train.log"),
+        Binding("w", "warnings", "Warnings", id="monitor.warnings",
+                tooltip="the training doctor's warnings in full, with evidence and advice"),
+        Binding("f", "finished", "Summary", show=False, id="monitor.summary",
+                tooltip="the summary of the ended run"),
+        Binding("question_mark", "help", "Help", key_display="?", id="monitor.help",
+                tooltip="help for the monitor: what it shows and its keys"),
     ]
 
     def __init__(self, run_dir: str | Path, nvml_source: Any = None, *, poll_s: float = 0.25,
@@ -117,7 +119,6 @@ class MonitorScreen(Screen):
         self._drawn_version = -1
         self._doctor_version = -1
         self._doctor_due = 0.0
-        self._quit = threading.Event()
         self._log_wanted = False
         self._finished_shown = False
         self.refreshes = 0
@@ -150,14 +151,12 @@ class MonitorScreen(Screen):
         self.follow()
         self.set_interval(self.redraw_s, self.refresh_view)
 
-    def on_unmount(self) -> None:
-        self._quit.set()
-
     # ------------------------------------------------------------------------------ the follower
 
     @work(thread=True, exclusive=True, group="monitor-follow", exit_on_error=False)
     def follow(self) -> None:
-        """Tail events (bounded chunks), the run state, NVML and (when open) the log, until unmounted."""
+        """Tail events (bounded chunks), the run state, NVML and (when open) the log, until cancelled
+        (Textual cancels a screen's workers when it is removed)."""
         from ftwizard.core.events import EVENTS, EventTail
         from ftwizard.core.hardware import GPUSampler
         from ftwizard.core.runs import LOG, run_info
@@ -167,8 +166,9 @@ class MonitorScreen(Screen):
         sampler = GPUSampler(source) if source is not None else GPUSampler()
         next_state = next_nvml = 0.0
         log_offset: int | None = None
+        worker = get_current_worker()
         try:
-            while not self._quit.is_set():
+            while not worker.is_cancelled:
                 while True:  # all that is there now, a slice at a time
                     events = tail.read_new(CHUNK_BYTES)
                     if not events:
@@ -188,7 +188,7 @@ class MonitorScreen(Screen):
                     self.post_message(GpuSampled(sampler.sample()))
                 if self._log_wanted:
                     log_offset = self._read_log(self.run_dir / LOG, log_offset)
-                self._quit.wait(self.poll_s)
+                time.sleep(self.poll_s)
         finally:
             sampler.close()
 
@@ -439,7 +439,7 @@ class MonitorScreen(Screen):
     def action_help(self) -> None:
         from ftwizard.tui.dialogs.help import HelpDialog
 
-        self.app.push_screen(HelpDialog("training monitor", self.HELP))
+        self.app.push_screen(HelpDialog.for_screen(self, "training monitor"))
 
     def action_finished(self) -> None:
         from ftwizard.tui.screens.finished import FinishedScreen
@@ -490,8 +490,10 @@ class MonitorApp(App[int]):
     TITLE = "ftwizard"
     CSS_PATH = STYLES / "app.tcss"  # the monitor screen adds monitor.tcss
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True),
-                Binding("f1", "help", "Help", show=False)]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", key_display="^q", priority=True, id="app.quit",
+                        tooltip="quit; a training run is never stopped by quitting (asks while one is followed)"),
+                Binding("f1", "help", "Help", show=False, key_display="F1", id="app.help",
+                        tooltip="help for this screen: what it shows and its keys")]
 
     def __init__(self, screen_factory, **kw):
         super().__init__(**kw)

@@ -93,9 +93,7 @@ def recommendation_for(answers: tuple[tuple[str, str], ...]):
 
 
 class QuestionnaireScreen(WizardStep):
-    STEP = 2
     NAME = "questionnaire"
-    STEP_NAME = "Should you fine-tune?"
     HELP = HELP
 
     def compose_body(self) -> ComposeResult:

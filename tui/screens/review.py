@@ -40,14 +40,14 @@ def _slug(text: str) -> str:
 
 
 class ReviewScreen(WizardStep):
-    STEP = 8
     NAME = "review"
-    STEP_NAME = "Review and launch"
     HELP = HELP
     BINDINGS = [
-        Binding("ctrl+n", "next", "Launch", key_display="^n", priority=True),
-        Binding("ctrl+s", "save", "Save", key_display="^s", priority=True),
-        Binding("e", "edit", "Edit settings"),
+        Binding("ctrl+n", "next", "Launch", key_display="^n", priority=True, id="review.launch",
+                tooltip="create the run directory, start training as its own process, open the monitor"),
+        Binding("ctrl+s", "save", "Save", key_display="^s", priority=True, id="review.save",
+                tooltip="save the config to the path below (never overwrites a file without asking)"),
+        Binding("e", "edit", "Edit settings", id="review.edit", tooltip="back to the training settings"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -152,9 +152,10 @@ class ReviewScreen(WizardStep):
             self._status("Type a file name to save to.", "error-text")
             return
         if path.exists() and str(path) != self.state.config_path:
-            from ..dialogs.ask import Confirm
+            from ..dialogs.confirm import ConfirmDialog
 
-            self.app.push_screen(Confirm("File exists", f"{path} exists. Overwrite it?"),
+            self.app.push_screen(ConfirmDialog("File exists", f"{path} exists. Overwrite it?",
+                                               yes_label="overwrite it"),
                                  lambda yes: self._write(path) if yes else self._status("Not saved."))
             return
         self._write(path)

@@ -27,9 +27,6 @@ HELP = """
 A run's state is derived from its process and its files: a run whose process vanished is shown as
 failed, with the reason.
 
-**Keys:** `enter` open the run in the monitor (running or finished: the whole history is there) ·
-`x` delete the run and all its files (asks first; stop a running run first) · `r` refresh ·
-`esc` back.
 """
 
 # What matters most first: at 80 columns run, state, step, loss and disk fit; model and method follow
@@ -52,11 +49,14 @@ class RunsScreen(Screen):
     STEP_NAME = "Runs"
     HELP = HELP
     BINDINGS = [
-        Binding("enter", "open", "Open", show=True),
-        Binding("x", "delete", "Delete"),
-        Binding("r", "refresh", "Refresh"),
-        Binding("escape", "back", "Back", key_display="esc"),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("enter", "open", "Open", show=True, id="runs.open",
+                tooltip="open the run in the monitor (running or finished: the whole history is there)"),
+        Binding("x", "delete", "Delete", id="runs.delete",
+                tooltip="delete the run and all its files (asks first; stop a running run first)"),
+        Binding("r", "refresh", "Refresh", id="runs.refresh", tooltip="read the runs again"),
+        Binding("escape", "back", "Back", key_display="esc", id="runs.back", tooltip="back to where you came from"),
+        Binding("question_mark", "help", "Help", key_display="?", id="runs.help",
+                tooltip="help for this list: what it shows and its keys"),
     ]
 
     def __init__(self, runs_dir: str | Path | None = None, nvml_source: Any = None):
@@ -218,7 +218,7 @@ class RunsScreen(Screen):
     def action_help(self) -> None:
         from ftwizard.tui.dialogs.help import HelpDialog
 
-        self.app.push_screen(HelpDialog("runs", self.HELP))
+        self.app.push_screen(HelpDialog.for_screen(self, "runs"))
 
     def handle_quit(self) -> bool:
         return False

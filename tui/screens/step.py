@@ -12,7 +12,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Static
 
-from ..state import STEPS, WizardState, step_title
+from ..state import WizardState
+from ..steps import step, step_title
 from ..widgets.footer import Footer
 
 if TYPE_CHECKING:
@@ -22,26 +23,26 @@ if TYPE_CHECKING:
 class TitleBar(Horizontal):
     """' ftwizard · <what this step is>            step k of n '"""
 
-    def __init__(self, title: str, step: int):
+    def __init__(self, name: str):
         super().__init__(id="title-bar")
-        self._title = title
-        self._step = step
+        self._name = name
 
     def compose(self) -> ComposeResult:
-        yield Static(f"ftwizard · {self._title}", id="title-text")
-        yield Static(step_title(self._step), id="title-step")
+        yield Static(f"ftwizard · {step(self._name).title}", id="title-text")
+        yield Static(step_title(self._name), id="title-step")
 
 
 class WizardStep(Screen):
-    """A wizard step. Subclasses set STEP (1-based), STEP_NAME, HELP and implement compose_body()."""
+    """A wizard step. Subclasses set NAME (their row in tui/steps.py), HELP and implement compose_body();
+    the title, the step number and the step that Next opens come from the step table."""
 
-    STEP: int = 1
-    STEP_NAME: str = ""
+    NAME: str = ""
     HELP: str = ""
     # The key for Next. ctrl+n is safe over SSH/tmux and is not eaten by text inputs.
     BINDINGS = [
-        Binding("escape", "back", "Back", key_display="esc"),
-        Binding("ctrl+n", "next", "Next", key_display="^n", priority=True),
+        Binding("escape", "back", "Back", key_display="esc", id="step.back", tooltip="the previous step"),
+        Binding("ctrl+n", "next", "Next", key_display="^n", priority=True, id="step.next",
+                tooltip="the next step (dimmed while this one is incomplete: the line above the keys says why)"),
     ]
 
     @property
@@ -53,7 +54,7 @@ class WizardStep(Screen):
         return self.wizard.state
 
     def compose(self) -> ComposeResult:
-        yield TitleBar(self.STEP_NAME or STEPS[self.STEP - 1], self.STEP)
+        yield TitleBar(self.NAME)
         yield from self.compose_body()
         yield Static("", id="step-problem")
         yield Footer()
@@ -118,4 +119,6 @@ class WizardStep(Screen):
     def advance(self) -> None:
         self.wizard.go_after(self.NAME)
 
-    NAME: str = ""
+    @property
+    def STEP_NAME(self) -> str:  # the help dialog's title
+        return step(self.NAME).title

@@ -28,8 +28,6 @@ ftwizard walks you from *should I fine-tune at all?* to a running, monitored tra
   training when the wizard, the terminal or the SSH connection closes.
 - **Load a config file**: a YAML file written by this wizard or by hand (`ftwizard config-reference`
   lists every key).
-
-Keys: `g` guide · `p` presets · `r` runs · `l` load a config · `enter` choose.
 """
 
 
@@ -39,17 +37,18 @@ INTRO = ("New here? Guide me asks whether fine-tuning is the right tool at all, 
 
 
 class WelcomeScreen(WizardStep):
-    STEP = 1
     NAME = "welcome"
-    STEP_NAME = "fine-tune an LLM, step by step"
     HELP = HELP
     BINDINGS = [
-        Binding("escape", "back", "Back", show=False),
-        Binding("g", "guide", "Guide me"),
-        Binding("p", "presets", "Presets"),
-        Binding("r", "runs", "Runs"),
-        Binding("l", "load", "Load config"),
-        Binding("ctrl+n", "next", "Next", key_display="^n", priority=True, show=False),
+        Binding("escape", "back", "Back", show=False, id="step.back", tooltip="the previous step"),
+        Binding("g", "guide", "Guide me", id="welcome.guide",
+                tooltip="a few questions, then hardware, model, method, data and settings step by step"),
+        Binding("p", "presets", "Presets", id="welcome.presets",
+                tooltip="choose a ready config: it opens Review, one key from a run"),
+        Binding("r", "runs", "Runs", id="welcome.runs", tooltip="follow a running run or look at a finished one"),
+        Binding("l", "load", "Load config", id="welcome.load", tooltip="open a YAML config written by the wizard or by hand"),
+        Binding("ctrl+n", "next", "Next", key_display="^n", priority=True, show=False, id="step.next",
+                tooltip="start the guided flow"),
     ]
 
     def compose_body(self) -> ComposeResult:
