@@ -61,15 +61,15 @@ def default_runs_root() -> Path:
     user data dir. Never relative to the current directory."""
     env = os.environ.get(RUNS_ENV)
     if env:
-        return Path(env).expanduser().absolute()
+        return Path(env).expanduser()  # relative: to the current directory, as any path typed in a shell
     return user_data_dir() / "runs"
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
     """`runs_dir` when given (relative: to the current directory, as a command-line path is), else the
-    default runs root."""
+    default runs root. Shown as given; make_run_dir and the listing resolve it."""
     if runs_dir:
-        return Path(runs_dir).expanduser().absolute()
+        return Path(runs_dir).expanduser()
     return default_runs_root()
 
 

@@ -157,3 +157,20 @@ def test_nonfinite_metrics_are_kept_as_news():
                 {"type": "eval", "t": 3.0, "step": 2, "eval_loss": float("nan")},
                 InfoEvent(t=4.0, key="device", value={"kind": "cpu"})])
     assert math.isinf(fold.loss) and fold.best_eval is None and fold.info["device"] == {"kind": "cpu"}
+
+
+def test_follow_prints_a_real_run_from_the_one_fold_to_its_end(tiny_config, tmp_path):
+    """`ftwizard train CONFIG` (no --detach) follows the run it started: phases, validation losses and
+    the end as run_info derives it, exit 0 on completed."""
+    import subprocess
+    import sys
+
+    from ftwizard.core.config import save_config
+
+    save_config(tiny_config(steps=4, eval_steps=2), tmp_path / "tiny.yaml")
+    r = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "train", str(tmp_path / "tiny.yaml")],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "loading_model: " in out and "step 2: validation loss " in out and "step 4: validation loss " in out
+    assert "\ncompleted" in out and "output: " in out

@@ -40,7 +40,7 @@ def test_default_runs_root_never_depends_on_the_current_directory(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     assert default_runs_root() == user_data_dir() / "runs" and runs_root() == default_runs_root()
     monkeypatch.setenv("FTWIZARD_RUNS_DIR", "rel")
-    assert default_runs_root() == tmp_path / "rel"  # a relative value: from the current directory, as a shell path
+    assert default_runs_root().resolve() == tmp_path / "rel"  # relative: to the current directory
     # creation honours it too: no runs_dir anywhere -> $FTWIZARD_RUNS_DIR
     assert fake_run(None).parent == tmp_path / "rel"
 
