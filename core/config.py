@@ -141,7 +141,9 @@ class RunConfig(_Section):
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
     dataset: DatasetConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
-    runs_dir: str = Field("runs", description="Where run directories are created.")
+    runs_dir: str | None = Field(
+        None, description="The runs root for runs made from this config; relative: to this file's folder "
+                          "(null: $FTWIZARD_RUNS_DIR, else the user data dir). Runs are listed from anywhere.")
     name: str | None = Field(None, description="A label for the run directory name.")
 
     @field_validator("training")
@@ -282,6 +284,8 @@ def resolve_relative_paths(cfg: RunConfig, base: Path) -> RunConfig:
         cfg.model.name_or_path = _resolve(cfg.model.name_or_path, base)
     cfg.dataset.path = _resolve(cfg.dataset.path, base)
     cfg.dataset.validation_path = _resolve(cfg.dataset.validation_path, base)
+    if cfg.runs_dir:  # always a path: relative to the config file, never to the current directory
+        cfg.runs_dir = str((base / Path(cfg.runs_dir).expanduser()).resolve())
     return cfg
 
 

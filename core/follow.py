@@ -5,58 +5,62 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .events import EventTail
-from .runs import run_info
+from .events import EVENTS, EvalEvent, EventTail, PhaseEvent, RunFold, WarningEvent, as_number, parse_event
+from .runs import TERMINAL_STATES, run_info
+
+STATE_STYLES = {"completed": "green", "failed": "red", "stopped": "yellow"}
 
 
 def follow(run_dir: Path, poll_s: float = 0.5) -> int:
+    """Events are folded into one `RunFold` (events.py), the bar drawn from it; phase details,
+    validation losses and warnings are printed as they come; the end is `run_info`'s, on the same fold."""
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     console = Console()
-    tail = EventTail(Path(run_dir) / "events.jsonl")
+    run_dir = Path(run_dir)
+    tail = EventTail(run_dir / EVENTS)
+    fold = RunFold()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=console, transient=False)
     task = progress.add_task("starting", total=None, stats="")
+
+    def read() -> None:
+        for ev in map(parse_event, tail.read_new()):
+            fold.apply([ev])
+            if isinstance(ev, PhaseEvent) and ev.detail:
+                progress.console.print(f"[dim]{ev.phase}: {ev.detail}[/]")
+            elif isinstance(ev, EvalEvent) and as_number(ev.eval_loss) is not None:
+                progress.console.print(f"step {ev.step}: validation loss {as_number(ev.eval_loss):.4f}")
+            elif isinstance(ev, WarningEvent):
+                progress.console.print(f"[yellow]warning:[/] {ev.message}")
+        stats = "" if fold.loss is None else f"loss {fold.loss:.4f}  {fold.tokens_per_s or 0:,.0f} tok/s"
+        progress.update(task, description=str(fold.phase or "starting").replace("_", " "),
+                        total=fold.max_steps or None, completed=fold.step, stats=stats)
+
     try:
         with progress:
             while True:
-                for ev in tail.read_new():
-                    kind = ev.get("type")
-                    if kind == "phase":
-                        progress.update(task, description=ev["phase"].replace("_", " "),
-                                        total=ev.get("max_steps") or None,
-                                        completed=ev.get("start_step") or 0)
-                        if ev.get("detail"):
-                            progress.console.print(f"[dim]{ev['phase']}: {ev['detail']}[/]")
-                    elif kind == "train":
-                        stats = f"loss {ev['loss']:.4f}  {ev.get('tokens_per_s') or 0:,.0f} tok/s"
-                        progress.update(task, completed=ev["step"], total=ev.get("max_steps"), stats=stats)
-                    elif kind == "eval":
-                        progress.console.print(f"step {ev['step']}: validation loss {ev['eval_loss']:.4f}")
-                    elif kind == "warning":
-                        progress.console.print(f"[yellow]warning:[/] {ev.get('message')}")
-                info = run_info(run_dir)
-                if info.state in ("completed", "failed", "stopped"):
-                    for ev in tail.read_new():
-                        if ev.get("type") == "train":
-                            progress.update(task, completed=ev["step"])
+                read()
+                info = run_info(run_dir, fold=fold)
+                if info.state in TERMINAL_STATES:
+                    read()
                     break
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        console.print(f"\ndetached; the run goes on. Follow it again: ftwizard attach {Path(run_dir).name}")
+        console.print(f"\ndetached; the run goes on. Follow it again: ftwizard attach {run_dir.name}")
         return 0
-    style = {"completed": "green", "failed": "red", "stopped": "yellow"}[info.state]
-    console.print(f"[{style}]{info.state}[/]" + (f": {info.reason}" if info.reason else ""))
+    info = run_info(run_dir, fold=fold)
+    console.print(f"[{STATE_STYLES[info.state]}]{info.state}[/]" + (f": {info.reason}" if info.reason else ""))
     if info.diagnosis and info.diagnosis.get("fixes"):
         for fix in info.diagnosis["fixes"]:
             console.print(f"  - {fix}")
     if info.output:
         console.print(f"output: {info.output}")
     if info.state == "failed":
-        console.print(f"log: {Path(run_dir) / 'train.log'}")
+        console.print(f"log: {run_dir / 'train.log'}")
     return 0 if info.state == "completed" else 1
 
 

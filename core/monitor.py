@@ -1,7 +1,8 @@
 """The training monitor's model: events folded into a `RunView`, with no UI in sight.
 
 The wizard's monitor screen, `ftwizard attach` and the tests all read a run the same way: tail
-`events.jsonl` (see events.py for the schema) and `apply()` each batch of new events to one `RunView`.
+`events.jsonl` and `apply()` each batch of new events to one `RunView`, which is the one fold of
+events.py (`RunFold`, also behind `runs.run_info` and `ftwizard train`'s progress) with curves added.
 Attaching to a run that finished hours ago is the same code path as watching it live: the whole file
 is one batch.
 
@@ -11,9 +12,9 @@ What the view keeps:
   tokens/s, in `Series` objects that hold at most `Series.cap` points: past the cap a series halves
   itself by keeping the min and the max of each pair of buckets, so memory stays bounded and the
   shape (spikes included) survives;
-- the latest numbers, the best validation loss, the phase and its detail before the first step,
-  the trainer's memory per device, the run's own warnings, and how it ended (state, reason,
-  output, diagnosis);
+- from `RunFold`: the latest numbers, the best validation loss, the phase and its detail before the
+  first step, and how the process ended (its `end` event; the run's state is `runs.run_info`'s);
+- the trainer's memory per device, the run's own warnings and checkpoints;
 - the times of recent steps, from which `eta_s()` is computed (event time stamps only: the same
   events always give the same ETA, which keeps the screen deterministic).
 
@@ -33,18 +34,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-PHASE_LABELS = {
-    "started": "starting the training process",
-    "loading_model": "loading the model",
-    "loading_data": "loading the dataset",
-    "tokenizing": "tokenizing",
-    "training": "training",
-    "saving": "saving",
-}
+from .events import CheckpointEvent, EvalEvent, PhaseEvent, RunFold, TrainEvent, WarningEvent, as_number, finite
 
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_finite = finite
 
 
 class Series:
@@ -215,41 +207,23 @@ class DeviceMemory:
 
 
 @dataclass
-class RunView:
-    """Everything the monitor shows about a run, folded from its events. `apply()` is incremental."""
+class RunView(RunFold):
+    """Everything the monitor shows about a run: the fold of events.py (`RunFold`: phase, step, latest
+    numbers, best validation loss, end) plus curves, memory, warnings and the step rate. `apply()` is
+    incremental."""
 
     series_cap: int = 200_000  # training and validation loss (drawn)
     aux_cap: int = 4_096  # lr, grad norm, tokens/s
     rate_window: int = 50  # steps used for the step rate behind the ETA
-    phase: str | None = None
-    phase_detail: str = ""
-    phase_progress: float | None = None
     phases: list[tuple[str, str]] = field(default_factory=list)  # (phase, detail) in order, bounded
-    step: int = 0
-    max_steps: int | None = None
-    start_step: int = 0
-    epoch: float | None = None
-    loss: float | None = None
-    eval_loss: float | None = None
-    lr: float | None = None
-    grad_norm: float | None = None
-    tokens_per_s: float | None = None
-    tokens: int | None = None
-    best_eval: tuple[int, float] | None = None  # (step, loss)
     best_loss: tuple[int, float] | None = None
-    first_t: float | None = None
-    last_t: float | None = None
-    train_elapsed_s: float | None = None
     memory: dict[str, DeviceMemory] = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
     warnings: list[dict] = field(default_factory=list)  # `warning` events, deduplicated
     nonfinite: list[tuple[int, str, float]] = field(default_factory=list)  # (step, metric, value)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
-    end: dict | None = None
-    n_events: int = 0
-    version: int = 0  # bumped when anything drawn changes: redraw only when it moved
 
     def __post_init__(self):
+        RunFold.__post_init__(self)
         cap = self.series_cap
         self.train_loss = Series(cap)
         self.eval_series = Series(cap)
@@ -262,81 +236,39 @@ class RunView:
 
     # -------------------------------------------------------------------------------- folding
 
-    def apply(self, events: Iterable[dict]) -> bool:
-        """Fold new events in; True if anything changed."""
-        changed = False
-        for ev in events:
-            changed = True
-            self.n_events += 1
-            t = ev.get("t")
-            if _finite(t):
-                self.first_t = t if self.first_t is None else self.first_t
-                self.last_t = t
-            kind = ev.get("type")
-            handler = _HANDLERS.get(kind)
-            if handler is not None:
-                handler(self, ev)
-        if changed:
-            self.version += 1
-        return changed
-
-    def _on_phase(self, ev: dict) -> None:
-        phase = ev.get("phase")
-        if phase == "started" and self.end is not None:
-            self.end = None  # a resumed run starts again after its earlier end
-        self.phase = phase
-        self.phase_detail = str(ev.get("detail") or "")
-        self.phase_progress = ev.get("progress") if _finite(ev.get("progress")) else None
-        if ev.get("max_steps"):
-            self.max_steps = int(ev["max_steps"])
-        if phase == "training":
-            self.start_step = int(ev.get("start_step") or 0)
-            if self.train_loss and self.train_loss.xs[-1] > self.start_step:
-                self._rewind(self.start_step + 1)  # resumed from an earlier checkpoint
-                self.step = self.start_step
+    def _on_phase(self, ev: PhaseEvent) -> None:
+        RunFold._on_phase(self, ev)
+        if self.phase == "training":
             self._rate.clear()
-        if self.phases and self.phases[-1][0] == phase:
-            self.phases[-1] = (phase, self.phase_detail)
+        if self.phases and self.phases[-1][0] == self.phase:
+            self.phases[-1] = (self.phase, self.phase_detail)
         else:
-            self.phases.append((phase, self.phase_detail))
+            self.phases.append((self.phase, self.phase_detail))
             del self.phases[:-20]
 
-    def _on_train(self, ev: dict) -> None:
-        step = ev.get("step")
-        if not isinstance(step, int):
+    def _on_train(self, ev: TrainEvent) -> None:
+        RunFold._on_train(self, ev)
+        step = ev.step
+        if not isinstance(step, int) or isinstance(step, bool):
             return
-        if step <= self.step and self.train_loss:
-            self._rewind(step)
-        self.step = step
-        if ev.get("max_steps"):
-            self.max_steps = int(ev["max_steps"])
-        if _finite(ev.get("epoch")):
-            self.epoch = ev["epoch"]
-        for key, series, attr in (("loss", self.train_loss, "loss"), ("lr", self.lr_series, "lr"),
-                                  ("grad_norm", self.grad_series, "grad_norm"),
-                                  ("tokens_per_s", self.tps_series, "tokens_per_s")):
-            v = ev.get(key)
+        for key, series in (("loss", self.train_loss), ("lr", self.lr_series), ("grad_norm", self.grad_series),
+                            ("tokens_per_s", self.tps_series)):
+            v = as_number(getattr(ev, key))
             if v is None:
                 continue
-            if _finite(v):
-                series.append(step, float(v))
-                setattr(self, attr, float(v))
-            elif isinstance(v, (int, float)) or v in ("NaN", "nan", "inf", "-inf", "Infinity"):
-                fv = float(v)
-                self.nonfinite.append((step, key, fv))
+            if math.isfinite(v):
+                series.append(step, v)
+            else:
+                self.nonfinite.append((step, key, v))
                 del self.nonfinite[:-100]
-                setattr(self, attr, fv)
-        if _finite(ev.get("loss")) and (self.best_loss is None or ev["loss"] < self.best_loss[1]):
-            self.best_loss = (step, float(ev["loss"]))
-        if isinstance(ev.get("tokens"), int):
-            self.tokens = ev["tokens"]
-        if _finite(ev.get("elapsed_s")):
-            self.train_elapsed_s = ev["elapsed_s"]
-        if _finite(ev.get("t")):
-            self._rate.append((ev["t"], step))
-        self._on_mem(ev.get("mem"))
+        if _finite(ev.loss) and (self.best_loss is None or ev.loss < self.best_loss[1]):
+            self.best_loss = (step, float(ev.loss))
+        if _finite(ev.t):
+            self._rate.append((ev.t, step))
+        self._on_mem(ev.mem)
 
     def _rewind(self, step: int) -> None:
+        RunFold._rewind(self, step)
         for s in (self.train_loss, self.lr_series, self.grad_series, self.tps_series):
             s.truncate_from(step)
         self.eval_series.truncate_from(step)
@@ -366,50 +298,36 @@ class RunView:
             m.allocated_gib = rss
             m.peak_gib = rss if m.peak_gib is None else max(m.peak_gib, rss)
 
-    def _on_eval(self, ev: dict) -> None:
-        step, v = ev.get("step"), ev.get("eval_loss")
+    def _on_eval(self, ev: EvalEvent) -> None:
+        step, v = ev.step, ev.eval_loss
         if not isinstance(step, int) or v is None:
             return
         if not _finite(v):
-            self.nonfinite.append((step, "eval_loss", float(v)))
+            n = as_number(v)
+            if n is not None:
+                self.nonfinite.append((step, "eval_loss", n))
             return
+        RunFold._on_eval(self, ev)
         self.eval_series.append(step, float(v))
-        self.eval_loss = float(v)
-        ys = self.eval_series.ys
-        i = ys.index(min(ys))
-        self.best_eval = (int(self.eval_series.xs[i]), ys[i])
 
-    def _on_info(self, ev: dict) -> None:
-        if ev.get("key"):
-            self.info[str(ev["key"])] = ev.get("value")
-
-    def _on_warning(self, ev: dict) -> None:
-        key = (ev.get("code"), ev.get("message"))
+    def _on_warning(self, ev: WarningEvent) -> None:
+        key = (ev.code, ev.message)
         if key in self._warning_keys:
             return
         self._warning_keys.add(key)
-        self.warnings.append({k: ev.get(k) for k in ("code", "message", "evidence", "advice")})
+        self.warnings.append({"code": ev.code, "message": ev.message, "evidence": ev.evidence, "advice": ev.advice})
         del self.warnings[:-50]
 
-    def _on_checkpoint(self, ev: dict) -> None:
-        if isinstance(ev.get("step"), int):
-            self.checkpoints.append((ev["step"], str(ev.get("path") or "")))
+    def _on_checkpoint(self, ev: CheckpointEvent) -> None:
+        if isinstance(ev.step, int):
+            self.checkpoints.append((ev.step, str(ev.path or "")))
             del self.checkpoints[:-50]
-
-    def _on_end(self, ev: dict) -> None:
-        self.end = {k: ev.get(k) for k in ("state", "reason", "output", "diagnosis", "elapsed_s", "step")}
 
     # ------------------------------------------------------------------------------ derived
 
     @property
     def started_training(self) -> bool:
         return bool(self.train_loss) or self.step > 0
-
-    @property
-    def progress(self) -> float | None:
-        if not self.max_steps:
-            return None
-        return min(1.0, self.step / self.max_steps)
 
     def steps_per_s(self) -> float | None:
         """Recent step rate from the last `rate_window` logged steps (event time stamps)."""
@@ -428,40 +346,9 @@ class RunView:
         return max(0.0, (self.max_steps - self.step) / rate)
 
     @property
-    def elapsed_s(self) -> float | None:
-        if self.end and _finite(self.end.get("elapsed_s")):
-            return self.end["elapsed_s"]
-        if self.first_t is None or self.last_t is None:
-            return None
-        return self.last_t - self.first_t
-
-    @property
     def peak_memory_gib(self) -> float | None:
         peaks = [m.peak_gib for m in self.memory.values() if m.peak_gib is not None]
         return max(peaks) if peaks else None
-
-    def phase_text(self) -> str:
-        """What the process is doing, in words, for the screen before step 1."""
-        if self.phase is None:
-            return "waiting for the training process to start"
-        label = PHASE_LABELS.get(self.phase, self.phase.replace("_", " "))
-        text = label
-        if self.phase_progress is not None:
-            text += f" {self.phase_progress:.0%}"
-        if self.phase_detail:
-            text += f": {self.phase_detail}"
-        return text
-
-
-_HANDLERS = {
-    "phase": RunView._on_phase,
-    "train": RunView._on_train,
-    "eval": RunView._on_eval,
-    "info": RunView._on_info,
-    "warning": RunView._on_warning,
-    "checkpoint": RunView._on_checkpoint,
-    "end": RunView._on_end,
-}
 
 
 def view_from_events(events: Iterable[dict], **kw) -> RunView:

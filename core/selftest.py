@@ -37,13 +37,13 @@ def make_tiny_setup(work: Path, *, steps: int = 20, method: str = "lora", rows: 
 
 def wait_for_end(run_dir: Path, timeout: float = 300, poll: float = 0.2):
     from .launch import reap
-    from .runs import run_info
+    from .runs import TERMINAL_STATES, run_info
 
     deadline = time.time() + timeout
     while time.time() < deadline:
         reap()
         info = run_info(run_dir)
-        if info.state in ("completed", "failed", "stopped"):
+        if info.state in TERMINAL_STATES:
             return info
         time.sleep(poll)
     return run_info(run_dir)

@@ -33,6 +33,23 @@ def _isolated_cache(tmp_path_factory):
         os.environ["FTWIZARD_CACHE"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_user_data(tmp_path_factory):
+    """The user data dir (the run registry, the default runs root) and $FTWIZARD_RUNS_DIR in a temp dir,
+    for this process and every subprocess it starts: tests never read or write a developer's
+    ~/.local/share/ftwizard or list their runs."""
+    base = tmp_path_factory.mktemp("user-data")
+    saved = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "FTWIZARD_RUNS_DIR")}
+    os.environ["XDG_DATA_HOME"] = str(base / "xdg-data")
+    os.environ["FTWIZARD_RUNS_DIR"] = str(base / "runs")
+    yield base
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def tiny_work(tmp_path_factory) -> Path:
     """A directory holding `tiny-model/` and `data/chat.jsonl`, built once per session."""

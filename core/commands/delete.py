@@ -15,11 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..runs import delete_run, disk_usage, fmt_bytes, resolve_run, run_info
+    from ..runs import LIVE_STATES, delete_run, disk_usage, fmt_bytes, resolve_run, run_info
 
     run_dir = resolve_run(args.run, args.runs_dir)
     info = run_info(run_dir)
-    if info.state in ("running", "starting"):
+    if info.state in LIVE_STATES:
         raise UserError(f"run {info.id} is still {info.state}: stop it first (ftwizard stop {info.id})",
                         field="RUN")
     if not args.yes:

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..launch import stop
-    from ..runs import resolve_run, run_info
+    from ..runs import LIVE_STATES, resolve_run, run_info
 
     run_dir = resolve_run(args.run, args.runs_dir)
     if not stop(run_dir):
@@ -29,7 +29,7 @@ def run(args) -> int:
     deadline = time.time() + args.timeout
     while time.time() < deadline:
         info = run_info(run_dir)
-        if info.state not in ("running", "starting"):
+        if info.state not in LIVE_STATES:
             print(f"{info.id}: {info.state}" + (f" ({info.reason})" if info.reason else ""))
             return 0
         time.sleep(0.5)

@@ -14,7 +14,8 @@ from ..config import load_config
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="CONFIG", help="a run config (YAML), or a preset name (ftwizard presets)")
     p.add_argument("--detach", action="store_true", help="start and return at once; print the run directory")
-    p.add_argument("--runs-dir", help="where to create the run (default: the config's runs_dir, ./runs)")
+    p.add_argument("--runs-dir", help="where to create the run (default: the config's runs_dir, "
+                                          "else $FTWIZARD_RUNS_DIR, else the user data dir)")
     p.add_argument("--name", help="a label for the run directory")
 
 

@@ -69,13 +69,9 @@ class FinishedScreen(Screen):
         if info is None:
             from ftwizard.core.runs import run_info
 
-            info = run_info(self.run_dir, events=[])
+            info = run_info(self.run_dir, fold=view)  # the state is core.runs.derive_state's
         self.view, self.info = view, info
-        end = view.end or {}
-        self.state = end.get("state") or info.state
-        self.reason = end.get("reason") or info.reason
-        self.diagnosis = end.get("diagnosis") or info.diagnosis
-        self.output = end.get("output") or info.output
+        self.state, self.reason, self.diagnosis, self.output = info.state, info.reason, info.diagnosis, info.output
 
     def compose(self) -> ComposeResult:
         yield Static(f"run {self.run_id} · {self.state}", id="fin-title")

@@ -1,8 +1,8 @@
 """Step 9: the training monitor. It follows a run; it never owns one.
 
 Everything comes from the run directory: one thread worker tails `events.jsonl` in bounded chunks and
-folds them into a `core.monitor.RunView`, asks `core.runs.run_info` for the derived state about once a
-second, samples NVML (`core.hardware.GPUSampler`) about once a second and, while the log pane is open,
+folds them into a `core.monitor.RunView`, asks `core.runs.run_info` (on that view) for the derived
+state about once a second and as soon as the end event arrives, samples NVML (`core.hardware.GPUSampler`) about once a second and, while the log pane is open,
 tails `train.log`. The screen repaints on a timer, only when the view's version moved, so a run writing
 a thousand events a second costs a handful of repaints a second. Attaching to a run that ended long
 ago is the same path: the whole history is read and every step is in the chart.
@@ -29,6 +29,7 @@ from textual.widgets import Log, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ftwizard.core.monitor import RunView, diagnose_view, fmt_duration, fmt_num
+from ftwizard.core.runs import LIVE_STATES, TERMINAL_STATES
 from ftwizard.tui import MONITOR_CSS, STYLES
 from ftwizard.tui.steps import step
 from ftwizard.tui.widgets.footer import Footer
@@ -165,6 +166,7 @@ class MonitorScreen(Screen):
         source = self.nvml_source if self.nvml_source is not None else getattr(self.app, "nvml_source", None)
         sampler = GPUSampler(source) if source is not None else GPUSampler()
         next_state = next_nvml = 0.0
+        last_end = None
         log_offset: int | None = None
         worker = get_current_worker()
         try:
@@ -179,9 +181,12 @@ class MonitorScreen(Screen):
                             self.view.apply(events[i:i + self.APPLY_SLICE])
                         time.sleep(0)  # hand the GIL to the UI thread between slices
                 now = time.monotonic()
-                if now >= next_state:
+                if now >= next_state or self.view.end is not last_end:  # an end shows at once
                     next_state = now + self.state_s
-                    self.post_message(RunStateRead(run_info(self.run_dir, events=[])))
+                    last_end = self.view.end
+                    # the state from the view's own fold: the file is not read twice (this thread
+                    # alone writes the view)
+                    self.post_message(RunStateRead(run_info(self.run_dir, fold=self.view)))
                 self.loaded = True
                 if now >= next_nvml:
                     next_nvml = now + self.nvml_s
@@ -252,13 +257,7 @@ class MonitorScreen(Screen):
     # ------------------------------------------------------------------------------ drawing
 
     def _set_state(self) -> None:
-        end = self.view.end
-        if end and end.get("state"):
-            state = end["state"]
-        elif self.info is not None:
-            state = self.info.state
-        else:
-            state = "starting"
+        state = self.info.state if self.info is not None else "starting"  # core.runs.derive_state's
         if state != self.run_state:
             self.remove_class(f"-{self.run_state}")
             self.run_state = state
@@ -272,7 +271,7 @@ class MonitorScreen(Screen):
 
     @property
     def finished(self) -> bool:
-        return self.run_state in ("completed", "failed", "stopped")
+        return self.run_state in TERMINAL_STATES
 
     def refresh_view(self) -> None:
         """Timer: redraw what changed since the last tick (nothing when no event arrived)."""
@@ -450,7 +449,7 @@ class MonitorScreen(Screen):
 
     def handle_quit(self) -> bool:
         """Called by the App before it exits. True: a run is still going, the quit dialog decides."""
-        if self.finished or self.run_state not in ("running", "starting"):
+        if self.finished or self.run_state not in LIVE_STATES:
             return False
         from ftwizard.tui.dialogs.quit import QuitDialog
 

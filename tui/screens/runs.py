@@ -17,13 +17,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
-from ftwizard.core.runs import disk_usage
+from ftwizard.core.runs import LIVE_STATES, disk_usage
 from ftwizard.core.runs import fmt_bytes as core_fmt_bytes
 from ftwizard.tui import MONITOR_CSS
 from ftwizard.tui.widgets.footer import Footer
 
 HELP = """
-**Runs** lists every training run under the runs directory (`./runs`, or `$FTWIZARD_RUNS_DIR`).
+**Runs** lists every training run of yours, wherever it was made (the default runs directory,
+`$FTWIZARD_RUNS_DIR` or the user data dir, and every run made with a config's `runs_dir`).
 A run's state is derived from its process and its files: a run whose process vanished is shown as
 failed, with the reason.
 
@@ -91,8 +92,13 @@ class RunsScreen(Screen):
     def load(self) -> list:
         from ftwizard.core.runs import list_runs
 
-        # newest first
-        return list(reversed(list_runs(self.runs_dir)))
+        missing: list = []
+        runs = list(reversed(list_runs(self.runs_dir, missing=missing)))  # newest first
+        if missing:
+            from ftwizard.core.runs import missing_note
+
+            self.app.call_from_thread(self.notify, missing_note(missing), title="Runs", severity="warning")
+        return runs
 
     @work(thread=True, exclusive=True, group="runs-sizes", exit_on_error=False)
     def measure(self, paths: list[str]) -> dict[str, int]:
@@ -183,7 +189,7 @@ class RunsScreen(Screen):
         info = self.selected()
         if info is None:
             return
-        if info.state in ("running", "starting"):
+        if info.state in LIVE_STATES:
             self.notify(f"{info.id} is {info.state}: stop it first (open it, then s).", title="Delete",
                         severity="warning")
             return

@@ -93,10 +93,10 @@ class WelcomeScreen(WizardStep):
 
     @work(thread=True, exclusive=True, group="welcome-runs", exit_on_error=False)
     def count_runs(self) -> str:
-        from ftwizard.core.runs import list_runs
+        from ftwizard.core.runs import LIVE_STATES, list_runs
 
         runs = list_runs(self.wizard.runs_dir)
-        live = sum(r.state in ("running", "starting") for r in runs)
+        live = sum(r.state in LIVE_STATES for r in runs)
         return f"Open a run ({live} running, {len(runs) - live} done)" if runs else "Open a run (none yet)"
 
     def on_worker_state_changed(self, event) -> None:
