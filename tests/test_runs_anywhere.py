@@ -17,7 +17,7 @@ from ftwizard.core.errors import UserError
 from ftwizard.core.runs import (default_runs_root, delete_run, list_runs, make_run_dir, registered_runs,
                                 registry_path, resolve_run, runs_root, user_data_dir)
 
-CLI = [sys.executable, "-m", "ftwizard.core.cli"]
+CLI = [sys.executable, "-m", "ftwizard.tui.cli"]  # the `ftwizard` console script
 
 
 @pytest.fixture(autouse=True)
