@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("recommend", "should you fine-tune? prompting, RAG or fine-tuning, and which method"),
 }
 
+# Commands that live in the tui layer, by full module name (they move with the entry point, issue 11).
+TUI_COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("ftwizard.tui.serve", "the wizard (or --attach RUN's monitor) in a browser tab, behind a token"),
+}
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse's own convention too)
@@ -45,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "arguments for the wizard.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (module, help_) in COMMANDS.items():
-        mod = importlib.import_module(f"ftwizard.core.commands.{module}")
+    commands = {name: (f"ftwizard.core.commands.{module}", help_) for name, (module, help_) in COMMANDS.items()}
+    for name, (module, help_) in {**commands, **TUI_COMMANDS}.items():
+        mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip())
         mod.add_arguments(p)
         p.set_defaults(_module=mod)
