@@ -232,6 +232,24 @@ async def test_an_idle_tab_is_ended(serve):
     assert s.get(f"/{s.token}/")[0] == 200
 
 
+async def test_attach_serves_that_runs_monitor_in_each_tab(serve, tiny_config):
+    from ftwizard.core.launch import create_run
+
+    run_dir = create_run(tiny_config(steps=5))  # created, not started: the monitor shows it all the same
+    s = serve("--attach", run_dir.name[:15], "--runs-dir", str(run_dir.parent))
+    assert run_dir.name in s.url or run_dir.name in "".join(s.out)  # the title names the run
+    async with aiohttp.ClientSession() as http:
+        ws, first = await _open_session(s, http)
+        seen = bytearray(first)
+        while run_dir.name.encode() not in seen:  # the monitor's header names the run
+            msg = await ws.receive(timeout=TIMEOUT)
+            assert msg.type == aiohttp.WSMsgType.BINARY, msg
+            seen += msg.data
+        (tab,) = s.sessions()
+        assert tab.cmdline()[-2:] == ["--attach", str(run_dir.resolve())]
+        await ws.close()
+
+
 # ---------------------------------------------------------------------------------- in a browser
 
 

@@ -1,20 +1,19 @@
-"""`ftwizard serve`: the wizard (or one run's monitor) in a browser tab, through textual-serve.
+"""Serve the wizard (with --attach RUN: that run's monitor) in a browser tab. It listens on 127.0.0.1
+only; the printed address carries a random token, and anything without it is refused (403). From
+another machine: `ssh -L 8000:127.0.0.1:8000 HOST`, then open the printed address there. Each tab is
+its own wizard (at most --max-sessions at once; a tab idle for --idle-minutes ends). Runs launched
+from a tab are detached: closing the tab or stopping `serve` never stops training."""
 
-textual-serve starts one process per browser websocket (tui/serve_session.py: the same App the
-terminal gets, under Textual's web driver), so each tab has its own wizard and tabs share nothing
-but the runs directory. Safe by default:
-
-- bound to 127.0.0.1; any other address only with a printed warning (the token is still needed);
-- every address lives under `/<token>/` (secrets.token_urlsafe, printed once, never logged: the
-  access log is off). Anything else is refused with 403: the page, the websocket, the static files;
-- at most --max-sessions tabs at once (one more gets a page saying so), and a tab with no key,
-  mouse or resize for --idle-minutes is ended (its wizard exits; its runs go on).
-
-Runs are detached processes in a session of their own (core.launch.start): closing the tab, losing the
-connection, stopping or killing `serve` ends only wizards, never training; `ftwizard attach RUN`
-from a terminal follows the run. From another machine: `ssh -L 8000:127.0.0.1:8000 HOST`, then open
-the printed address in a local browser.
-"""
+# How (the docstring above is `ftwizard serve --help`):
+# - textual-serve starts one process per browser websocket (tui/serve_session.py: the same App the
+#   terminal gets, under Textual's web driver), so tabs share nothing but the runs directory.
+# - Every address lives under `/<token>/` (secrets.token_urlsafe, printed once, never logged: the
+#   access log is off); a middleware refuses anything else with 403: page, websocket, static files.
+#   Any host but loopback is served only with a printed warning, and the token is still required.
+# - The tab bound and the idle end are counted here, per websocket (stdin and resize are activity;
+#   the browser's pings are not).
+# - Runs are detached processes in a session of their own (core.launch.start): closing the tab,
+#   losing the connection, stopping or killing `serve` ends only wizards, never training.
 
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ import secrets
 import shlex
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ftwizard.core.errors import UserError
@@ -109,7 +108,7 @@ class Session:
     websocket: object
     last_input: float
     service: object = None
-    idle: bool = field(default=False)
+    idle: bool = False
 
 
 def _server_classes():
