@@ -168,7 +168,9 @@ def test_listens_on_loopback_only_by_default(serve):
 
 def test_any_other_host_is_served_only_with_a_warning_and_still_needs_the_token(serve):
     s = serve("--host", "0.0.0.0")
-    assert any("warning" in line and "0.0.0.0" in line for line in s.err), s.err
+    # Printed before the address, but on stderr: its reader thread may be a moment behind stdout's.
+    _wait_for(lambda: any("warning" in line and "0.0.0.0" in line for line in s.err), timeout=30,
+              what=f"the warning on stderr (got {s.err})")
     assert s.get("/")[0] == 403
     assert s.get(f"/{s.token}/")[0] == 200
 
