@@ -16,6 +16,7 @@ from ftwizard.core import cli as core_cli
 # `add_arguments(parser)` and `run(args) -> exit code`; adding one is one line here.
 TUI_COMMANDS: dict[str, tuple[str, str]] = {
     "attach": ("ftwizard.tui.commands.attach", "open the training monitor on a run (running or finished)"),
+    "serve": ("ftwizard.tui.serve", "the wizard (or --attach RUN's monitor) in a browser tab, behind a token"),
 }
 
 COMMANDS: dict[str, tuple[str, str]] = {**core_cli.COMMANDS, **TUI_COMMANDS}
