@@ -46,7 +46,7 @@ def test_skipped_module_walks_keep_train_eval_and_zero_grad_exact():
     still reach every submodule, train() after it must too, and only trainable params hold gradients."""
     import torch
 
-    from ftwizard.core.trainer import skip_module_walks
+    from ftwizard.core.speed import skip_module_walks
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5), torch.nn.Linear(3, 1))
     model[0].weight.requires_grad_(False)
