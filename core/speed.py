@@ -81,12 +81,18 @@ def skip_module_walks(model, trainable: list) -> None:
     walks every parameter, frozen ones included; only the trainable ones ever hold a gradient. Per
     instance, same results; eval() and train(False) keep the full walk. (A submodule put in eval
     mode by hand while the root trains would stay so; nothing in the Trainer, TRL or peft does that.)
+    The first train() always walks: a fresh PeftModel root is in training mode while the model under
+    it is still in the eval mode from_pretrained left it in (skipping that walk trained the whole run
+    up to the first evaluation in eval mode: no dropout, no activation checkpointing).
     """
     full_train = type(model).train
+    walked = []
 
     def train(mode: bool = True):
-        if mode and model.training:
+        if mode and model.training and walked:
             return model
+        if mode:
+            walked.append(True)
         return full_train(model, mode)
 
     def zero_grad(set_to_none: bool = True) -> None:

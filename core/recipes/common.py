@@ -490,12 +490,15 @@ def first_step_probe(run: Run):
                 self.seen["micro_batches"] += 1
 
             layer = next((m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)), None)
+            # transformers checkpoints a layer's `forward`, not its `__call__`: the layer's own hooks run
+            # once either way, a submodule's (its first child) run again when the forward is recomputed.
+            inner = next(layer.children(), None) if layer is not None else None
             head = model.get_output_embeddings()
             self.hooks = [model.register_forward_pre_hook(on_model)]
             if head is not None:
                 self.hooks.append(head.register_forward_hook(on_head))
-            if layer is not None:
-                self.hooks.append(layer.register_forward_pre_hook(on_layer))
+            if inner is not None:
+                self.hooks.append(inner.register_forward_pre_hook(on_layer))
 
         def on_step_end(self, args, state, control, **kw):
             if not self.hooks:
