@@ -478,7 +478,7 @@ def first_step_probe(run: Run):
             from transformers.modeling_layers import GradientCheckpointingLayer
 
             self.seen = {"lm_head_dtype": None, "layer_forwards": 0, "micro_batches": 0}
-            self.gc = bool(getattr(model, "is_gradient_checkpointing", False))
+            self.gc = bool(getattr(model, "is_activation_checkpointing", False))
 
             def on_head(_m, _i, out):
                 self.seen["lm_head_dtype"] = str(out.dtype).removeprefix("torch.")
