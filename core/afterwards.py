@@ -48,6 +48,15 @@ def base_model_path(cfg: RunConfig) -> str:
     return path
 
 
+def load_base(cfg: RunConfig, dtype):
+    """The base model a run trained on: the same model.name_or_path / gguf_file, at the same
+    model.revision, with the same model.trust_remote_code, so an adapter lands on the right base."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(base_model_path(cfg), dtype=dtype, revision=cfg.model.revision,
+                                                trust_remote_code=cfg.model.trust_remote_code)
+
+
 def load_tuned(run_dir: str | Path, *, device: str | None = None) -> Tuned:
     """The tuned model of a run (base + adapter, or the full model) and its tokenizer."""
     import torch
@@ -58,15 +67,15 @@ def load_tuned(run_dir: str | Path, *, device: str | None = None) -> Tuned:
     out = output_dir(run_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    tok = AutoTokenizer.from_pretrained(str(out))
+    remote = cfg.model.trust_remote_code
+    tok = AutoTokenizer.from_pretrained(str(out), trust_remote_code=remote)
     if (out / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(base_model_path(cfg), dtype=dtype)
-        model = PeftModel.from_pretrained(base, str(out))
+        model = PeftModel.from_pretrained(load_base(cfg, dtype), str(out))
         is_adapter = True
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(out), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(out), dtype=dtype, trust_remote_code=remote)
         is_adapter = False
     model.to(device).eval()
     return Tuned(model, tok, is_adapter, cfg)
@@ -149,7 +158,7 @@ def merge(run_dir: str | Path, out: str | Path | None = None) -> Path:
     QLoRA adapters are merged into the 16-bit base (the 4-bit weights are not what one ships)."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / CONFIG, resolve_paths=False)
@@ -161,10 +170,9 @@ def merge(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if dest.exists():
         raise UserError("already exists; choose another --out (nothing is overwritten)", file=str(dest),
                         field="--out")
-    base = AutoModelForCausalLM.from_pretrained(base_model_path(cfg), dtype=torch.bfloat16)
-    model = PeftModel.from_pretrained(base, str(src)).merge_and_unload()
+    model = PeftModel.from_pretrained(load_base(cfg, torch.bfloat16), str(src)).merge_and_unload()
     tmp = dest.with_name(dest.name + ".partial")
     model.save_pretrained(str(tmp))
-    AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(tmp))
+    AutoTokenizer.from_pretrained(str(src), trust_remote_code=cfg.model.trust_remote_code).save_pretrained(str(tmp))
     tmp.rename(dest)
     return dest

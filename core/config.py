@@ -11,6 +11,7 @@ values, and raise `UserError` (exit 2).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,12 +47,14 @@ class ModelConfig(_Section):
     gguf_file: str | None = Field(
         None, description="GGUF file name inside name_or_path; converted once to a cached regular "
         "checkpoint (~/.cache/ftwizard/models) because GGUF weights cannot be trained in place.")
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit), also used by chat, "
+                                 "evaluate and merge; refused for a local directory.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub. Off: safer.")
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
         "auto", description="auto picks flash_attention_2 when installed on a GPU, else sdpa.")
     backend: Literal["transformers", "unsloth"] = Field(
-        "transformers", description="unsloth: Unsloth's kernels for LoRA/QLoRA (GPU only, when installed).")
+        "transformers", description="unsloth: Unsloth's kernels for LoRA/QLoRA (GPU only, when installed); "
+        "refuses DoRA, non-default quantization, an explicit attention and fp32.")
     chat_template: str | None = Field(
         None, description="null: the tokenizer's own template; `chatml` or `llama3`: a built-in one "
         "with generation markers; or a Jinja template string.")
@@ -62,9 +65,27 @@ class LoraConfig(_Section):
     alpha: int = Field(32, ge=1, description="Scaling; 1-2x the rank is the usual choice.")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
     target_modules: str | list[str] = Field(
-        "all-linear", description="`all-linear` (QLoRA paper: best quality) or a list such as [q_proj, v_proj].")
+        "all-linear", description="`all-linear` (QLoRA paper: best quality) or module names: a list such as "
+        "[q_proj, v_proj] or the string `q_proj,v_proj` (read as that list; regular expressions are refused).")
     use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r); helps at high rank.")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA: a little better, ~slower and more memory.")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _module_names(cls, v: str | list[str]) -> str | list[str]:
+        """One meaning for the estimator and for peft: `all-linear` or a list of module names (peft would
+        take any other string as a regular expression, the estimator as a list)."""
+        if v == "all-linear":
+            return v
+        names = [n.strip() for n in v.split(",")] if isinstance(v, str) else [n.strip() for n in v]
+        names = [n for n in names if n]
+        if not names:
+            raise ValueError("give `all-linear` or at least one module name")
+        bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_.\-]+", n)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a module name (regular expressions are not supported: "
+                             "list the names, e.g. [q_proj, v_proj])")
+        return names
 
 
 class QuantizationConfig(_Section):
@@ -115,14 +136,16 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool | None = Field(
         None, description="Recompute activations: much less memory, ~20% slower. null: on when the "
         "estimate without it would not fit the GPU with 10% headroom (or the model is unknown), off on CPU.")
-    precision: Precision = Field("auto", description="auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.")
+    precision: Precision = Field("auto", description="auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU. "
+                                 "bf16 on a CPU trains under CPU autocast; fp16 needs a GPU.")
     seed: int = Field(42, description="Seed for data order, init and dropout.")
     logging_steps: int = Field(1, ge=1, description="Log every N steps (1 gives a live chart).")
     eval_steps: int | None = Field(None, ge=1, description="Validate every N steps (null: ~10 times per run).")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (null: at every evaluation, ~10 per run; always on stop).")
     save_total_limit: int = Field(2, ge=1, description="Keep the last N checkpoints (plus the best by validation loss).")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop when validation loss has not improved for N evaluations (null: off).")
+        None, ge=1, description="Stop when validation loss has not improved for N evaluations (null: off; "
+        "needs validation data).")
     callbacks: list[str] = Field(
         default_factory=list, description="Extra transformers TrainerCallbacks as 'module:Class' import paths.")
     longest_first: bool = Field(True, description="Run the longest batch first so an out-of-memory error shows at step 1.")
@@ -233,9 +256,55 @@ def parse_config(data: Any, *, file: str | None = None, text: str | None = None)
     if not isinstance(data, dict):
         raise UserError("the config must be a YAML mapping of keys to values", file=file, line=1)
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise UserError(problems_from_validation(exc, file, _line_index(text) if text else {})) from None
+    refused = ignored_keys(cfg)
+    if refused:
+        lines = _line_index(text) if text else {}
+        raise UserError([Problem(msg, file=file, line=_line_of(lines, key), field=key) for key, msg in refused])
+    return cfg
+
+
+def _line_of(lines: dict[tuple, int], key: str) -> int | None:
+    path = tuple(key.split("."))
+    for n in range(len(path), 0, -1):
+        if path[:n] in lines:
+            return lines[path[:n]]
+    return None
+
+
+def ignored_keys(cfg: RunConfig) -> list[tuple[str, str]]:
+    """(key, why) of every setting this config gives that the run could not honour: refused, never
+    silently dropped. Settings that depend on the machine are checked by defaults.resolve_defaults."""
+    out = []
+    d, t = cfg.dataset, cfg.train
+    if t.early_stopping_patience and not d.validation_path and d.validation == 0:
+        out.append(("train.early_stopping_patience", "needs validation data: set dataset.validation (e.g. 0.05) "
+                    "or dataset.validation_path, or remove it"))
+    if cfg.model.backend == "unsloth":
+        out += unsloth_problems(cfg)
+    return out
+
+
+def unsloth_problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """What Unsloth's FastLanguageModel cannot take. Honoured: method, lora.r/alpha/dropout/
+    target_modules/use_rslora, train.max_length/gradient_checkpointing/seed, precision bf16/fp16,
+    model.revision/trust_remote_code; QLoRA is Unsloth's NF4 with double quantization."""
+    out = []
+    why = "Unsloth's loader cannot take it: remove it or use model.backend: transformers"
+    if cfg.lora.use_dora:
+        out.append(("lora.use_dora", f"DoRA is not available with Unsloth; {why}"))
+    q, default = cfg.quantization, QuantizationConfig()
+    for name in ("quant_type", "double_quant", "compute_dtype", "upcast_fp32"):
+        if getattr(q, name) != getattr(default, name):
+            out.append((f"quantization.{name}", f"Unsloth quantizes with nf4 + double quant in the precision's "
+                        f"dtype; {why}"))
+    if cfg.model.attn_implementation != "auto":
+        out.append(("model.attn_implementation", f"Unsloth chooses its own attention kernels; {why}"))
+    if cfg.train.precision == "fp32":
+        out.append(("train.precision", "Unsloth trains in bf16 or fp16; use one of those or auto"))
+    return out
 
 
 def read_yaml_file(path: str | Path, what: str = "config") -> tuple[Any, str]:

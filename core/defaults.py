@@ -1,9 +1,12 @@
 """Turn a config's `auto`/null settings into concrete values for this machine, with the reason for each.
 
-`ftwizard train` resolves them when it creates a run, so the run's `config.yaml` states what will run
-(bf16 or fp16, flash attention or SDPA, Liger, packing, the optimizer) and `launch.json` keeps the
-reasons. Only cheap facts are used: NVML for the GPU (bf16 needs compute capability >= 8.0) and
-whether optional packages are installed; torch is not imported here.
+`ftwizard train` resolves them when it creates a run (launch.create_run), so the run's `config.yaml`
+states what will run (bf16 or fp16, flash attention or SDPA, Liger, packing, the optimizer) with the
+reasons in its header. The training process uses that file as written and never resolves again: a
+value still `auto`/null there (`unresolved_keys`) fails the run. Explicit values this machine cannot
+honour (fp16 or Liger on a CPU, bf16 on a GPU without it) are refused here, before a run exists.
+Only cheap facts are used: NVML for the GPU (bf16 needs compute capability >= 8.0) and whether
+optional packages are installed; torch is not imported here.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 
 from .config import RunConfig
+from .errors import Problem, UserError
 from .hardware import Hardware
 
 
@@ -80,11 +84,13 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
         else:
             t.precision, why = "fp16", "a GPU without bf16 (compute capability < 8.0)"
         notes.append(f"precision {t.precision}: {why}")
-    if cfg.model.attn_implementation == "auto" and model_type(cfg) == "gemma2":
+    if cfg.model.backend == "unsloth" and cfg.model.attn_implementation == "auto":
+        notes.append("attention: Unsloth's own kernels (model.backend unsloth)")
+    elif cfg.model.attn_implementation == "auto" and model_type(cfg) == "gemma2":
         # transformers refuses SDPA for Gemma 2 (logit soft-capping): eager is what loads.
         cfg.model.attn_implementation = "eager"
         notes.append("attention eager: Gemma 2 supports neither SDPA nor (with soft-capping) flash attention here")
-    if cfg.model.attn_implementation == "auto":
+    if cfg.model.attn_implementation == "auto" and cfg.model.backend != "unsloth":
         fa = gpu and installed("flash_attn")
         cfg.model.attn_implementation = "flash_attention_2" if fa else "sdpa"
         notes.append(f"attention {cfg.model.attn_implementation}: " + (
@@ -106,4 +112,38 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
 
         t.optim, why = default_optim(cfg.method)
         notes.append(f"optimizer {t.optim}: {why}")
+    refuse_what_this_machine_cannot_do(cfg, hw)
     return cfg, notes
+
+
+def refuse_what_this_machine_cannot_do(cfg: RunConfig, hw: Hardware) -> None:
+    """Explicit settings the resolved device cannot honour: refused (exit 2) rather than changed."""
+    t, problems = cfg.train, []
+    if t.device == "cpu":
+        if t.precision == "fp16":
+            problems.append(Problem("fp16 needs a CUDA GPU (the Trainer has no fp16 autocast on a CPU): use "
+                                    "bf16 (CPU autocast) or fp32", field="train.precision"))
+        if t.use_liger_kernel:
+            problems.append(Problem("Liger's kernels need a CUDA GPU: set it to false or null",
+                                    field="train.use_liger_kernel"))
+        if cfg.model.backend == "unsloth":
+            problems.append(Problem("'unsloth' needs a CUDA GPU; use 'transformers'", field="model.backend"))
+    elif t.precision == "bf16" and hw.gpus and not all(g.bf16 for g in hw.gpus):
+        problems.append(Problem("bf16 needs compute capability >= 8.0 and a GPU here lacks it: use fp16",
+                                field="train.precision"))
+    if problems:
+        raise UserError(problems)
+
+
+def unresolved_keys(cfg: RunConfig) -> list[tuple[str, object]]:
+    """(key, value) of every setting still `auto`/null that resolve_defaults makes concrete."""
+    t, out = cfg.train, []
+    for key, value in (("train.device", t.device), ("train.precision", t.precision),
+                       ("model.attn_implementation", cfg.model.attn_implementation), ("train.packing", t.packing),
+                       ("train.use_liger_kernel", t.use_liger_kernel),
+                       ("train.gradient_checkpointing", t.gradient_checkpointing), ("train.optim", t.optim)):
+        if key == "model.attn_implementation" and cfg.model.backend == "unsloth":
+            continue  # Unsloth chooses its own attention kernels
+        if value is None or value == "auto":
+            out.append((key, value))
+    return out

@@ -22,13 +22,18 @@ from .runs import CONFIG, LAUNCH, LOG, STATUS, STOP_REQUEST, make_run_dir, proce
 
 
 def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> Path:
-    """A new run directory holding the config. Fails early (exit 2, no directory made) on a missing
-    model, or a local dataset that cannot be read or whose format is unknown."""
+    """A new run directory holding the config, every `auto` resolved for this machine with the reasons
+    as a header comment (the training process uses it as written). Fails early (exit 2, no directory
+    made) on a missing model, a revision given for a local model, a local dataset that cannot be read
+    or whose format is unknown, or a setting this machine cannot honour (defaults.resolve_defaults)."""
     from .data.preview import detect_source
     from .data.read import local_files
-    from .models import check_model_source
+    from .models import check_model_source, is_local_model
 
-    check_model_source(cfg.model.name_or_path, cfg.model.gguf_file)
+    model_path = check_model_source(cfg.model.name_or_path, cfg.model.gguf_file)
+    if cfg.model.revision and is_local_model(model_path):
+        raise UserError("a local model directory has no revisions (only hub ids do): remove it, or point "
+                        "model.name_or_path at the hub id", field="model.revision")
     d = cfg.dataset
     for path in (d.path, d.validation_path):
         # A local dataset must be readable and of a known format before a run exists (hub ids are
@@ -112,7 +117,7 @@ def resume(run_dir: Path) -> int:
     info = run_info(run_dir)
     if info.state in ("running", "starting"):
         raise UserError(f"run {info.id} is still {info.state}", field="RUN")
-    from .trainer import last_checkpoint
+    from .recipes.common import last_checkpoint
 
     if last_checkpoint(run_dir) is None:
         raise UserError("no checkpoint to resume from", file=str(run_dir / "checkpoints"))

@@ -27,12 +27,17 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(Path(spec.origin).parent)
 
 
+def is_local_model(path: str) -> bool:
+    """A local directory (or `pkg:` model, once resolved) rather than a hub id."""
+    p = Path(path)
+    return p.is_absolute() or path.startswith((".", "~")) or p.exists()
+
+
 def check_model_source(name_or_path: str, gguf_file: str | None) -> str:
     """Fail early, with the config key, when a local model cannot be found. Returns the resolved path."""
     path = resolve_model_path(name_or_path)
     p = Path(path)
-    looks_local = p.is_absolute() or path.startswith((".", "~")) or p.exists()
-    if looks_local:
+    if is_local_model(path):
         if not p.exists():
             raise UserError("no such model directory", file=path, field="model.name_or_path")
         if gguf_file:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from fakes import A100_80GB, T4_16GB, TWO_A6000
 
+import pytest
+
 from ftwizard.core.config import RunConfig
-from ftwizard.core.defaults import installed, resolve_defaults
+from ftwizard.core.defaults import installed, resolve_defaults, unresolved_keys
+from ftwizard.core.errors import UserError
 from ftwizard.core.hardware import Hardware
 
 
@@ -83,3 +86,34 @@ def test_the_estimator_counts_the_optimizer_a_run_gets():
         key = f"optimizer states ({resolved.train.optim})"
         assert key in before.breakdown, method
         assert before.breakdown[key] == after.breakdown[key]
+
+
+def test_resolved_config_leaves_nothing_for_the_trainer_to_decide():
+    """The training process refuses a config.yaml with anything `auto`/null it would have to resolve."""
+    raw = cfg()
+    assert {k for k, _ in unresolved_keys(raw)} == {
+        "train.device", "train.precision", "model.attn_implementation", "train.packing",
+        "train.use_liger_kernel", "train.gradient_checkpointing", "train.optim"}
+    for hw in (Hardware(cpu_count=2), Hardware(gpus=(A100_80GB,)), Hardware(gpus=(T4_16GB,))):
+        assert unresolved_keys(resolve_defaults(raw, hw)[0]) == []
+    unsloth = resolve_defaults(cfg(model={"backend": "unsloth"}), Hardware(gpus=(A100_80GB,)))[0]
+    assert unsloth.model.attn_implementation == "auto" and unresolved_keys(unsloth) == []  # Unsloth's kernels
+
+
+def test_explicit_bf16_on_a_cpu_is_kept():
+    out, notes = resolve_defaults(cfg(train={"precision": "bf16"}), Hardware(cpu_count=2))
+    assert (out.train.device, out.train.precision) == ("cpu", "bf16")
+    assert not any(n.startswith("precision") for n in notes)
+
+
+@pytest.mark.parametrize("kw, hw, key", [
+    ({"train": {"precision": "fp16"}}, Hardware(cpu_count=2), "train.precision"),
+    ({"train": {"precision": "fp16", "device": "cpu"}}, Hardware(gpus=(A100_80GB,)), "train.precision"),
+    ({"train": {"precision": "bf16"}}, Hardware(gpus=(T4_16GB,)), "train.precision"),
+    ({"train": {"use_liger_kernel": True}}, Hardware(cpu_count=2), "train.use_liger_kernel"),
+    ({"model": {"backend": "unsloth"}}, Hardware(cpu_count=2), "model.backend"),
+])
+def test_settings_this_machine_cannot_honour_are_refused(kw, hw, key):
+    with pytest.raises(UserError) as exc:
+        resolve_defaults(cfg(**kw), hw)
+    assert [p.field for p in exc.value.problems] == [key]

@@ -136,7 +136,7 @@ def _qlora(model, path, *, upcast: bool, gc: bool, double_quant: bool = True, at
     pytest.importorskip("bitsandbytes")
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from ftwizard.core.trainer import prepare_kbit
+    from ftwizard.core.recipes.common import prepare_kbit
 
     model.save_pretrained(path)
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ftwizard.core.trainer import LongestFirstSampler
+from ftwizard.core.speed import LongestFirstSampler
 
 
 def test_longest_rows_come_first_then_a_seeded_shuffle():

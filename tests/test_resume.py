@@ -67,10 +67,21 @@ def test_resume_continues_the_same_curve(tiny_config, start_run, wait_run, tmp_p
 def test_resume_refuses_a_running_or_checkpointless_run(tiny_config, start_run, wait_run, tmp_path):
     run_dir = start_run(tiny_config(steps=5000))
     r = subprocess.run(CLI + ["resume", str(run_dir)], capture_output=True, text=True)
-    assert r.returncode == 2 and "still" in r.stderr
+    assert r.returncode == 2 and "still" in r.stderr and "Traceback" not in r.stderr
     stop(run_dir)
     wait_run(run_dir, 120)
     assert run_info(run_dir).state == "stopped"
+
+    # A run that ended without a checkpoint (failed before its first save) has nothing to resume from.
+    from recorded_runs import make_run
+
+    failed = make_run(tmp_path, "failed-early", state="failed", steps=3, max_steps=24)
+    assert not (failed / "checkpoints").exists()
+    launch_before = (failed / "launch.json").read_text()
+    r = subprocess.run(CLI + ["resume", str(failed)], capture_output=True, text=True)
+    assert r.returncode == 2 and "no checkpoint to resume from" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+    assert (failed / "launch.json").read_text() == launch_before  # nothing was started
 
 
 def test_a_resume_started_right_after_the_end_is_not_taken_for_that_end(tmp_path):

@@ -46,7 +46,7 @@ def test_skipped_module_walks_keep_train_eval_and_zero_grad_exact():
     still reach every submodule, train() after it must too, and only trainable params hold gradients."""
     import torch
 
-    from ftwizard.core.trainer import skip_module_walks
+    from ftwizard.core.speed import skip_module_walks
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5), torch.nn.Linear(3, 1))
     model[0].weight.requires_grad_(False)
@@ -65,3 +65,19 @@ def test_skipped_module_walks_keep_train_eval_and_zero_grad_exact():
     model(torch.ones(2, 3)).sum().backward()
     model.zero_grad(set_to_none=False)
     assert all(torch.count_nonzero(p.grad) == 0 for p in trainable)
+
+
+def test_skipped_module_walks_still_reach_submodules_left_in_eval_mode():
+    """from_pretrained leaves the model in eval mode and get_peft_model wraps it in a root that is in
+    training mode: the first train() must walk anyway, or the run trains in eval mode (no dropout, no
+    activation checkpointing) until its first evaluation. Seen through the first_step probe."""
+    import torch
+
+    from ftwizard.core.speed import skip_module_walks
+
+    inner = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5)).eval()
+    root = torch.nn.Sequential(inner)
+    root.training = True  # as a fresh PeftModel around an eval-mode model
+    skip_module_walks(root, list(root.parameters()))
+    root.train()
+    assert all(m.training for m in root.modules())

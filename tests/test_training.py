@@ -110,9 +110,9 @@ def test_full_finetune_follows_in_terminal(tiny_config, tmp_path):
 
 
 @pytest.mark.parametrize("upcast", [False, True], ids=["compute-dtype", "upcast-fp32"])
-def test_qlora_trains_through_bitsandbytes_on_cpu(tiny_config, start_run, wait_run, upcast):
-    """Both ways of readying the 4-bit model (core.trainer.prepare_kbit), in bf16 with the Trainer's
-    checkpointing."""
+def test_qlora_trains_through_bitsandbytes_on_cpu_in_bf16(tiny_config, start_run, wait_run, upcast):
+    """Both ways of readying the 4-bit model (core.recipes.common.prepare_kbit), in bf16 (CPU autocast:
+    precision bf16 is honoured on a CPU) with the Trainer's checkpointing, as the run's events show."""
     cfg = tiny_config(steps=6, method="qlora", precision="bf16", gradient_checkpointing=True)
     cfg.quantization.upcast_fp32 = upcast
     run_dir = start_run(cfg)
@@ -120,6 +120,11 @@ def test_qlora_trains_through_bitsandbytes_on_cpu(tiny_config, start_run, wait_r
     assert info.state == "completed", (info.reason, (run_dir / "train.log").read_text()[-3000:])
     assert (run_dir / "output" / "adapter_config.json").exists()
     assert len(losses(run_dir)) == 6
+    events = read_events(run_dir)
+    device = next(e["value"] for e in events if e["type"] == "info" and e["key"] == "device")
+    probe = next(e["value"] for e in events if e["type"] == "info" and e["key"] == "first_step")
+    assert device["precision"] == "bf16" and probe["lm_head_dtype"] == "bfloat16"
+    assert probe["gradient_checkpointing"] is True and probe["layer_forwards"] == 2  # recomputed
 
 
 def test_killed_process_is_reported_failed_not_running(tiny_config, start_run, wait_run):

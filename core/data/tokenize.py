@@ -157,9 +157,10 @@ def _facts(ds, total_before: int) -> dict:
             "max_length_seen": max(lengths) if lengths else 0}
 
 
-def load_tokenizer(name_or_path: str, gguf_file: str | None = None):
-    """The tokenizer of a local model directory, a `pkg:` model, a GGUF file, or a hub id (never used in
-    tests). Pad falls back to EOS, as in training."""
+def load_tokenizer(name_or_path: str, gguf_file: str | None = None, *, revision: str | None = None,
+                   trust_remote_code: bool = False):
+    """The tokenizer of a local model directory, a `pkg:` model, a GGUF file, or a hub id (at
+    `revision`). Pad falls back to EOS, as in training."""
     from transformers import AutoTokenizer
 
     from ..models import resolve_model_path
@@ -169,6 +170,7 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None):
     if p.is_file() and p.suffix == ".gguf":
         path, gguf_file = str(p.parent), p.name
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    kwargs.update(revision=revision, trust_remote_code=trust_remote_code)
     if gguf_file is None and p.is_dir() and not (p / "tokenizer_config.json").exists():
         ggufs = sorted(p.glob("*.gguf"))
         if ggufs:

@@ -1,0 +1,578 @@
+"""What every training recipe shares: the run directory as the process sees it, the device, the model
+and tokenizer, the method (full / LoRA / QLoRA), the data, the Trainer's arguments, the callbacks that
+write events.jsonl, and saving.
+
+A recipe (core/recipes/sft.py, later dpo/kto/grpo/cpt) calls these in order: setup -> train -> save.
+`config.yaml` is the only input and is used as written: every `auto`/null was made concrete when the
+run was created (`defaults.resolve_defaults`, reasons in the file's header). Nothing here detects
+hardware or re-resolves a default; where torch contradicts the config (bf16 asked, the GPU lacks it)
+the run fails with the reason instead of changing it. Heavy imports stay inside the functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..errors import UserError
+from ..events import EventWriter
+from ..runs import STATUS, STOP_REQUEST, write_json_atomic
+
+NONFINITE_LIMIT = 3  # consecutive NaN/inf losses before a run is ended as failed
+
+
+class NonFiniteLoss(Exception):
+    """The loss stayed NaN/inf: the run ends as failed with the 'nan' diagnosis."""
+
+
+class StopRequested(Exception):
+    """Raised at a phase change when a stop was asked for before training started (nothing to
+    checkpoint yet)."""
+
+
+def log(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+class Run:
+    """The run directory as the training process sees it: events, status and the stop flag."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir
+        self.events = EventWriter(run_dir)
+        self.stop_requested = False
+        self.training_started = False
+        self.facts: dict = {}  # facts about the tokenized data, for diagnoses
+        self.nonfinite_steps: list[int] = []  # consecutive logged steps whose loss was NaN/inf
+        self.status = {"pid": os.getpid(), "state": "running", "phase": "started", "step": 0,
+                       "started": time.time()}
+        self.write_status()
+
+    def write_status(self, throttle: bool = False, **fields) -> None:
+        """status.json; with `throttle`, at most once a second (per-step updates: events.jsonl has every
+        step already, and the atomic rewrite costs ~0.7 ms)."""
+        now = time.time()
+        self.status.update(fields)
+        if throttle and now - self.status.get("updated", 0) < 1.0:
+            return
+        self.status["updated"] = now
+        write_json_atomic(self.dir / STATUS, self.status)
+
+    def phase(self, phase: str, detail: str = "", **extra) -> None:
+        self.events.emit("phase", phase=phase, detail=detail, **extra)
+        self.write_status(phase=phase)
+        log(f"[{phase}] {detail}")
+        if not self.training_started and self.should_stop():
+            raise StopRequested()  # a stop asked for while starting up: no need to load anything more
+
+    def request_stop(self, *_):
+        # Only a flag: raising from a signal handler could land inside any import or C call (seen:
+        # numpy's import broken half-way). Before training, the next phase change ends the run;
+        # during training, the next step end checkpoints and stops.
+        self.stop_requested = True
+
+    def should_stop(self) -> bool:
+        return self.stop_requested or (self.dir / STOP_REQUEST).exists()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a recipe's training ended: the main program turns it into the `end` event and status."""
+
+    stopped: bool
+    output: Path
+    step: int
+
+
+# ---------------------------------------------------------------------------------------- device
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where and how this process trains, read from a resolved config.yaml (never detected here)."""
+
+    cuda: bool
+    precision: str  # bf16 | fp16 | fp32: autocast dtype (fp32: none)
+    attn: str  # sdpa | flash_attention_2 | eager | auto (Unsloth's own kernels)
+    liger: bool
+    packing: bool
+    optim: str
+    gradient_checkpointing: bool
+    n_gpus: int
+
+    def event(self) -> dict:
+        return asdict(self)
+
+
+def device_for(cfg: RunConfig) -> Device:
+    """The device a resolved config asks for, checked against what torch can do; never changed."""
+    from ..defaults import unresolved_keys
+
+    missing = unresolved_keys(cfg)
+    if missing:
+        key, value = missing[0]
+        raise UserError(f"is {value!r} in the run's config.yaml, but a run's config is resolved when the run "
+                        "is created (ftwizard train writes concrete values and why): write a concrete value",
+                        field=key)
+    import torch
+
+    t = cfg.train
+    cuda = t.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise UserError("train.device is cuda but no CUDA GPU is visible to torch", field="train.device")
+    if cuda and t.precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"is bf16 but {torch.cuda.get_device_name(0)} has no bf16 (compute capability < 8.0): "
+                        "use fp16", field="train.precision")
+    if not cuda and t.precision == "fp16":
+        raise UserError("fp16 needs a CUDA GPU (the Trainer has no fp16 autocast on a CPU): use bf16 or fp32",
+                        field="train.precision")
+    if not cuda and t.use_liger_kernel:
+        raise UserError("Liger's kernels need a CUDA GPU: set it to false", field="train.use_liger_kernel")
+    return Device(cuda=cuda, precision=t.precision, attn=cfg.model.attn_implementation,
+                  liger=bool(t.use_liger_kernel), packing=bool(t.packing), optim=t.optim,
+                  gradient_checkpointing=bool(t.gradient_checkpointing),
+                  n_gpus=torch.cuda.device_count() if cuda else 0)
+
+
+def skip_unneeded_imports(cfg: RunConfig) -> None:
+    """peft imports bitsandbytes eagerly when it is installed (and bitsandbytes pulls in
+    torch._inductor: seconds of start-up) only to offer 8/4-bit layers. A run that quantizes nothing
+    and uses no 8-bit optimizer never needs it, so it is hidden from this process."""
+    needs_bnb = cfg.method == "qlora" or "8bit" in (cfg.train.optim or "")
+    if not needs_bnb and "bitsandbytes" not in sys.modules:
+        sys.modules["bitsandbytes"] = None  # `import bitsandbytes` now fails fast; find_spec says absent
+
+
+def resume_checkpoint(run_dir: Path, resume: bool) -> str | None:
+    """The checkpoint `--resume` continues from (refused before anything loads when there is none)."""
+    if not resume:
+        return None
+    ckpt = last_checkpoint(run_dir)
+    if ckpt is None:
+        raise UserError("no checkpoint to resume from in this run", file=str(run_dir / "checkpoints"))
+    return ckpt
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+# -------------------------------------------------------------------------- model, tokenizer, method
+
+
+def setup_model(cfg: RunConfig, dev: Device, run: Run):
+    """(model with the method applied, tokenizer, chat template): model.*, method, lora.*, quantization.*."""
+    from transformers import set_seed
+
+    from ..data.tokenize import setup_tokenizer
+    from ..models import check_model_source, gguf_checkpoint
+
+    path = check_model_source(cfg.model.name_or_path, cfg.model.gguf_file)
+    run.phase("loading_model", cfg.model.gguf_file or cfg.model.name_or_path)
+    if cfg.model.gguf_file:
+        path = gguf_checkpoint(path, cfg.model.gguf_file, on_progress=lambda m: run.phase("loading_model", m))
+    set_seed(cfg.train.seed)  # before the adapters are created: their init must be reproducible too
+    if cfg.model.backend == "unsloth":
+        tok, model = load_with_unsloth(cfg, dev, path)
+    else:
+        tok, model = load_tokenizer_and_model(cfg, dev, path)
+    eos = tok.eos_token
+    template, why = setup_tokenizer(tok, cfg.model.chat_template, cfg.dataset.assistant_only_loss)
+    if tok.eos_token != eos:  # EOS is now the end-of-turn token: generation must stop there too
+        model.generation_config.eos_token_id = tok.eos_token_id
+    run.events.emit("info", key="chat_template", value={"why": why, "eos": tok.eos_token})
+    model = apply_method(cfg, model)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    run.events.emit("info", key="parameters", value={"total": n_params, "trainable": n_train})
+    return model, tok, template
+
+
+def model_dtype(cfg: RunConfig, dev: Device):
+    """The dtype weights are loaded in: full fine-tuning keeps fp32 master weights under autocast;
+    LoRA/QLoRA load the frozen base in the precision's dtype."""
+    import torch
+
+    if cfg.method == "full":
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dev.precision]
+
+
+def load_tokenizer_and_model(cfg: RunConfig, dev: Device, path: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..data.tokenize import load_tokenizer
+
+    m = cfg.model
+    tok = load_tokenizer(path, revision=m.revision, trust_remote_code=m.trust_remote_code)
+    dtype = model_dtype(cfg, dev)
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": dev.attn, "revision": m.revision,
+                              "trust_remote_code": m.trust_remote_code}
+    if cfg.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        q = cfg.quantization
+        compute_dtype = dtype if q.compute_dtype == "auto" else getattr(torch, q.compute_dtype)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
+            bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype)
+    if dev.cuda:
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model.config.use_cache = False
+    return tok, model
+
+
+UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def unsloth_arguments(cfg: RunConfig, path: str) -> tuple[dict, dict | None]:
+    """The keyword arguments of Unsloth's FastLanguageModel.from_pretrained and get_peft_model (None for
+    full fine-tuning) for this config. What Unsloth cannot take (DoRA, quantization settings other than
+    its NF4 + double quant, an attention choice, fp32) is refused when the config is validated
+    (config.unsloth_problems), so every key that reaches here is honoured."""
+    import torch
+
+    m, t = cfg.model, cfg.train
+    load = {"model_name": path, "max_seq_length": t.max_length,
+            "dtype": {"bf16": torch.bfloat16, "fp16": torch.float16}[t.precision],
+            "load_in_4bit": cfg.method == "qlora", "full_finetuning": cfg.method == "full",
+            "revision": m.revision, "trust_remote_code": m.trust_remote_code}
+    if cfg.method == "full":
+        return load, None
+    targets = cfg.lora.target_modules
+    peft = {"r": cfg.lora.r, "lora_alpha": cfg.lora.alpha, "lora_dropout": cfg.lora.dropout, "bias": "none",
+            "target_modules": UNSLOTH_ALL_LINEAR if targets == "all-linear" else list(targets),
+            "use_gradient_checkpointing": "unsloth" if t.gradient_checkpointing else False,
+            "random_state": t.seed, "use_rslora": cfg.lora.use_rslora}
+    return load, peft
+
+
+def load_with_unsloth(cfg: RunConfig, dev: Device, path: str):
+    """model.backend: unsloth. Unsloth's loader and LoRA wrapper (its kernels; GPU only).
+    Not exercised on CPU: Unsloth refuses to import without a GPU (its arguments are tested)."""
+    if not dev.cuda:
+        raise UserError("'unsloth' needs a CUDA GPU; use 'transformers'", field="model.backend")
+    try:
+        from unsloth import FastLanguageModel
+    except ImportError:
+        raise UserError("is 'unsloth' but unsloth is not installed (pip install unsloth)",
+                        field="model.backend") from None
+    load, peft = unsloth_arguments(cfg, path)
+    model, tok = FastLanguageModel.from_pretrained(**load)
+    if peft is not None:
+        model = FastLanguageModel.get_peft_model(model, **peft)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok, model
+
+
+def apply_method(cfg: RunConfig, model):
+    """Wrap the model in LoRA adapters for lora/qlora; full fine-tuning trains it as is."""
+    if cfg.method == "full" or cfg.model.backend == "unsloth":
+        return model  # unsloth's loader has already added its adapters
+    from peft import LoraConfig, get_peft_model
+
+    if cfg.method == "qlora":
+        model = prepare_kbit(model, cfg.quantization.upcast_fp32)
+    lc = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                    target_modules=cfg.lora.target_modules, use_rslora=cfg.lora.use_rslora,
+                    use_dora=cfg.lora.use_dora, task_type="CAUSAL_LM", bias="none")
+    return get_peft_model(model, lc)
+
+
+def prepare_kbit(model, upcast_fp32: bool):
+    """A 4-bit model made ready for adapters. With `upcast_fp32`, peft's prepare_model_for_kbit_training
+    (every non-4-bit weight to fp32); without it the model is left as loaded, embeddings, lm_head and
+    norms in the compute dtype, the way LoRA keeps them (get_peft_model freezes the base either way).
+    Checkpointing is the Trainer's for every method (`activation_checkpointing`), not peft's."""
+    if not upcast_fp32:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def setup_data(cfg: RunConfig, tok, template: str | None, run: Run):
+    """(train, validation or None) tokenized as the wizard's preview shows them: dataset.*."""
+    from ..data.prepare import prepare_training_data
+
+    run.phase("loading_data", cfg.dataset.path)
+    train_ds, eval_ds, facts = prepare_training_data(cfg, tok, template, run.events.emit, run.phase)
+    run.facts = {**facts, "max_length": cfg.train.max_length}
+    if cfg.train.early_stopping_patience and eval_ds is None:
+        raise UserError("needs validation rows, but the validation split of this dataset is empty: raise "
+                        "dataset.validation or set dataset.validation_path", field="train.early_stopping_patience")
+    return train_ds, eval_ds
+
+
+# ------------------------------------------------------------------------------ Trainer arguments
+
+
+def planned_steps(cfg: RunConfig, n_rows: int) -> int:
+    """Optimizer steps of the run (train.max_steps, else epochs over `n_rows` rows)."""
+    t = cfg.train
+    eff_batch = t.batch_size * t.gradient_accumulation_steps * max(1, int(os.environ.get("WORLD_SIZE", 1)))
+    return t.max_steps if t.max_steps > 0 else max(1, math.ceil(n_rows / eff_batch) * math.ceil(t.epochs))
+
+
+def trainer_arguments(cfg: RunConfig, dev: Device, run: Run, steps: int, has_eval: bool) -> dict:
+    """TrainingArguments every recipe shares: train.* and the device, exactly as config.yaml says."""
+    t = cfg.train
+    eval_steps = t.eval_steps or max(1, steps // 10)
+    return dict(
+        output_dir=str(run.dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_train_epochs=t.epochs, max_steps=t.max_steps,
+        # transformers 5 takes the warmup ratio as warmup_steps < 1.
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=dev.optim,
+        activation_checkpointing=dev.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        # bf16 on a CPU is CPU autocast (use_cpu); fp16 on a CPU was refused by device_for.
+        bf16=dev.precision == "bf16", fp16=dev.precision == "fp16", use_cpu=not dev.cuda,
+        seed=t.seed, data_seed=t.seed,
+        logging_steps=t.logging_steps, logging_first_step=True,
+        logging_nan_inf_filter=False,  # the Trainer would log a NaN loss as 0.0: show the truth
+        eval_strategy="steps" if has_eval else "no", eval_steps=eval_steps,
+        # Checkpoints at every evaluation unless save_steps says otherwise; the best by validation loss
+        # is kept beside the last save_total_limit ones.
+        save_strategy="steps", save_steps=t.save_steps or eval_steps, save_total_limit=t.save_total_limit,
+        metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False,
+        report_to=t.report_to or "none", disable_tqdm=True,
+        remove_unused_columns=True, dataloader_num_workers=0, use_liger_kernel=dev.liger,
+    )
+
+
+def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter) -> None:
+    """events.jsonl, the first-step probe, early stopping and the user's callbacks; the Trainer's
+    printers go (they print dicts to stdout every log)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(events_callback(run, dev, counter))
+    trainer.add_callback(first_step_probe(run))
+    if cfg.train.early_stopping_patience:
+        trainer.add_callback(early_stopping(run, cfg.train.early_stopping_patience))
+    for ref in cfg.train.callbacks:
+        trainer.add_callback(import_callback(ref))
+
+
+# ------------------------------------------------------------------------------------------- save
+
+
+def save(trainer, tok, cfg: RunConfig, run: Run) -> Outcome:
+    """output/ (adapter or model, and the tokenizer); on a stop, the trainer state and a checkpoint."""
+    if len(run.nonfinite_steps) >= NONFINITE_LIMIT:
+        raise NonFiniteLoss(f"loss is nan at steps {', '.join(map(str, run.nonfinite_steps))}; "
+                            f"training ended at step {trainer.state.global_step}")
+    stopped = run.stop_requested
+    run.phase("saving", "adapter" if cfg.method != "full" else "model")
+    out = run.dir / "output"
+    trainer.save_model(str(out))
+    tok.save_pretrained(str(out))
+    if stopped:
+        trainer.save_state()
+        if not last_checkpoint(run.dir):
+            trainer._save_checkpoint(trainer.model, trial=None)
+    return Outcome(stopped=stopped, output=out, step=trainer.state.global_step)
+
+
+# -------------------------------------------------------------------------------------- callbacks
+
+
+def events_callback(run: Run, dev: Device, counter):
+    """The TrainerCallback that writes events.jsonl (rank 0 only) and honours stop requests."""
+    from transformers import TrainerCallback
+
+    class EventsCallback(TrainerCallback):
+        def __init__(self):
+            self.t_last = None
+            self.tokens_last = 0
+            self.t0 = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            run.training_started = True
+            self.t0 = self.t_last = time.time()
+            self.tokens_last = counter.tokens
+            if state.is_world_process_zero:
+                run.phase("training", f"{state.max_steps} steps", max_steps=state.max_steps,
+                          start_step=state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            if run.should_stop():
+                run.stop_requested = True
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs:
+                return
+            now = time.time()
+            if "loss" in logs:
+                dt = max(now - self.t_last, 1e-9)
+                tps = (counter.tokens - self.tokens_last) / dt
+                self.t_last, self.tokens_last = now, counter.tokens
+                ev = {"step": state.global_step, "max_steps": state.max_steps,
+                      "epoch": round(state.epoch or 0, 4), "loss": logs["loss"],
+                      "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                      "tokens_per_s": round(tps, 1), "tokens": counter.tokens,
+                      "elapsed_s": round(now - self.t0, 3), "mem": memory(dev)}
+                for k in ("mean_token_accuracy", "entropy"):
+                    if k in logs:
+                        ev[k] = logs[k]
+                run.events.emit("train", **ev)
+                run.write_status(throttle=True, step=state.global_step, max_steps=state.max_steps)
+                loss = logs["loss"]
+                log(f"step {state.global_step}/{state.max_steps} loss {loss:.4f} lr {ev['lr']:.2e} "
+                    f"grad {ev['grad_norm'] if ev['grad_norm'] is None else round(ev['grad_norm'], 3)} "
+                    f"{tps:.0f} tok/s")
+                # A loss that stays NaN/inf only burns compute: end the run as failed after 3 logs.
+                grad = ev["grad_norm"]
+                if not _finite(loss) or (grad is not None and not _finite(grad)):
+                    run.nonfinite_steps.append(state.global_step)
+                    if len(run.nonfinite_steps) >= NONFINITE_LIMIT:
+                        control.should_training_stop = True
+                else:
+                    run.nonfinite_steps.clear()
+            if "eval_loss" in logs:
+                run.events.emit("eval", step=state.global_step, eval_loss=logs["eval_loss"])
+                log(f"eval step {state.global_step} eval_loss {logs['eval_loss']:.4f}")
+
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                run.events.emit("checkpoint", step=state.global_step,
+                                path=str(Path(args.output_dir) / f"checkpoint-{state.global_step}"))
+
+    return EventsCallback()
+
+
+def first_step_probe(run: Run):
+    """What the first optimizer step really did, as an `info` event `first_step`: the dtype the LM head
+    computed in (bf16 under autocast even with fp32 weights), how often the first decoder layer ran
+    forward (x2 per micro-batch when activations are recomputed), the micro-batches per optimizer step,
+    and the model's own gradient-checkpointing flag. Hooks live for one step only."""
+    from transformers import TrainerCallback
+
+    class FirstStepProbe(TrainerCallback):
+        hooks: list = []
+        seen: dict = {}
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            if model is None or not state.is_world_process_zero:
+                return
+            from transformers.modeling_layers import GradientCheckpointingLayer
+
+            self.seen = {"lm_head_dtype": None, "layer_forwards": 0, "micro_batches": 0}
+            self.gc = bool(getattr(model, "is_activation_checkpointing", False))
+
+            def on_head(_m, _i, out):
+                self.seen["lm_head_dtype"] = str(out.dtype).removeprefix("torch.")
+
+            def on_layer(*_):
+                self.seen["layer_forwards"] += 1
+
+            def on_model(*_):
+                self.seen["micro_batches"] += 1
+
+            layer = next((m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)), None)
+            # transformers checkpoints a layer's `forward`, not its `__call__`: the layer's own hooks run
+            # once either way, a submodule's (its first child) run again when the forward is recomputed.
+            inner = next(layer.children(), None) if layer is not None else None
+            head = model.get_output_embeddings()
+            self.hooks = [model.register_forward_pre_hook(on_model)]
+            if head is not None:
+                self.hooks.append(head.register_forward_hook(on_head))
+            if inner is not None:
+                self.hooks.append(inner.register_forward_pre_hook(on_layer))
+
+        def on_step_end(self, args, state, control, **kw):
+            if not self.hooks:
+                return
+            for h in self.hooks:
+                h.remove()
+            self.hooks = []
+            run.events.emit("info", key="first_step", value={"step": state.global_step, **self.seen,
+                                                              "gradient_checkpointing": self.gc})
+
+    return FirstStepProbe()
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def memory(dev: Device) -> dict:
+    if dev.cuda:
+        import torch
+
+        gib = 1024 ** 3
+        return {"cuda": [{"device": i, "allocated_gib": round(torch.cuda.memory_allocated(i) / gib, 3),
+                          "reserved_gib": round(torch.cuda.memory_reserved(i) / gib, 3),
+                          "peak_gib": round(torch.cuda.max_memory_allocated(i) / gib, 3)}
+                         for i in range(torch.cuda.device_count())]}
+    return {"rss_gib": round(_this_process().memory_info().rss / 1024 ** 3, 3)}
+
+
+@functools.cache
+def _this_process():
+    import psutil
+
+    return psutil.Process()
+
+
+def early_stopping(run: Run, patience: int):
+    """Stop when validation loss has not improved for `patience` evaluations (train.early_stopping_patience)."""
+    from transformers import TrainerCallback
+
+    class EarlyStopping(TrainerCallback):
+        best = math.inf
+        bad = 0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            loss = (metrics or {}).get("eval_loss")
+            if loss is None:
+                return
+            if loss < self.best - 1e-4:
+                self.best, self.bad = loss, 0
+                return
+            self.bad += 1
+            if self.bad >= patience:
+                control.should_training_stop = True
+                control.should_save = True
+                if state.is_world_process_zero:
+                    run.events.emit("warning", code="early-stop",
+                                    message=f"validation loss has not improved for {patience} evaluations "
+                                            f"(best {self.best:.4f}); stopping early",
+                                    evidence={"step": state.global_step, "eval_loss": loss, "best": self.best})
+
+    return EarlyStopping()
+
+
+def import_callback(ref: str):
+    """'module:Class' -> an instance of that TrainerCallback (train.callbacks)."""
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr or "Callback")
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"cannot import callback '{ref}': {exc}", field="train.callbacks") from None
+    return obj() if isinstance(obj, type) else obj

@@ -1,0 +1,65 @@
+"""Supervised fine-tuning (training: sft): setup -> train -> save, on the shared set-up of common.py.
+
+Feature -> config key:
+    model source, GGUF, revision    model.name_or_path, model.gguf_file, model.revision, model.trust_remote_code
+    attention, Unsloth              model.attn_implementation, model.backend
+    chat template                   model.chat_template (else the tokenizer's, with generation markers)
+    full / LoRA / QLoRA             method, lora.*, quantization.*
+    data, masking, validation       dataset.* (assistant_only_loss, validation, validation_path)
+    schedule and optimizer          train.learning_rate, lr_scheduler, warmup_ratio, optim, epochs, max_steps
+    memory                          train.batch_size, gradient_accumulation_steps, max_length,
+                                    gradient_checkpointing, precision
+    packing, kernels                train.packing (padding-free, best-fit), train.use_liger_kernel
+    longest batch first             train.longest_first (an OOM shows at step 1, not hours in)
+    telemetry                       always events.jsonl; train.logging_steps; train.extra_metrics
+    validation and early stop       train.eval_steps, save_steps, save_total_limit, early_stopping_patience
+    your callbacks                  train.callbacks
+    resume                          --resume: from the last checkpoint in RUN_DIR/checkpoints
+"""
+
+from __future__ import annotations
+
+from ..config import RunConfig
+from . import common
+from .common import Outcome, Run
+
+
+def recipe(cfg: RunConfig, run: Run, resume: bool) -> Outcome:
+    # ---- setup
+    ckpt = common.resume_checkpoint(run.dir, resume)
+    common.skip_unneeded_imports(cfg)
+    dev = common.device_for(cfg)
+    run.events.emit("info", key="device", value=dev.event())
+    model, tok, template = common.setup_model(cfg, dev, run)
+    train_ds, eval_ds = common.setup_data(cfg, tok, template, run)
+    trainer = build_trainer(cfg, run, dev, model, tok, train_ds, eval_ds)
+    # ---- train
+    trainer.train(resume_from_checkpoint=ckpt)
+    # ---- save
+    return common.save(trainer, tok, cfg, run)
+
+
+def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, train_ds, eval_ds):
+    """TRL's SFTTrainer with the speed patches, on data tokenized already (core/data)."""
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from ..speed import TokenCounter, speed_trainer
+
+    t = cfg.train
+    steps = common.planned_steps(cfg, len(train_ds))  # before packing: the Trainer recounts per epoch
+    args = SFTConfig(**common.trainer_arguments(cfg, dev, run, steps, eval_ds is not None),
+                     max_length=t.max_length, packing=False, dataset_kwargs={"skip_prepare_dataset": True})
+    if dev.packing:
+        # Best-fit-decreasing packing into max_length rows; the collator flattens each batch
+        # padding-free (position_ids restart per sequence).
+        from trl import pack_dataset
+
+        train_ds = pack_dataset(train_ds.select_columns(["input_ids", "labels"]), t.max_length, strategy="bfd")
+        run.events.emit("info", key="packing", value={"rows_after_packing": len(train_ds)})
+    collator = TokenCounter(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id,
+                                                            padding_free=dev.packing))
+    trainer = speed_trainer(SFTTrainer, t)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                            processing_class=tok, data_collator=collator)
+    common.add_callbacks(trainer, cfg, run, dev, collator)
+    return trainer

@@ -1,0 +1,164 @@
+"""The Trainer's speed patches: per-step costs of transformers' Trainer that buy nothing for our runs.
+
+Each one keeps results identical (tests/test_speed_defaults.py) and was measured when it was added:
+    FtwizardTrainer(kind, t)   no TRL extras per step unless train.extra_metrics; FLOPs per token
+                               counted once; gradients clipped over the trainable tensors only
+    skip_module_walks          model.train() / zero_grad() without walking every module each step
+    LongestFirstSampler        the longest batch first (train.longest_first): an OOM shows at step 1
+    TokenCounter               tokens/s counted on the CPU as batches are built: no GPU sync per step
+Nothing here imports torch or transformers at module level.
+"""
+
+from __future__ import annotations
+
+
+def speed_trainer(base: type, t) -> type:
+    """`base` (a TRL/transformers Trainer class) with the per-step patches, for the train section `t`."""
+    from transformers import Trainer
+
+    class FtwizardTrainer(base):
+        """The recipe's Trainer without per-step extras unless asked (train.extra_metrics).
+
+        TRL computes entropy and token accuracy for every batch, with three host syncs; the monitor
+        shows neither, so by default the loss is computed the way transformers' Trainer does it.
+        """
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if t.extra_metrics:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+        # Two per-step costs of the Trainer that buy nothing here: FLOPs are counted by walking every
+        # parameter each step (the count per token never changes: computed once), and gradients are
+        # clipped over model.parameters(), frozen ones included (LoRA: a few trainable tensors of
+        # hundreds). Same results; with FSDP/DeepSpeed the Trainer's own path is kept.
+        _flops_per_token = None
+        _trainable = None
+
+        def floating_point_ops(self, inputs):
+            if self._flops_per_token is None:
+                self._flops_per_token = super().floating_point_ops({"input_ids": _ONE_TOKEN})
+            ids = inputs.get("input_ids")
+            return self._flops_per_token * (ids.numel() if ids is not None else 0)
+
+        def _plain(self) -> bool:
+            """One process or plain DDP: parameters are ordinary tensors, no FSDP/DeepSpeed sharding."""
+            from accelerate.utils import DistributedType
+
+            return self.accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_GPU,
+                                                         DistributedType.MULTI_CPU)
+
+        def trainable(self, model) -> list:
+            if self._trainable is None:
+                self._trainable = [p for p in model.parameters() if p.requires_grad]
+            return self._trainable
+
+        def _clip_grad_norm(self, model):
+            if not self._plain():
+                return super()._clip_grad_norm(model)
+            return self.accelerator.clip_grad_norm_(self.trainable(model), self.args.max_grad_norm)
+
+        def train(self, *a, **kw):
+            if self._plain():
+                skip_module_walks(self.model, self.trainable(self.model))
+            return super().train(*a, **kw)
+
+        def _get_train_sampler(self, *a, **kw):
+            if not t.longest_first:
+                return super()._get_train_sampler(*a, **kw)
+            lengths = [len(x) for x in self.train_dataset["input_ids"]]
+            return LongestFirstSampler(lengths, t.batch_size, t.seed)
+
+    return FtwizardTrainer
+
+
+def skip_module_walks(model, trainable: list) -> None:
+    """Two walks over every module the Trainer makes at each step, answered from what is known.
+
+    `model.train()` before each step recurses through every submodule (hundreds with LoRA wrappers)
+    to set a flag already set: only an evaluation clears it, through `model.eval()` on this same root,
+    so while the root is in training mode so is every submodule. `model.zero_grad()` after each step
+    walks every parameter, frozen ones included; only the trainable ones ever hold a gradient. Per
+    instance, same results; eval() and train(False) keep the full walk. (A submodule put in eval
+    mode by hand while the root trains would stay so; nothing in the Trainer, TRL or peft does that.)
+    The first train() always walks: a fresh PeftModel root is in training mode while the model under
+    it is still in the eval mode from_pretrained left it in (skipping that walk trained the whole run
+    up to the first evaluation in eval mode: no dropout, no activation checkpointing).
+    """
+    full_train = type(model).train
+    walked = []
+
+    def train(mode: bool = True):
+        if mode and model.training and walked:
+            return model
+        if mode:
+            walked.append(True)
+        return full_train(model, mode)
+
+    def zero_grad(set_to_none: bool = True) -> None:
+        for p in trainable:
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:  # as torch.nn.Module.zero_grad does it
+                if p.grad.grad_fn is not None:
+                    p.grad.detach_()
+                else:
+                    p.grad.requires_grad_(False)
+                p.grad.zero_()
+
+    model.train = train
+    model.zero_grad = zero_grad
+
+
+class _OneToken:
+    """Stands for a 1-token input when asking the Trainer for FLOPs per token."""
+
+    def numel(self) -> int:
+        return 1
+
+
+_ONE_TOKEN = _OneToken()
+
+
+class LongestFirstSampler:
+    """A seeded random order with the longest `batch_size` rows first, so an out-of-memory error shows
+    at step 1 instead of hours in (unsloth #1624). Deterministic per (seed, epoch), so resume skips the
+    same batches the first run saw."""
+
+    def __init__(self, lengths, batch_size: int, seed: int):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        if self.epoch == 0:
+            longest = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])[: self.batch_size]
+            first = set(longest)
+            order = longest + [i for i in order if i not in first]
+        return iter(order)
+
+
+class TokenCounter:
+    """Counts non-padding tokens as the collator builds batches, on the CPU: no GPU sync per step."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.tokens = 0
+
+    def __call__(self, examples):
+        self.tokens += sum(len(e["input_ids"]) for e in examples)
+        return self.collator(examples)
