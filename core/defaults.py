@@ -44,8 +44,10 @@ def checkpointing_needed(cfg: RunConfig, hw: Hardware, gpu: bool) -> tuple[bool,
         return True, "the estimator does not know this model's size, so the safe choice"
     probe = cfg.model_copy(deep=True)
     probe.train.gradient_checkpointing = False
-    est = estimate(arch, settings_from_config(probe, gpus=len(hw.gpus)))
-    card = min(g.total_gib for g in hw.gpus)
+    from .hardware import run_gpus, run_world_size
+
+    est = estimate(arch, settings_from_config(probe, gpus=run_world_size(hw)))
+    card = min(g.total_gib for g in run_gpus(hw))
     if est.total_gib <= 0.9 * card:
         return False, f"the run fits without it ({est.total_gib:.1f} of {card:.0f} GiB): ~20% faster"
     return True, f"without it the run needs ~{est.total_gib:.1f} GiB of {card:.0f} GiB"

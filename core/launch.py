@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import RunConfig, dump_config
 from .errors import UserError
-from .runs import CONFIG, LAUNCH, LOG, STATUS, STOP_REQUEST, make_run_dir, process_alive, read_json, run_info, \
+from .runs import CONFIG, LAUNCH, LIVE_STATES, LOG, STATUS, STOP_REQUEST, make_run_dir, process_alive, read_json, run_info, \
     runs_root, write_json_atomic
 
 
@@ -98,7 +98,7 @@ def reap() -> None:
 def stop(run_dir: Path) -> bool:
     """Ask a run to stop: it checkpoints, saves and ends as 'stopped'. False if it is not running."""
     info = run_info(run_dir)
-    if info.state not in ("running", "starting"):
+    if info.state not in LIVE_STATES:
         return False
     (run_dir / STOP_REQUEST).write_text(datetime.now(timezone.utc).isoformat(), encoding="utf-8")
     launch = read_json(run_dir / LAUNCH) or {}
@@ -115,7 +115,7 @@ def stop(run_dir: Path) -> bool:
 
 def resume(run_dir: Path) -> int:
     info = run_info(run_dir)
-    if info.state in ("running", "starting"):
+    if info.state in LIVE_STATES:
         raise UserError(f"run {info.id} is still {info.state}", field="RUN")
     from .recipes.common import last_checkpoint
 

@@ -323,9 +323,11 @@ def setup_data(cfg: RunConfig, tok, template: str | None, run: Run):
 
 def planned_steps(cfg: RunConfig, n_rows: int) -> int:
     """Optimizer steps of the run (train.max_steps, else epochs over `n_rows` rows)."""
+    from ..schedule import effective_batch, steps_per_epoch, total_steps
+
     t = cfg.train
-    eff_batch = t.batch_size * t.gradient_accumulation_steps * max(1, int(os.environ.get("WORLD_SIZE", 1)))
-    return t.max_steps if t.max_steps > 0 else max(1, math.ceil(n_rows / eff_batch) * math.ceil(t.epochs))
+    eff = effective_batch(t.batch_size, t.gradient_accumulation_steps, int(os.environ.get("WORLD_SIZE", 1)))
+    return total_steps(steps_per_epoch(n_rows, eff), t.epochs, t.max_steps)
 
 
 def trainer_arguments(cfg: RunConfig, dev: Device, run: Run, steps: int, has_eval: bool) -> dict:
