@@ -52,6 +52,9 @@ class ModelConfig(_Section):
         "auto", description="auto picks flash_attention_2 when installed on a GPU, else sdpa.")
     backend: Literal["transformers", "unsloth"] = Field(
         "transformers", description="unsloth: Unsloth's kernels for LoRA/QLoRA (GPU only, when installed).")
+    init_adapter: str | None = Field(
+        None, description="Start from this trained LoRA adapter (a finished run's output/) instead of fresh "
+        "adapters; written by `ftwizard resume RUN --extend N`.")
     chat_template: str | None = Field(
         None, description="null: the tokenizer's own template; `chatml` or `llama3`: a built-in one "
         "with generation markers; or a Jinja template string.")

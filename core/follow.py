@@ -14,7 +14,9 @@ def follow(run_dir: Path, poll_s: float = 0.5) -> int:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    console = Console()
+    from rich.markup import escape
+
+    console = Console(emoji=False)  # run data (paths, warnings naming file:line) is never an :emoji:
     tail = EventTail(Path(run_dir) / "events.jsonl")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -26,18 +28,19 @@ def follow(run_dir: Path, poll_s: float = 0.5) -> int:
                 for ev in tail.read_new():
                     kind = ev.get("type")
                     if kind == "phase":
-                        progress.update(task, description=ev["phase"].replace("_", " "),
-                                        total=ev.get("max_steps") or None,
-                                        completed=ev.get("start_step") or 0)
+                        # only the training phase knows the step count: later phases (saving) keep N/N
+                        steps = {"total": ev["max_steps"], "completed": ev.get("start_step") or 0} \
+                            if ev.get("max_steps") else {}
+                        progress.update(task, description=ev["phase"].replace("_", " "), **steps)
                         if ev.get("detail"):
-                            progress.console.print(f"[dim]{ev['phase']}: {ev['detail']}[/]")
+                            progress.console.print(f"[dim]{ev['phase']}: {escape(str(ev['detail']))}[/]")
                     elif kind == "train":
                         stats = f"loss {ev['loss']:.4f}  {ev.get('tokens_per_s') or 0:,.0f} tok/s"
                         progress.update(task, completed=ev["step"], total=ev.get("max_steps"), stats=stats)
                     elif kind == "eval":
                         progress.console.print(f"step {ev['step']}: validation loss {ev['eval_loss']:.4f}")
                     elif kind == "warning":
-                        progress.console.print(f"[yellow]warning:[/] {ev.get('message')}")
+                        progress.console.print(f"[yellow]warning:[/] {escape(str(ev.get('message')))}")
                 info = run_info(run_dir)
                 if info.state in ("completed", "failed", "stopped"):
                     for ev in tail.read_new():
@@ -49,7 +52,7 @@ def follow(run_dir: Path, poll_s: float = 0.5) -> int:
         console.print(f"\ndetached; the run goes on. Follow it again: ftwizard attach {Path(run_dir).name}")
         return 0
     style = {"completed": "green", "failed": "red", "stopped": "yellow"}[info.state]
-    console.print(f"[{style}]{info.state}[/]" + (f": {info.reason}" if info.reason else ""))
+    console.print(f"[{style}]{info.state}[/]" + (f": {escape(info.reason)}" if info.reason else ""))
     if info.diagnosis and info.diagnosis.get("fixes"):
         for fix in info.diagnosis["fixes"]:
             console.print(f"  - {fix}")

@@ -29,7 +29,9 @@ import time
 import traceback
 from pathlib import Path
 
+from .checkpoints import guard_saves, load_start_adapter, refuse_final, resume_checkpoint  # i12 hooks
 from .config import RunConfig, load_config
+from .doctor import training_callback  # i12 hook
 from .errors import UserError
 from .events import EventWriter
 from .runs import CONFIG, STATUS, STOP_REQUEST, write_json_atomic
@@ -416,6 +418,9 @@ def build_trainer(cfg: RunConfig, run: Run, dev: dict, model, tok, train_ds, eva
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(make_callback(run, cfg, dev, collator))
+    guard_saves(trainer, run.events.emit)  # i12 hook: atomic, finite-only checkpoints (core/checkpoints.py)
+    trainer.doctor = training_callback(run.events.emit, getattr(model.config, "vocab_size", None))  # i12 hook: diverging/dead
+    trainer.add_callback(trainer.doctor)  # i12 hook (main calls trainer.doctor.check() after training)
     if t.early_stopping_patience and eval_ds is not None:
         trainer.add_callback(early_stopping(run, t.early_stopping_patience))
     for ref in t.callbacks:
@@ -564,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
+    if resume and refuse_final(run_dir):  # i12 hook: a completed run is final (core/checkpoints.py)
+        return 2
     run = Run(run_dir)
     holder.append(run)
     t_start = time.time()
@@ -602,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             tok.eos_token = END_OF_TURN[fam]
             model.generation_config.eos_token_id = tok.eos_token_id
         run.events.emit("info", key="chat_template", value={"why": why, "eos": tok.eos_token})
-        model = apply_method(cfg, model, dev)
+        model = load_start_adapter(cfg, model) if cfg.model.init_adapter else apply_method(cfg, model, dev)  # i12 hook
         n_params = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         run.events.emit("info", key="parameters", value={"total": n_params, "trainable": n_train})
@@ -612,13 +619,14 @@ def main(argv: list[str] | None = None) -> int:
         train_ds, eval_ds, facts = prepare_training_data(cfg, tok, template, run.events.emit, run.phase)
         run.facts = {**facts, "max_length": cfg.train.max_length}
         trainer, steps = build_trainer(cfg, run, dev, model, tok, train_ds, eval_ds)
-        ckpt = last_checkpoint(run_dir) if resume else None
+        ckpt = resume_checkpoint(run_dir)[0] if resume else None  # i12 hook: newest whole, finite one
         if resume and ckpt is None:
             raise UserError("no checkpoint to resume from in this run", file=str(run_dir / "checkpoints"))
         trainer.train(resume_from_checkpoint=ckpt)
         if len(run.nonfinite_steps) >= NONFINITE_LIMIT:
             raise NonFiniteLoss(f"loss is nan at steps {', '.join(map(str, run.nonfinite_steps))}; "
                                 f"training ended at step {trainer.state.global_step}")
+        trainer.doctor.check()  # i12 hook: diverged / dead model -> failed with the doctor's reason
         stopped = run.stop_requested
         run.phase("saving", "adapter" if cfg.method != "full" else "model")
         out = run_dir / "output"
@@ -656,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         from .diagnose import diagnose_text
 
         text = f"{type(exc).__name__}: {exc}"
-        diag = diagnose_text(text, exc_type=type(exc).__name__) or {
+        diag = diagnose_text(text, exc_type=type(exc).__name__, run_dir=run_dir) or {  # i12 hook: run_dir
             "kind": "error", "message": text.splitlines()[0][:300], "fixes": ["see train.log"]}
         if diag["kind"] == "oom":
             # Where it happened and the longest batch, so the fixes can be judged (with longest_first the
