@@ -19,10 +19,11 @@ at step 100 and at step 100,000:
 | `plateau`          | after >= 20 logged steps, the mean of the last 5 losses is within 2% of the mean  |
 |                    | of the first 5, and no loss ever went 5% below that start                         |
 | `memorising`       | the last 5 training losses are all below 0.05                                    |
-| `diverging`        | the last 5 logged losses are all >= 3x the mean of the first 5 (and >= 1.0 above  |
-|                    | it): the loss climbed away from where it started (error: the run is ended)       |
+| `diverging`        | the last 5 logged losses are all >= 3x the lowest of the first 5 (and >= 1.0      |
+|                    | above it): the loss climbed away from where it started (error: the run is ended) |
 | `dead-model`       | the last 10 logged grad norms are all 0, or the last 10 losses all sit within 2%  |
-|                    | of ln(vocab size), the loss of a uniform guess (error: the run is ended)         |
+|                    | of ln(vocab size), the loss of a uniform guess, in a run that started >= 20%     |
+|                    | below it (a pretrained model; error: the run is ended)                           |
 | `throughput-drop`  | the median tokens/s of the last 5 steps is below 40% of the median of the 50     |
 |                    | steps before them (at least 10 of them, the first 2 steps of a run skipped)      |
 
@@ -56,6 +57,7 @@ DIVERGE_FACTOR = 3.0
 DIVERGE_MIN_RISE = 1.0
 DEAD_LOGS = 10
 DEAD_LOSS_TOL = 0.02
+DEAD_START_BELOW = 0.2
 TPS_RECENT = 5
 TPS_BASELINE = 50
 TPS_MIN_BASELINE = 10
@@ -194,7 +196,7 @@ def check_diverging(train: Curve) -> DoctorWarning | None:
     xs, ys = train
     if len(ys) < DIVERGE_HEAD + DIVERGE_LOGS:
         return None
-    start = sum(ys[:DIVERGE_HEAD]) / DIVERGE_HEAD
+    start = min(ys[:DIVERGE_HEAD])  # the lowest early loss: a climb inside the first logs still counts
     tail = list(ys[-DIVERGE_LOGS:])
     floor = max(DIVERGE_FACTOR * start, start + DIVERGE_MIN_RISE)
     if start <= 0 or min(tail) < floor:
@@ -202,14 +204,18 @@ def check_diverging(train: Curve) -> DoctorWarning | None:
     return DoctorWarning(
         "diverging", "error",
         f"training loss climbed to {_fmt(tail[-1])} at step {int(xs[-1])}, {tail[-1] / start:.0f}x its start "
-        f"({_fmt(start)} over steps {int(xs[0])}-{int(xs[DIVERGE_HEAD - 1])}): training has diverged",
+        f"({_fmt(start)}, the lowest of steps {int(xs[0])}-{int(xs[DIVERGE_HEAD - 1])}): training has diverged",
         {"start_loss": round(start, 6), "start_steps": [int(xs[0]), int(xs[DIVERGE_HEAD - 1])],
          "recent_steps": [int(xs[-DIVERGE_LOGS]), int(xs[-1])], "recent_losses": tail},
         ("lower train.learning_rate by 10x", "add warmup (train.warmup_ratio 0.03-0.1)",
          "keep train.max_grad_norm at 1.0", "resume is pointless: start a new run with the lower rate"))
 
 
-def check_dead(train: Curve, grad: Curve, vocab_size: int | None = None) -> DoctorWarning | None:
+def check_dead(train: Curve, grad: Curve, vocab_size: int | None = None,
+               start_loss: float | None = None) -> DoctorWarning | None:
+    """`start_loss`: the lowest of the first logged losses (the curve's head when not given)."""
+    if start_loss is None and len(train[1]):
+        start_loss = min(train[1][:DIVERGE_HEAD])
     gx, gy = grad
     if len(gy) >= DEAD_LOGS and all(g == 0 for g in gy[-DEAD_LOGS:]):
         return DoctorWarning(
@@ -221,10 +227,12 @@ def check_dead(train: Curve, grad: Curve, vocab_size: int | None = None) -> Doct
              "check the data: are all answers masked out (dataset.assistant_only_loss)?",
              "lower train.learning_rate: a too-high rate can kill the model (NaN/zero activations)"))
     xs, ys = train
-    if vocab_size and vocab_size > 1 and len(ys) >= DEAD_LOGS:
+    if vocab_size and vocab_size > 1 and len(ys) >= DEAD_LOGS and start_loss is not None:
         uniform = math.log(vocab_size)
         tail = list(ys[-DEAD_LOGS:])
-        if all(abs(v - uniform) <= DEAD_LOSS_TOL * uniform for v in tail):
+        # only a model that knew better (a pretrained one starts well below ln(vocab)) can have died; a
+        # randomly initialised one starts at ln(vocab) and is merely not learning yet (the plateau rule)
+        if start_loss < (1 - DEAD_START_BELOW) * uniform and all(abs(v - uniform) <= DEAD_LOSS_TOL * uniform for v in tail):
             return DoctorWarning(
                 "dead-model", "error",
                 f"training loss has sat at {_fmt(tail[-1])} = ln({vocab_size}), a uniform guess over the vocabulary, "
@@ -381,7 +389,7 @@ def training_callback(emit, vocab_size: int | None = None):
             train = ([p[0] for p in pts], [p[1] for p in pts])
             grad = ([p[0] for p in self.grads], [p[1] for p in self.grads])
             w = check_diverging(train) or check_dead(([p[0] for p in self.recent], [p[1] for p in self.recent]),
-                                                     grad, vocab_size)
+                                                     grad, vocab_size, min(p[1] for p in self.head))
             if w is not None:
                 self.ended = w
                 control.should_training_stop = True

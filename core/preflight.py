@@ -178,7 +178,8 @@ def check_model(cfg) -> tuple[Finding | None, str | None]:
 def _template_of(model_dir: str | None, cfg) -> tuple[object | None, str | None]:
     """(tokenizer, template) for the mask check, as training sets them up; (None, None) when the
     tokenizer cannot be had without the network."""
-    if model_dir is None:
+    if model_dir is None or cfg.model.gguf_file or str(model_dir).endswith(".gguf"):
+        # A GGUF tokenizer takes 4-35 s to load here: the training process checks the mask (prepare.py)
         return None, None
     from .data.tokenize import load_tokenizer, setup_tokenizer
 

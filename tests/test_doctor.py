@@ -181,11 +181,14 @@ def test_dead_model_by_zero_grad_norm():
 
 def test_dead_model_by_a_loss_pinned_at_ln_vocab():
     vocab = 49152
-    pinned = [4.0 - 0.1 * i for i in range(10)] + [math.log(vocab) + 0.01 * (i % 3) for i in range(15)]
+    pinned = [4.5 - 0.05 * i for i in range(10)] + [math.log(vocab) + 0.01 * (i % 3) for i in range(15)]
     ws = diagnose_events(train_events(pinned), vocab_size=vocab)
     assert codes(ws)[0] == "dead-model" and "ln(49152)" in ws[0].message
     assert "dead-model" not in codes(diagnose_events(train_events(pinned)))  # vocabulary unknown: no judgement
     assert "dead-model" not in codes(diagnose_events(train_events(healthy(40)), vocab_size=vocab))
+    # a randomly initialised model starts at ln(vocab): not learning yet is not dead (the plateau rule speaks)
+    fresh = [math.log(vocab) + 0.01 * (i % 3) for i in range(25)]
+    assert codes(diagnose_events(train_events(fresh), vocab_size=vocab)) == ["plateau"]
 
 
 def test_the_training_callback_ends_a_diverging_run():
