@@ -48,8 +48,16 @@ def create_run(cfg: RunConfig, runs_dir: str | Path | None = None, *, force: boo
 
 
 def start(run_dir: Path, *, resume: bool = False) -> int:
-    """Start the training process on `run_dir`, detached. Returns its pid."""
+    """Start the training process on `run_dir`, detached. Returns its pid. A completed run is never
+    started again (nothing is written to it: launch.json would make it look relaunched)."""
     import psutil
+
+    if resume:
+        from .checkpoints import final_reason
+
+        why = final_reason(run_dir)
+        if why:
+            raise UserError(why, field="RUN")
 
     cmd = [sys.executable, "-m", "ftwizard.core.trainer", str(run_dir)] + (["--resume"] if resume else [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",

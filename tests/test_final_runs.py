@@ -49,15 +49,15 @@ def test_resume_of_a_completed_run_is_refused_and_changes_nothing(completed, wai
         assert "completed at step 6/6" in err and "a finished run is final" in err
         assert "--extend N" in err and "train.max_steps" in err
         assert files(completed) == before
-    # the training process itself refuses too (a launcher that skipped the check): it writes nothing
-    pid = start(completed, resume=True)
-    import psutil
+    # the launcher refuses too, and so does the training process started by hand: neither writes anything
+    from ftwizard.core.errors import UserError
 
-    psutil.Process(pid).wait(60)
-    after = files(completed)
-    for name in ("status.json", "events.jsonl") + tuple(k for k in before if k.startswith(("output/", "checkpoints/"))):
-        assert after[name] == before[name], name
-    assert "refusing to resume" in (completed / "train.log").read_text()
+    with pytest.raises(UserError, match="a finished run is final"):
+        start(completed, resume=True)
+    r = subprocess.run([sys.executable, "-m", "ftwizard.core.trainer", str(completed), "--resume"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "refusing to resume" in r.stderr, r.stderr
+    assert files(completed) == before
     r = cli("stop", completed)
     assert r.returncode == 2 and r.stdout == "" and "is not running (completed)" in r.stderr, (r.stdout, r.stderr)
     assert run_info(completed).state == "completed"
@@ -78,6 +78,6 @@ def test_extend_trains_a_new_run_from_the_finished_adapter(completed, wait_run):
     old_losses = [e["loss"] for e in read_events(completed) if e["type"] == "train"]
     new_losses = [e["loss"] for e in read_events(new) if e["type"] == "train"]
     assert [e["step"] for e in read_events(new) if e["type"] == "train"] == [1, 2, 3, 4]
-    # it starts where the finished adapter left off, not from the base model's loss
-    assert new_losses[0] < old_losses[0] - 0.1 * abs(old_losses[0]), (old_losses, new_losses)
+    # it starts where the finished adapter left off (a fresh start gives exactly old_losses[0]: same seed)
+    assert new_losses[0] < old_losses[-1] + 0.05 and new_losses[0] < old_losses[0] - 0.2, (old_losses, new_losses)
     assert files(completed) == before
