@@ -40,7 +40,7 @@ from typing import Callable
 
 from .errors import Problem, UserError
 
-MIN_ROWS_TO_TRAIN = 16  # below this a run learns nothing worth keeping (3 rows trained to "completed")
+MIN_ROWS_TO_TRAIN = 10  # below this a run learns nothing worth keeping (3 rows trained to "completed")
 TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask check (the row scan itself reads every row)
 IMPOSSIBLE_FACTOR = 4.0  # an estimate this many times the memory there is cannot be forced
 PREFLIGHT_FILE = "preflight.json"
