@@ -55,6 +55,9 @@ class ModelConfig(_Section):
     backend: Literal["transformers", "unsloth"] = Field(
         "transformers", description="unsloth: Unsloth's kernels for LoRA/QLoRA (GPU only, when installed); "
         "refuses DoRA, non-default quantization, an explicit attention and fp32.")
+    init_adapter: str | None = Field(
+        None, description="Start from this trained LoRA adapter (a finished run's output/) instead of fresh "
+        "adapters; written by `ftwizard resume RUN --extend N`.")
     chat_template: str | None = Field(
         None, description="null: the tokenizer's own template; `chatml` or `llama3`: a built-in one "
         "with generation markers; or a Jinja template string.")
@@ -282,6 +285,9 @@ def ignored_keys(cfg: RunConfig) -> list[tuple[str, str]]:
     if t.early_stopping_patience and not d.validation_path and d.validation == 0:
         out.append(("train.early_stopping_patience", "needs validation data: set dataset.validation (e.g. 0.05) "
                     "or dataset.validation_path, or remove it"))
+    if cfg.model.init_adapter and cfg.method == "full":
+        out.append(("model.init_adapter", "a LoRA adapter to start from needs method lora or qlora; to continue "
+                    "a full fine-tune, set model.name_or_path to its output/ instead"))
     if cfg.model.backend == "unsloth":
         out += unsloth_problems(cfg)
     return out
@@ -304,6 +310,8 @@ def unsloth_problems(cfg: RunConfig) -> list[tuple[str, str]]:
         out.append(("model.attn_implementation", f"Unsloth chooses its own attention kernels; {why}"))
     if cfg.train.precision == "fp32":
         out.append(("train.precision", "Unsloth trains in bf16 or fp16; use one of those or auto"))
+    if cfg.model.init_adapter:
+        out.append(("model.init_adapter", f"Unsloth adds fresh adapters of its own; {why}"))
     return out
 
 

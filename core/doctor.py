@@ -19,6 +19,11 @@ at step 100 and at step 100,000:
 | `plateau`          | after >= 20 logged steps, the mean of the last 5 losses is within 2% of the mean  |
 |                    | of the first 5, and no loss ever went 5% below that start                         |
 | `memorising`       | the last 5 training losses are all below 0.05                                    |
+| `diverging`        | the last 5 logged losses are all >= 3x the lowest of the first 5 (and >= 1.0      |
+|                    | above it): the loss climbed away from where it started (error: the run is ended) |
+| `dead-model`       | the last 10 logged grad norms are all 0, or the last 10 losses all sit within 2%  |
+|                    | of ln(vocab size), the loss of a uniform guess, in a run that started >= 20%     |
+|                    | below it (a pretrained model; error: the run is ended)                           |
 | `throughput-drop`  | the median tokens/s of the last 5 steps is below 40% of the median of the 50     |
 |                    | steps before them (at least 10 of them, the first 2 steps of a run skipped)      |
 
@@ -46,6 +51,13 @@ PLATEAU_TOL = 0.02
 PLATEAU_NEVER_BELOW = 0.05
 MEMORISE_LOSS = 0.05
 MEMORISE_LAST = 5
+DIVERGE_HEAD = 5
+DIVERGE_LOGS = 5
+DIVERGE_FACTOR = 3.0
+DIVERGE_MIN_RISE = 1.0
+DEAD_LOGS = 10
+DEAD_LOSS_TOL = 0.02
+DEAD_START_BELOW = 0.2
 TPS_RECENT = 5
 TPS_BASELINE = 50
 TPS_MIN_BASELINE = 10
@@ -180,6 +192,57 @@ def check_plateau(train: Curve, max_steps: int | None = None, min_y: float | Non
          "check that the model has trainable parameters (LoRA target_modules)"))
 
 
+def check_diverging(train: Curve) -> DoctorWarning | None:
+    xs, ys = train
+    if len(ys) < DIVERGE_HEAD + DIVERGE_LOGS:
+        return None
+    start = min(ys[:DIVERGE_HEAD])  # the lowest early loss: a climb inside the first logs still counts
+    tail = list(ys[-DIVERGE_LOGS:])
+    floor = max(DIVERGE_FACTOR * start, start + DIVERGE_MIN_RISE)
+    if start <= 0 or min(tail) < floor:
+        return None
+    return DoctorWarning(
+        "diverging", "error",
+        f"training loss climbed to {_fmt(tail[-1])} at step {int(xs[-1])}, {tail[-1] / start:.0f}x its start "
+        f"({_fmt(start)}, the lowest of steps {int(xs[0])}-{int(xs[DIVERGE_HEAD - 1])}): training has diverged",
+        {"start_loss": round(start, 6), "start_steps": [int(xs[0]), int(xs[DIVERGE_HEAD - 1])],
+         "recent_steps": [int(xs[-DIVERGE_LOGS]), int(xs[-1])], "recent_losses": tail},
+        ("lower train.learning_rate by 10x", "add warmup (train.warmup_ratio 0.03-0.1)",
+         "keep train.max_grad_norm at 1.0", "resume is pointless: start a new run with the lower rate"))
+
+
+def check_dead(train: Curve, grad: Curve, vocab_size: int | None = None,
+               start_loss: float | None = None) -> DoctorWarning | None:
+    """`start_loss`: the lowest of the first logged losses (the curve's head when not given)."""
+    if start_loss is None and len(train[1]):
+        start_loss = min(train[1][:DIVERGE_HEAD])
+    gx, gy = grad
+    if len(gy) >= DEAD_LOGS and all(g == 0 for g in gy[-DEAD_LOGS:]):
+        return DoctorWarning(
+            "dead-model", "error",
+            f"grad norm has been 0 for the last {DEAD_LOGS} logs (steps {int(gx[-DEAD_LOGS])}-{int(gx[-1])}): "
+            "nothing is learning",
+            {"steps": [int(gx[-DEAD_LOGS]), int(gx[-1])], "grad_norm": 0.0},
+            ("check that the model has trainable parameters (LoRA target_modules)",
+             "check the data: are all answers masked out (dataset.assistant_only_loss)?",
+             "lower train.learning_rate: a too-high rate can kill the model (NaN/zero activations)"))
+    xs, ys = train
+    if vocab_size and vocab_size > 1 and len(ys) >= DEAD_LOGS and start_loss is not None:
+        uniform = math.log(vocab_size)
+        tail = list(ys[-DEAD_LOGS:])
+        # only a model that knew better (a pretrained one starts well below ln(vocab)) can have died; a
+        # randomly initialised one starts at ln(vocab) and is merely not learning yet (the plateau rule)
+        if start_loss < (1 - DEAD_START_BELOW) * uniform and all(abs(v - uniform) <= DEAD_LOSS_TOL * uniform for v in tail):
+            return DoctorWarning(
+                "dead-model", "error",
+                f"training loss has sat at {_fmt(tail[-1])} = ln({vocab_size}), a uniform guess over the vocabulary, "
+                f"for the last {DEAD_LOGS} logs (steps {int(xs[-DEAD_LOGS])}-{int(xs[-1])}): the model is dead",
+                {"steps": [int(xs[-DEAD_LOGS]), int(xs[-1])], "ln_vocab": round(uniform, 4), "losses": tail},
+                ("lower train.learning_rate by 10x and start a new run (the weights are ruined)",
+                 "keep train.max_grad_norm at 1.0", "add warmup (train.warmup_ratio 0.03-0.1)"))
+    return None
+
+
 def check_memorising(train: Curve) -> DoctorWarning | None:
     xs, ys = train
     if len(ys) < MEMORISE_LAST:
@@ -225,18 +288,21 @@ def check_throughput(tps: Curve) -> DoctorWarning | None:
 
 def diagnose_series(*, train: Curve = ((), ()), evals: Curve = ((), ()), grad: Curve = ((), ()),
                     tps: Curve = ((), ()), nonfinite: Sequence[tuple[int, str, float]] = (),
-                    max_steps: int | None = None, train_min: float | None = None) -> list[DoctorWarning]:
+                    max_steps: int | None = None, train_min: float | None = None,
+                    vocab_size: int | None = None) -> list[DoctorWarning]:
     """All warnings that hold now, most serious first. `train_min`: the training loss's minimum, if
-    the caller tracks it (the monitor does), so no rule walks the whole curve."""
+    the caller tracks it (the monitor does), so no rule walks the whole curve. `vocab_size` lets the
+    dead-model rule recognise a loss stuck at ln(vocab)."""
     out = []
-    for w in (check_nonfinite(nonfinite), check_grad(grad), check_overfitting(train, evals),
+    for w in (check_nonfinite(nonfinite), check_diverging(train), check_dead(train, grad, vocab_size),
+              check_grad(grad), check_overfitting(train, evals),
               check_memorising(train), check_plateau(train, max_steps, train_min), check_throughput(tps)):
         if w is not None:
             out.append(w)
     return out
 
 
-def diagnose_events(events: Iterable[dict]) -> list[DoctorWarning]:
+def diagnose_events(events: Iterable[dict], vocab_size: int | None = None) -> list[DoctorWarning]:
     """Warnings from a run's events (a resumed run's repeated steps replace the earlier ones)."""
     curves: dict[str, tuple[list, list]] = {k: ([], []) for k in ("loss", "eval_loss", "grad_norm", "tokens_per_s")}
     nonfinite: list[tuple[int, str, float]] = []
@@ -264,10 +330,12 @@ def diagnose_events(events: Iterable[dict]) -> list[DoctorWarning]:
             xs.append(step)
             ys.append(v)
     return diagnose_series(train=curves["loss"], evals=curves["eval_loss"], grad=curves["grad_norm"],
-                           tps=curves["tokens_per_s"], nonfinite=nonfinite, max_steps=max_steps)
+                           tps=curves["tokens_per_s"], nonfinite=nonfinite, max_steps=max_steps,
+                           vocab_size=vocab_size)
 
 
 EARLY_STOP_CODES = ("nan-loss", "overfitting")
+END_RUN_CODES = ("diverging", "dead-model")  # the training process ends the run as failed on these
 
 
 def should_stop(warnings: Iterable[DoctorWarning], codes: Sequence[str] = EARLY_STOP_CODES) -> DoctorWarning | None:
@@ -282,3 +350,61 @@ def _index_at_or_after(xs: Sequence[float], x: float) -> int:
     from bisect import bisect_left
 
     return bisect_left(xs, x)
+
+
+class Diverged(Exception):
+    """Raised by the training process after the doctor ended the run (diverging, dead model)."""
+
+
+def training_callback(emit, vocab_size: int | None = None):
+    """A TrainerCallback that runs the doctor's ending rules on the logged curves (bounded windows) and
+    stops training on `END_RUN_CODES`; `.check()` after training raises `Diverged` with the reason.
+    Warnings go to `emit("warning", ...)` once per code."""
+    from collections import deque
+
+    from transformers import TrainerCallback
+
+    keep = max(DIVERGE_LOGS, DEAD_LOGS)
+
+    class DoctorCallback(TrainerCallback):
+        ended: DoctorWarning | None = None
+
+        def __init__(self):
+            self.head: list[tuple[int, float]] = []
+            self.recent: deque = deque(maxlen=keep)
+            self.grads: deque = deque(maxlen=keep)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs or self.ended is not None:
+                return
+            loss, step = logs["loss"], state.global_step
+            if not _finite_number(loss):
+                return  # the NaN rule lives in the trainer (three NaN logs end it)
+            if len(self.head) < DIVERGE_HEAD:
+                self.head.append((step, float(loss)))
+            self.recent.append((step, float(loss)))
+            if logs.get("grad_norm") is not None and _finite_number(logs["grad_norm"]):
+                self.grads.append((step, float(logs["grad_norm"])))
+            pts = self.head + [p for p in self.recent if p[0] > self.head[-1][0]]
+            train = ([p[0] for p in pts], [p[1] for p in pts])
+            grad = ([p[0] for p in self.grads], [p[1] for p in self.grads])
+            w = check_diverging(train) or check_dead(([p[0] for p in self.recent], [p[1] for p in self.recent]),
+                                                     grad, vocab_size, min(p[1] for p in self.head))
+            if w is not None:
+                self.ended = w
+                control.should_training_stop = True
+                if state.is_world_process_zero:
+                    emit("warning", code=w.code, message=w.message, evidence=w.evidence)
+
+        def check(self) -> None:
+            if self.ended is not None:
+                raise Diverged(f"{self.ended.message}; the run was ended")
+
+    return DoctorCallback()
+
+
+def _finite_number(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False

@@ -17,8 +17,9 @@ def follow(run_dir: Path, poll_s: float = 0.5) -> int:
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
+    from rich.markup import escape
 
-    console = Console()
+    console = Console(emoji=False)  # run data (paths, warnings naming file:line) is never an :emoji:
     run_dir = Path(run_dir)
     tail = EventTail(run_dir / EVENTS)
     fold = RunFold()
@@ -31,11 +32,11 @@ def follow(run_dir: Path, poll_s: float = 0.5) -> int:
         for ev in map(parse_event, tail.read_new()):
             fold.apply([ev])
             if isinstance(ev, PhaseEvent) and ev.detail:
-                progress.console.print(f"[dim]{ev.phase}: {ev.detail}[/]")
+                progress.console.print(f"[dim]{ev.phase}: {escape(str(ev.detail))}[/]")
             elif isinstance(ev, EvalEvent) and as_number(ev.eval_loss) is not None:
                 progress.console.print(f"step {ev.step}: validation loss {as_number(ev.eval_loss):.4f}")
             elif isinstance(ev, WarningEvent):
-                progress.console.print(f"[yellow]warning:[/] {ev.message}")
+                progress.console.print(f"[yellow]warning:[/] {escape(str(ev.message))}")
         stats = "" if fold.loss is None else f"loss {fold.loss:.4f}  {fold.tokens_per_s or 0:,.0f} tok/s"
         progress.update(task, description=str(fold.phase or "starting").replace("_", " "),
                         total=fold.max_steps or None, completed=fold.step, stats=stats)
@@ -53,12 +54,12 @@ def follow(run_dir: Path, poll_s: float = 0.5) -> int:
         console.print(f"\ndetached; the run goes on. Follow it again: ftwizard attach {run_dir.name}")
         return 0
     info = run_info(run_dir, fold=fold)
-    console.print(f"[{STATE_STYLES[info.state]}]{info.state}[/]" + (f": {info.reason}" if info.reason else ""))
+    console.print(f"[{STATE_STYLES[info.state]}]{info.state}[/]" + (f": {escape(info.reason)}" if info.reason else ""))
     if info.diagnosis and info.diagnosis.get("fixes"):
         for fix in info.diagnosis["fixes"]:
-            console.print(f"  - {fix}")
+            console.print(f"  - {escape(fix)}")
     if info.output:
-        console.print(f"output: {info.output}")
+        console.print(f"output: {escape(info.output)}")
     if info.state == "failed":
         console.print(f"log: {run_dir / 'train.log'}")
     return 0 if info.state == "completed" else 1

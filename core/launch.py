@@ -21,41 +21,43 @@ from .runs import CONFIG, LAUNCH, LIVE_STATES, LOG, STATUS, STOP_REQUEST, make_r
     runs_root, write_json_atomic
 
 
-def create_run(cfg: RunConfig, runs_dir: str | Path | None = None) -> Path:
-    """A new run directory holding the config, every `auto` resolved for this machine with the reasons
-    as a header comment (the training process uses it as written). Fails early (exit 2, no directory
-    made) on a missing model, a revision given for a local model, a local dataset that cannot be read
-    or whose format is unknown, or a setting this machine cannot honour (defaults.resolve_defaults)."""
-    from .data.preview import detect_source
-    from .data.read import local_files
-    from .models import check_model_source, is_local_model
-
-    model_path = check_model_source(cfg.model.name_or_path, cfg.model.gguf_file)
-    if cfg.model.revision and is_local_model(model_path):
-        raise UserError("a local model directory has no revisions (only hub ids do): remove it, or point "
-                        "model.name_or_path at the hub id", field="model.revision")
-    d = cfg.dataset
-    for path in (d.path, d.validation_path):
-        # A local dataset must be readable and of a known format before a run exists (hub ids are
-        # checked by the training process, which may be the only one with network access).
-        if path and local_files(path) is not None:
-            detect_source(path, columns=d.columns, format=d.format, split=d.split, n=20)
+def create_run(cfg: RunConfig, runs_dir: str | Path | None = None, *, force: bool = False,
+               config_file: str | Path | None = None) -> Path:
+    """A new run directory holding the config, made only after the pre-flight (preflight.py) passed:
+    any error is a one-line `UserError` and no directory is made. `force` overrides the judgements
+    (too few rows, tight memory). The pre-flight's warnings are stored in the run (preflight.json)."""
+    from . import preflight
     from .defaults import resolve_defaults
     from .hardware import detect
 
-    cfg, notes = resolve_defaults(cfg, detect())
+    hw = detect()
+    cfg, notes = resolve_defaults(cfg, hw)
     root = runs_root(runs_dir or cfg.runs_dir)
+    report = preflight.preflight(cfg, runs_root=root, config_file=config_file, force=force, hardware=hw)
     label = f"{cfg.name or cfg.model.gguf_file or cfg.model.name_or_path}-{cfg.method}"
-    run_dir = make_run_dir(root, label)
+    try:
+        run_dir = make_run_dir(root, label)
+    except OSError as exc:  # a race with the pre-flight's probe, or a full disk
+        raise UserError(f"cannot create a run directory: {exc.strerror or exc}", file=str(root),
+                        field="runs_dir") from None
     header = "".join(f"# {n}\n" for n in ["ftwizard run config: the training process's only input.",
                                            "Resolved for this machine when the run was created:", *notes])
     (run_dir / CONFIG).write_text(header + dump_config(cfg), encoding="utf-8")
+    preflight.record(run_dir, report)
     return run_dir
 
 
 def start(run_dir: Path, *, resume: bool = False) -> int:
-    """Start the training process on `run_dir`, detached. Returns its pid."""
+    """Start the training process on `run_dir`, detached. Returns its pid. A completed run is never
+    started again (nothing is written to it: launch.json would make it look relaunched)."""
     import psutil
+
+    if resume:
+        from .checkpoints import final_reason
+
+        why = final_reason(run_dir)
+        if why:
+            raise UserError(why, field="RUN")
 
     cmd = [sys.executable, "-m", "ftwizard.core.trainer", str(run_dir)] + (["--resume"] if resume else [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -113,13 +115,40 @@ def stop(run_dir: Path) -> bool:
     return True
 
 
-def resume(run_dir: Path) -> int:
+def resume(run_dir: Path, *, force: bool = False) -> int:
+    """Start the training process again on a stopped or failed run, from its newest whole and finite
+    checkpoint. A completed run is final: refused (see `checkpoints.final_reason`)."""
+    from . import preflight
+    from .checkpoints import final_reason, resume_checkpoint
+
     info = run_info(run_dir)
     if info.state in LIVE_STATES:
         raise UserError(f"run {info.id} is still {info.state}", field="RUN")
-    from .recipes.common import last_checkpoint
+    why = final_reason(run_dir, info)
+    if why:
+        raise UserError(why, field="RUN")
+    ckpt, skipped = resume_checkpoint(run_dir)
+    if ckpt is None:
+        because = "; ".join(f"{name}: {reason}" for name, reason in skipped)
+        raise UserError("no checkpoint to resume from" + (f" (skipped {because})" if because else ""),
+                        file=str(run_dir / "checkpoints"))
+    from .config import load_config
 
-    if last_checkpoint(run_dir) is None:
-        raise UserError("no checkpoint to resume from", file=str(run_dir / "checkpoints"))
+    cfg = load_config(run_dir / CONFIG, resolve_paths=False)
+    report = preflight.preflight(cfg, config_file=run_dir / CONFIG, force=force)
     (run_dir / STOP_REQUEST).unlink(missing_ok=True)
+    preflight.record(run_dir, report)
     return start(run_dir, resume=True)
+
+
+def extend(run_dir: Path, steps: int, runs_dir: str | Path | None = None, *, force: bool = False) -> Path:
+    """A NEW run that trains `steps` more steps starting from a finished run's adapter (or full model);
+    the finished run is only read. Its config records where it started (model.init_adapter, or
+    model.name_or_path for full fine-tuning) and the header says which run it extends."""
+    from .checkpoints import extension_config
+
+    cfg, note = extension_config(run_dir, steps)
+    new = create_run(cfg, runs_dir or Path(run_dir).parent, force=force)
+    text = (new / CONFIG).read_text(encoding="utf-8")
+    (new / CONFIG).write_text(f"# {note}\n" + text, encoding="utf-8")
+    return new

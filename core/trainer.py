@@ -10,7 +10,8 @@ stopped, failed with a diagnosis). The training itself is the recipe of the conf
 the Trainer's speed patches (core/speed.py).
 
     stop      SIGTERM or RUN_DIR/stop.request: checkpoint, save, state "stopped"
-    resume    --resume: from the last checkpoint in RUN_DIR/checkpoints
+    resume    --resume: from the newest whole and finite checkpoint in RUN_DIR/checkpoints (core/checkpoints.py);
+              a completed run is final and refused
     SIGHUP    ignored: a dropped SSH session never ends training
 """
 
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
+    from .checkpoints import refuse_final
+
+    if resume and refuse_final(run_dir):  # a completed run is final: nothing is written to it
+        return 2
     run = Run(run_dir)
     holder.append(run)
     t_start = time.time()
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from .diagnose import diagnose_text
 
         text = f"{type(exc).__name__}: {exc}"
-        diag = diagnose_text(text, exc_type=type(exc).__name__) or {
+        diag = diagnose_text(text, exc_type=type(exc).__name__, run_dir=run_dir) or {
             "kind": "error", "message": text.splitlines()[0][:300], "fixes": ["see train.log"]}
         if diag["kind"] == "oom":
             # Where it happened and the longest batch, so the fixes can be judged (with longest_first the

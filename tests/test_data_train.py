@@ -118,11 +118,6 @@ def runs(tiny_work, tmp_path_factory):
     configs = {name: _config(tiny_work, tmp / "runs", p) for name, p in files.items() if name not in skip}
     if "sharegpt" in configs:  # the tool list in the system turn alone is ~250 tiny-tokenizer tokens
         configs["sharegpt"].train.max_length = 512
-    # refused before training: every answer cut off by max_length (the masking failure) ...
-    long_sys = [{"role": "system", "content": "you answer in words and are very helpful " * 6}] + MSGS
-    masked = tmp / "data" / "masked.jsonl"
-    masked.write_text("".join(json.dumps({"messages": long_sys}) + "\n" for _ in range(24)))
-    configs["all-masked"] = _config(tiny_work, tmp / "runs", masked, train__max_length=32)
     return _start_all(configs)
 
 
@@ -157,14 +152,18 @@ def test_sft_run_per_format(runs, name, fmt):
     assert (run_dir / "output" / "adapter_config.json").exists()
 
 
-@pytest.mark.slow
-def test_all_masked_dataset_is_refused_before_training(runs):
-    run_dir, info_ = runs["all-masked"]
-    assert info_.state == "failed"
-    assert "every row of the train data would train on 0 tokens" in info_.reason
-    assert "24 of 24 rows are longer than train.max_length 32" in info_.reason
-    events, _, train = _summary(run_dir)
-    assert train == [] and not any(e["type"] == "phase" and e["phase"] == "training" for e in events)
+def test_all_masked_dataset_is_refused_before_a_run_exists(tiny_work, tmp_path):
+    """Every answer cut off by max_length (the masking failure): the pre-flight refuses (issue 12)."""
+    from ftwizard.core.errors import UserError
+    from ftwizard.core.launch import create_run
+
+    long_sys = [{"role": "system", "content": "you answer in words and are very helpful " * 6}] + MSGS
+    masked = tmp_path / "masked.jsonl"
+    masked.write_text("".join(json.dumps({"messages": long_sys}) + "\n" for _ in range(24)))
+    with pytest.raises(UserError) as e:
+        create_run(_config(tiny_work, tmp_path / "runs", masked, train__max_length=32))
+    assert "every row would train on 0 tokens" in str(e.value) and "train.max_length" in str(e.value)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_template_without_markers_is_refused_before_tokenizing(tiny_work, tmp_path):

@@ -149,3 +149,69 @@ def test_bounded_cost_on_long_runs():
 
     short, long = points_read(10_000), points_read(100_000)
     assert 0 < short < 10_000 and 0 <= long - short <= 2 * 4, (short, long)  # log2(10) ~ 3.3 more probes, per bisect
+
+
+# ------------------------------------------------------------------- divergence and dead models
+
+
+def test_diverging_loss_is_an_error_with_the_evidence():
+    # as seen: 1.4 at the start, climbing to 65-289
+    losses = [1.4, 1.38, 1.41, 1.36, 1.39] + [1.5 + 2 ** (i / 2) for i in range(20)] + [65, 120, 289, 150, 90]
+    ws = diagnose_events(train_events(losses))
+    assert codes(ws)[0] == "diverging" and ws[0].severity == "error"
+    assert ws[0].evidence["recent_steps"] == [26, 30] and ws[0].evidence["start_steps"] == [1, 5]
+    assert "diverged" in ws[0].message and "10x" in ws[0].advice[0]
+
+
+def test_a_loss_that_spikes_once_or_stays_near_its_start_is_not_diverging():
+    spike = [1.4] * 10 + [30.0] + [1.2] * 10
+    assert "diverging" not in codes(diagnose_events(train_events(spike)))
+    high_start = [0.2] * 5 + [0.7] * 10  # 3.5x, but only 0.5 above: noise on a low loss
+    assert "diverging" not in codes(diagnose_events(train_events(high_start)))
+
+
+def test_dead_model_by_zero_grad_norm():
+    losses = healthy(40)
+    grads = [0.5] * 11 + [0.0] * 29  # grad norm 0 for 29 steps
+    ws = diagnose_events(train_events(losses, grads=grads))
+    assert codes(ws)[0] == "dead-model" and ws[0].severity == "error"
+    assert ws[0].evidence["steps"] == [31, 40] and "grad norm has been 0" in ws[0].message
+    assert diagnose_events(train_events(losses, grads=[0.5] * 31 + [0.0] * 9)) == []  # 9 zeros: not yet
+
+
+def test_dead_model_by_a_loss_pinned_at_ln_vocab():
+    vocab = 49152
+    pinned = [4.5 - 0.05 * i for i in range(10)] + [math.log(vocab) + 0.01 * (i % 3) for i in range(15)]
+    ws = diagnose_events(train_events(pinned), vocab_size=vocab)
+    assert codes(ws)[0] == "dead-model" and "ln(49152)" in ws[0].message
+    assert "dead-model" not in codes(diagnose_events(train_events(pinned)))  # vocabulary unknown: no judgement
+    assert "dead-model" not in codes(diagnose_events(train_events(healthy(40)), vocab_size=vocab))
+    # a randomly initialised model starts at ln(vocab): not learning yet is not dead (the plateau rule speaks)
+    fresh = [math.log(vocab) + 0.01 * (i % 3) for i in range(25)]
+    assert codes(diagnose_events(train_events(fresh), vocab_size=vocab)) == ["plateau"]
+
+
+def test_the_training_callback_ends_a_diverging_run():
+    """The callback the training process adds: it stops training and `check()` raises with the reason."""
+    from types import SimpleNamespace
+
+    emitted = []
+    cb = doctor.training_callback(lambda kind, **kw: emitted.append((kind, kw)), vocab_size=None)
+    control = SimpleNamespace(should_training_stop=False)
+    losses = [1.4] * 5 + [2.0, 5.0, 9.0, 30.0, 65.0, 120.0, 289.0, 150.0]
+    for step, loss in enumerate(losses, 1):
+        state = SimpleNamespace(global_step=step, is_world_process_zero=True)
+        cb.on_log(None, state, control, logs={"loss": loss, "grad_norm": 1.0})
+        if control.should_training_stop:
+            break
+    assert control.should_training_stop and step == 11  # five logs in a row >= 3x the start
+    assert emitted == [("warning", {"code": "diverging", "message": emitted[0][1]["message"],
+                                    "evidence": emitted[0][1]["evidence"]})]
+    import pytest
+
+    with pytest.raises(doctor.Diverged, match="training has diverged"):
+        cb.check()
+    from ftwizard.core.diagnose import diagnose_text
+
+    d = diagnose_text(f"Diverged: {cb.ended.message}; the run was ended", exc_type="Diverged")
+    assert d["kind"] == "diverged" and "learning_rate" in d["fixes"][0]

@@ -108,7 +108,10 @@ def _print_text(args, prev, rows, problems, report, rendered, why, n) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    con = Console(highlight=False, soft_wrap=True)
+    # user data (paths, rows, problems) is printed as is: no rich markup, no :emoji: codes (d.jsonl:100:)
+    con = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    if report is not None and report.stats.complete:  # the body's rows: used + skipped + bad
+        rows = report.stats.used_rows + report.stats.skipped_rows + report.stats.bad_rows
     con.print(Text.assemble((args.data, "bold"), f" · {prev.format}" + (f" ({prev.variant})" if prev.variant else "")
                             + f" · {rows if rows is not None else '?'} rows · {len(problems)} problems"))
     con.print(f"  why: {prev.evidence}")

@@ -18,11 +18,13 @@ def run(args) -> int:
     from ..launch import stop
     from ..runs import LIVE_STATES, resolve_run, run_info
 
+    from ..errors import UserError
+
     run_dir = resolve_run(args.run, args.runs_dir)
     if not stop(run_dir):
         info = run_info(run_dir)
-        print(f"{info.id} is not running ({info.state})")
-        return 1
+        raise UserError(f"{info.id} is not running ({info.state}" + (f": {info.reason}" if info.reason else "")
+                        + "); nothing to stop", field="RUN")
     print(f"stop requested for {run_dir.name}; it saves a checkpoint first")
     if args.no_wait:
         return 0

@@ -1,5 +1,8 @@
 """Create a run from CONFIG and start training in a detached process, then follow it here.
 
+Before anything is made, the pre-flight (core/preflight.py) scans the whole dataset, checks the model
+is reachable, the runs folder writable and the settings sane: an error is one line, exit 2, no run.
+
 Ctrl-C stops following, not training: the run goes on and `ftwizard attach RUN` (or the wizard)
 picks it up again. With --detach, print the run directory and return at once.
 """
@@ -17,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", help="where to create the run (default: the config's runs_dir, "
                                           "else $FTWIZARD_RUNS_DIR, else the user data dir)")
     p.add_argument("--name", help="a label for the run directory")
+    p.add_argument("--force", action="store_true", help="start despite a pre-flight judgement (too few rows, "
+                   "tight memory, a batch above the rows); never despite what is impossible")
 
 
 def config_path(ref: str):
@@ -37,20 +42,13 @@ def run(args) -> int:
     from ..follow import detach_or_follow
     from ..launch import create_run, start
 
-    cfg = load_config(config_path(args.config))
+    from ..preflight import print_warnings
+
+    path = config_path(args.config)
+    cfg = load_config(path)
     if args.name:
         cfg.name = args.name
-    warn_unusual(cfg)
-    run_dir = create_run(cfg, args.runs_dir)
+    run_dir = create_run(cfg, args.runs_dir, force=args.force, config_file=path)
+    print_warnings(run_dir)
     return detach_or_follow(run_dir, start(run_dir), "started", args.detach)
 
-
-def warn_unusual(cfg) -> None:
-    """The wizard's hyperparameter warnings (core.guidance), one line each on stderr: values outside the
-    usual ranges are allowed, so the run starts anyway."""
-    import sys
-
-    from ..guidance import config_guidance
-
-    for key, message in config_guidance(cfg):
-        print(f"ftwizard: warning: {key}: {message}", file=sys.stderr)

@@ -150,13 +150,21 @@ def skip_unneeded_imports(cfg: RunConfig) -> None:
         sys.modules["bitsandbytes"] = None  # `import bitsandbytes` now fails fast; find_spec says absent
 
 
-def resume_checkpoint(run_dir: Path, resume: bool) -> str | None:
-    """The checkpoint `--resume` continues from (refused before anything loads when there is none)."""
+def resume_checkpoint(run_dir: Path, resume: bool, run: "Run | None" = None) -> str | None:
+    """The checkpoint `--resume` continues from: the newest whole and finite one (core/checkpoints.py),
+    saying which were skipped and why; refused before anything loads when there is none."""
     if not resume:
         return None
-    ckpt = last_checkpoint(run_dir)
+    from ..checkpoints import resume_checkpoint as newest_good
+
+    ckpt, skipped = newest_good(run_dir)
+    for name, why in skipped:
+        log(f"resume: skipped {name}: {why}")
+        if run is not None:
+            run.events.emit("warning", code="checkpoint-skipped", message=f"resume skipped {name}: {why}",
+                            evidence={"checkpoint": name})
     if ckpt is None:
-        raise UserError("no checkpoint to resume from in this run", file=str(run_dir / "checkpoints"))
+        raise UserError("no whole, finite checkpoint to resume from in this run", file=str(run_dir / "checkpoints"))
     return ckpt
 
 
@@ -189,7 +197,7 @@ def setup_model(cfg: RunConfig, dev: Device, run: Run):
     if tok.eos_token != eos:  # EOS is now the end-of-turn token: generation must stop there too
         model.generation_config.eos_token_id = tok.eos_token_id
     run.events.emit("info", key="chat_template", value={"why": why, "eos": tok.eos_token})
-    model = apply_method(cfg, model)
+    model = load_start_adapter(cfg, model) if cfg.model.init_adapter else apply_method(cfg, model)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     run.events.emit("info", key="parameters", value={"total": n_params, "trainable": n_train})
@@ -290,6 +298,16 @@ def apply_method(cfg: RunConfig, model):
     return get_peft_model(model, lc)
 
 
+def load_start_adapter(cfg: RunConfig, model):
+    """model.init_adapter (written by `ftwizard resume RUN --extend N`): the finished adapter, loaded
+    trainable, instead of fresh LoRA adapters."""
+    from peft import PeftModel
+
+    if cfg.method == "qlora":
+        model = prepare_kbit(model, cfg.quantization.upcast_fp32)
+    return PeftModel.from_pretrained(model, cfg.model.init_adapter, is_trainable=True)
+
+
 def prepare_kbit(model, upcast_fp32: bool):
     """A 4-bit model made ready for adapters. With `upcast_fp32`, peft's prepare_model_for_kbit_training
     (every non-4-bit weight to fp32); without it the model is left as loaded, embeddings, lm_head and
@@ -368,6 +386,12 @@ def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter) -> No
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(events_callback(run, dev, counter))
     trainer.add_callback(first_step_probe(run))
+    from ..checkpoints import guard_saves
+    from ..doctor import training_callback
+
+    guard_saves(trainer, run.events.emit)  # whole (temp name, then rename) and finite checkpoints only
+    trainer.doctor = training_callback(run.events.emit, getattr(trainer.model.config, "vocab_size", None))
+    trainer.add_callback(trainer.doctor)  # diverging / dead model: ends the run (save() checks)
     if cfg.train.early_stopping_patience:
         trainer.add_callback(early_stopping(run, cfg.train.early_stopping_patience))
     for ref in cfg.train.callbacks:
@@ -382,6 +406,7 @@ def save(trainer, tok, cfg: RunConfig, run: Run) -> Outcome:
     if len(run.nonfinite_steps) >= NONFINITE_LIMIT:
         raise NonFiniteLoss(f"loss is nan at steps {', '.join(map(str, run.nonfinite_steps))}; "
                             f"training ended at step {trainer.state.global_step}")
+    trainer.doctor.check()  # diverged / dead model: failed with the doctor's reason, nothing saved
     stopped = run.stop_requested
     run.phase("saving", "adapter" if cfg.method != "full" else "model")
     out = run.dir / "output"

@@ -14,7 +14,8 @@ Feature -> config key:
     telemetry                       always events.jsonl; train.logging_steps; train.extra_metrics
     validation and early stop       train.eval_steps, save_steps, save_total_limit, early_stopping_patience
     your callbacks                  train.callbacks
-    resume                          --resume: from the last checkpoint in RUN_DIR/checkpoints
+    resume                          --resume: from the newest whole, finite checkpoint in RUN_DIR/checkpoints
+    extend a finished run           model.init_adapter (ftwizard resume RUN --extend N)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .common import Outcome, Run
 
 def recipe(cfg: RunConfig, run: Run, resume: bool) -> Outcome:
     # ---- setup
-    ckpt = common.resume_checkpoint(run.dir, resume)
+    ckpt = common.resume_checkpoint(run.dir, resume, run)
     common.skip_unneeded_imports(cfg)
     dev = common.device_for(cfg)
     run.events.emit("info", key="device", value=dev.event())

@@ -1,0 +1,427 @@
+"""Pre-flight: every check that can be made before a run directory exists, made by `train`, `resume`
+and the wizard's launch (all through `launch.create_run` / `launch.resume`).
+
+`preflight(cfg, ...) -> Report` looks at, cheapest first:
+
+    code                  severity  what                                                 --force
+    runs-dir              error     the runs root cannot hold a new directory (under      never
+                                    /proc, below a regular file, a read-only mount)
+    model                 error     a local model that is not there; a hub id with        never
+                                    HF_HUB_OFFLINE=1 and nothing cached
+    dataset               error     the dataset cannot be read at all                      never
+    rows                  error     rows training would refuse (the same full scan as      never
+                                    `ftwizard inspect`: malformed lines, bad bytes,
+                                    unknown roles, mixed shapes, ragged CSV rows)
+    empty-answers         error     every assistant turn is empty: only end-of-turn        never
+                                    tokens would be learnt
+    mask                  error     no token would carry loss (template without            never
+                                    generation markers, answers cut by max_length)
+    too-few-rows          error     fewer than MIN_ROWS_TO_TRAIN usable rows               yes
+    batch-size            error     train.batch_size above the training rows: every step  yes
+                                    is the whole dataset
+    memory                error     the estimate does not fit the target's memory          yes (tight);
+                                    (VRAM, or RAM on a CPU; seam for core/estimate.py)     never (> IMPOSSIBLE_FACTOR)
+    (warnings)            warning   the scan's warnings (duplicates, too long, few rows
+                                    for the task, ...), an effective batch above the rows
+
+An error stops everything: `UserError` (one line: where, what, how to fix), exit 2, no run directory.
+With `force`, errors that are a judgement are demoted to warnings. Warnings are returned for the
+caller to print and are written into the run (`preflight.json` and `warning` events).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import Problem, UserError
+
+MIN_ROWS_TO_TRAIN = 10  # below this a run learns nothing worth keeping (3 rows trained to "completed")
+TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask check (the row scan itself reads every row)
+IMPOSSIBLE_FACTOR = 4.0  # an estimate this many times the memory there is cannot be forced
+PREFLIGHT_FILE = "preflight.json"
+# Config keys naming files: errors about them name the config file and line as well as the path.
+FILE_KEYS = ("model.name_or_path", "model.gguf_file", "dataset.path", "dataset.validation_path")
+
+
+@dataclass
+class Finding:
+    code: str
+    severity: str  # "error" | "warning"
+    message: str
+    file: str | None = None
+    line: int | None = None
+    field: str | None = None
+    fix: str = ""
+    forceable: bool = False  # a judgement `--force` may override
+    forced: bool = False     # was an error, demoted by --force
+
+    def __str__(self) -> str:
+        return str(Problem(self.message + (f" (fix: {self.fix})" if self.fix else ""), file=self.file,
+                           line=self.line, field=self.field))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    rows: int | None = None  # usable training rows the scan found
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    def to_json(self) -> dict:
+        return {"rows": self.rows, "findings": [f.to_json() for f in self.findings]}
+
+
+# ------------------------------------------------------------------------------------ the seam
+@dataclass(frozen=True)
+class MemoryVerdict:
+    """What the estimator says about a config on this machine's target (issue 16, core/estimate.py)."""
+
+    need_gib: float
+    have_gib: float
+    target: str  # "GPU 0 (24 GiB VRAM)", "RAM"
+
+
+def memory_verdict(cfg, hardware) -> MemoryVerdict | None:
+    """The estimate against the target's memory, or None when it cannot be made. The estimator helper
+    provides `estimate.target_memory_verdict(cfg, hardware) -> (need_gib, have_gib, target) | None`;
+    until it exists this check is skipped (and says so in the report)."""
+    from . import estimate
+
+    fn = getattr(estimate, "target_memory_verdict", None)
+    if fn is None:
+        return None
+    out = fn(cfg, hardware)
+    if out is None:
+        return None
+    return out if isinstance(out, MemoryVerdict) else MemoryVerdict(*out)
+
+
+# -------------------------------------------------------------------------------------- checks
+
+
+def check_runs_root(root: str | Path) -> Finding | None:
+    """Can a run directory be made under `root`? Tried for real in the deepest existing folder (a
+    temporary directory made and removed), so /proc, read-only mounts and permissions all answer
+    truthfully; nothing is left behind."""
+    root = Path(root).expanduser()
+    probe = root if root.is_absolute() else Path.cwd() / root
+    while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():  # a dangling link: mkdir would fail
+            break
+        probe = probe.parent
+    where = dict(file=str(root), field="runs_dir", fix="point runs_dir (or --runs-dir) at a writable folder")
+    if probe.exists() and not probe.is_dir():
+        return Finding("runs-dir", "error", f"cannot create runs here: {probe} is a file, not a folder", **where)
+    if not probe.exists():
+        return Finding("runs-dir", "error", f"cannot create runs here: {probe} does not exist", **where)
+    try:
+        tmp = tempfile.mkdtemp(prefix=".ftwizard-probe-", dir=probe)
+        os.rmdir(tmp)
+    except OSError as exc:
+        return Finding("runs-dir", "error", f"cannot create runs here: {probe} is not writable "
+                       f"({exc.strerror or exc})", **where)
+    return None
+
+
+def _is_offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_model(cfg) -> tuple[Finding | None, str | None]:
+    """(problem, local path of the model or None for an uncached hub id). Local paths must exist; a hub
+    id must be in the local cache when the hub is offline."""
+    from .models import check_model_source
+
+    m = cfg.model
+    try:
+        path = check_model_source(m.name_or_path, m.gguf_file)
+    except UserError as exc:
+        p = exc.problems[0]
+        return Finding("model", "error", p.message, file=p.file, line=p.line, field=p.field), None
+    if Path(path).exists():
+        from .models import is_local_model
+
+        if m.revision and is_local_model(path):
+            return Finding("model", "error", "a local model directory has no revisions (only hub ids do)",
+                           field="model.revision", fix="remove model.revision, or point model.name_or_path "
+                           "at the hub id"), None
+        return None, path
+    # a hub id: reachable only through the network or the local cache
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return None, None
+    wanted = m.gguf_file or "config.json"
+    try:
+        hit = try_to_load_from_cache(path, wanted, revision=m.revision)
+    except Exception:  # noqa: BLE001 - an id the hub library refuses (bad characters): let loading say
+        hit = None
+    if isinstance(hit, str):
+        return None, str(Path(hit).parent)
+    if _is_offline():
+        return Finding("model", "error", f"'{path}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
+                       "forbids downloading it", field="model.name_or_path",
+                       fix="download it once with network access (huggingface-cli download "
+                       f"{path}), unset HF_HUB_OFFLINE, or give a local model directory"), None
+    return None, None
+
+
+def _template_of(model_dir: str | None, cfg) -> tuple[object | None, str | None]:
+    """(tokenizer, template) for the mask check, as training sets them up; (None, None) when the
+    tokenizer cannot be had without the network."""
+    if model_dir is None or cfg.model.gguf_file or str(model_dir).endswith(".gguf"):
+        # A GGUF tokenizer takes 4-35 s to load here: the training process checks the mask (prepare.py)
+        return None, None
+    from .data.tokenize import load_tokenizer, setup_tokenizer
+
+    try:
+        tok = load_tokenizer(model_dir, cfg.model.gguf_file)
+    except UserError:
+        return None, None  # the training process reports loader errors with the full story
+    template, _ = setup_tokenizer(tok, cfg.model.chat_template, cfg.dataset.assistant_only_loss)
+    return tok, template
+
+
+def check_dataset_rows(cfg, model_dir: str | None, report: Report,
+                       progress: Callable[[float], None] | None = None) -> None:
+    """The full row scan `inspect` runs (every row read), then the mask check on the first rows with
+    the tokenizer training will use."""
+    from .data.read import local_files
+    from .data.stats import scan_dataset
+
+    d = cfg.dataset
+    for path in (d.path, d.validation_path):
+        if path:
+            local_files(path)  # a missing file or an unsupported type: UserError with dataset.path
+    if local_files(d.path) is None:
+        return  # a hub dataset: read by the training process, which may be the only one online
+    scan = scan_dataset(d.path, columns=d.columns, format=d.format, split=d.split, max_rows=d.max_rows,
+                        validation_path=d.validation_path, max_length=cfg.train.max_length,
+                        assistant_only=d.assistant_only_loss, progress=progress)
+    st = scan.stats
+    report.rows = st.used_rows
+    errors = [p for p in scan.problems if p.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = sum(max(1, p.count) for p in errors) - 1
+        tail = f" (and {more} more: ftwizard inspect {d.path})" if more > 0 else ""
+        report.findings.append(Finding("rows", "error", first.message + tail, file=first.file, line=first.line,
+                                       field=first.field, fix=first.fix))
+        return
+    if d.validation_path and local_files(d.validation_path) is not None:
+        vscan = scan_dataset(d.validation_path, columns=d.columns, format=d.format, split=d.split)
+        verrs = [p for p in vscan.problems if p.severity == "error"]
+        if verrs:
+            report.findings.append(Finding("rows", "error", verrs[0].message, file=verrs[0].file,
+                                           line=verrs[0].line, field=verrs[0].field, fix=verrs[0].fix))
+            return
+    empty = [p for p in scan.problems if p.code == "empty-answer"]
+    empty_rows = sum(max(1, p.count) for p in empty)
+    if st.used_rows and empty_rows >= st.used_rows and _every_answer_empty(d, st.used_rows):
+        report.findings.append(Finding(
+            "empty-answers", "error", f"every assistant turn of the {st.used_rows} rows is empty: the model would "
+            "learn only to end its turn", file=empty[0].file, line=empty[0].line, field=empty[0].field,
+            fix="give the assistant turns their answers"))
+        return
+    if st.used_rows < MIN_ROWS_TO_TRAIN:
+        report.findings.append(Finding(
+            "too-few-rows", "error", f"only {st.used_rows} usable rows; a run needs at least {MIN_ROWS_TO_TRAIN} "
+            "to learn anything", file=d.path, field="dataset.path", forceable=True,
+            fix="add rows (fewer than 100 rarely beats prompting), or --force to train anyway"))
+    for p in scan.problems:
+        if p.severity == "warning":
+            report.findings.append(Finding(p.code, "warning", p.message, file=p.file, line=p.line, field=p.field,
+                                           fix=p.fix))
+    tok, template = _template_of(model_dir, cfg)
+    if tok is None:
+        return
+    tscan = scan_dataset(d.path, tok, template, cfg.train.max_length, d.assistant_only_loss, columns=d.columns,
+                         format=d.format, split=d.split, max_rows=min(TOKEN_SAMPLE_ROWS, d.max_rows or TOKEN_SAMPLE_ROWS))
+    for p in tscan.problems:
+        if p.severity == "error" and p.code in ("all-masked", "no-generation-marker", "missing-eos"):
+            if p.code == "all-masked" and tscan.stats.used_rows < st.used_rows:
+                p.message = p.message.replace("every row", f"every one of the first {tscan.stats.used_rows} rows")
+            report.findings.append(Finding("mask", "error", p.message, file=p.file, line=p.line, field=p.field,
+                                           fix=p.fix))
+            return
+
+
+def _every_answer_empty(d, n_rows: int) -> bool:
+    """True when no row has a non-empty assistant turn (the scan's warnings count rows with at least one
+    empty turn; a row may also hold a real answer)."""
+    from .data.formats import to_canonical
+    from .data.preview import detect_source
+    from .data.read import iter_rows
+
+    det, _, _ = detect_source(d.path, columns=d.columns, format=d.format, split=d.split)
+    for r in iter_rows(d.path, split=d.split, limit=d.max_rows):
+        if r.error:
+            continue
+        try:
+            canon = to_canonical(r.row, det)
+        except Exception:  # noqa: BLE001 - row problems are the scan's business
+            continue
+        msgs = canon.get("messages")
+        if msgs is None:
+            return False
+        if any(m["role"] == "assistant" and (m.get("content") or "").strip() for m in msgs):
+            return False
+    return True
+
+
+def check_settings(cfg, report: Report) -> None:
+    """Settings absurd for this dataset: a batch larger than the training rows."""
+    rows = report.rows
+    if not rows:
+        return
+    t = cfg.train
+    d = cfg.dataset
+    train_rows = rows if d.validation_path else max(1, rows - round(rows * d.validation))
+    world = max(1, int(os.environ.get("WORLD_SIZE", 1)))
+    if t.batch_size > train_rows:
+        report.findings.append(Finding(
+            "batch-size", "error", f"batch_size {t.batch_size:,} is larger than the {train_rows:,} training rows: "
+            "every step would be the whole dataset", field="train.batch_size", forceable=True,
+            fix="use a batch_size of 1-32 with gradient_accumulation_steps for a larger effective batch"))
+        return
+    eff = t.batch_size * t.gradient_accumulation_steps * world
+    if eff > train_rows:
+        report.findings.append(Finding(
+            "batch-size", "warning", f"the effective batch ({eff:,}) is larger than the {train_rows:,} training rows: "
+            "one optimizer step per epoch at most", field="train.gradient_accumulation_steps",
+            fix="lower train.gradient_accumulation_steps"))
+
+
+def check_memory(cfg, hardware, report: Report) -> None:
+    verdict = memory_verdict(cfg, hardware)
+    if verdict is None or verdict.need_gib <= verdict.have_gib:
+        return
+    impossible = verdict.need_gib > IMPOSSIBLE_FACTOR * verdict.have_gib
+    report.findings.append(Finding(
+        "memory", "error", f"the run needs about {verdict.need_gib:,.1f} GiB but {verdict.target} has "
+        f"{verdict.have_gib:,.1f} GiB", field="train.batch_size", forceable=not impossible,
+        fix="ftwizard estimate shows where the memory goes; lower train.batch_size or train.max_length, or use "
+        "qlora" + ("" if impossible else "; --force to try anyway")))
+
+
+# ---------------------------------------------------------------------------------------- entry
+
+
+def preflight(cfg, *, runs_root: str | Path | None = None, config_file: str | Path | None = None,
+              force: bool = False, hardware=None, progress: Callable[[float], None] | None = None) -> Report:
+    """Run every check; raise `UserError` (one line) on the first error left after `force`. Returns the
+    report, whose warnings the caller prints and stores in the run."""
+    report = Report()
+    lines = _config_lines(config_file)
+
+    def fail(f: Finding):
+        f = _locate(f, config_file, lines)
+        raise UserError(Problem(f.message + (f" (fix: {f.fix})" if f.fix else ""), file=f.file, line=f.line,
+                                field=f.field))
+
+    if runs_root is not None:
+        f = check_runs_root(runs_root)
+        if f:
+            fail(f)
+    f, model_dir = check_model(cfg)
+    if f:
+        fail(f)
+    try:
+        check_dataset_rows(cfg, model_dir, report, progress)
+    except UserError as exc:
+        p = exc.problems[0]
+        fail(Finding("dataset", "error", p.message, file=p.file, line=p.line, field=p.field))
+    check_settings(cfg, report)
+    from .guidance import config_guidance
+
+    for key, message in config_guidance(cfg):  # the wizard's usual ranges: a warning, the run starts
+        report.findings.append(Finding("guidance", "warning", message, field=key))
+    if hardware is not None:
+        check_memory(cfg, hardware, report)
+    for f in report.errors:
+        if force and f.forceable:
+            f.severity, f.forced = "warning", True
+            f.message += " (--force)"
+            continue
+        fail(f)
+    return report
+
+
+def _config_lines(config_file) -> dict:
+    if not config_file:
+        return {}
+    from .config import _line_index
+
+    try:
+        return _line_index(Path(config_file).read_text(encoding="utf-8"))
+    except OSError:
+        return {}
+
+
+def _locate(f: Finding, config_file, lines: dict) -> Finding:
+    """An error about a file the config names: the config file and line, then the path."""
+    if not config_file or f.field not in FILE_KEYS or f.line:
+        return f
+    line = lines.get(tuple(f.field.split(".")))
+    path = f.file
+    msg = f"{path}: {f.message}" if path and path not in f.message else f.message
+    return Finding(f.code, f.severity, msg, file=str(config_file), line=line, field=f.field, fix=f.fix,
+                   forceable=f.forceable)
+
+
+def relocate(exc: UserError, config_file) -> UserError:
+    """A `UserError` about a config-named file, re-pointed at the config file and line (for checks made
+    outside `preflight`)."""
+    lines = _config_lines(config_file)
+    out = []
+    for p in exc.problems:
+        f = _locate(Finding("", "error", p.message, file=p.file, line=p.line, field=p.field), config_file, lines)
+        out.append(Problem(f.message, file=f.file, line=f.line, field=f.field))
+    return UserError(out)
+
+
+def record(run_dir: Path, report: Report) -> None:
+    """Store the report in the run: preflight.json, and each warning as a `warning` event."""
+    from .events import EventWriter
+    from .runs import write_json_atomic
+
+    write_json_atomic(Path(run_dir) / PREFLIGHT_FILE, report.to_json())
+    if not report.warnings:
+        return
+    w = EventWriter(run_dir)
+    try:
+        for f in report.warnings:
+            w.emit("warning", code=f"preflight-{f.code}", message=str(f), evidence={"source": "preflight"})
+    finally:
+        w.close()
+
+
+def read(run_dir: Path) -> list[dict]:
+    try:
+        return json.loads((Path(run_dir) / PREFLIGHT_FILE).read_text(encoding="utf-8")).get("findings", [])
+    except (OSError, ValueError):
+        return []
+
+
+def print_warnings(run_dir: Path) -> None:
+    """The pre-flight's warnings stored in a run, one line each on stderr."""
+    import sys
+
+    for f in read(run_dir):
+        if f.get("severity") == "warning":
+            print(f"ftwizard: warning: {Finding(**f)}", file=sys.stderr)
