@@ -268,6 +268,8 @@ def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int, *,
         b += casts(h, 3) + a * q + casts(h, 2) + a * i   # q,k,v | o | gate,up | down
     # attention: q, k, v after RoPE in the compute dtype, the output, logsumexp
     b += a * (q + 2 * kv) + a * q + 4 * arch.heads
+    if arch.qk_norm:  # Qwen3 / Gemma 3 RMSNorm q and k per head: the fp32 inputs are saved
+        b += 4 * (q + kv)
     if s.attn == "eager":
         b += (4 + a) * arch.heads * seq                 # softmax output fp32 + its cast, per query row
         if arch.family == "gemma2":                      # soft-capping: tanh keeps its output
@@ -277,6 +279,8 @@ def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int, *,
         # input, the fused gate_up output, act(gate), their product (down's input) and down's output
         k, ie = arch.experts_per_tok, arch.expert_intermediate
         b += 4 * arch.experts + a * arch.experts + k * (2 * a * h + 4 * o * ie)
+        if expert_lora_tensors(arch, s.lora_rank, s.lora_targets) and not full:
+            b += a * h  # the router's LoRA branch saves its input
     else:
         # MLP: gate, up, act(gate) in the linear output dtype
         b += 3 * o * i
@@ -309,6 +313,10 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         s = replace(s, attn="eager")
         notes.append("Gemma 2: transformers has no SDPA path for it (attention soft-capping), so eager "
                      "attention is assumed (use flash_attention_2 to avoid the s^2 scores)")
+    if arch.family == "gpt_oss" and s.attn == "sdpa":
+        s = replace(s, attn="eager")
+        notes.append("gpt-oss: transformers has no SDPA path for it (attention sinks), so eager attention is "
+                     "assumed (its s^2 scores per layer; a flash kernel with sinks avoids them)")
     P = arch.params
     T = s.batch_size * s.seq_len
     a = 4 if s.precision == "fp32" else 2
