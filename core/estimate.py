@@ -599,7 +599,7 @@ class Proposal:
             parts[0] += f", {s.optim}"
         if "gradient_checkpointing" in self.changes:
             parts[0] += ", gradient checkpointing " + ("on" if s.gradient_checkpointing else "off")
-        text = f"{parts[0]}: {self.estimate.total_gib:.1f} GiB of {self.capacity_gib:g}" + (f" {where}" if where else "")
+        text = f"{parts[0]}: {self.estimate.total_gib:.1f} GiB of {self.capacity_gib:g}" + (" GiB free RAM" if where else "")
         if self.rows_cut_pct is not None:
             text += f"; rows longer than {s.seq_len:,} tokens: {self.rows_cut_pct:.0f}%"
         return text

@@ -77,33 +77,34 @@ def run(args) -> int:
 
 
 def _print_table(arch, est, args, proposal=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    print(render(arch, est, method=args.method, vram_gib=args.vram_gb, device=args.device, proposal=proposal,
+                 model_arg=args.model))
 
+
+def render(arch, est, *, method: str, vram_gib: float | None = None, device: str = "cuda", proposal=None,
+           model_arg: str | None = None, assumptions: int | None = None) -> str:
+    """The text `ftwizard estimate` prints (and README.md shows between its estimate-example markers)."""
     from ..catalog import display_name
 
-    per = "CPU (RAM)" if args.device == "cpu" else "per GPU"
-    t = Table(title=f"{display_name(arch)} ({arch.params / 1e9:.2f}B) · {args.method} · {per}",
-              show_footer=True)
-    t.add_column("term", footer="total")
-    t.add_column("GiB", justify="right", footer=f"{est.total_gib:.2f}")
+    per = "CPU (RAM)" if device == "cpu" else "per GPU"
+    lines = [f"  {display_name(arch)} ({arch.params / 1e9:.2f}B) · {method} · {per}"]
+    width = max(len(k) for k in est.breakdown) + 2
     for k, v in est.breakdown.items():
-        t.add_row(k, f"{v:.2f}")
-    c = Console()
-    c.print(t)
-    if args.vram_gb:
-        v = est.verdict(args.vram_gb)
-        style = {"fits": "green", "tight": "yellow"}.get(v, "red")
-        what = "of free RAM" if args.device == "cpu" else "of the card"
-        c.print(f"[{style}]{v}[/] on {args.vram_gb:g} GiB ({100 * est.total_gib / args.vram_gb:.0f}% {what})")
+        lines.append(f" {k:<{width}}{v:6.2f}")
+    lines.append(f" {'total':<{width}}{est.total_gib:6.2f}")
+    if vram_gib:
+        v = est.verdict(vram_gib)
+        what = "of free RAM" if device == "cpu" else "of the card"
+        lines.append(f"{v} on {vram_gib:g} GiB ({100 * est.total_gib / vram_gib:.0f}% {what})")
+    lines.append(f"peak: {est.peak_phase}")
     if proposal is not None:
         flags = " ".join(f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else
                          f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in proposal.changes.items())
         if proposal.fits:
-            c.print(f"[green]the setting that fits[/]: {proposal.describe()}", highlight=False)
-            c.print(f"  ftwizard estimate --model {args.model} --method {proposal.method} {flags}", highlight=False)
+            lines.append(f"the setting that fits: {proposal.describe()}")
+            lines.append(f"  the same command with: --method {proposal.method} {flags}")
         elif proposal.more_cards:
-            c.print(f"no setting fits one card; it would take {proposal.more_cards}", highlight=False)
-    c.print(f"peak: {est.peak_phase}")
-    for a in est.assumptions:
-        c.print(f" · {a}", highlight=False)
+            lines.append(f"no setting fits one card; it would take {proposal.more_cards}")
+    for a in est.assumptions[:assumptions]:
+        lines.append(f" · {a}")
+    return "\n".join(lines)
