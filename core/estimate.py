@@ -503,6 +503,7 @@ class MethodChoice:
     rows: list[tuple[str, Estimate, str | None]]   # (method, estimate, verdict or None without VRAM)
     recommended: str | None
     reason: str
+    proposal: "Proposal | None" = None            # set by callers that searched for the setting that fits
 
     def row(self, method: str) -> tuple[str, Estimate, str | None]:
         return next(r for r in self.rows if r[0] == method)
