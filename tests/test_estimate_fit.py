@@ -87,7 +87,7 @@ def test_the_cpu_demo_preset_passes_the_check():
     c = check_fits(_demo_cfg(), machine(ram_available_gib=8.0), arch=CATALOG["smollm2-135m"])
     assert c.device == "cpu" and c.ok and c.proposal is None
     # every row counted at max_length (the demo's rows are shorter: 2.9 GiB measured), so a little above
-    assert c.estimate.total_gib < 4.5
+    assert c.estimate.total_gib < 5.0
 
 
 def test_a_cpu_run_that_would_not_fit_free_ram_gets_the_setting_that_does():
