@@ -148,3 +148,26 @@ def test_cpu_estimate_against_measured_peak_rss(label, model, seq, batch, measur
     err = (est.total_gib - measured) / measured
     print(f"{label}: measured {measured:.2f} GiB, estimated {est.total_gib:.2f} ({100 * err:+.1f}%)")
     assert abs(err) <= CPU_TOLERANCE
+
+
+def test_train_refuses_a_cpu_run_that_would_not_fit_free_ram(tmp_path, monkeypatch, capsys):
+    """`ftwizard train`'s pre-flight with a fake reading of free RAM: refused with the setting that fits,
+    nothing created; --force skips the check; the CPU demo passes it on the same reading."""
+    import argparse
+
+    import ftwizard.core.hardware as hardware
+    from ftwizard.core.commands import train
+    from ftwizard.core.config import load_config
+    from ftwizard.core.errors import UserError
+
+    monkeypatch.setattr(hardware, "detect", lambda source=None: machine(ram_available_gib=6.0))
+    big = tmp_path / "big.yaml"
+    big.write_text((ROOT / "presets" / "cpu-demo.yaml").read_text().replace("max_length: 256", "max_length: 1024"))
+    (tmp_path / "data").symlink_to(ROOT / "presets" / "data")
+    args = argparse.Namespace(config=str(big), detach=True, runs_dir=str(tmp_path / "runs"), name=None, force=False)
+    with pytest.raises(UserError) as e:
+        train.run(args)
+    msg = str(e.value)
+    assert "would not fit" in msg and "free RAM" in msg and "train.batch_size" in msg and "--force" in msg
+    assert not (tmp_path / "runs").exists()
+    train.preflight(load_config(ROOT / "presets" / "cpu-demo.yaml"))  # the demo passes on 6 GiB free
