@@ -32,9 +32,35 @@ class ModelArch:
     vocab: int
     tied_embeddings: bool
     head_dim: int | None = None  # None: hidden // heads
-    family: str = "llama"  # llama | mistral | qwen2 | qwen | gemma2 | phi3
+    family: str = "llama"  # llama | mistral | qwen2 | qwen | gemma2 | gemma3 | phi3 | qwen3 | qwen3_moe | gpt_oss
     qkv_bias: bool = False
     aliases: tuple[str, ...] = field(default=(), compare=False)
+    # Mixture of experts (0: a dense MLP). transformers 5 stores each layer's experts as two fused 3D
+    # parameters (gate_up_proj, down_proj), not nn.Linear: bitsandbytes leaves them in 16-bit, and peft's
+    # all-linear adapts them (Qwen3-MoE, through its ParamWrapper) or not (gpt-oss).
+    experts: int = 0
+    experts_per_tok: int = 0
+    expert_intermediate: int = 0
+    sliding_window: int = 0      # sliding-window attention (Gemma 3 local layers, gpt-oss even layers)
+    sliding_layers: int = 0      # how many layers use it
+    mxfp4: bool = False          # the experts ship as MXFP4 (gpt-oss): 4.25 bits/param on disk
+
+    @property
+    def moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def qk_norm(self) -> bool:
+        return self.family in ("qwen3", "qwen3_moe", "gemma3")
+
+    @property
+    def o_bias(self) -> bool:
+        return self.family == "gpt_oss"
+
+    @property
+    def lora_on_experts(self) -> bool:
+        """peft 0.21's all-linear reaches Qwen3-MoE's fused experts and router; gpt-oss's it does not."""
+        return self.family in ("qwen3_moe", "mixtral")
 
     @property
     def hd(self) -> int:
@@ -50,7 +76,29 @@ class ModelArch:
 
     @property
     def norms_per_layer(self) -> int:
-        return 4 if self.family == "gemma2" else 2
+        return 4 if self.family in ("gemma2", "gemma3") else 2
+
+    @property
+    def final_softcap(self) -> bool:
+        """Gemma 2 soft-caps its logits and attention scores (tanh); Gemma 3 dropped it for QK-norm."""
+        return self.family == "gemma2"
+
+    def expert_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """(experts, d_in, d_out) of each fused expert tensor per layer (empty for a dense MLP)."""
+        if not self.moe:
+            return {}
+        h, e, i = self.hidden, self.experts, self.expert_intermediate
+        return {"gate_up_proj": (e, h, 2 * i), "down_proj": (e, i, h)}
+
+    @property
+    def expert_params(self) -> int:
+        """Weights of every expert of every layer, plus the routers (all stored, whichever are routed)."""
+        if not self.moe:
+            return 0
+        per = sum(e * a * b for e, a, b in self.expert_shapes().values()) + self.hidden * self.experts
+        if self.family == "gpt_oss":  # expert and router biases
+            per += self.experts * (2 * self.expert_intermediate + self.hidden) + self.experts
+        return self.layers * per
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(d_in, d_out) of every linear layer in one decoder layer, by the module name peft targets.
@@ -60,6 +108,8 @@ class ModelArch:
         are described with the Llama names and `target_aliases` maps the others.
         """
         h, q, kv, i = self.hidden, self.q_dim, self.kv_dim, self.intermediate
+        if self.moe:  # attention only: the experts are fused 3D parameters (expert_shapes)
+            return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h)}
         if self.family == "phi3":
             return {"qkv_proj": (h, q + 2 * kv), "o_proj": (q, h), "gate_up_proj": (h, 2 * i),
                     "down_proj": (i, h)}
@@ -70,6 +120,13 @@ class ModelArch:
     def linear_params(self) -> int:
         """Weights of the linear layers inside the decoder layers (what 4-bit quantization covers)."""
         return self.layers * sum(a * b for a, b in self.linear_shapes().values())
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token passes through (MoE: the routed experts only)."""
+        if not self.moe:
+            return self.params
+        return self.params - self.expert_params * (self.experts - self.experts_per_tok) // self.experts
 
     @property
     def embedding_params(self) -> int:
@@ -87,14 +144,19 @@ def count_params(a: ModelArch) -> int:
     per_layer = sum(x * y for x, y in a.linear_shapes().values()) + a.norms_per_layer * a.hidden
     if a.qkv_bias:
         per_layer += a.q_dim + 2 * a.kv_dim
-    return a.layers * per_layer + a.vocab * a.hidden * (1 if a.tied_embeddings else 2) + a.hidden
+    if a.o_bias:
+        per_layer += a.hidden + a.heads  # o_proj bias; gpt-oss's attention sinks (one per head)
+    if a.qk_norm:
+        per_layer += 2 * a.hd
+    experts = a.expert_params
+    return a.layers * per_layer + experts + a.vocab * a.hidden * (1 if a.tied_embeddings else 2) + a.hidden
 
 
 def _m(name, hub_id, hidden, layers, heads, kv_heads, intermediate, vocab, tied, *, head_dim=None,
-       family="llama", qkv_bias=False, aliases=()) -> ModelArch:
+       family="llama", qkv_bias=False, aliases=(), **moe) -> ModelArch:
     a = ModelArch(name=name, hub_id=hub_id, params=0, hidden=hidden, layers=layers, heads=heads,
                   kv_heads=kv_heads, intermediate=intermediate, vocab=vocab, tied_embeddings=tied,
-                  head_dim=head_dim, family=family, qkv_bias=qkv_bias, aliases=tuple(aliases))
+                  head_dim=head_dim, family=family, qkv_bias=qkv_bias, aliases=tuple(aliases), **moe)
     return replace(a, params=count_params(a))
 
 
@@ -156,6 +218,65 @@ _ENTRIES = [
        aliases=["HuggingFaceTB/SmolLM2-360M-Instruct"]),
     _m("smollm2-1.7b", "HuggingFaceTB/SmolLM2-1.7B", 2048, 24, 32, 32, 8192, 49152, True,
        aliases=["HuggingFaceTB/SmolLM2-1.7B-Instruct"]),
+    # ---- current families (2025-2026). Each number is the model's published config.json value; the
+    # comment names the file. Where a multimodal checkpoint wraps the decoder (Gemma 3 4B+, Mistral
+    # Small 3.1+), the numbers are its text_config's and the vision tower (~0.4B) is not counted.
+    # Qwen3 dense: QK-norm (q_norm/k_norm per layer), no q/k/v bias. huggingface.co/Qwen/Qwen3-{size}/
+    # config.json (8B at b968826d, 14B at 40c06982, 32B at 9216db57; 4B transformers 4.51.2 file).
+    _m("qwen3-0.6b", "Qwen/Qwen3-0.6B", 1024, 28, 16, 8, 3072, 151936, True, head_dim=128, family="qwen3",
+       aliases=["Qwen/Qwen3-0.6B-Base"]),
+    _m("qwen3-1.7b", "Qwen/Qwen3-1.7B", 2048, 28, 16, 8, 6144, 151936, True, head_dim=128, family="qwen3",
+       aliases=["Qwen/Qwen3-1.7B-Base"]),
+    _m("qwen3-4b", "Qwen/Qwen3-4B", 2560, 36, 32, 8, 9728, 151936, True, head_dim=128, family="qwen3",
+       aliases=["Qwen/Qwen3-4B-Base", "Qwen/Qwen3-4B-Instruct-2507"]),
+    _m("qwen3-8b", "Qwen/Qwen3-8B", 4096, 36, 32, 8, 12288, 151936, False, head_dim=128, family="qwen3",
+       aliases=["Qwen/Qwen3-8B-Base"]),
+    _m("qwen3-14b", "Qwen/Qwen3-14B", 5120, 40, 40, 8, 17408, 151936, False, head_dim=128, family="qwen3",
+       aliases=["Qwen/Qwen3-14B-Base"]),
+    _m("qwen3-32b", "Qwen/Qwen3-32B", 5120, 64, 64, 8, 25600, 151936, False, head_dim=128, family="qwen3"),
+    # Qwen3-30B-A3B: 128 experts of moe_intermediate_size 768, 8 routed per token, every layer sparse
+    # (decoder_sparse_step 1, mlp_only_layers []). huggingface.co/Qwen/Qwen3-30B-A3B/config.json at ad44e777.
+    _m("qwen3-30b-a3b", "Qwen/Qwen3-30B-A3B", 2048, 48, 32, 4, 6144, 151936, False, head_dim=128,
+       family="qwen3_moe", experts=128, experts_per_tok=8, expert_intermediate=768,
+       aliases=["Qwen/Qwen3-30B-A3B-Base", "Qwen/Qwen3-30B-A3B-Instruct-2507"]),
+    # Gemma 3: 262k vocabulary (262,144 rows in the 1B's config.json; 262,208 in the multimodal
+    # checkpoints' text_config, transformers' Gemma3TextConfig default), tied, four norms per layer and
+    # QK-norm, no soft-capping; 5 of every 6 layers slide over a 512 (1B) or 1,024-token window.
+    # google/gemma-3-1b-pt/config.json; gemma-3-{4b,12b,27b}-pt/config.json text_config (27B also in
+    # google/gemma_pytorch gemma/config.py get_config_for_27b_v3 at 014acb7a).
+    _m("gemma-3-1b", "google/gemma-3-1b-pt", 1152, 26, 4, 1, 6912, 262144, True, head_dim=256, family="gemma3",
+       sliding_window=512, sliding_layers=22, aliases=["google/gemma-3-1b-it"]),
+    _m("gemma-3-4b", "google/gemma-3-4b-pt", 2560, 34, 8, 4, 10240, 262208, True, head_dim=256, family="gemma3",
+       sliding_window=1024, sliding_layers=29, aliases=["google/gemma-3-4b-it"]),
+    _m("gemma-3-12b", "google/gemma-3-12b-pt", 3840, 48, 16, 8, 15360, 262208, True, head_dim=256,
+       family="gemma3", sliding_window=1024, sliding_layers=40, aliases=["google/gemma-3-12b-it"]),
+    _m("gemma-3-27b", "google/gemma-3-27b-pt", 5376, 62, 32, 16, 21504, 262208, True, head_dim=128,
+       family="gemma3", sliding_window=1024, sliding_layers=52, aliases=["google/gemma-3-27b-it"]),
+    # Llama 3.3 70B: the architecture of 3.1 70B (meta-llama/Llama-3.3-70B-Instruct/config.json).
+    _m("llama-3.3-70b", "meta-llama/Llama-3.3-70B-Instruct", 8192, 80, 64, 8, 28672, 128256, False),
+    # Mistral Small 3.x (24B): mistralai/Mistral-Small-24B-Base-2501/config.json; 3.1 and 3.2 carry the
+    # same text_config (Mistral-Small-3.1-24B-Instruct-2503/config.json at 68faf511) plus a vision tower.
+    _m("mistral-small-24b", "mistralai/Mistral-Small-24B-Instruct-2501", 5120, 40, 32, 8, 32768, 131072, False,
+       head_dim=128, family="mistral",
+       aliases=["mistralai/Mistral-Small-24B-Base-2501", "mistralai/Mistral-Small-3.1-24B-Instruct-2503",
+                "mistralai/Mistral-Small-3.1-24B-Base-2503", "mistralai/Mistral-Small-3.2-24B-Instruct-2506",
+                "mistral-small-3.1", "mistral-small-3.2"]),
+    # Phi-4 (model_type phi3: fused qkv_proj and gate_up_proj): microsoft/phi-4/config.json at 2db69c1c;
+    # Phi-4-mini (200k vocabulary, tied): microsoft/Phi-4-mini-instruct/config.json.
+    _m("phi-4", "microsoft/phi-4", 5120, 40, 40, 10, 17920, 100352, False, family="phi3"),
+    _m("phi-4-mini", "microsoft/Phi-4-mini-instruct", 3072, 32, 24, 8, 8192, 200064, True, family="phi3",
+       aliases=["microsoft/Phi-4-mini-reasoning"]),
+    # gpt-oss: MoE with biases everywhere, attention sinks, alternating 128-token sliding window; experts
+    # ship in MXFP4. openai/gpt-oss-20b/config.json (24 layers, 32 experts) and gpt-oss-120b (36, 128).
+    _m("gpt-oss-20b", "openai/gpt-oss-20b", 2880, 24, 64, 8, 2880, 201088, False, head_dim=64, family="gpt_oss",
+       qkv_bias=True, experts=32, experts_per_tok=4, expert_intermediate=2880, sliding_window=128,
+       sliding_layers=12, mxfp4=True),
+    _m("gpt-oss-120b", "openai/gpt-oss-120b", 2880, 36, 64, 8, 2880, 201088, False, head_dim=64,
+       family="gpt_oss", qkv_bias=True, experts=128, experts_per_tok=4, expert_intermediate=2880,
+       sliding_window=128, sliding_layers=18, mxfp4=True),
+    # SmolLM3 (Llama layers, every 4th without RoPE): HuggingFaceTB/SmolLM3-3B/config.json.
+    _m("smollm3-3b", "HuggingFaceTB/SmolLM3-3B", 2048, 36, 16, 4, 11008, 128256, True,
+       aliases=["HuggingFaceTB/SmolLM3-3B-Base"]),
     # Qwen (1) 7B: only here because the Qwen README's LoRA/QLoRA memory table (a calibration anchor)
     # is for it. config.json says intermediate_size 22016; each MLP projection is half of that.
     _m("qwen-7b", "Qwen/Qwen-7B", 4096, 32, 32, 32, 11008, 151936, False, family="qwen",
@@ -174,7 +295,29 @@ DISPLAY_NAMES: dict[str, str] = {
     "gemma-2-2b": "Gemma-2-2B", "gemma-2-9b": "Gemma-2-9B", "gemma-2-27b": "Gemma-2-27B",
     "phi-3-mini": "Phi-3-mini", "smollm2-135m": "SmolLM2-135M", "smollm2-360m": "SmolLM2-360M",
     "smollm2-1.7b": "SmolLM2-1.7B", "qwen-7b": "Qwen-7B",
+    "qwen3-0.6b": "Qwen3-0.6B", "qwen3-1.7b": "Qwen3-1.7B", "qwen3-4b": "Qwen3-4B", "qwen3-8b": "Qwen3-8B",
+    "qwen3-14b": "Qwen3-14B", "qwen3-32b": "Qwen3-32B", "qwen3-30b-a3b": "Qwen3-30B-A3B",
+    "gemma-3-1b": "Gemma-3-1B", "gemma-3-4b": "Gemma-3-4B", "gemma-3-12b": "Gemma-3-12B", "gemma-3-27b": "Gemma-3-27B",
+    "llama-3.3-70b": "Llama-3.3-70B", "mistral-small-24b": "Mistral-Small-24B", "phi-4": "Phi-4",
+    "phi-4-mini": "Phi-4-mini", "gpt-oss-20b": "gpt-oss-20b", "gpt-oss-120b": "gpt-oss-120b",
+    "smollm3-3b": "SmolLM3-3B",
 }
+
+# The models a person would pick today, per family, newest first: "pick a smaller model" names one of these.
+CURRENT = ("llama-3.3-70b", "llama-3.1-8b", "llama-3.2-3b", "llama-3.2-1b", "qwen3-32b", "qwen3-30b-a3b",
+           "qwen3-14b", "qwen3-8b", "qwen3-4b", "qwen3-1.7b", "qwen3-0.6b", "gemma-3-27b", "gemma-3-12b",
+           "gemma-3-4b", "gemma-3-1b", "mistral-small-24b", "phi-4", "phi-4-mini", "gpt-oss-120b", "gpt-oss-20b",
+           "smollm3-3b", "smollm2-1.7b", "smollm2-360m", "smollm2-135m")
+
+
+def lineage(arch: ModelArch) -> str:
+    """The family a person means ("Llama", "Qwen", "Gemma", ...), for "a smaller model of the same family"."""
+    n = arch.name.lower()
+    for key in ("llama", "qwen", "gemma", "mistral", "phi", "gpt-oss", "smollm"):
+        if n.startswith(key):
+            return key
+    return {"qwen2": "qwen", "qwen3": "qwen", "qwen3_moe": "qwen", "gemma2": "gemma", "gemma3": "gemma",
+            "phi3": "phi", "gpt_oss": "gpt-oss"}.get(arch.family, arch.family)
 
 
 def display_name(arch: ModelArch) -> str:
@@ -193,7 +336,9 @@ def _lookup(model: str) -> ModelArch | None:
 
 
 _FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gemma2": "gemma2",
-             "phi3": "phi3", "qwen": "qwen", "smollm": "llama"}
+             "phi3": "phi3", "qwen": "qwen", "smollm": "llama", "smollm3": "llama", "qwen3": "qwen3",
+             "qwen3_moe": "qwen3_moe", "gemma3": "gemma3", "gemma3_text": "gemma3", "gpt_oss": "gpt_oss",
+             "mixtral": "mixtral", "ministral3": "mistral", "mistral3": "mistral"}
 
 
 def arch_from_config(cfg: dict, name: str, source: str = "config.json") -> ModelArch:
@@ -220,9 +365,19 @@ def arch_from_config(cfg: dict, name: str, source: str = "config.json") -> Model
     tied = bool(cfg.get("tie_word_embeddings", family not in ("llama", "mistral", "qwen", "phi3")))
     head_dim = cfg.get("head_dim")
     qkv_bias = bool(cfg.get("attention_bias", family in ("qwen2", "qwen")))
+    moe = {}
+    n_exp = int(cfg.get("num_experts") or cfg.get("num_local_experts") or 0)
+    if n_exp:
+        moe = dict(experts=n_exp, experts_per_tok=int(cfg.get("num_experts_per_tok") or cfg.get("experts_per_token") or 1),
+                   expert_intermediate=int(cfg.get("moe_intermediate_size") or inter))
+    window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) is not False else None
+    types = cfg.get("layer_types") or []
+    if window:
+        moe["sliding_window"] = int(window)
+        moe["sliding_layers"] = sum(t == "sliding_attention" for t in types) if types else layers
     a = ModelArch(name=name, hub_id=name, params=0, hidden=hidden, layers=layers, heads=heads,
                   kv_heads=kv, intermediate=inter, vocab=vocab, tied_embeddings=tied,
-                  head_dim=int(head_dim) if head_dim else None, family=family, qkv_bias=qkv_bias)
+                  head_dim=int(head_dim) if head_dim else None, family=family, qkv_bias=qkv_bias, **moe)
     return replace(a, params=count_params(a))
 
 
@@ -253,6 +408,20 @@ def _from_hub(model: str) -> ModelArch | None:
         except Exception:  # offline, unknown repo, gated, no network: all mean "not found here"
             continue
         return _from_dir(Path(p).parent, model)
+    return None
+
+
+def known_arch(model: str) -> ModelArch | None:
+    """The architecture when it is known without the network: a catalog entry (name, hub id, alias) or a
+    local directory with config.json; None otherwise (an uncached hub id, a GGUF file, a bad directory)."""
+    found = _lookup(model)
+    if found is not None:
+        return found
+    if (Path(model).expanduser() / "config.json").is_file():
+        try:
+            return resolve_arch(model)
+        except UserError:
+            return None
     return None
 
 

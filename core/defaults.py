@@ -29,17 +29,10 @@ def checkpointing_needed(cfg: RunConfig, hw: Hardware, gpu: bool) -> tuple[bool,
     """Gradient checkpointing costs ~20% speed; turn it on only when the run would not fit without it."""
     if not gpu:
         return False, "CPU training (memory is RAM; recomputation would only cost time)"
-    from pathlib import Path
-
-    from .catalog import _lookup, resolve_arch
-    from .errors import UserError
+    from .catalog import known_arch
     from .estimate import estimate, settings_from_config
 
-    name = cfg.model.name_or_path
-    try:
-        arch = _lookup(name) or (resolve_arch(name) if (Path(name).expanduser() / "config.json").is_file() else None)
-    except UserError:
-        arch = None
+    arch = known_arch(cfg.model.name_or_path)
     if arch is None:
         return True, "the estimator does not know this model's size, so the safe choice"
     probe = cfg.model_copy(deep=True)

@@ -55,6 +55,23 @@ GIB = 1024 ** 3
 # Calibrated constants (docs/estimator.md explains each one).
 CUDA_CONTEXT_GIB = 0.9   # CUDA context + cuBLAS/cuDNN workspaces outside torch's allocator
 ALLOCATOR_SLACK = 0.08   # reserved vs allocated: fragmentation of torch's caching allocator
+# CPU runs (no GPU): the trainer's peak RSS. Calibrated on real runs (tests/benchmarks/cpu_rss.py; the
+# measurements are CPU_RSS_RUNS below): the interpreter with torch, transformers, peft, trl and
+# bitsandbytes imported, and glibc's allocator keeping freed blocks of the dynamic memory.
+CPU_PROCESS_GIB = 0.5    # the tiny model's whole run peaks at 0.51 GiB: that is the floor
+CPU_LOAD_BYTES = 4.0     # per parameter: loading (16-bit checkpoint cast to fp32) leaves a weights-sized
+                         # block in RSS (freed to glibc, not to the OS)
+CPU_RSS_SLACK = 0.15     # of the dynamic memory: glibc keeps freed activation blocks
+CPU_TOLERANCE = 0.15     # stated tolerance of the CPU figure against measured peak RSS
+# (label, model, seq_len, batch, measured peak RSS GiB, where). LoRA r16 all-linear, fp32, no checkpointing,
+# fused AdamW, rows at least max_length long; 2 cores shared with other jobs, torch 2.13 CPU.
+CPU_RSS_RUNS = [
+    ("tiny Llama (hidden 64, 2 layers) b4 s256", "tiny", 256, 4, 0.51, "tests/benchmarks/cpu_rss.py tiny"),
+    ("SmolLM2-135M b4 s256", "smollm2-135m", 256, 4, 4.67, "tests/benchmarks/cpu_rss.py (ru_maxrss)"),
+    ("SmolLM2-135M b4 s512", "smollm2-135m", 512, 4, 8.12, "tests/benchmarks/cpu_rss.py (ru_maxrss); not "
+     "used to set the constants: the independent check"),
+    ("SmolLM2-135M b4 s1024", "smollm2-135m", 1024, 4, 13.4e9 / GIB, "ENV-NOTES.md (issue 16)"),
+]
 LORA_DROPOUT_DEFAULT = 0.05
 FITS, TIGHT, NO_FIT = "fits", "tight", "does-not-fit"
 
@@ -102,6 +119,7 @@ class Settings:
     dropout_mask_bytes: int = 1   # bool mask on CUDA; CPU's dropout keeps a float32 mask (4)
     grad_accum: int = 1           # gradients stay allocated across micro-batches when > 1
     cuda_context_gib: float = CUDA_CONTEXT_GIB
+    device: Literal["cuda", "cpu"] = "cuda"   # cpu: fp32, no CUDA context, the process's RSS (see CPU_*)
 
     def check(self) -> None:
         from .errors import UserError
@@ -112,7 +130,9 @@ class Settings:
             raise UserError(f"unknown optimizer '{self.optim}' (allowed: {', '.join(OPTIMIZERS)})", field="optim")
         if self.attn not in ATTN:
             raise UserError(f"unknown attention '{self.attn}' (allowed: {', '.join(ATTN)})", field="attn")
-        for name in ("seq_len", "batch_size", "lora_rank", "gpus"):
+        if self.device not in ("cuda", "cpu"):
+            raise UserError(f"unknown device '{self.device}' (allowed: cuda, cpu)", field="device")
+        for name in ("seq_len", "batch_size", "lora_rank", "gpus", "grad_accum"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"must be at least 1, got {getattr(self, name)}", field=name.replace("_", "-"))
 
@@ -174,11 +194,20 @@ def adapted_modules(arch: ModelArch, targets: str | list[str]) -> dict[str, tupl
     return chosen
 
 
+def expert_lora_tensors(arch: ModelArch, rank: int, targets: str | list[str]) -> list[int]:
+    """LoRA tensors peft 0.21 adds to one MoE layer's router and fused experts under all-linear
+    (measured: gate_up_proj gets rank 2·r·E, down_proj r·E, the router a plain rank-r pair)."""
+    if not (arch.moe and arch.lora_on_experts and targets == "all-linear"):
+        return []
+    h, e, i = arch.hidden, arch.experts, arch.expert_intermediate
+    return [rank * h, arch.experts * rank, 2 * rank * e * h, 2 * i * 2 * rank * e, rank * e * i, h * rank * e]
+
+
 def lora_params(arch: ModelArch, rank: int, targets: str | list[str] = "all-linear", dora: bool = False) -> int:
     """Trainable LoRA parameters: r·(d_in + d_out) per adapted matrix per layer (+ d_out for DoRA)."""
     mods = adapted_modules(arch, targets)
     per_layer = sum(rank * (i + o) + (o if dora else 0) for i, o in mods.values())
-    return arch.layers * per_layer
+    return arch.layers * (per_layer + sum(expert_lora_tensors(arch, rank, targets)))
 
 
 def nf4_bytes(n: int, double_quant: bool) -> float:
@@ -197,11 +226,16 @@ def trainable_tensors(arch: ModelArch, s: Settings) -> list[int]:
         per_layer = [x * y for x, y in arch.linear_shapes().values()] + [arch.hidden] * arch.norms_per_layer
         if arch.qkv_bias:
             per_layer += [arch.q_dim, arch.kv_dim, arch.kv_dim]
+        if arch.qk_norm:
+            per_layer += [arch.hd, arch.hd]
+        if arch.moe:
+            per_layer += [e * a * b for e, a, b in arch.expert_shapes().values()] + [arch.hidden * arch.experts]
         emb = [arch.vocab * arch.hidden] * (1 if arch.tied_embeddings else 2)
         return per_layer * arch.layers + emb + [arch.hidden]
     per_layer = []
     for d_in, d_out in adapted_modules(arch, s.lora_targets).values():
         per_layer += [s.lora_rank * d_in, d_out * s.lora_rank] + ([d_out] if s.use_dora else [])
+    per_layer += expert_lora_tensors(arch, s.lora_rank, s.lora_targets)
     return per_layer * arch.layers
 
 
@@ -234,7 +268,7 @@ def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int, *,
     o = r if s.method == "qlora" else a                        # base linear output dtype
     full = s.method == "full"
     lora_mods = {} if full else adapted_modules(arch, s.lora_targets)
-    norms = 2 + (2 if arch.family == "gemma2" else 0)
+    norms = arch.norms_per_layer
 
     b = 0.0
     # RMSNorm: the fp32 input (or upcast copy) is saved; full FT also saves the normalized fp32 tensor
@@ -245,19 +279,30 @@ def _activation_bytes_per_token_layer(arch: ModelArch, s: Settings, seq: int, *,
         b += casts(h, 3) + a * q + casts(h, 2) + a * i   # q,k,v | o | gate,up | down
     # attention: q, k, v after RoPE in the compute dtype, the output, logsumexp
     b += a * (q + 2 * kv) + a * q + 4 * arch.heads
+    if arch.qk_norm:  # Qwen3 / Gemma 3 RMSNorm q and k per head: the fp32 inputs are saved
+        b += 4 * (q + kv)
     if s.attn == "eager":
         b += (4 + a) * arch.heads * seq                 # softmax output fp32 + its cast, per query row
         if arch.family == "gemma2":                      # soft-capping: tanh keeps its output
             b += a * arch.heads * seq
-    # MLP: gate, up, act(gate) in the linear output dtype
-    b += 3 * o * i
+    if arch.moe:
+        # router: fp32 softmax over the experts; each of the k routed copies of a token saves its gathered
+        # input, the fused gate_up output, act(gate), their product (down's input) and down's output
+        k, ie = arch.experts_per_tok, arch.expert_intermediate
+        b += 4 * arch.experts + a * arch.experts + k * (2 * a * h + 4 * o * ie)
+        if expert_lora_tensors(arch, s.lora_rank, s.lora_targets) and not full:
+            b += a * h  # the router's LoRA branch saves its input
+    else:
+        # MLP: gate, up, act(gate) in the linear output dtype
+        b += 3 * o * i
     # LoRA branches: dropout mask (1 B) + the compute-dtype copy lora_A saves, per adapted input
     drop = mask_bytes if s.lora_dropout > 0 else 0
     for d_in, d_out in lora_mods.values():
         b += (drop + a) * d_in
         if s.use_dora:  # DoRA keeps the base output and the LoRA output for the magnitude's gradient
             b += (o + a) * d_out
-    transient = 2 * r * h + 2 * o * i  # gradient buffers alive while one layer runs backward
+    ti = arch.experts_per_tok * 2 * arch.expert_intermediate if arch.moe else i
+    transient = 2 * r * h + 2 * o * ti  # gradient buffers alive while one layer runs backward
     checkpoint = r * h
     return b, transient, checkpoint
 
@@ -271,11 +316,18 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     s.check()
     if s.optim is None:
         s = replace(s, optim=default_optim(s.method)[0])
+    cpu = s.device == "cpu"
+    if cpu:  # what core/trainer.py does without a GPU: fp32 throughout, float32 dropout masks
+        s = replace(s, precision="fp32", dropout_mask_bytes=4, cuda_context_gib=0.0, gpus=1)
     notes: list[str] = []
     if arch.family == "gemma2" and s.attn == "sdpa":
         s = replace(s, attn="eager")
         notes.append("Gemma 2: transformers has no SDPA path for it (attention soft-capping), so eager "
                      "attention is assumed (use flash_attention_2 to avoid the s^2 scores)")
+    if arch.family == "gpt_oss" and s.attn == "sdpa":
+        s = replace(s, attn="eager")
+        notes.append("gpt-oss: transformers has no SDPA path for it (attention sinks), so eager attention is "
+                     "assumed (its s^2 scores per layer; a flash kernel with sinks avoids them)")
     P = arch.params
     T = s.batch_size * s.seq_len
     a = 4 if s.precision == "fp32" else 2
@@ -399,10 +451,31 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         notes.append(f"{s.gpus} GPUs: per-device figure under DDP (each GPU holds the whole model; global "
                      f"batch {s.batch_size * s.gpus}). FSDP would divide weights, gradients and optimizer "
                      "states by the GPU count; activations stay per GPU")
-    br["allocator slack"] = gib(ALLOCATOR_SLACK * dyn)
-    br["CUDA context"] = s.cuda_context_gib
-    notes.append(f"precision {s.precision}; CUDA context {s.cuda_context_gib} GiB; allocator slack "
-                 f"{int(ALLOCATOR_SLACK * 100)}% of the dynamic memory")
+    if arch.moe:
+        notes.append(f"MoE: all {arch.experts} experts stored ({gib(arch.expert_params * (2 if a == 2 else 4)):.1f} "
+                     f"GiB in {'bf16' if a == 2 else 'fp32'}), {arch.experts_per_tok} routed per token; transformers "
+                     "keeps them as fused 3D parameters, so QLoRA's NF4 covers attention only and the experts stay "
+                     "16-bit; LoRA on the experts: " + ("yes (peft's all-linear wraps them)" if arch.lora_on_experts
+                                                         and s.lora_targets == "all-linear" else "no"))
+        if arch.mxfp4:
+            notes.append("the experts ship in MXFP4 (4.25 bit/param); training dequantizes them to bf16 "
+                         "(Mxfp4Config(dequantize=True), as OpenAI's fine-tuning recipe does): counted in bf16")
+    if arch.sliding_layers:
+        notes.append(f"{arch.sliding_layers} of {arch.layers} layers attend over a {arch.sliding_window:,}-token "
+                     "window: that saves KV cache at inference, not training memory (SDPA keeps O(s) either way)")
+    if cpu:
+        br["allocator slack"] = gib(CPU_RSS_SLACK * dyn)
+        br["process (Python, torch, libraries)"] = CPU_PROCESS_GIB
+        br["model load (freed, still in RSS)"] = gib(CPU_LOAD_BYTES * P)
+        notes.append(f"CPU: fp32 weights and activations, no CUDA context; the figure is the trainer's RSS: "
+                     f"{CPU_PROCESS_GIB} GiB for the interpreter and libraries, a weights-sized block left by "
+                     f"loading, and {int(CPU_RSS_SLACK * 100)}% of the dynamic memory for the allocator "
+                     "(calibrated on real runs, CPU_RSS_RUNS)")
+    else:
+        br["allocator slack"] = gib(ALLOCATOR_SLACK * dyn)
+        br["CUDA context"] = s.cuda_context_gib
+        notes.append(f"precision {s.precision}; CUDA context {s.cuda_context_gib} GiB; allocator slack "
+                     f"{int(ALLOCATOR_SLACK * 100)}% of the dynamic memory")
     total = sum(br.values())
     return Estimate(total_gib=total, breakdown=br, assumptions=notes, trainable_params=trainable,
                     settings=s, peak_phase=phase, static_gib=static_gib)
@@ -414,7 +487,7 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
 def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
     """The estimator's settings for a run config, as the training process would run it on a GPU."""
     t = cfg.train
-    precision = "bf16" if t.precision == "auto" else t.precision
+    precision = ("fp32" if t.device == "cpu" else "bf16") if t.precision == "auto" else t.precision
     attn = cfg.model.attn_implementation
     attn = "sdpa" if attn == "auto" else attn
     return Settings(method=cfg.method, seq_len=t.max_length, batch_size=t.batch_size,
@@ -424,7 +497,8 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
                     optim=t.optim,
                     precision=precision, attn=attn, gpus=max(1, gpus),
                     double_quant=cfg.quantization.double_quant, upcast_fp32=cfg.quantization.upcast_fp32,
-                    extra_metrics=t.extra_metrics, grad_accum=t.gradient_accumulation_steps)
+                    extra_metrics=t.extra_metrics, grad_accum=t.gradient_accumulation_steps,
+                    device="cpu" if t.device == "cpu" else "cuda")
 
 
 # -------------------------------------------------------------------------------- choose a method
@@ -435,6 +509,7 @@ class MethodChoice:
     rows: list[tuple[str, Estimate, str | None]]   # (method, estimate, verdict or None without VRAM)
     recommended: str | None
     reason: str
+    proposal: "Proposal | None" = None            # set by callers that searched for the setting that fits
 
     def row(self, method: str) -> tuple[str, Estimate, str | None]:
         return next(r for r in self.rows if r[0] == method)
@@ -484,3 +559,214 @@ def compare_methods(arch: ModelArch, vram_gib: float | None, gpus: int = 1, base
                             f"memory {src}")
     return MethodChoice(rows, None, f"no method fits {name} on {where} (QLoRA needs {tot['qlora']:.1f} GiB): "
                         f"pick a smaller model, shorten the sequence or lower the batch size {src}")
+
+
+# ------------------------------------------------------------------------------ the setting that fits
+
+
+# The keys a proposal may change: each is a flag of `ftwizard estimate` (--seq-len, --batch-size,
+# --gradient-accumulation-steps, --lora-rank, --optim, --gradient-checkpointing) and a train/lora config key.
+SETTING_KEYS = ("seq_len", "batch_size", "gradient_accumulation_steps", "lora_rank", "optim",
+                "gradient_checkpointing")
+CONFIG_KEYS = {"seq_len": "train.max_length", "batch_size": "train.batch_size",
+               "gradient_accumulation_steps": "train.gradient_accumulation_steps", "lora_rank": "lora.r",
+               "optim": "train.optim", "gradient_checkpointing": "train.gradient_checkpointing"}
+MIN_RANK = 4
+
+
+@dataclass
+class Proposal:
+    """The nearest setting that fits: the method, what changed (by `SETTING_KEYS`), and its estimate."""
+
+    method: str
+    settings: Settings
+    estimate: Estimate
+    verdict: str
+    capacity_gib: float
+    changes: dict[str, object] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)     # each lever pulled, in order, in words
+    rows_cut_pct: float | None = None                  # rows longer than the proposed max_length
+    more_cards: str | None = None                      # when nothing fits on one card: how many would
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict in (FITS, TIGHT)
+
+    def describe(self) -> str:
+        """ "fits at max_length 1,536, batch 1 x accumulation 8: 44.1 GiB of 48; rows longer than 1,536
+        tokens: 3%" """
+        s = self.settings
+        where = "RAM" if s.device == "cpu" else ""
+        head = {FITS: "fits", TIGHT: "fits tightly"}.get(self.verdict, "does not fit")
+        parts = [f"{self.method}" + (" " if self.method else "") + f"{head} at max_length {s.seq_len:,}, "
+                 f"batch {s.batch_size} x accumulation {s.grad_accum}"]
+        if "lora_rank" in self.changes:
+            parts[0] += f", LoRA rank {s.lora_rank}"
+        if "optim" in self.changes:
+            parts[0] += f", {s.optim}"
+        if "gradient_checkpointing" in self.changes:
+            parts[0] += ", gradient checkpointing " + ("on" if s.gradient_checkpointing else "off")
+        text = f"{parts[0]}: {self.estimate.total_gib:.1f} GiB of {self.capacity_gib:g}" + (" GiB free RAM" if where else "")
+        if self.rows_cut_pct is not None:
+            text += f"; rows longer than {s.seq_len:,} tokens: {self.rows_cut_pct:.0f}%"
+        return text
+
+    def to_json(self) -> dict:
+        return {"method": self.method, "settings": dict(self.changes), "verdict": self.verdict,
+                "total_gib": round(self.estimate.total_gib, 2), "capacity_gib": self.capacity_gib,
+                "steps": list(self.steps), "summary": self.describe(),
+                "rows_cut_pct": self.rows_cut_pct, "more_cards": self.more_cards}
+
+
+def _changes(base: Settings, s: Settings) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key in SETTING_KEYS:
+        attr = "grad_accum" if key == "gradient_accumulation_steps" else key
+        if getattr(s, attr) != getattr(base, attr):
+            out[key] = getattr(s, attr)
+    return out
+
+
+def _percentile(lengths: list[int], q: float) -> int:
+    xs = sorted(lengths)
+    return xs[min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))]
+
+
+def find_fitting(arch: ModelArch, capacity_gib: float, base: Settings | None = None, *,
+                 lengths: list[int] | None = None, methods: tuple[str, ...] | None = None) -> Proposal:
+    """Search the levers in a practitioner's order and return the nearest setting that fits.
+
+    Order (each lever is kept once pulled): gradient checkpointing on; an 8-bit optimizer; a smaller
+    batch with gradient accumulation keeping the effective batch (halving down to 1); max_length down
+    to the data's 95th percentile when the row lengths are known; LoRA rank halved down to 4; then
+    QLoRA (the same levers again from the asked settings); then more cards (a hint only: one process
+    trains today). The first setting that `fits` (<= 75%), or is `tight` but within 90%, wins; failing
+    that, the first `tight` one; failing that, the last tried, with `more_cards` saying what would.
+    """
+    base = base or Settings()
+    base = replace(base, optim=base.optim or default_optim(base.method)[0])
+    cpu = base.device == "cpu"
+    methods = methods or ((base.method,) if base.method == "qlora" else (base.method, "qlora"))
+    first_tight: Proposal | None = None
+    last: Proposal | None = None
+
+    def make(s: Settings, steps: list[str]) -> Proposal:
+        e = estimate(arch, s)
+        cut = None
+        if lengths and s.seq_len < max(lengths):
+            cut = 100.0 * sum(n > s.seq_len for n in lengths) / len(lengths)
+        return Proposal(s.method, s, e, e.verdict(capacity_gib), capacity_gib, _changes(base, s), list(steps), cut)
+
+    for method in methods:
+        s = replace(base, method=method, optim=base.optim if method == base.method else default_optim(method)[0])
+        steps = [] if method == base.method else [f"{method} instead of {base.method}"]
+        candidates: list[tuple[Settings, str]] = [(s, "")]
+
+        def pull(new: Settings, why: str) -> None:
+            candidates.append((new, why))
+
+        cur = s
+        if not cur.gradient_checkpointing and not cpu:
+            cur = replace(cur, gradient_checkpointing=True)
+            pull(cur, "gradient checkpointing on")
+        if cur.optim in ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "adafactor") and cur.method != "full" \
+                or cur.optim in ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"):
+            cur = replace(cur, optim="adamw_8bit")
+            pull(cur, "8-bit AdamW states")
+        while cur.batch_size > 1:
+            b = cur.batch_size // 2
+            cur = replace(cur, batch_size=b, grad_accum=cur.grad_accum * cur.batch_size // b)
+            pull(cur, f"batch {b} x accumulation {cur.grad_accum} (same effective batch)")
+        if lengths:
+            p95 = _percentile(lengths, 0.95)
+            target = max(64, -(-p95 // 64) * 64)
+            if target < cur.seq_len:
+                cur = replace(cur, seq_len=target)
+                pull(cur, f"max_length {target:,} (the data's 95th percentile)")
+        if cur.method != "full":
+            while cur.lora_rank > MIN_RANK:
+                cur = replace(cur, lora_rank=max(MIN_RANK, cur.lora_rank // 2))
+                pull(cur, f"LoRA rank {cur.lora_rank}")
+        done: list[str] = list(steps)
+        for cand, why in candidates:
+            if why:
+                done.append(why)
+            p = make(cand, done)
+            last = p
+            # fits with headroom, or tight but within 90% of it (compare_methods' line between a tight
+            # LoRA and QLoRA): the practitioner's order wins over a roomier setting further down
+            if p.verdict == FITS or (p.verdict == TIGHT and p.estimate.total_gib <= 0.9 * capacity_gib):
+                return p
+            if p.verdict == TIGHT and first_tight is None:
+                first_tight = p
+    if first_tight is not None:
+        return first_tight
+    assert last is not None
+    if not cpu:
+        last.more_cards = _more_cards(arch, last.settings, capacity_gib)
+    return last
+
+
+def _more_cards(arch: ModelArch, s: Settings, capacity_gib: float) -> str | None:
+    """How many cards of this size FSDP would need (weights, gradients and optimizer states sharded)."""
+    e = estimate(arch, s)
+    shardable = sum(e.static_gib.values())
+    rest = e.total_gib - shardable
+    for n in (2, 4, 8):
+        if rest + shardable / n <= capacity_gib:
+            return (f"{n} cards of {capacity_gib:g} GiB with FSDP (weights, gradients and optimizer states "
+                    f"sharded: ~{rest + shardable / n:.1f} GiB each); ftwizard trains on one process today")
+    return None
+
+
+# ------------------------------------------------------------------------------- the launch check
+
+
+@dataclass
+class FitCheck:
+    """The verdict of a run's settings on this machine, and the nearest setting that fits when it does not."""
+
+    device: str                    # cuda | cpu
+    capacity_gib: float            # the smallest GPU's free memory, or free RAM
+    estimate: Estimate
+    verdict: str
+    proposal: Proposal | None      # None when the asked settings fit
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict != NO_FIT
+
+    def reason(self) -> str:
+        where = "free RAM" if self.device == "cpu" else "free GPU memory"
+        text = (f"the run needs ~{self.estimate.total_gib:.1f} GiB and this machine has {self.capacity_gib:.1f} GiB "
+                f"of {where} ({self.verdict})")
+        if self.proposal is not None and self.proposal.fits:
+            keys = ", ".join(f"{CONFIG_KEYS[k]}: {v}" for k, v in self.proposal.changes.items())
+            text += f"; {self.proposal.describe()}" + (f" ({keys})" if keys else "")
+        elif self.proposal is not None and self.proposal.more_cards:
+            text += f"; it would take {self.proposal.more_cards}"
+        return text
+
+
+def check_fits(cfg: "RunConfig", hardware, *, arch: ModelArch | None = None,
+               lengths: list[int] | None = None) -> FitCheck:
+    """Does this run fit the machine it will run on? On a GPU: the estimate per GPU against the smallest
+    card's free memory; without one (or with `train.device: cpu`): the CPU estimate (fp32, no CUDA
+    context, the process's RSS) against free RAM (psutil). When it does not fit, the nearest setting
+    that does (`find_fitting`). `hardware` is a `hardware.Hardware` (tests pass a fake reading)."""
+    from .catalog import resolve_arch
+
+    arch = arch or resolve_arch(cfg.model.name_or_path)
+    gpu = bool(hardware.gpus) and cfg.train.device != "cpu"
+    s = settings_from_config(cfg, gpus=1)
+    if gpu:
+        capacity = min(g.free_gib for g in hardware.gpus)
+        if not all(g.bf16 for g in hardware.gpus) and s.precision == "bf16":
+            s = replace(s, precision="fp16")
+    else:
+        capacity = hardware.ram_available_gib
+        s = replace(s, device="cpu", gradient_checkpointing=cfg.train.gradient_checkpointing is True)
+    est = estimate(arch, s)
+    verdict = est.verdict(capacity)
+    proposal = None if verdict != NO_FIT else find_fitting(arch, capacity, s, lengths=lengths)
+    return FitCheck("cuda" if gpu else "cpu", capacity, est, verdict, proposal)

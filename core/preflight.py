@@ -85,31 +85,6 @@ class Report:
         return {"rows": self.rows, "findings": [f.to_json() for f in self.findings]}
 
 
-# ------------------------------------------------------------------------------------ the seam
-@dataclass(frozen=True)
-class MemoryVerdict:
-    """What the estimator says about a config on this machine's target (issue 16, core/estimate.py)."""
-
-    need_gib: float
-    have_gib: float
-    target: str  # "GPU 0 (24 GiB VRAM)", "RAM"
-
-
-def memory_verdict(cfg, hardware) -> MemoryVerdict | None:
-    """The estimate against the target's memory, or None when it cannot be made. The estimator helper
-    provides `estimate.target_memory_verdict(cfg, hardware) -> (need_gib, have_gib, target) | None`;
-    until it exists this check is skipped (and says so in the report)."""
-    from . import estimate
-
-    fn = getattr(estimate, "target_memory_verdict", None)
-    if fn is None:
-        return None
-    out = fn(cfg, hardware)
-    if out is None:
-        return None
-    return out if isinstance(out, MemoryVerdict) else MemoryVerdict(*out)
-
-
 # -------------------------------------------------------------------------------------- checks
 
 
@@ -308,15 +283,25 @@ def check_settings(cfg, report: Report) -> None:
 
 
 def check_memory(cfg, hardware, report: Report) -> None:
-    verdict = memory_verdict(cfg, hardware)
-    if verdict is None or verdict.need_gib <= verdict.have_gib:
+    """The estimate against the memory the run will have (estimate.check_fits: the smallest card's free
+    memory, or free RAM on a CPU), with the nearest setting that fits when it does not. Tight is a
+    warning; over the memory there is, an error `--force` may override; over 4x it, impossible. A model
+    the estimator cannot size (an uncached hub id) is let through."""
+    from .catalog import known_arch
+    from .estimate import NO_FIT, TIGHT, check_fits
+
+    arch = known_arch(cfg.model.name_or_path)
+    if arch is None:
         return
-    impossible = verdict.need_gib > IMPOSSIBLE_FACTOR * verdict.have_gib
+    c = check_fits(cfg, hardware, arch=arch)
+    if c.verdict == TIGHT:
+        report.findings.append(Finding("memory", "warning", c.reason(), field="train.batch_size"))
+    if c.verdict != NO_FIT:
+        return
+    impossible = c.estimate.total_gib > IMPOSSIBLE_FACTOR * c.capacity_gib
     report.findings.append(Finding(
-        "memory", "error", f"the run needs about {verdict.need_gib:,.1f} GiB but {verdict.target} has "
-        f"{verdict.have_gib:,.1f} GiB", field="train.batch_size", forceable=not impossible,
-        fix="ftwizard estimate shows where the memory goes; lower train.batch_size or train.max_length, or use "
-        "qlora" + ("" if impossible else "; --force to try anyway")))
+        "memory", "error", f"would not fit: {c.reason()}", field="train.batch_size", forceable=not impossible,
+        fix="ftwizard estimate shows where the memory goes" + ("" if impossible else "; --force starts it anyway")))
 
 
 # ---------------------------------------------------------------------------------------- entry

@@ -101,10 +101,16 @@ class Recommendation:
     reasons: list[str] = field(default_factory=list)   # each ends with its source in parentheses
     instead: str | None = None      # what to do instead (or first) when not fine-tuning now
     method_choice: object | None = field(default=None, repr=False)  # estimate.MethodChoice when computed
+    settings: dict | None = None    # what the asked settings had to change (keys of `ftwizard estimate`'s flags)
+    proposal: object | None = field(default=None, repr=False)  # estimate.Proposal behind `settings`
 
     def to_json(self) -> dict:
-        return {"approach": self.approach, "training": self.training, "method": self.method,
-                "reasons": list(self.reasons), "instead": self.instead}
+        out = {"approach": self.approach, "training": self.training, "method": self.method,
+               "reasons": list(self.reasons), "instead": self.instead}
+        if self.settings:
+            out["settings"] = dict(self.settings)
+            out["proposal"] = self.proposal.to_json()
+        return out
 
 
 def _r(text: str, *sources: str) -> str:
@@ -222,8 +228,10 @@ def _with_method(rec: Recommendation, a: Answers, model, vram_gb, gpus, settings
         rec.reasons.append(_r(f"method not chosen: give {missing} (LoRA first, QLoRA when resources are "
                               "tight)", LLAMA))
         return rec
+    from dataclasses import replace
+
     from .catalog import display_name, resolve_arch
-    from .estimate import compare_methods
+    from .estimate import Settings, compare_methods, find_fitting
 
     arch = resolve_arch(model)
     large_shift = a.goal == "domain" and a.examples >= MIN_EXAMPLES["domain"][1]
@@ -231,11 +239,23 @@ def _with_method(rec: Recommendation, a: Answers, model, vram_gb, gpus, settings
     rec.method_choice = choice
     rec.method = choice.recommended
     if choice.recommended is None:
+        # nothing fits as asked: pull the levers (checkpointing, 8-bit states, batch x accumulation,
+        # max_length, rank, then QLoRA) before giving up on the model
+        prop = find_fitting(arch, vram_gb, replace(settings or Settings(), gpus=gpus))
+        if prop.fits:
+            rec.method, rec.settings, rec.proposal = prop.method, prop.changes, prop
+            rec.reasons.append(_r(f"not at the asked settings ({choice.reason.split(' (')[0]}), but "
+                                  f"{prop.describe()} ({'; '.join(prop.steps)})", LLAMA, ESTIMATOR))
+            return rec
         smaller = _largest_fitting(arch, vram_gb, gpus, settings)
-        tip = (f"; {display_name(smaller)} fits with QLoRA ({ESTIMATOR})" if smaller else "")
-        rec.reasons.append(choice.reason + tip)
-        rec.instead = (f"Use a smaller model{f' such as {display_name(smaller)}' if smaller else ''}, a "
-                       "shorter max_length or a smaller batch, or a GPU with more memory.")
+        tip = (f"; {display_name(smaller)} fits" + (f" ({smaller_how})" if (smaller_how := _how(smaller, vram_gb, gpus, settings)) else "")
+               + f" ({ESTIMATOR})" if smaller else "")
+        text = choice.reason + f"; no setting fits either (tried: {'; '.join(prop.steps)})"
+        if prop.more_cards:
+            text += f"; it would take {prop.more_cards}"
+        rec.reasons.append(text + tip if smaller else _r(text, ESTIMATOR))
+        rec.instead = (f"Use a smaller model{f' such as {display_name(smaller)}' if smaller else ''}"
+                       " or a GPU with more memory.")
     else:
         rec.reasons.append(choice.reason)
         if large_shift and choice.recommended != "full":
@@ -246,18 +266,28 @@ def _with_method(rec: Recommendation, a: Answers, model, vram_gb, gpus, settings
 
 
 def _largest_fitting(arch, vram_gb: float, gpus: int, settings):
-    """The largest smaller catalog model that fits with QLoRA, same family first."""
+    """The largest smaller current model (catalog.CURRENT) that fits with some setting, same family first."""
+    from .catalog import CATALOG, CURRENT, lineage
+
+    fam = lineage(arch)
+    pool = sorted((CATALOG[n] for n in CURRENT if CATALOG[n].params < arch.params),
+                  key=lambda c: (lineage(c) != fam, -c.params))
+    for c in pool:
+        if _how(c, vram_gb, gpus, settings) is not None:
+            return c
+    return None
+
+
+def _how(arch, vram_gb: float, gpus: int, settings) -> str | None:
+    """The method and setting with which `arch` fits, in words, or None."""
     from dataclasses import replace
 
-    from .catalog import CATALOG
-    from .estimate import NO_FIT, Settings, estimate
+    from .estimate import Settings, find_fitting
 
-    base = settings or Settings()
-    fitting = [c for c in CATALOG.values() if c.params < arch.params and c.name != "qwen-7b"
-               and estimate(c, replace(base, method="qlora", gpus=gpus)).verdict(vram_gb) != NO_FIT]
-    if not fitting:
+    if arch is None:
         return None
-    return max(fitting, key=lambda c: (c.family == arch.family, c.params))
+    p = find_fitting(arch, vram_gb, replace(settings or Settings(), gpus=gpus))
+    return p.describe() if p.fits else None
 
 
 # ----------------------------------------------------------------------------------------- loading

@@ -54,3 +54,12 @@ SCENARIOS = {
 
 def fake(name: str) -> FakeNvml:
     return FakeNvml.none() if name == "none" else FakeNvml(SCENARIOS[name])
+
+
+def machine(ram_available_gib: float, gpus: list[GPU] | None = None, ram_total_gib: float | None = None):
+    """A `Hardware` reading with the given free RAM (and cards): a fake reading of psutil, for the launch
+    check's refusals without filling this machine's memory."""
+    from ftwizard.core.hardware import Hardware
+
+    return Hardware(gpus=tuple(gpus or ()), ram_total_gib=ram_total_gib or max(ram_available_gib, 1.0),
+                    ram_available_gib=ram_available_gib, cpu_count=2, cpu_name="fake CPU")

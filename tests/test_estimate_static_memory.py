@@ -328,3 +328,89 @@ def test_whole_step_peak_on_cpu(tmp_path, method, gc, batch, seq, optim):
     print(f"{method}{' upcast' if upcast else ''} {optim} gc={gc} b{batch} s{seq}: measured {peak / 2**20:.1f} MiB, estimated {ours / 2**20:.1f} MiB "
           f"({100 * (ours - peak) / peak:+.1f}%), peak at {est.peak_phase}")
     assert abs(ours - peak) / peak <= 0.03
+
+
+# ------------------------------------------------------------------------------ mixture of experts
+
+# Qwen3-30B-A3B's config.json scaled down (128 experts -> 16, 8 routed -> 4, hidden 2048 -> 256, 48
+# layers -> 2; QK-norm, head_dim, untied embeddings as the real one) and gpt-oss-20b's (32 experts,
+# 4 routed, biases, sinks) the same way. transformers 5 keeps the experts as fused 3D parameters.
+QWEN3_MOE_SMALL = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                       head_dim=32, intermediate_size=768, moe_intermediate_size=96, num_experts=16,
+                       num_experts_per_tok=4, vocab_size=1024, tie_word_embeddings=False,
+                       max_position_embeddings=512)
+GPT_OSS_SMALL = dict(hidden_size=192, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                     head_dim=32, intermediate_size=96, num_local_experts=8, num_experts_per_tok=4,
+                     vocab_size=1024, tie_word_embeddings=False, max_position_embeddings=512)
+
+
+def _moe_model(kind):
+    if kind == "qwen3_moe":
+        from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+        cfg = Qwen3MoeConfig(**QWEN3_MOE_SMALL)
+        return cfg, Qwen3MoeForCausalLM(cfg)
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    cfg = GptOssConfig(**GPT_OSS_SMALL)
+    return cfg, GptOssForCausalLM(cfg)
+
+
+@pytest.mark.parametrize("kind", ["qwen3_moe", "gpt_oss"])
+@pytest.mark.parametrize("method", ["full", "lora", "qlora"])
+def test_moe_static_bytes(tmp_path, kind, method):
+    """Every expert stored, LoRA on the experts (Qwen3-MoE) or not (gpt-oss), NF4 only on nn.Linear."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    cfg, model = _moe_model(kind)
+    arch = arch_from_config(cfg.to_dict(), "moe")
+    assert arch.moe and arch.params == sum(p.numel() for p in model.parameters())
+    lc = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM", bias="none")
+    if method == "full":
+        model = model.float()
+    elif method == "lora":
+        model = get_peft_model(model.to(torch.bfloat16), lc)
+    else:
+        attn = "eager" if kind == "gpt_oss" else "sdpa"  # transformers has no SDPA path for gpt-oss (sinks)
+        model = get_peft_model(_qlora(model, tmp_path, upcast=False, gc=True, attn=attn), lc)
+        n4 = sum(1 for p in model.parameters() if p.__class__.__name__ == "Params4bit")
+        assert n4 == arch.layers * 4, "only attention's nn.Linear is 4-bit; the fused experts stay bf16"
+    opt = _one_step(model, "adamw_torch")
+    est = estimate(arch, Settings(method=method, lora_rank=8, optim="adamw_torch", seq_len=16, batch_size=2))
+    if method != "full":
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == est.trainable_params
+    _check(_measure(model, opt), _static(est))
+
+
+def test_moe_activation_bytes_per_layer_on_cpu():
+    """Per token per layer, what autograd saves in a Qwen3-MoE layer with LoRA on all linears and on the
+    fused experts (peft's all-linear), bf16 autocast: the slope between two lengths, as for dense layers."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    cfg, model = _moe_model("qwen3_moe")
+    cfg._attn_implementation = "sdpa"
+    # peft's ParamWrapper (LoRA on fused experts) refuses lora_dropout != 0
+    lc = LoraConfig(r=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(model.to(torch.bfloat16), lc).train()
+    inner = model.get_base_model()
+    arch = arch_from_config(cfg.to_dict(), "moe")
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    layer = inner.model.layers[0]
+
+    def total(S, B=2):
+        ids = torch.randint(0, cfg.vocab_size, (B, S))
+        h = inner.model.embed_tokens(ids).detach().requires_grad_(True)
+        pos = torch.arange(S)[None].expand(B, S)
+        return sum(_saved_bytes_per_token(layer, h, pos, inner.model.rotary_emb(h, pos), params).values())
+
+    from ftwizard.core.estimate import _activation_bytes_per_token_layer
+
+    S1, S2, B = 128, 256, 2
+    measured = (total(S2) - total(S1)) / (B * (S2 - S1))
+    estimated = _activation_bytes_per_token_layer(arch, Settings(method="lora", lora_rank=8, lora_dropout=0.0), S2,
+                                                  mask_bytes=4)[0]
+    print(f"qwen3-moe lora sdpa: measured {measured:,.0f} B/token/layer, estimated {estimated:,.0f} "
+          f"({100 * (estimated - measured) / measured:+.1f}%)")
+    assert abs(estimated - measured) / measured <= 0.03, (measured, estimated)

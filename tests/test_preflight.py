@@ -180,24 +180,25 @@ def test_runs_dir_on_a_read_only_mount(setup):
         subprocess.run(["umount", str(ro)], check=True)
 
 
-def test_memory_seam_tight_is_forceable_impossible_is_not(setup, monkeypatch):
-    """The estimator (issue 16) plugs in as estimate.target_memory_verdict; its verdict is judged here."""
-    from ftwizard.core import estimate
+def test_memory_over_free_ram_is_forceable_far_over_it_is_not(setup):
+    """The estimator's verdict (estimate.check_fits) against a fake reading of free RAM: over it, an error
+    --force may override, with the setting that fits; over 4x it, refused even with --force; tight is
+    a warning."""
     from ftwizard.core.config import load_config
+    from ftwizard.core.estimate import check_fits
     from ftwizard.core.hardware import Hardware
     from ftwizard.core.preflight import preflight
 
     tmp_path, write, config = setup
     cfg = load_config(config())
-    hw = Hardware(ram_total_gib=16, ram_available_gib=12)
-    assert preflight(cfg, hardware=hw).errors == []  # no estimator yet: the check is skipped
-    monkeypatch.setattr(estimate, "target_memory_verdict", lambda c, h: (14.0, 12.0, "RAM"), raising=False)
-    with pytest.raises(UserError, match="needs about 14.0 GiB but RAM has 12.0 GiB"):
-        preflight(cfg, hardware=hw)
-    assert [f.code for f in preflight(cfg, hardware=hw, force=True).warnings if f.forced] == ["memory"]
-    monkeypatch.setattr(estimate, "target_memory_verdict", lambda c, h: (4.2e6, 12.0, "RAM"), raising=False)
-    with pytest.raises(UserError, match="4,200,000.0 GiB"):
-        preflight(cfg, hardware=hw, force=True)
+    need = check_fits(cfg, Hardware(ram_total_gib=64, ram_available_gib=64)).estimate.total_gib
+    assert preflight(cfg, hardware=Hardware(ram_total_gib=64, ram_available_gib=64)).errors == []
+    over = Hardware(ram_total_gib=64, ram_available_gib=need * 0.8)
+    with pytest.raises(UserError, match="would not fit: the run needs"):
+        preflight(cfg, hardware=over)
+    assert [f.code for f in preflight(cfg, hardware=over, force=True).warnings if f.forced] == ["memory"]
+    with pytest.raises(UserError, match="would not fit"):
+        preflight(cfg, hardware=Hardware(ram_total_gib=64, ram_available_gib=need / 5), force=True)
 
 
 def test_resume_runs_the_preflight_too(setup, tiny_config):

@@ -148,11 +148,61 @@ def test_method_qlora_when_only_it_fits():
     assert has(rec, "QLoRA when resources are tight", LLAMA)
 
 
-def test_method_none_when_nothing_fits_suggests_a_smaller_model():
+def test_method_none_only_when_no_lever_is_left_names_a_current_model_of_the_family():
     rec = check(recommend(ans(), model="llama-3.1-70b", vram_gb=16, settings=_short()), "fine-tune", "sft", None)
-    assert has(rec, "no method fits", ESTIMATOR)
-    assert rec.instead and "smaller model" in rec.instead
-    assert any("fits with QLoRA" in r for r in rec.reasons)
+    assert has(rec, "no method fits", ESTIMATOR) and has(rec, "no setting fits either", ESTIMATOR)
+    assert rec.instead and "smaller model such as Llama-3.1-8B" in rec.instead  # same family, current
+    assert rec.settings is None
+    qwen = recommend(ans(), model="qwen2.5-72b", vram_gb=12)
+    assert qwen.method is None and "such as Qwen3-" in qwen.instead  # Qwen3, not Qwen2.5
+
+
+@pytest.mark.parametrize("model,vram", [("llama-3.1-70b", 48), ("llama-3.1-8b", 12)])
+def test_nothing_fits_as_asked_proposes_qlora_with_settings(model, vram):
+    rec = check(recommend(ans(), model=model, vram_gb=vram), "fine-tune", "sft", "qlora")
+    assert rec.method_choice.recommended is None  # at batch 4 x 1,024 no method fits
+    assert rec.settings and set(rec.settings) <= {"seq_len", "batch_size", "gradient_accumulation_steps",
+                                                  "lora_rank", "optim", "gradient_checkpointing"}
+    # the effective batch is kept: batch x accumulation is still 4
+    assert rec.settings["batch_size"] * rec.settings["gradient_accumulation_steps"] == 4
+    assert has(rec, f"GiB of {vram}", ESTIMATOR)
+
+
+def _dir_of(tmp_path, name):
+    """A model directory holding the catalog model's config.json (as a downloaded model has)."""
+    from ftwizard.core.catalog import CATALOG
+
+    a = CATALOG[name]
+    d = tmp_path / f"{name}-dir"
+    d.mkdir()
+    d.joinpath("config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": a.hidden, "num_hidden_layers": a.layers,
+        "num_attention_heads": a.heads, "num_key_value_heads": a.kv_heads, "intermediate_size": a.intermediate,
+        "vocab_size": a.vocab, "tie_word_embeddings": a.tied_embeddings}))
+    return d
+
+
+@pytest.mark.parametrize("model,vram", [("llama-3.1-70b", 48), ("llama-3.1-8b", 12)])
+def test_cli_proposal_re_estimated_by_estimate_fits(tmp_path, model, vram):
+    """`recommend --json` returns method + settings; `estimate` with those settings as flags agrees."""
+    f = tmp_path / "a.yaml"
+    f.write_text(GOOD)
+    model_dir = _dir_of(tmp_path, model)
+    p = _cli("--answers", str(f), "--model", str(model_dir), "--vram-gb", str(vram), "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["method"] == "qlora" and out["settings"]
+    flags = []
+    for k, v in out["settings"].items():
+        flag = "--" + k.replace("_", "-")
+        flags += ([flag] if v is True else [f"--no-{k.replace('_', '-')}"] if v is False else [flag, str(v)])
+    e = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "estimate", "--model", str(model_dir),
+                        "--method", out["method"], *flags, "--vram-gb", str(vram), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert e.returncode == 0, e.stderr
+    est = json.loads(e.stdout)
+    assert est["verdict"] in ("fits", "tight")
+    assert est["total_gib"] == pytest.approx(out["proposal"]["total_gib"], abs=0.01)
 
 
 def test_method_full_only_with_ample_vram_and_a_large_domain_shift():

@@ -22,7 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-targets", default="all-linear", metavar="T",
                    help="all-linear (default) or a comma list such as q_proj,v_proj (q,v works too)")
     p.add_argument("--dora", action="store_true", help="DoRA adapters")
-    p.add_argument("--no-gradient-checkpointing", action="store_true", help="keep every layer's activations")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1, metavar="N",
+                   help="micro-batches per optimizer step (default 1; > 1 keeps gradients alive in the forward)")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
+                   help="recompute activations in backward (default on; --no-gradient-checkpointing keeps them)")
     p.add_argument("--optim", choices=list(OPTIMIZERS),
                    help="default: what a run gets (adamw_torch_fused; adamw_8bit for qlora)")
     p.add_argument("--attn", default="sdpa", choices=list(ATTN), help="attention implementation (default sdpa)")
@@ -30,7 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-double-quant", action="store_true", help="QLoRA without double quantization")
     p.add_argument("--upcast-fp32", action="store_true",
                    help="QLoRA with embeddings, lm_head and norms in fp32 (peft's prepare_model_for_kbit_training)")
-    p.add_argument("--vram-gb", type=float, metavar="X", help="GPU memory (GiB, as nvidia-smi shows) for a verdict")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                   help="cpu: the trainer's RAM without a GPU (fp32, no CUDA context); default cuda")
+    p.add_argument("--vram-gb", type=float, metavar="X",
+                   help="GPU memory (GiB, as nvidia-smi shows), or free RAM with --device cpu: a verdict, and the "
+                        "nearest setting that fits when it does not")
     p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs (DDP; the figure is per GPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -38,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from ..catalog import display_name, resolve_arch
     from ..errors import UserError
-    from ..estimate import Settings, estimate
+    from ..estimate import NO_FIT, Settings, estimate, find_fitting
 
     if args.vram_gb is not None and args.vram_gb <= 0:
         raise UserError(f"must be positive, got {args.vram_gb}", field="--vram-gb")
@@ -50,37 +57,54 @@ def run(args) -> int:
     arch = resolve_arch(args.model)
     s = Settings(method=args.method, seq_len=args.seq_len, batch_size=args.batch_size,
                  lora_rank=args.lora_rank, lora_targets=targets, use_dora=args.dora,
-                 gradient_checkpointing=not args.no_gradient_checkpointing, optim=args.optim,
+                 gradient_checkpointing=args.gradient_checkpointing, optim=args.optim,
                  attn=args.attn, precision=args.precision, gpus=args.gpus,
-                 double_quant=not args.no_double_quant, upcast_fp32=args.upcast_fp32)
+                 double_quant=not args.no_double_quant, upcast_fp32=args.upcast_fp32,
+                 grad_accum=args.gradient_accumulation_steps, device=args.device)
     est = estimate(arch, s)
+    proposal = None
+    if args.vram_gb and est.verdict(args.vram_gb) == NO_FIT:
+        proposal = find_fitting(arch, args.vram_gb, s)
     if args.json:
         out = {"model": display_name(arch), "params": arch.params, "method": args.method,
                **est.to_json(args.vram_gb)}
+        if proposal is not None:
+            out["proposal"] = proposal.to_json()
         print(json.dumps(out))
         return 0
-    _print_table(arch, est, args)
+    _print_table(arch, est, args, proposal)
     return 0
 
 
-def _print_table(arch, est, args) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _print_table(arch, est, args, proposal=None) -> None:
+    print(render(arch, est, method=args.method, vram_gib=args.vram_gb, device=args.device, proposal=proposal,
+                 model_arg=args.model))
 
+
+def render(arch, est, *, method: str, vram_gib: float | None = None, device: str = "cuda", proposal=None,
+           model_arg: str | None = None, assumptions: int | None = None) -> str:
+    """The text `ftwizard estimate` prints (and README.md shows between its estimate-example markers)."""
     from ..catalog import display_name
 
-    t = Table(title=f"{display_name(arch)} ({arch.params / 1e9:.2f}B) · {args.method} · per GPU",
-              show_footer=True)
-    t.add_column("term", footer="total")
-    t.add_column("GiB", justify="right", footer=f"{est.total_gib:.2f}")
+    per = "CPU (RAM)" if device == "cpu" else "per GPU"
+    lines = [f"  {display_name(arch)} ({arch.params / 1e9:.2f}B) · {method} · {per}"]
+    width = max(len(k) for k in est.breakdown) + 2
     for k, v in est.breakdown.items():
-        t.add_row(k, f"{v:.2f}")
-    c = Console()
-    c.print(t)
-    if args.vram_gb:
-        v = est.verdict(args.vram_gb)
-        style = {"fits": "green", "tight": "yellow"}.get(v, "red")
-        c.print(f"[{style}]{v}[/] on {args.vram_gb:g} GiB ({100 * est.total_gib / args.vram_gb:.0f}% of the card)")
-    c.print(f"peak: {est.peak_phase}")
-    for a in est.assumptions:
-        c.print(f" · {a}", highlight=False)
+        lines.append(f" {k:<{width}}{v:6.2f}")
+    lines.append(f" {'total':<{width}}{est.total_gib:6.2f}")
+    if vram_gib:
+        v = est.verdict(vram_gib)
+        what = "of free RAM" if device == "cpu" else "of the card"
+        lines.append(f"{v} on {vram_gib:g} GiB ({100 * est.total_gib / vram_gib:.0f}% {what})")
+    lines.append(f"peak: {est.peak_phase}")
+    if proposal is not None:
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else
+                         f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in proposal.changes.items())
+        if proposal.fits:
+            lines.append(f"the setting that fits: {proposal.describe()}")
+            lines.append(f"  the same command with: --method {proposal.method} {flags}")
+        elif proposal.more_cards:
+            lines.append(f"no setting fits one card; it would take {proposal.more_cards}")
+    for a in est.assumptions[:assumptions]:
+        lines.append(f" · {a}")
+    return "\n".join(lines)

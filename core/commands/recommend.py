@@ -48,6 +48,9 @@ def run(args) -> int:
     print(f"Recommendation: {head}")
     for r in rec.reasons:
         print(f"  · {r}")
+    if rec.settings:
+        print("Settings: " + ", ".join(f"{k} {v}" for k, v in rec.settings.items())
+              + f"  ({rec.proposal.estimate.total_gib:.1f} GiB, {rec.proposal.verdict})")
     if rec.instead:
         print(f"Instead: {rec.instead}")
     if rec.method_choice is not None:

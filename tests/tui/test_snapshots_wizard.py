@@ -144,3 +144,12 @@ def test_snapshot_help(snap_compare, snap_app):
         await pilot.press("f1")
         await pilot.pause()
     assert snap_compare(snap_app("80gb"), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_method_proposes_the_setting_that_fits(snap_compare, snap_app):
+    """Llama-3.1-70B on 48 GB cards: nothing fits at batch 4 x 1,024, QLoRA at batch 1 x accumulation 4
+    does (the QLoRA paper's headline); the step says so and preselects it."""
+    from ftwizard.core.catalog import CATALOG
+
+    app = snap_app("two-gpus", model="meta-llama/Llama-3.1-70B", arch=CATALOG["llama-3.1-70b"])
+    assert snap_compare(app, terminal_size=SIZE, run_before=_go("method"))

@@ -60,6 +60,7 @@ class MethodScreen(WizardStep):
 
     def on_mount(self) -> None:
         self._choice = None
+        self._proposal = None
         self._method = self.state.method
         self.query_one("#methods", OptionList).focus()
         self.compute()
@@ -87,7 +88,13 @@ class MethodScreen(WizardStep):
         cfg = RunConfig(method=s.method, train=train, lora=s.lora_config,
                         dataset=DatasetConfig(path=s.dataset_path or "-"))
         vram = min(g.free_gib for g in used) if used else None
-        return arch, vram, world, compare_methods(arch, vram, world, settings_from_config(cfg, world))
+        settings = settings_from_config(cfg, world)
+        choice = compare_methods(arch, vram, world, settings)
+        if vram and choice.recommended is None:  # nothing fits as asked: the nearest setting that does
+            from ftwizard.core.estimate import find_fitting
+
+            choice.proposal = find_fitting(arch, vram, settings)
+        return arch, vram, world, choice
 
     @on(Worker.StateChanged)
     def _estimated(self, event: Worker.StateChanged) -> None:
@@ -142,10 +149,23 @@ class MethodScreen(WizardStep):
             if m == choice.recommended:
                 line.append(" · recommended", style="bold")
             methods.add_option(Option(line, id=m))
+        proposal = choice.proposal
+        self._proposal = proposal if proposal is not None and proposal.fits else None
         if vram and choice.recommended:
             self._method = choice.recommended
+        elif self._proposal is not None:
+            self._method = self._proposal.method
         methods.highlighted = [m for m, _, _ in choice.rows].index(self._method)
-        if vram:
+        if vram and self._proposal is not None:
+            p = self._proposal
+            self.query_one("#method-reason", Static).update(
+                f"Nothing fits at batch {self.state.train_config.batch_size} x "
+                f"{self.state.train_config.max_length:,} tokens, but {p.describe()}. Choosing {p.method} "
+                "applies these settings.")
+        elif vram and proposal is not None and proposal.more_cards:
+            self.query_one("#method-reason", Static).update(
+                choice.reason.split(" (")[0] + f"; no setting fits one card: it would take {proposal.more_cards}.")
+        elif vram:
             self.query_one("#method-reason", Static).update(
                 ("Why " + choice.recommended + ": " if choice.recommended else "") + choice.reason)
         else:
@@ -186,4 +206,17 @@ class MethodScreen(WizardStep):
         return any(w.group == "method-estimate" and w.is_running for w in self.workers)
 
     def commit(self) -> None:
-        self.wizard.set_state(self.state.replace(method=self._method))
+        p = getattr(self, "_proposal", None)
+        if p is None or p.method != self._method:
+            self.wizard.set_state(self.state.replace(method=self._method))
+            return
+        # the setting that fits, into the config the later steps show (keys: estimate.CONFIG_KEYS)
+        from ftwizard.core.estimate import CONFIG_KEYS
+
+        train, lora = {}, {}
+        for key, value in p.changes.items():
+            section, name = CONFIG_KEYS[key].split(".")
+            (train if section == "train" else lora)[name] = value
+        self.wizard.set_state(self.state.replace(
+            method=self._method, train=self.state.train_config.model_copy(update=train),
+            lora=self.state.lora_config.model_copy(update=lora)))
