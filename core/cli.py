@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("chat", "chat with a run's tuned model (--compare: beside the base model)"),
     "evaluate": ("evaluate", "loss and perplexity of the tuned and the base model on held-out data"),
     "merge": ("merge", "merge a LoRA adapter into its base model: a standalone model"),
+    "export": ("export", "merged model, GGUF (llama.cpp's converter), Ollama Modelfile; checks the chat template"),
+    "push": ("push", "upload the adapter, merged model or GGUF to the Hugging Face Hub with a model card"),
     "inspect": ("inspect", "a dataset's format, rows, statistics and problems; --model shows what the model sees"),
     "selftest": ("selftest", "can this machine train? builds a tiny model offline and trains it"),
     "presets": ("presets", "list the bundled presets"),
