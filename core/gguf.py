@@ -185,8 +185,12 @@ def _run(cmd: list[str], env: dict, log, name: str) -> None:
         r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     if r.returncode != 0:
         lines = [ln for ln in Path(log).read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-        raise UserError(f"{name} failed (exit {r.returncode}): {lines[-1][:300] if lines else ''} (full log: {log})",
-                        field="--gguf")
+        last = lines[-1].strip()[:300] if lines else ""
+        hint = ""
+        if "pre-tokenizer was not recognized" in last:
+            hint = (" (llama.cpp only converts byte-level BPE tokenizers it knows by hash: those of released "
+                    "models; a tokenizer trained from scratch is refused)")
+        raise UserError(f"{name} failed (exit {r.returncode}): {last}{hint}; nothing was written", field="--gguf")
 
 
 @dataclass
