@@ -39,11 +39,14 @@ from .errors import Problem, UserError
 
 DTYPES = ("bf16", "fp16", "fp32")
 EXPORT_JSON, CHECK_JSON, MODELFILE, MERGED = "export.json", "check.json", "Modelfile", "merged"
-# Allowed next-token distribution differences, GGUF vs merged model (measured: see README, "After
-# training: export"; the worst seen on the tiny and the SmolLM2 runs is well inside these).
-TOLERANCE = {  # type: (max |p - q| over the vocabulary at any position, mean KL(p||q) in nats, top-1 agreement)
-    "f32": (1e-3, 1e-5, 1.0), "f16": (0.01, 1e-3, 0.98), "bf16": (0.02, 2e-3, 0.97),
-    "q8_0": (0.05, 5e-3, 0.95),
+# Allowed next-token distribution differences, GGUF (loaded back by transformers) vs the merged model
+# in fp32, at every position of the validation rows: (max |p - q| over the vocabulary at any position,
+# mean KL(p||q) in nats, top-1 agreement). Measured on a SmolLM2-135M LoRA run (README, "After
+# training: export"): q8_0 from a bf16 merge gave max 0.059, mean KL 0.0014, top-1 96.4% over 5 rows;
+# the bounds leave ~2.5x room on the max and ~7x on KL. f16/bf16 hold the merged weights almost exactly.
+TOLERANCE = {
+    "f32": (1e-3, 1e-5, 0.99), "f16": (0.02, 1e-3, 0.98), "bf16": (0.02, 1e-3, 0.98),
+    "q8_0": (0.15, 0.01, 0.90),
 }
 _K_TOLERANCE = (0.25, 0.1, 0.8)  # k-quants and the other llama-quantize types: a loose sanity bound
 CHECK_ROWS = 8
@@ -336,7 +339,7 @@ def check_export(export_dir: str | Path, *, run_dir: str | Path | None = None) -
         report["checked"].append("Modelfile TEMPLATE renders as the tokenizer; stop tokens")
 
     if gguf_path and not problems:
-        report["logits"] = compare_logits(merged_dir, gguf_path, run_dir, merged_tok, info.get("gguf_type"))
+        report["logits"] = compare_logits(merged_dir, gguf_path, run_dir, train_tok, info.get("gguf_type"))
         lg = report["logits"]
         if not lg["within_tolerance"]:
             fail("logits", f"the GGUF's next-token distribution differs from the merged model's beyond the "
@@ -368,7 +371,8 @@ def _bos_added_on_encode(tok) -> str:
 
 
 def _validation_ids(run_dir: Path, tok) -> list[list[int]]:
-    """Token ids of up to CHECK_ROWS validation rows, tokenized as training did (else training rows)."""
+    """Token ids of up to CHECK_ROWS validation rows, tokenized as training did (else training rows);
+    `tok` is the run's output/ tokenizer (its template carries the assistant-only markers)."""
     from .config import load_config
     from .data.prepare import prepare_training_data
     from .runs import CONFIG

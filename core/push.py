@@ -123,11 +123,12 @@ def model_card(run_dir: Path, repo: str, what: str, export_dir: Path | None = No
         front.append(f"base_model: {hub_base}")
     front += ["tags:", "- ftwizard", f"- {cfg.training}", f"- {cfg.method}", "---", ""]
     shown_base = hub_base or base + (f" ({cfg.model.gguf_file})" if cfg.model.gguf_file else "")
-    desc = {"adapter": f"a {cfg.method.upper()} adapter for", "merged": "a fine-tune (merged, standalone) of",
+    method_name = {"lora": "LoRA", "qlora": "QLoRA"}.get(cfg.method, cfg.method)
+    desc = {"adapter": f"a {method_name} adapter for", "merged": "a fine-tune (merged, standalone) of",
             "gguf": "a GGUF export of a fine-tune of"}[what]
     lines = front + [f"# {repo.split('/')[-1]}", "",
                      f"{desc[0].upper() + desc[1:]} `{shown_base}`, trained with "
-                     f"[ftwizard](https://github.com/) ({cfg.training.upper()}, method `{cfg.method}`).", "",
+                     f"ftwizard ({cfg.training.upper()}, method `{cfg.method}`).", "",
                      "## Training", "",
                      f"- Base model: `{shown_base}`",
                      f"- Kind: {cfg.training}; method: {cfg.method}"

@@ -69,3 +69,11 @@ def test_first_difference_names_the_character_and_its_context():
     msg = first_difference("<|im_start|>user\nhi", "<|im_start|>user hi")
     assert msg.startswith("first difference at character 16: expected '\\n'") and "got ' '" in msg
     assert "character 3" in first_difference("abc", "abcd")
+
+
+def test_export_modules_import_no_ml_library():
+    from test_import_hygiene import HEAVY, loaded_after
+
+    mods = loaded_after("import ftwizard.core.export, ftwizard.core.gguf, ftwizard.core.ollama, "
+                        "ftwizard.core.push, ftwizard.core.gotemplate")
+    assert not mods & set(HEAVY + ("textual", "huggingface_hub", "gguf")), mods & set(HEAVY)

@@ -35,7 +35,7 @@ def run(args) -> int:
           f"{fmt_bytes(total)}:")
     for src, dest in plan.files:
         print(f"  {dest}  ({fmt_bytes(src.stat().st_size)})")
-    print("  README.md  (model card, below)")
+    print("  README.md  (model card" + (", below)" if args.dry_run else ")"))
     if args.dry_run:
         print("\n" + plan.card)
         return 0
