@@ -42,7 +42,7 @@ EXPORT_JSON, CHECK_JSON, MODELFILE, MERGED = "export.json", "check.json", "Model
 # Allowed next-token distribution differences, GGUF (loaded back by transformers) vs the merged model
 # in fp32, at every position of the validation rows: (max |p - q| over the vocabulary at any position,
 # mean KL(p||q) in nats, top-1 agreement). Measured on a SmolLM2-135M LoRA run (README, "After
-# training: export"): q8_0 from a bf16 merge gave max 0.059, mean KL 0.0014, top-1 96.4% over 5 rows;
+# training: export"): q8_0 from a bf16 merge gave max 0.059, mean KL 0.0014, top-1 96.4% on 857 positions;
 # the bounds leave ~2.5x room on the max and ~7x on KL. f16/bf16 hold the merged weights almost exactly.
 TOLERANCE = {
     "f32": (1e-3, 1e-5, 0.99), "f16": (0.02, 1e-3, 0.98), "bf16": (0.02, 1e-3, 0.98),

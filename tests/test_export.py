@@ -246,7 +246,7 @@ def test_a_wrong_gguf_chat_template_is_caught_with_the_first_differing_character
     r = cli("export", smollm_run, "--check", "--out", out)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "tokenizer.chat_template: differs from the merged tokenizer's" in r.stderr
-    assert f"first difference at character {i + 4}" in r.stderr  # '<|im_' is shared, 's' vs 'b'
+    assert f"first difference at character {i + 5}" in r.stderr  # '<|im_' is shared, 's' vs 'b'
 
 
 # ----------------------------------------------------------------------------------------------- push
