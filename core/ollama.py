@@ -69,7 +69,7 @@ class Modelfile:
         return [_unquote(v) for k, v in self.parameters if k == "stop"]
 
     def text(self) -> str:
-        lines = [f"# Written by ftwizard export. Create the model with: ollama create NAME -f Modelfile",
+        lines = ["# Written by ftwizard export. Create the model with: ollama create NAME -f Modelfile",
                  f"FROM {self.from_}", f'TEMPLATE """{self.template}"""']
         if self.system is not None:
             lines.append(f'SYSTEM """{self.system}"""')
