@@ -63,6 +63,9 @@ CPU_LOAD_BYTES = 4.0     # per parameter: loading (16-bit checkpoint cast to fp3
                          # block in RSS (freed to glibc, not to the OS)
 CPU_RSS_SLACK = 0.15     # of the dynamic memory: glibc keeps freed activation blocks
 CPU_TOLERANCE = 0.15     # stated tolerance of the CPU figure against measured peak RSS
+# A run whose measured peak exceeds its launch estimate by more than this says so in its events
+# (`estimate-exceeded`): the CPU figure's stated tolerance, used for GPUs too until measured there.
+ESTIMATE_TOLERANCE = CPU_TOLERANCE
 # (label, model, seq_len, batch, measured peak RSS GiB, where). LoRA r16 all-linear, fp32, no checkpointing,
 # fused AdamW, rows at least max_length long; 2 cores shared with other jobs, torch 2.13 CPU.
 CPU_RSS_RUNS = [
@@ -748,6 +751,31 @@ class FitCheck:
         return text
 
 
+def run_settings(cfg: "RunConfig", gpu: bool) -> Settings:
+    """The estimator's settings for a run config on its device: the one rule the launch check and the
+    training process's own estimate share. On a CPU: fp32, no CUDA context, the process's RSS."""
+    s = settings_from_config(cfg, gpus=1)
+    if not gpu:
+        s = replace(s, device="cpu", gradient_checkpointing=cfg.train.gradient_checkpointing is True)
+    return s
+
+
+def run_estimate(cfg: "RunConfig", model_dir: str) -> Estimate | None:
+    """The estimate of a resolved run config (config.yaml) for the model in `model_dir` (a directory
+    with config.json, or a catalog name); None when the estimator cannot size it."""
+    from .catalog import known_arch
+
+    arch = known_arch(model_dir)
+    if arch is None:
+        return None
+    return estimate(arch, run_settings(cfg, cfg.train.device == "cuda"))
+
+
+def exceeds_estimate(peak_gib: float | None, estimate_gib: float | None) -> bool:
+    """True when a measured peak is above its estimate by more than ESTIMATE_TOLERANCE."""
+    return bool(peak_gib and estimate_gib) and peak_gib > estimate_gib * (1 + ESTIMATE_TOLERANCE)
+
+
 def check_fits(cfg: "RunConfig", hardware, *, arch: ModelArch | None = None,
                lengths: list[int] | None = None) -> FitCheck:
     """Does this run fit the machine it will run on? On a GPU: the estimate per GPU against the smallest
@@ -756,16 +784,18 @@ def check_fits(cfg: "RunConfig", hardware, *, arch: ModelArch | None = None,
     that does (`find_fitting`). `hardware` is a `hardware.Hardware` (tests pass a fake reading)."""
     from .catalog import resolve_arch
 
+    from .hardware import run_gpus
+
     arch = arch or resolve_arch(cfg.model.name_or_path)
-    gpu = bool(hardware.gpus) and cfg.train.device != "cpu"
-    s = settings_from_config(cfg, gpus=1)
+    cards = run_gpus(hardware)
+    gpu = bool(cards) and cfg.train.device != "cpu"
+    s = run_settings(cfg, gpu)
     if gpu:
-        capacity = min(g.free_gib for g in hardware.gpus)
-        if not all(g.bf16 for g in hardware.gpus) and s.precision == "bf16":
+        capacity = min(g.free_gib for g in cards)
+        if not all(g.bf16 for g in cards) and s.precision == "bf16":
             s = replace(s, precision="fp16")
     else:
         capacity = hardware.ram_available_gib
-        s = replace(s, device="cpu", gradient_checkpointing=cfg.train.gradient_checkpointing is True)
     est = estimate(arch, s)
     verdict = est.verdict(capacity)
     proposal = None if verdict != NO_FIT else find_fitting(arch, capacity, s, lengths=lengths)

@@ -301,6 +301,19 @@ def as_number(v: Any) -> float | None:
     return None
 
 
+def mem_peak_gib(mem: Any) -> float | None:
+    """The measured peak a `train` event's `mem` holds: the process's peak RSS on a CPU
+    (`peak_rss_gib`), the largest card's peak reserved memory on GPUs (else its peak allocated)."""
+    if not isinstance(mem, dict):
+        return None
+    if isinstance(mem.get("cuda"), list):
+        vals = [d.get("peak_reserved_gib", d.get("peak_gib")) for d in mem["cuda"] if isinstance(d, dict)]
+        vals = [float(v) for v in vals if finite(v)]
+        return max(vals) if vals else None
+    v = mem.get("peak_rss_gib")
+    return float(v) if finite(v) else None
+
+
 @dataclass
 class RunFold:
     """A run as its events tell it. `apply()` is incremental: a batch at a time, in file order."""
@@ -323,6 +336,8 @@ class RunFold:
     first_t: float | None = None
     last_t: float | None = None
     info: dict = field(default_factory=dict)  # `info` events: key -> value
+    estimate_gib: float | None = None  # the run's memory estimate (info `estimate`)
+    peak_gib: float | None = None  # the highest measured peak in `train` events' `mem`
     end: EndEvent | None = None  # the latest end, None while the latest process has not ended
     n_events: int = 0
     version: int = 0  # bumped by every apply() that folded something
@@ -385,6 +400,9 @@ class RunFold:
             self.tokens = ev.tokens
         if finite(ev.elapsed_s):
             self.train_elapsed_s = ev.elapsed_s
+        peak = mem_peak_gib(ev.mem)
+        if peak is not None and (self.peak_gib is None or peak > self.peak_gib):
+            self.peak_gib = peak
 
     def _on_eval(self, ev: EvalEvent) -> None:
         step, v = ev.step, ev.eval_loss
@@ -401,6 +419,8 @@ class RunFold:
     def _on_info(self, ev: InfoEvent) -> None:
         if ev.key:
             self.info[str(ev.key)] = ev.value
+        if ev.key == "estimate" and isinstance(ev.value, dict) and finite(ev.value.get("total_gib")):
+            self.estimate_gib = float(ev.value["total_gib"])
 
     def _on_warning(self, ev: WarningEvent) -> None:
         pass

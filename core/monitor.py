@@ -348,6 +348,8 @@ class RunView(RunFold):
     @property
     def peak_memory_gib(self) -> float | None:
         peaks = [m.peak_gib for m in self.memory.values() if m.peak_gib is not None]
+        if self.peak_gib is not None:  # the process's high-water mark (RunFold), when the trainer reports it
+            peaks.append(self.peak_gib)
         return max(peaks) if peaks else None
 
 

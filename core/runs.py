@@ -226,6 +226,8 @@ class RunInfo:
     output: str | None = None
     elapsed_s: float | None = None
     updated: float | None = None
+    estimate_gib: float | None = None  # the memory estimate the run was launched with
+    peak_gib: float | None = None      # the measured peak (peak RSS on a CPU, peak reserved per GPU)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -342,6 +344,7 @@ def run_info(run_dir: str | Path, events: list[dict] | None = None, *, fold: Run
     info.pid = launch.get("pid") or status.get("pid")  # launch.json names the latest process
     info.phase, info.step, info.max_steps, info.last_loss = fold.phase, fold.step, fold.max_steps, fold.loss
     info.best_eval_loss = fold.best_eval[1] if fold.best_eval else None
+    info.estimate_gib, info.peak_gib = fold.estimate_gib, fold.peak_gib
     info.updated = fold.last_t
     if fold.first_t is not None and fold.last_t is not None:
         info.elapsed_s = round(fold.last_t - fold.first_t, 1)

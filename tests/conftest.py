@@ -33,6 +33,22 @@ def _isolated_cache(tmp_path_factory):
         os.environ["FTWIZARD_CACHE"] = old
 
 
+_SESSION_REGISTRY: list[Path] = []  # the registry of every run directory this session made
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Every run the session trained checks its estimate (issue 16): the launch estimate beside the
+    measured peak (the trainer's peak RSS here), with the worst ratio; `estimate-exceeded` warnings, if
+    any, are named. A report, not a test: tests/test_estimate_run.py asserts the bound on a real run."""
+    from estimate_report import report_lines
+
+    lines = report_lines(_SESSION_REGISTRY[0]) if _SESSION_REGISTRY else []
+    if lines:
+        terminalreporter.write_sep("-", "estimate vs measured peak (every run this session trained)")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_user_data(tmp_path_factory):
     """The user data dir (the run registry, the default runs root) and $FTWIZARD_RUNS_DIR in a temp dir,
@@ -42,6 +58,9 @@ def _isolated_user_data(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "FTWIZARD_RUNS_DIR")}
     os.environ["XDG_DATA_HOME"] = str(base / "xdg-data")
     os.environ["FTWIZARD_RUNS_DIR"] = str(base / "runs")
+    from ftwizard.core.runs import registry_path
+
+    _SESSION_REGISTRY.append(registry_path())
     yield base
     for k, v in saved.items():
         if v is None:

@@ -51,6 +51,8 @@ class Run:
         self.training_started = False
         self.facts: dict = {}  # facts about the tokenized data, for diagnoses
         self.nonfinite_steps: list[int] = []  # consecutive logged steps whose loss was NaN/inf
+        self.estimate_gib: float | None = None  # the run's memory estimate (info event `estimate`)
+        self.estimate_warned = False
         self.status = {"pid": os.getpid(), "state": "running", "phase": "started", "step": 0,
                        "started": time.time()}
         self.write_status()
@@ -197,11 +199,26 @@ def setup_model(cfg: RunConfig, dev: Device, run: Run):
     if tok.eos_token != eos:  # EOS is now the end-of-turn token: generation must stop there too
         model.generation_config.eos_token_id = tok.eos_token_id
     run.events.emit("info", key="chat_template", value={"why": why, "eos": tok.eos_token})
+    emit_estimate(cfg, run, path)
     model = load_start_adapter(cfg, model) if cfg.model.init_adapter else apply_method(cfg, model)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     run.events.emit("info", key="parameters", value={"total": n_params, "trainable": n_train})
     return model, tok, template
+
+
+def emit_estimate(cfg: RunConfig, run: Run, model_dir: str) -> None:
+    """The run's memory estimate (core/estimate.py, the figure the launch check judged) as an `info`
+    event `estimate`; every log compares the measured peak with it (events_callback)."""
+    from ..estimate import ESTIMATE_TOLERANCE, run_estimate
+
+    est = run_estimate(cfg, model_dir)
+    if est is None:
+        return
+    run.estimate_gib = round(est.total_gib, 3)
+    run.events.emit("info", key="estimate", value={
+        "total_gib": run.estimate_gib, "device": cfg.train.device, "tolerance": ESTIMATE_TOLERANCE,
+        "breakdown_gib": {k: round(v, 3) for k, v in est.breakdown.items()}})
 
 
 def model_dtype(cfg: RunConfig, dev: Device):
@@ -464,6 +481,7 @@ def events_callback(run: Run, dev: Device, counter):
                         ev[k] = logs[k]
                 run.events.emit("train", **ev)
                 run.write_status(throttle=True, step=state.global_step, max_steps=state.max_steps)
+                check_estimate(run, ev["mem"], state.global_step)
                 loss = logs["loss"]
                 log(f"step {state.global_step}/{state.max_steps} loss {loss:.4f} lr {ev['lr']:.2e} "
                     f"grad {ev['grad_norm'] if ev['grad_norm'] is None else round(ev['grad_norm'], 3)} "
@@ -539,6 +557,24 @@ def first_step_probe(run: Run):
     return FirstStepProbe()
 
 
+def check_estimate(run: Run, mem: dict, step: int) -> None:
+    """Once per run: a `warning` event when the measured peak exceeds the launch estimate by more than
+    the stated tolerance, so an estimator error surfaces on real hardware instead of in a table."""
+    from ..estimate import ESTIMATE_TOLERANCE, exceeds_estimate
+    from ..events import mem_peak_gib
+
+    peak = mem_peak_gib(mem)
+    if run.estimate_warned or not exceeds_estimate(peak, run.estimate_gib):
+        return
+    run.estimate_warned = True
+    run.events.emit("warning", code="estimate-exceeded",
+                    message=f"measured peak {peak:.2f} GiB is above the estimate {run.estimate_gib:.2f} GiB by more "
+                            f"than {ESTIMATE_TOLERANCE:.0%}: the estimator is off for this run",
+                    evidence={"step": step, "peak_gib": peak, "estimate_gib": run.estimate_gib},
+                    advice=["leave more headroom than the estimate says for this model",
+                            "report the run's config and peak so the estimator can be calibrated"])
+
+
 def _finite(x) -> bool:
     try:
         return math.isfinite(float(x))
@@ -553,9 +589,17 @@ def memory(dev: Device) -> dict:
         gib = 1024 ** 3
         return {"cuda": [{"device": i, "allocated_gib": round(torch.cuda.memory_allocated(i) / gib, 3),
                           "reserved_gib": round(torch.cuda.memory_reserved(i) / gib, 3),
-                          "peak_gib": round(torch.cuda.max_memory_allocated(i) / gib, 3)}
+                          "peak_gib": round(torch.cuda.max_memory_allocated(i) / gib, 3),
+                          "peak_reserved_gib": round(torch.cuda.max_memory_reserved(i) / gib, 3)}
                          for i in range(torch.cuda.device_count())]}
-    return {"rss_gib": round(_this_process().memory_info().rss / 1024 ** 3, 3)}
+    return {"rss_gib": round(_this_process().memory_info().rss / 1024 ** 3, 3), "peak_rss_gib": peak_rss_gib()}
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far (the kernel's high-water mark, not a sample)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1024 ** 3, 3)  # KiB on Linux
 
 
 @functools.cache

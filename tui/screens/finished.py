@@ -109,7 +109,8 @@ class FinishedScreen(Screen):
         if v.tokens:
             time_bits.append(f"{v.tokens:,} tokens")
         if v.peak_memory_gib is not None:
-            time_bits.append(f"peak memory {v.peak_memory_gib:.2f} GB")
+            time_bits.append(f"peak memory {v.peak_memory_gib:.2f} GB" + (
+                f" (estimated {v.estimate_gib:.2f})" if v.estimate_gib is not None else ""))
         lines.append(" · ".join(time_bits))
         if self.output and self.state != "failed":
             what = "adapter" if (self.info.method or "") in ("lora", "qlora") else "model"

@@ -327,6 +327,8 @@ class MonitorScreen(Screen):
                  f"grad {fmt_num(v.grad_norm, 'grad')}", f"{fmt_num(v.tokens_per_s, 'tps')} tok/s"]
         if peak is not None:
             parts.append(f"peak {peak:.1f} GB" if peak >= 1 else f"peak {peak * 1024:.0f} MB")
+            if v.estimate_gib is not None:
+                parts[-1] += f" (est. {v.estimate_gib:.1f})"
         self._set_text("#mon-numbers", "  ".join(parts))
         bar = self.query_one("#mon-progress", ProgressBar)
         if v.max_steps and (bar.total, bar.progress) != (v.max_steps, v.step):
