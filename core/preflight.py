@@ -282,6 +282,18 @@ def check_settings(cfg, report: Report) -> None:
             fix="lower train.gradient_accumulation_steps"))
 
 
+def check_method(cfg, arch, report: Report) -> None:
+    """What the method cannot do on this architecture: peft wraps fused MoE experts (Qwen3-MoE,
+    Mixtral under all-linear) in a ParamWrapper that refuses LoRA dropout, so the run would fail when
+    the adapters are made."""
+    if cfg.method in ("lora", "qlora") and arch.moe and arch.lora_on_experts \
+            and cfg.lora.target_modules == "all-linear" and cfg.lora.dropout > 0:
+        report.findings.append(Finding(
+            "method", "error", f"LoRA on this model's fused MoE experts takes no dropout (peft's ParamWrapper), "
+            f"got {cfg.lora.dropout}", field="lora.dropout",
+            fix="set lora.dropout: 0, or list target_modules without the experts"))
+
+
 def check_memory(cfg, hardware, report: Report) -> None:
     """The estimate against the memory the run will have (estimate.check_fits: the smallest card's free
     memory, or free RAM on a CPU), with the nearest setting that fits when it does not. Tight is a
@@ -293,6 +305,7 @@ def check_memory(cfg, hardware, report: Report) -> None:
     arch = known_arch(cfg.model.name_or_path)
     if arch is None:
         return
+    check_method(cfg, arch, report)
     c = check_fits(cfg, hardware, arch=arch)
     if c.verdict == TIGHT:
         report.findings.append(Finding("memory", "warning", c.reason(), field="train.batch_size"))

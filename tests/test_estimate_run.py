@@ -61,3 +61,30 @@ def test_status_json_carries_estimate_and_measured_peak_within_tolerance(tiny_co
     assert peak <= est * (1 + ESTIMATE_TOLERANCE)
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert not [e for e in events if e.get("code") == "estimate-exceeded"]
+
+
+def test_lora_dropout_on_fused_moe_experts_is_refused_before_a_run_exists(tmp_path):
+    """peft 0.21 wraps Qwen3-MoE's fused experts in a ParamWrapper that raises on lora_dropout != 0 when
+    the adapters are made: the pre-flight says so first (and lets dropout 0 through)."""
+    from transformers import AutoModelForCausalLM, Qwen3MoeConfig
+
+    from ftwizard.core.config import RunConfig
+    from ftwizard.core.errors import UserError
+    from ftwizard.core.hardware import Hardware
+    from ftwizard.core.preflight import Report, check_method
+    from ftwizard.core.catalog import known_arch
+
+    c = Qwen3MoeConfig(vocab_size=128, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                       num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, num_experts=4,
+                       num_experts_per_tok=2, head_dim=8)
+    AutoModelForCausalLM.from_config(c).save_pretrained(tmp_path / "moe")
+    arch = known_arch(str(tmp_path / "moe"))
+    assert arch is not None and arch.moe
+    report = Report()
+    cfg = RunConfig(model={"name_or_path": str(tmp_path / "moe")}, dataset={"path": "d.jsonl"})
+    check_method(cfg, arch, report)
+    assert [(f.code, f.field) for f in report.errors] == [("method", "lora.dropout")]
+    cfg.lora.dropout = 0.0
+    report = Report()
+    check_method(cfg, arch, report)
+    assert report.errors == []
