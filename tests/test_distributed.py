@@ -155,7 +155,7 @@ def test_two_gloo_processes_train_with_one_events_stream(tiny_config, start_run,
     shared["two"] = losses(run_dir)
 
 
-LOSS_TOLERANCE = 0.02  # relative, per logged step
+LOSS_TOLERANCE = 1e-3  # relative, per logged step (measured here: 2.4e-7; resume: 0)
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tiny_config, start_run, wait_run, shared):
