@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "a dataset's format, rows, statistics and problems; --model shows what the model sees"),
     "selftest": ("ftwizard.core.commands.selftest", "can this machine train? builds a tiny model offline and trains it"),
     "presets": ("ftwizard.core.commands.presets", "list the bundled presets"),
+    "launch-command": ("ftwizard.core.commands.launch_command",
+                       "the torchrun line to run on each machine of a run on several machines"),
     "config-reference": ("ftwizard.core.commands.config_reference",
                          "print every config key with its default and meaning"),
     "estimate": ("ftwizard.core.commands.estimate", "peak GPU memory of a run (per GPU), with its breakdown"),

@@ -157,6 +157,37 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
 
 
+Strategy = Literal["auto", "none", "ddp", "fsdp", "zero2", "zero3"]
+
+
+class DistributedConfig(_Section):
+    """Several processes training together, started by torchrun (core/launch.py)."""
+
+    strategy: Strategy = Field(
+        "auto", description="auto: none for one process; ddp when the method fits one card, fsdp (full shard) "
+        "when it does not (the choice and its reason are written into the run's config.yaml). zero2/zero3: "
+        "DeepSpeed ZeRO (needs the deepspeed extra).")
+    nproc_per_node: Literal["auto"] | int = Field(
+        "auto", description="Processes per machine. auto: the GPUs chosen in the hardware step (or "
+        "CUDA_VISIBLE_DEVICES); 1 on a CPU. On a CPU, N > 1 runs N gloo processes.")
+    nnodes: int = Field(1, ge=1, description="Machines training together (see `ftwizard launch-command` and "
+                        "`ftwizard slurm`).")
+    rdzv_backend: Literal["c10d", "static"] = Field("c10d", description="torchrun's rendezvous backend.")
+    rdzv_endpoint: str | None = Field(
+        None, description="HOST:PORT of the rendezvous (the first machine); null: this machine (one node).")
+    rdzv_id: str | None = Field(None, description="Rendezvous id shared by every machine (null: the run id).")
+    offload: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="Move parameters and optimizer states off the GPU: cpu for fsdp and zero3, nvme "
+        "for zero3 only. Slower; for models that do not fit otherwise.")
+
+    @field_validator("nproc_per_node")
+    @classmethod
+    def _positive(cls, v: str | int) -> str | int:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("give auto or a number of processes >= 1")
+        return v
+
+
 class RunConfig(_Section):
     """One fine-tuning run. The only input of the training process."""
 
@@ -167,6 +198,7 @@ class RunConfig(_Section):
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
     dataset: DatasetConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     runs_dir: str | None = Field(
         None, description="The runs root for runs made from this config; relative: to this file's folder "
                           "(null: $FTWIZARD_RUNS_DIR, else the user data dir). Runs are listed from anywhere.")
@@ -290,6 +322,23 @@ def ignored_keys(cfg: RunConfig) -> list[tuple[str, str]]:
                     "a full fine-tune, set model.name_or_path to its output/ instead"))
     if cfg.model.backend == "unsloth":
         out += unsloth_problems(cfg)
+    out += distributed_problems(cfg)
+    return out
+
+
+def distributed_problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """Distributed settings that cannot go together (the machine-dependent ones: defaults.py)."""
+    d, out = cfg.distributed, []
+    if d.offload == "nvme" and d.strategy not in ("zero3", "auto"):
+        out.append(("distributed.offload", "nvme offload is DeepSpeed ZeRO-3's: use strategy zero3 or offload cpu"))
+    if d.offload != "none" and d.strategy in ("none", "ddp", "zero2"):
+        out.append(("distributed.offload", f"strategy {d.strategy} keeps a whole copy on every card and "
+                    "cannot offload: use fsdp or zero3, or offload none"))
+    if d.nnodes > 1 and d.strategy == "none":
+        out.append(("distributed.nnodes", "several machines need a distributed strategy (ddp, fsdp, zero2, zero3)"))
+    if cfg.model.backend == "unsloth" and d.strategy not in ("auto", "none"):
+        out.append(("distributed.strategy", "Unsloth trains in one process: use strategy none or "
+                    "model.backend: transformers"))
     return out
 
 

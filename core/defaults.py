@@ -39,8 +39,8 @@ def checkpointing_needed(cfg: RunConfig, hw: Hardware, gpu: bool) -> tuple[bool,
     probe.train.gradient_checkpointing = False
     from .hardware import run_gpus, run_world_size
 
-    est = estimate(arch, settings_from_config(probe, gpus=run_world_size(hw)))
-    card = min(g.total_gib for g in run_gpus(hw))
+    est = estimate(arch, settings_from_config(probe, gpus=run_world_size(hw, cfg.distributed)))
+    card = min(g.total_gib for g in run_gpus(hw, cfg.distributed) or hw.gpus)
     if est.total_gib <= 0.9 * card:
         return False, f"the run fits without it ({est.total_gib:.1f} of {card:.0f} GiB): ~20% faster"
     return True, f"without it the run needs ~{est.total_gib:.1f} GiB of {card:.0f} GiB"
@@ -99,6 +99,7 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
         notes.append(f"liger kernels {'on' if t.use_liger_kernel else 'off'}: " + (
             "liger-kernel is installed" if t.use_liger_kernel else
             ("not installed (pip install liger-kernel: ~20% faster, less memory)" if gpu else "GPU only")))
+    resolve_distributed(cfg, hw, gpu, notes)
     if t.gradient_checkpointing is None:
         t.gradient_checkpointing, why = checkpointing_needed(cfg, hw, gpu)
         notes.append(f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}: {why}")
@@ -109,6 +110,62 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
         notes.append(f"optimizer {t.optim}: {why}")
     refuse_what_this_machine_cannot_do(cfg, hw)
     return cfg, notes
+
+
+DEEPSPEED_EXTRA = "pip install 'ftwizard[deepspeed]'"
+
+
+def fits_one_card(cfg: RunConfig, hw: Hardware) -> tuple[bool, str]:
+    """Whether the method fits one card (with 10% headroom): the test `strategy: auto` makes."""
+    from .catalog import known_arch
+    from .estimate import estimate, settings_from_config
+
+    arch = known_arch(cfg.model.name_or_path)
+    if arch is None:
+        return True, "the estimator does not know this model's size; DDP is the simple, fast choice"
+    est = estimate(arch, settings_from_config(cfg, gpus=1))
+    card = min(g.total_gib for g in (run_gpus_of(cfg, hw)))
+    if est.total_gib <= 0.9 * card:
+        return True, f"the method fits one card ({est.total_gib:.1f} of {card:.0f} GiB): a whole copy per card"
+    return False, f"the method needs ~{est.total_gib:.1f} GiB and a card has {card:.0f} GiB: shard it"
+
+
+def run_gpus_of(cfg: RunConfig, hw: Hardware):
+    from .hardware import run_gpus
+
+    return run_gpus(hw, cfg.distributed) or hw.gpus
+
+
+def resolve_distributed(cfg: RunConfig, hw: Hardware, gpu: bool, notes: list[str]) -> None:
+    """distributed.nproc_per_node (auto: the run's cards; 1 on a CPU) and distributed.strategy (auto:
+    none for one process, ddp when the method fits one card, fsdp when it does not)."""
+    from .hardware import run_world_size
+
+    d = cfg.distributed
+    if d.nproc_per_node == "auto":
+        if gpu and d.strategy != "none":
+            d.nproc_per_node = len(run_gpus_of(cfg, hw))
+            why = f"one process per GPU this run trains on ({d.nproc_per_node})"
+        else:
+            d.nproc_per_node = 1
+            why = "CPU training: one process unless nproc_per_node says more" if not gpu else "strategy none"
+        notes.append(f"nproc_per_node {d.nproc_per_node}: {why}")
+    world = run_world_size(hw if gpu else None, d)
+    if d.strategy == "auto":
+        if world == 1:
+            d.strategy, why = "none", "one process"
+        elif not gpu:
+            d.strategy, why = "ddp", f"{world} CPU processes (gloo): DDP"
+        else:
+            fits, why = fits_one_card(cfg, hw)
+            d.strategy = "ddp" if fits else "fsdp"
+        notes.append(f"distributed strategy {d.strategy}: {why}")
+    if d.strategy in ("zero2", "zero3") and not installed("deepspeed"):
+        raise UserError(f"is {d.strategy} (DeepSpeed ZeRO) but deepspeed is not installed: {DEEPSPEED_EXTRA}",
+                        field="distributed.strategy")
+    if d.strategy == "none" and world > 1:
+        raise UserError(f"is none but nproc_per_node is {d.nproc_per_node}: choose ddp or fsdp for several "
+                        "processes", field="distributed.strategy")
 
 
 def refuse_what_this_machine_cannot_do(cfg: RunConfig, hw: Hardware) -> None:
@@ -136,7 +193,9 @@ def unresolved_keys(cfg: RunConfig) -> list[tuple[str, object]]:
     for key, value in (("train.device", t.device), ("train.precision", t.precision),
                        ("model.attn_implementation", cfg.model.attn_implementation), ("train.packing", t.packing),
                        ("train.use_liger_kernel", t.use_liger_kernel),
-                       ("train.gradient_checkpointing", t.gradient_checkpointing), ("train.optim", t.optim)):
+                       ("train.gradient_checkpointing", t.gradient_checkpointing), ("train.optim", t.optim),
+                       ("distributed.strategy", cfg.distributed.strategy),
+                       ("distributed.nproc_per_node", cfg.distributed.nproc_per_node)):
         if key == "model.attn_implementation" and cfg.model.backend == "unsloth":
             continue  # Unsloth chooses its own attention kernels
         if value is None or value == "auto":

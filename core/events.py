@@ -94,6 +94,7 @@ class TrainEvent(Event):
     tokens: int | None = None  # trained tokens so far
     elapsed_s: float | None = None  # seconds since training (this process) began
     mem: dict | None = None  # {"rss_gib": ..} on CPU; {"cuda": [{device, allocated_gib, reserved_gib, peak_gib}]}
+    world_size: int | None = None  # processes training together (mem["ranks"]: each rank's memory) when > 1
     mean_token_accuracy: float | None = None  # with train.extra_metrics
     entropy: float | None = None  # with train.extra_metrics
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .config import DistributedConfig
 
 GIB = 1024 ** 3
 
@@ -59,17 +62,43 @@ class Hardware:
         return f"{len(self.gpus)}x {name} · {free:.1f} / {total:.1f} GB free"
 
 
-def run_gpus(hw: Hardware | None) -> tuple[GPU, ...]:
-    """The GPUs a run started on this machine trains on (empty: the CPU). One process is started
-    (core.launch) and it uses the first visible card, whatever the count: every figure the wizard
-    shows (memory per card, effective batch, steps per epoch) is for these cards. Several GPUs
-    training together is a later issue, and this is the function it changes."""
-    return hw.gpus[:1] if hw is not None else ()
+def run_gpus(hw: Hardware | None, dist: "DistributedConfig | None" = None) -> tuple[GPU, ...]:
+    """The GPUs a run started on this machine trains on (empty: the CPU), following the config's
+    `distributed` section (None: its defaults). One process per card: nproc_per_node N takes the first
+    N cards; auto takes the cards CUDA_VISIBLE_DEVICES names (NVML lists every card, whatever that
+    variable says), else every card; strategy none takes the first card only. Every figure the
+    wizard shows (memory per card, effective batch, steps per epoch) is for these cards."""
+    if hw is None or not hw.gpus:
+        return ()
+    from .config import DistributedConfig
+
+    dist = dist or DistributedConfig()
+    gpus = hw.gpus
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        wanted = [v.strip() for v in visible.split(",") if v.strip()]
+        if all(v.isdigit() for v in wanted):
+            gpus = tuple(g for g in gpus if str(g.index) in wanted)
+    if dist.strategy == "none":
+        return gpus[:1]
+    if isinstance(dist.nproc_per_node, int):
+        return gpus[:dist.nproc_per_node]
+    return gpus
 
 
-def run_world_size(hw: Hardware | None) -> int:
-    """How many processes train together in a run started on this machine (1 on a CPU)."""
-    return max(1, len(run_gpus(hw)))
+def run_world_size(hw: Hardware | None, dist: "DistributedConfig | None" = None) -> int:
+    """How many processes train together in a run started from this machine: processes per node
+    (one per card of `run_gpus`; on a CPU 1 unless nproc_per_node says N) times distributed.nnodes."""
+    from .config import DistributedConfig
+
+    dist = dist or DistributedConfig()
+    if dist.strategy == "none":
+        return 1
+    if hw is not None and hw.gpus:
+        per_node = len(run_gpus(hw, dist)) or 1
+    else:
+        per_node = dist.nproc_per_node if isinstance(dist.nproc_per_node, int) else 1
+    return max(1, per_node) * dist.nnodes
 
 
 class NvmlSource(Protocol):

@@ -3,6 +3,12 @@
 The process gets its own session (`start_new_session`), stdin from /dev/null and stdout/stderr into
 `train.log`, so closing the terminal, the wizard or the SSH connection never stops it. Nothing here
 waits for it: the CLI and the wizard follow the run by reading its directory.
+
+A run of several processes (distributed.nproc_per_node > 1) is started the same way, through torchrun
+(`python -m ftwizard.core.distlaunch RUN_DIR --standalone --nproc_per_node N -m ftwizard.core.trainer
+RUN_DIR`: PyTorch's launcher with SIGHUP ignored and the failing rank named); launch.json records the
+launcher's pid, so the run lives while torchrun does. Several machines: `ftwizard launch-command` and
+`ftwizard slurm` print or write the line to run on each.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ def start(run_dir: Path, *, resume: bool = False) -> int:
         if why:
             raise UserError(why, field="RUN")
 
-    cmd = [sys.executable, "-m", "ftwizard.core.trainer", str(run_dir)] + (["--resume"] if resume else [])
+    cmd = command(run_dir, resume=resume)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
@@ -86,6 +92,30 @@ def start(run_dir: Path, *, resume: bool = False) -> int:
     # Keep a handle so that a parent that lives on (tests, the wizard) reaps the child when it ends.
     _children.append(proc)
     return proc.pid
+
+
+def command(run_dir: Path, *, resume: bool = False) -> list[str]:
+    """The command that trains `run_dir` on this machine: the trainer itself for one process, torchrun
+    (through distlaunch) for several. Several machines are refused here: each node runs its own line."""
+    trainer = ["-m", "ftwizard.core.trainer", str(run_dir)] + (["--resume"] if resume else [])
+    procs, nnodes = world_of(run_dir)
+    if nnodes > 1:
+        raise UserError(f"is {nnodes}: a run on several machines is started on each of them (ftwizard "
+                        "launch-command RUN --nodes N --node-rank K --master HOST, or ftwizard slurm)",
+                        file=str(run_dir / CONFIG), field="distributed.nnodes")
+    if procs == 1:
+        return [sys.executable] + trainer
+    return [sys.executable, "-m", "ftwizard.core.distlaunch", str(run_dir), "--standalone", "--nnodes", "1",
+            "--nproc_per_node", str(procs)] + trainer
+
+
+def world_of(run_dir: Path) -> tuple[int, int]:
+    """(processes per node, nodes) of a run, from its resolved config.yaml."""
+    from .config import load_config
+
+    d = load_config(run_dir / CONFIG, resolve_paths=False).distributed
+    procs = d.nproc_per_node if isinstance(d.nproc_per_node, int) else 1
+    return (procs if d.strategy != "none" else 1), d.nnodes
 
 
 _children: list[subprocess.Popen] = []

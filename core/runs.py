@@ -43,6 +43,7 @@ LAUNCH = "launch.json"
 CONFIG = "config.yaml"
 LOG = "train.log"
 STOP_REQUEST = "stop.request"
+RANKS = "ranks"  # per-rank files of a run of several processes (memory, how a rank ended)
 TERMINAL_STATES = ("completed", "failed", "stopped")  # the one home of this tuple
 LIVE_STATES = ("starting", "running")
 RUNS_ENV = "FTWIZARD_RUNS_DIR"
@@ -228,6 +229,7 @@ class RunInfo:
     updated: float | None = None
     estimate_gib: float | None = None  # the memory estimate the run was launched with
     peak_gib: float | None = None      # the measured peak (peak RSS on a CPU, peak reserved per GPU)
+    world_size: int = 1  # processes training together (distributed.nproc_per_node x nnodes)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -284,7 +286,10 @@ def _config_summary(run_dir: Path) -> dict:
     name = model.get("name_or_path")
     if model.get("gguf_file"):
         name = model["gguf_file"]
-    return {"model": name, "method": data.get("method"), "training": data.get("training")}
+    dist = data.get("distributed") or {}
+    procs = dist.get("nproc_per_node")
+    world = (procs if isinstance(procs, int) and dist.get("strategy") != "none" else 1) * int(dist.get("nnodes") or 1)
+    return {"model": name, "method": data.get("method"), "training": data.get("training"), "world_size": world}
 
 
 @dataclass
@@ -341,7 +346,9 @@ def run_info(run_dir: str | Path, events: list[dict] | None = None, *, fold: Run
     info = RunInfo(id=run_dir.name, path=str(run_dir.resolve()), state="starting", **_config_summary(run_dir))
     info.created = launch.get("created") or datetime.fromtimestamp(
         run_dir.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-    info.pid = launch.get("pid") or status.get("pid")  # launch.json names the latest process
+    info.pid = launch.get("pid") or status.get("pid")  # launch.json names the latest process (torchrun's)
+    if status.get("world_size"):
+        info.world_size = status["world_size"]
     info.phase, info.step, info.max_steps, info.last_loss = fold.phase, fold.step, fold.max_steps, fold.loss
     info.best_eval_loss = fold.best_eval[1] if fold.best_eval else None
     info.estimate_gib, info.peak_gib = fold.estimate_gib, fold.peak_gib

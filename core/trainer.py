@@ -13,6 +13,11 @@ the Trainer's speed patches (core/speed.py).
     resume    --resume: from the newest whole and finite checkpoint in RUN_DIR/checkpoints (core/checkpoints.py);
               a completed run is final and refused
     SIGHUP    ignored: a dropped SSH session never ends training
+    several   started by torchrun (core/distlaunch.py) when distributed.nproc_per_node x nnodes > 1:
+    processes rank 0 alone writes events.jsonl and status.json; a stop is agreed by every rank at a step
+              end (all checkpoint together); SIGTERM from torchrun (another rank failed) ends this
+              rank at once; a failing rank writes why to RUN_DIR/ranks/RANK.end.json and the launcher
+              ends the run as failed naming the rank
 """
 
 from __future__ import annotations
@@ -40,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     holder: list[Run] = []
     early_stop = []
 
+    world = int(os.environ.get("WORLD_SIZE", 1))
+
     def on_stop(*_):
+        if world > 1 and holder:
+            # torchrun ends the other ranks with SIGTERM when one fails (a user's stop is the
+            # stop.request file every rank agrees on): nothing to save, the group is broken.
+            holder[0].end_rank("ended by torchrun (SIGTERM)", peer_lost=True)
+            os._exit(128 + signal.SIGTERM)
         if holder:
             holder[0].request_stop()
         else:
@@ -80,10 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
         diag = {"kind": "dataset" if "dataset" in reason else "config", "message": reason, "fixes": []}
         diag = diagnose_text(reason) or diag
-        run.events.emit("end", state="failed", reason=reason, diagnosis=diag)
-        run.write_status(state="failed", reason=reason, diagnosis=diag)
         log(f"failed: {reason}")
-        return 2
+        return fail(run, reason, diag, 2)
     except BaseException as exc:  # noqa: BLE001 - the run must always record how it ended
         tb = traceback.format_exc()
         print(tb, file=sys.stderr, flush=True)
@@ -102,11 +112,29 @@ def main(argv: list[str] | None = None) -> int:
                 f"; longest row {longest} tokens (max_length {run.facts.get('max_length')})" if longest else "")
             diag["step"] = step + 1 if run.training_started else None
             diag["longest_row_tokens"] = longest
-        run.events.emit("end", state="failed", reason=diag["message"], diagnosis=diag)
-        run.write_status(state="failed", reason=diag["message"], diagnosis=diag)
-        return 1
+        return fail(run, diag["message"], diag, 1, peer_lost=peer_lost(text))
     finally:
         run.events.close()
+
+
+def fail(run: Run, reason: str, diag: dict, code: int, peer_lost: bool = False) -> int:
+    """A failed run's end. With several processes a rank only says why it failed
+    (ranks/RANK.end.json): the launcher, which sees every rank end, names the cause in the end event."""
+    if run.world_size == 1:
+        run.events.emit("end", state="failed", reason=reason, diagnosis=diag)
+        run.write_status(state="failed", reason=reason, diagnosis=diag)
+        return code
+    from .distlaunch import PEER_LOST_EXIT
+
+    run.end_rank(reason, peer_lost=peer_lost)
+    return PEER_LOST_EXIT if peer_lost else code
+
+
+def peer_lost(text: str) -> bool:
+    """An error that only says another rank went away (gloo / NCCL lost a peer)."""
+    needles = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "DistBackendError",
+               "NCCL communicator was aborted", "ProcessGroupGloo", "Socket Timeout", "recvBytes", "sendBytes")
+    return any(n in text for n in needles)
 
 
 if __name__ == "__main__":

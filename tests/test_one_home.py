@@ -107,9 +107,14 @@ def test_dataset_statistics_count_steps_with_the_schedule(tiny_work):
 CARD = GPU(0, "NVIDIA L4", 22.5, 22.0, (8, 9))
 
 
-def test_a_run_trains_on_one_card_whatever_the_count():
+def test_a_run_trains_on_the_cards_its_distributed_config_chooses(monkeypatch):
+    from ftwizard.core.config import DistributedConfig
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     two = Hardware(gpus=(CARD, GPU(1, "NVIDIA L4", 22.5, 10.0, (8, 9))))
-    assert run_gpus(two) == (CARD,) and run_world_size(two) == 1
+    assert len(run_gpus(two)) == 2 and run_world_size(two) == 2  # auto: one process per card
+    one = DistributedConfig(strategy="none")
+    assert run_gpus(two, one) == (CARD,) and run_world_size(two, one) == 1
     assert run_gpus(Hardware()) == () and run_world_size(Hardware()) == 1  # CPU
     assert run_gpus(None) == () and run_world_size(None) == 1  # not detected yet
 

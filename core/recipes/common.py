@@ -23,7 +23,7 @@ from typing import Any
 from ..config import RunConfig
 from ..errors import UserError
 from ..events import EventWriter
-from ..runs import STATUS, STOP_REQUEST, write_json_atomic
+from ..runs import RANKS, STATUS, STOP_REQUEST, write_json_atomic
 
 NONFINITE_LIMIT = 3  # consecutive NaN/inf losses before a run is ended as failed
 
@@ -41,12 +41,27 @@ def log(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
 
+class _Silent:
+    """The event writer of a rank other than 0: rank 0 alone writes events.jsonl."""
+
+    def emit(self, type_: str, **fields: Any) -> dict:
+        return {"type": type_, **fields}
+
+    def close(self) -> None:
+        pass
+
+
 class Run:
-    """The run directory as the training process sees it: events, status and the stop flag."""
+    """The run directory as the training process sees it: events, status and the stop flag. In a run
+    of several processes (torchrun sets RANK and WORLD_SIZE), rank 0 alone writes events.jsonl and
+    status.json; every rank writes its memory to RUN_DIR/ranks/RANK.json and, when it fails, why to
+    RANK.end.json (core/distlaunch.py turns that into the run's end)."""
 
     def __init__(self, run_dir: Path):
         self.dir = run_dir
-        self.events = EventWriter(run_dir)
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
+        self.events = EventWriter(run_dir) if self.rank == 0 else _Silent()
         self.stop_requested = False
         self.training_started = False
         self.facts: dict = {}  # facts about the tokenized data, for diagnoses
@@ -54,7 +69,10 @@ class Run:
         self.estimate_gib: float | None = None  # the run's memory estimate (info event `estimate`)
         self.estimate_warned = False
         self.status = {"pid": os.getpid(), "state": "running", "phase": "started", "step": 0,
-                       "started": time.time()}
+                       "started": time.time(), "world_size": self.world_size}
+        if self.world_size > 1:
+            (run_dir / RANKS).mkdir(exist_ok=True)
+            (run_dir / RANKS / f"{self.rank}.end.json").unlink(missing_ok=True)
         self.write_status()
 
     def write_status(self, throttle: bool = False, **fields) -> None:
@@ -62,6 +80,8 @@ class Run:
         step already, and the atomic rewrite costs ~0.7 ms)."""
         now = time.time()
         self.status.update(fields)
+        if self.rank != 0:
+            return
         if throttle and now - self.status.get("updated", 0) < 1.0:
             return
         self.status["updated"] = now
@@ -71,7 +91,8 @@ class Run:
         self.events.emit("phase", phase=phase, detail=detail, **extra)
         self.write_status(phase=phase)
         log(f"[{phase}] {detail}")
-        if not self.training_started and self.should_stop():
+        # With several processes every rank must stop at the same point: they agree at a step end.
+        if not self.training_started and self.world_size == 1 and self.should_stop():
             raise StopRequested()  # a stop asked for while starting up: no need to load anything more
 
     def request_stop(self, *_):
@@ -82,6 +103,41 @@ class Run:
 
     def should_stop(self) -> bool:
         return self.stop_requested or (self.dir / STOP_REQUEST).exists()
+
+    def agree_to_stop(self) -> bool:
+        """should_stop(), agreed by every rank (a stop seen by any one stops all, at the same step)."""
+        mine = self.should_stop()
+        if self.world_size == 1:
+            return mine
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            return mine
+        device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+        flag = torch.tensor([1 if mine else 0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def end_rank(self, reason: str, peer_lost: bool = False) -> None:
+        """This rank's failure, for the launcher (distlaunch.py) to name the rank that caused the end."""
+        write_json_atomic(self.dir / RANKS / f"{self.rank}.end.json",
+                          {"rank": self.rank, "reason": reason, "peer_lost": peer_lost, "t": time.time()})
+
+    def write_memory(self, mem: dict) -> None:
+        write_json_atomic(self.dir / RANKS / f"{self.rank}.json", {"rank": self.rank, "t": time.time(), **mem})
+
+    def ranks_memory(self, mine: dict) -> list[dict]:
+        """Every rank's latest memory (rank 0's own now, the others' from their last log)."""
+        from ..runs import read_json
+
+        out = [{"rank": 0, **mine}]
+        for r in range(1, self.world_size):
+            other = read_json(self.dir / RANKS / f"{r}.json")
+            if other:
+                other.pop("t", None)
+                out.append(other)
+        return out
 
 
 @dataclass(frozen=True)
@@ -108,6 +164,9 @@ class Device:
     optim: str
     gradient_checkpointing: bool
     n_gpus: int
+    strategy: str = "none"  # distributed.strategy, resolved: none | ddp | fsdp | zero2 | zero3
+    world_size: int = 1  # processes training together (torchrun's WORLD_SIZE)
+    offload: str = "none"
 
     def event(self) -> dict:
         return asdict(self)
@@ -137,10 +196,23 @@ def device_for(cfg: RunConfig) -> Device:
                         field="train.precision")
     if not cuda and t.use_liger_kernel:
         raise UserError("Liger's kernels need a CUDA GPU: set it to false", field="train.use_liger_kernel")
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    strategy = cfg.distributed.strategy
+    if world > 1 and strategy == "none":
+        raise UserError(f"is none but {world} processes were started: use ddp or fsdp", field="distributed.strategy")
+    if strategy in ("zero2", "zero3"):
+        from ..defaults import DEEPSPEED_EXTRA, installed
+
+        if not installed("deepspeed"):
+            raise UserError(f"is {strategy} but deepspeed is not installed: {DEEPSPEED_EXTRA}",
+                            field="distributed.strategy")
+    if cuda and world > 1:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return Device(cuda=cuda, precision=t.precision, attn=cfg.model.attn_implementation,
                   liger=bool(t.use_liger_kernel), packing=bool(t.packing), optim=t.optim,
                   gradient_checkpointing=bool(t.gradient_checkpointing),
-                  n_gpus=torch.cuda.device_count() if cuda else 0)
+                  n_gpus=torch.cuda.device_count() if cuda else 0, strategy=strategy if world > 1 else "none",
+                  world_size=world, offload=cfg.distributed.offload)
 
 
 def skip_unneeded_imports(cfg: RunConfig) -> None:
@@ -391,7 +463,37 @@ def trainer_arguments(cfg: RunConfig, dev: Device, run: Run, steps: int, has_eva
         metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False,
         report_to=t.report_to or "none", disable_tqdm=True,
         remove_unused_columns=True, dataloader_num_workers=0, use_liger_kernel=dev.liger,
+        **distributed_arguments(dev),
     )
+
+
+def distributed_arguments(dev: Device) -> dict:
+    """TrainingArguments for distributed.strategy (the Trainer's own DDP, FSDP2 and DeepSpeed paths)."""
+    if dev.world_size == 1:
+        return {}
+    out: dict[str, Any] = {"ddp_backend": "nccl" if dev.cuda else "gloo", "ddp_find_unused_parameters": False}
+    if dev.strategy == "fsdp":
+        out["fsdp"] = "full_shard auto_wrap" + (" offload" if dev.offload == "cpu" else "")
+        out["fsdp_config"] = {"version": 2, "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT",
+                              "cpu_ram_efficient_loading": False}
+    elif dev.strategy in ("zero2", "zero3"):
+        out["deepspeed"] = deepspeed_config(dev)
+    return out
+
+
+def deepspeed_config(dev: Device) -> dict:
+    """DeepSpeed's config for zero2 / zero3 ("auto" values are filled in by the Trainer)."""
+    zero: dict[str, Any] = {"stage": 2 if dev.strategy == "zero2" else 3, "overlap_comm": True,
+                            "contiguous_gradients": True}
+    if dev.strategy == "zero3":
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+        if dev.offload in ("cpu", "nvme"):
+            target = {"device": dev.offload, "pin_memory": True}
+            zero["offload_param"] = dict(target)
+            zero["offload_optimizer"] = dict(target)
+    return {"zero_optimization": zero, "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
+            "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto", "train_batch_size": "auto"}
 
 
 def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter) -> None:
@@ -427,8 +529,9 @@ def save(trainer, tok, cfg: RunConfig, run: Run) -> Outcome:
     stopped = run.stop_requested
     run.phase("saving", "adapter" if cfg.method != "full" else "model")
     out = run.dir / "output"
-    trainer.save_model(str(out))
-    tok.save_pretrained(str(out))
+    trainer.save_model(str(out))  # every rank: FSDP / ZeRO-3 gather the shards; rank 0 writes
+    if run.rank == 0:
+        tok.save_pretrained(str(out))
     if stopped:
         trainer.save_state()
         if not last_checkpoint(run.dir):
@@ -458,12 +561,15 @@ def events_callback(run: Run, dev: Device, counter):
                           start_step=state.global_step)
 
         def on_step_end(self, args, state, control, **kw):
-            if run.should_stop():
+            if run.agree_to_stop():
                 run.stop_requested = True
                 control.should_save = True
                 control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kw):
+            if run.world_size > 1 and logs and "loss" in logs and not state.is_world_process_zero:
+                run.write_memory(memory(dev))  # rank 0 folds it into its next train event
+                return
             if not state.is_world_process_zero or not logs:
                 return
             now = time.time()
@@ -476,6 +582,10 @@ def events_callback(run: Run, dev: Device, counter):
                       "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
                       "tokens_per_s": round(tps, 1), "tokens": counter.tokens,
                       "elapsed_s": round(now - self.t0, 3), "mem": memory(dev)}
+                if run.world_size > 1:
+                    ev["world_size"] = run.world_size
+                    run.write_memory(ev["mem"])
+                    ev["mem"] = {**ev["mem"], "ranks": run.ranks_memory(ev["mem"])}
                 for k in ("mean_token_accuracy", "entropy"):
                     if k in logs:
                         ev[k] = logs[k]

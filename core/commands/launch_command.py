@@ -1,0 +1,46 @@
+"""The torchrun line to run on each machine of a run on several machines (clusters without Slurm)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from . import add_run_arguments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    p.add_argument("--nodes", type=int, required=True, help="machines training together")
+    p.add_argument("--node-rank", type=int, help="print only this machine's line (0 = the first)")
+    p.add_argument("--master", required=True, help="host name or address of the first machine (rendezvous)")
+    p.add_argument("--port", type=int, default=29500, help="rendezvous port on the first machine")
+    p.add_argument("--resume", action="store_true", help="continue from the run's newest checkpoint")
+
+
+def node_command(run_dir, *, nodes: int, node_rank: int, master: str, port: int, procs: int,
+                 resume: bool = False) -> list[str]:
+    """One machine's command: torchrun (through distlaunch) with a c10d rendezvous on `master`. The run
+    directory must be on a filesystem every machine sees at the same path."""
+    return ["python", "-m", "ftwizard.core.distlaunch", str(run_dir), "--nnodes", str(nodes),
+            "--node_rank", str(node_rank), "--nproc_per_node", str(procs), "--rdzv_backend", "c10d",
+            "--rdzv_endpoint", f"{master}:{port}", "--rdzv_id", run_dir.name,
+            "-m", "ftwizard.core.trainer", str(run_dir)] + (["--resume"] if resume else [])
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..launch import world_of
+    from ..runs import resolve_run
+
+    run_dir = resolve_run(args.run, args.runs_dir)
+    if args.nodes < 1:
+        raise UserError("must be at least 1", field="--nodes")
+    ranks = range(args.nodes) if args.node_rank is None else [args.node_rank]
+    if args.node_rank is not None and not 0 <= args.node_rank < args.nodes:
+        raise UserError(f"must be between 0 and {args.nodes - 1}", field="--node-rank")
+    procs, _nodes = world_of(run_dir)
+    for k in ranks:
+        line = shlex.join(node_command(run_dir, nodes=args.nodes, node_rank=k, master=args.master,
+                                       port=args.port, procs=procs, resume=args.resume))
+        print(f"# node {k}\n{line}" if args.node_rank is None else line)
+    return 0
