@@ -57,13 +57,13 @@ async def test_walk_every_hardware_scenario(make_app, tmp_path, tiny_work, scena
             assert not any(v in p for p in prompts for v in ("fits", "tight"))
             assert highlighted == "lora" and "No GPU" in reason
         else:
-            # the figures are for the cards a run really trains on (one process: the first card)
+            # the figures are for the cards a run really trains on (one process per card, torchrun)
             used, world = run_gpus(hw), run_world_size(hw)
             vram = min(g.free_gib for g in used)
             expected = compare_methods(CATALOG["qwen2.5-7b"], vram, world, None)
             assert f"{world}x" in target and f"{vram:.1f} GiB free" in target
             if scenario == "two-gpus":
-                assert world == 1 and "a run trains on 1 of the 2 cards" in target
+                assert world == 2 and "2x" in target and "trains on 1 of" not in target
             if expected.recommended:
                 assert highlighted == expected.recommended
                 assert reason.startswith(f"Why {expected.recommended}:")

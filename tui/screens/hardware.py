@@ -23,8 +23,9 @@ What this machine can train with, read from NVML (the NVIDIA driver's library) a
   that hold GPU memory (the table shows what is in use now).
 - **bf16**: Ampere (compute capability 8.0) and newer cards train in bfloat16; older ones (T4, V100)
   use fp16 with loss scaling.
-- **Several cards**: every card is listed, but a run trains on the first one for now (one training
-  process); the next steps count only the card a run will use.
+- **Several cards**: a run trains on every visible card (CUDA_VISIBLE_DEVICES picks them), one process
+  per card through torchrun: DDP when the method fits one card, FSDP when it does not
+  (`distributed.*` in the config); the next steps count the cards a run will use.
 - **No GPU**: CPU training works for tiny models (the `cpu-demo` preset trains SmolLM2-135M in a few
   minutes) and is far too slow for billion-parameter models; the Method step says so.
 """
