@@ -191,3 +191,61 @@ def test_peer_demo_files_train_as_dpo_and_kto_as_they_are(tiny_config, tmp_path,
         assert info.state == "completed", (kind, info.reason)
         names = ("reward_margin",) if kind == "kto" else PAIR_METRICS
         assert_metrics(run_dir, names)
+
+
+STOP_AT = """
+from pathlib import Path
+from transformers import TrainerCallback
+
+
+class StopAt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 4:
+            Path("stop.request").write_text("test")
+"""
+
+
+@pytest.mark.slow
+def test_dpo_stop_then_resume_continues_the_same_curve(tiny_config, tmp_path, start_run, wait_run, monkeypatch):
+    (tmp_path / "stop_at.py").write_text(STOP_AT)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # bit-reproducible CPU reductions (see test_resume.py)
+    kw = dict(steps=10, lr_scheduler="cosine", warmup_ratio=0.1)
+    rows = pair_rows(32)
+    ref_dir = start_run(kind_config(tiny_config, tmp_path, "dpo", rows, **kw))
+    run_dir = start_run(kind_config(tiny_config, tmp_path, "dpo", rows, callbacks=["stop_at:StopAt"], **kw))
+    assert wait_run(ref_dir, 300).state == "completed"
+    info = wait_run(run_dir, 300)
+    assert info.state == "stopped" and info.step == 5, (info.state, info.step, info.reason)
+    r = subprocess.run(CLI + ["resume", str(run_dir), "--detach"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert wait_run(run_dir, 300).state == "completed"
+    got = [(e["step"], e["loss"], e["reward_margin"]) for e in train_events(run_dir)]
+    assert [s for s, _, _ in got] == list(range(1, 11))
+    ref = {e["step"]: (e["loss"], e["reward_margin"]) for e in train_events(ref_dir)}
+    for s, loss, margin in got:
+        assert loss == pytest.approx(ref[s][0], rel=1e-4, abs=1e-5), (s, loss, ref[s])
+        assert margin == pytest.approx(ref[s][1], rel=1e-3, abs=1e-5), (s, margin, ref[s])
+
+
+def test_inspect_kind_dpo_shows_chosen_and_rejected_with_their_tokens(tiny_work, tmp_path):
+    data = write_jsonl(pair_rows(12), tmp_path / "pairs.jsonl")
+    r = subprocess.run(CLI + ["inspect", str(data), "--kind", "dpo", "--model", str(tiny_work / "tiny-model"),
+                              "--quick", "--rows", "2", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    kind = json.loads(r.stdout)["kind"]
+    assert kind["rows"] == 12 and len(kind["preview"]) == 2
+    first = kind["preview"][0]
+    assert "equals" in first["chosen"] and "equals" in first["rejected"] and first["chosen"] != first["rejected"]
+    assert first["chosen_tokens"] > 0 and first["rejected_tokens"] > 0 and first["prompt_tokens"] > 0
+
+
+def test_inspect_kind_kto_shows_the_label_balance_and_refuses_sft_data(tmp_path):
+    data = write_jsonl(kto_rows(12, labels=(True, True, False)), tmp_path / "kto.jsonl")
+    r = subprocess.run(CLI + ["inspect", str(data), "--kind", "kto", "--quick", "--json"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kind"]["labels"] == {"desirable": 8, "undesirable": 4}
+    sft = write_jsonl(chat_rows(12), tmp_path / "chat.jsonl")
+    r = subprocess.run(CLI + ["inspect", str(sft), "--kind", "kto", "--quick"], capture_output=True, text=True)
+    assert r.returncode == 2 and "without labels" in r.stderr and "Traceback" not in r.stderr
