@@ -20,8 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import Problem, UserError
 
-TrainingKind = Literal["sft", "dpo", "orpo", "kto", "grpo", "cpt"]
-IMPLEMENTED_KINDS = ("sft",)
+TrainingKind = Literal["sft", "dpo", "orpo", "simpo", "kto", "grpo", "cpt"]
+IMPLEMENTED_KINDS = ("sft", "dpo", "orpo", "simpo", "kto")
+PREFERENCE_KINDS = ("dpo", "orpo", "simpo")  # trained on chosen/rejected pairs
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16 DPOConfig
 Method = Literal["full", "lora", "qlora"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Optim = Literal[
@@ -188,17 +191,76 @@ class DistributedConfig(_Section):
         return v
 
 
+class DpoConfig(_Section):
+    """training: dpo, on TRL's DPOTrainer (stable). With LoRA/QLoRA the reference model is the base with
+    the adapter disabled (no second copy); a full fine-tune loads a frozen reference copy."""
+
+    beta: float = Field(0.1, gt=0, description="How far the model may move from the reference: higher keeps it "
+                        "closer (0.1 is the DPO paper's; 0.01-0.5 is the usual range; IPO wants ~0.01-0.1).")
+    loss_type: str | list[str] = Field(
+        "sigmoid", description="DPO's loss: one name or a list (combined, equal weights): sigmoid (DPO), ipo, "
+        "hinge (SLiC), robust, apo_zero, sigmoid_norm, ... (TRL's DPOConfig.loss_type names).")
+
+    @field_validator("loss_type")
+    @classmethod
+    def _losses(cls, v: str | list[str]) -> str | list[str]:
+        names = [v] if isinstance(v, str) else list(v)
+        if not names:
+            raise ValueError("give at least one loss name")
+        bad = [n for n in names if n not in DPO_LOSSES]
+        if bad:
+            raise ValueError(f"unknown loss {bad[0]!r} (allowed: {', '.join(DPO_LOSSES)})")
+        return v
+
+
+class OrpoConfig(_Section):
+    """training: orpo, on trl.experimental.orpo.ORPOTrainer (no reference model)."""
+
+    beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term beside the SFT loss on the chosen "
+                        "answer (the ORPO paper's lambda; 0.05-0.5). Uses trl.experimental (ORPOTrainer), which may "
+                        "change between TRL minor versions: TRL is pinned below 1.17 for that reason.")
+
+
+class SimpoConfig(_Section):
+    """training: simpo, CPO with the SimPO loss on trl.experimental.cpo.CPOTrainer (no reference model)."""
+
+    beta: float = Field(2.0, gt=0, description="Scale of the length-normalised reward (the SimPO paper uses 2.0-2.5). "
+                        "Uses trl.experimental (CPOTrainer, loss_type simpo), which may change between TRL minor "
+                        "versions: TRL is pinned below 1.17 for that reason.")
+    gamma: float = Field(0.5, ge=0, description="Target reward margin between chosen and rejected (TRL's "
+                         "simpo_gamma; the paper tunes gamma/beta in 0.3-0.8).")
+    cpo_alpha: float = Field(0.0, ge=0, description="Weight of an SFT term on the chosen answer (0: pure SimPO; "
+                             ">0: CPO-SimPO).")
+
+
+class KtoConfig(_Section):
+    """training: kto, on TRL's KTOTrainer: rows labelled desirable or not (or pairs split into labels)."""
+
+    beta: float = Field(0.1, gt=0, description="How far the model may move from the reference: higher keeps it "
+                        "closer (0.01-0.5).")
+    desirable_weight: float = Field(1.0, gt=0, description="Loss weight of desirable rows; with an unbalanced set "
+                                    "keep desirable_weight x desirable rows / (undesirable_weight x undesirable rows) "
+                                    "within 1 to 4/3 (the KTO paper's advice).")
+    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable rows (see desirable_weight).")
+
+
 class RunConfig(_Section):
     """One fine-tuning run. The only input of the training process."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
-    training: TrainingKind = Field("sft", description="sft now; dpo, orpo, kto, grpo, cpt are reserved.")
+    training: TrainingKind = Field(
+        "sft", description="sft; dpo, orpo, simpo (preference pairs); kto (rows labelled good or bad). grpo, cpt are "
+        "reserved. orpo and simpo use trl.experimental: TRL is pinned below 1.17.")
     method: Method = Field("lora", description="full: all weights; lora: small adapters on 16-bit weights; qlora: adapters on 4-bit weights.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
     dataset: DatasetConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+    orpo: OrpoConfig = Field(default_factory=OrpoConfig)
+    simpo: SimpoConfig = Field(default_factory=SimpoConfig)
+    kto: KtoConfig = Field(default_factory=KtoConfig)
     runs_dir: str | None = Field(
         None, description="The runs root for runs made from this config; relative: to this file's folder "
                           "(null: $FTWIZARD_RUNS_DIR, else the user data dir). Runs are listed from anywhere.")
@@ -323,6 +385,7 @@ def ignored_keys(cfg: RunConfig) -> list[tuple[str, str]]:
     if cfg.model.backend == "unsloth":
         out += unsloth_problems(cfg)
     out += distributed_problems(cfg)
+    out += kind_section_problems(cfg)
     return out
 
 
@@ -339,6 +402,27 @@ def distributed_problems(cfg: RunConfig) -> list[tuple[str, str]]:
     if cfg.model.backend == "unsloth" and d.strategy not in ("auto", "none"):
         out.append(("distributed.strategy", "Unsloth trains in one process: use strategy none or "
                     "model.backend: transformers"))
+    return out
+
+
+KIND_SECTIONS = {"dpo": DpoConfig, "orpo": OrpoConfig, "simpo": SimpoConfig, "kto": KtoConfig}
+
+
+def kind_section_problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """A kind's section (dpo:, kto:, ...) set for another kind would be silently unused: refused."""
+    out = []
+    for kind, section in KIND_SECTIONS.items():
+        given = getattr(cfg, kind)
+        if kind == cfg.training:
+            continue
+        for name in section.model_fields:
+            if getattr(given, name) != getattr(section(), name):
+                out.append((f"{kind}.{name}", f"is used by training: {kind} only, but this config trains "
+                            f"{cfg.training}: remove it or set training: {kind}"))
+    if cfg.training == "kto" and cfg.train.batch_size < 2:
+        out.append(("train.batch_size", "KTO estimates its KL term from the other rows of a batch: needs 2 or more"))
+    if cfg.training in PREFERENCE_KINDS + ("kto",) and cfg.train.packing:
+        out.append(("train.packing", f"is for sft: {cfg.training} batches whole rows; set it to false"))
     return out
 
 

@@ -91,7 +91,7 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
         notes.append(f"attention {cfg.model.attn_implementation}: " + (
             "flash-attn is installed" if fa else "PyTorch SDPA (install flash-attn on a GPU for packing)"))
     if t.packing is None:
-        t.packing = cfg.model.attn_implementation == "flash_attention_2"
+        t.packing = cfg.model.attn_implementation == "flash_attention_2" and cfg.training == "sft"
         notes.append(f"packing {'on' if t.packing else 'off'}: " + (
             "padding-free packing with flash attention" if t.packing else "needs flash attention to pay off"))
     if t.use_liger_kernel is None:

@@ -97,6 +97,18 @@ class TrainEvent(Event):
     world_size: int | None = None  # processes training together (mem["ranks"]: each rank's memory) when > 1
     mean_token_accuracy: float | None = None  # with train.extra_metrics
     entropy: float | None = None  # with train.extra_metrics
+    # Preference kinds (dpo, orpo, simpo), from TRL's rewards/*: the implicit reward of each answer,
+    # chosen minus rejected, and the share of pairs where chosen scores higher.
+    reward_chosen: float | None = None
+    reward_rejected: float | None = None
+    reward_margin: float | None = None
+    reward_accuracy: float | None = None
+    nll_loss: float | None = None  # orpo/simpo: the SFT loss on the chosen answers
+    log_odds_ratio: float | None = None  # orpo
+    # KTO, per label: the implicit reward of desirable and undesirable rows, their difference, the KL term.
+    reward_desirable: float | None = None
+    reward_undesirable: float | None = None
+    kl: float | None = None
 
 
 @dataclass(slots=True)

@@ -9,6 +9,9 @@ and the wizard's launch (all through `launch.create_run` / `launch.resume`).
     model                 error     a local model that is not there; a hub id with        never
                                     HF_HUB_OFFLINE=1 and nothing cached
     dataset               error     the dataset cannot be read at all                      never
+    kind-data             error     rows of the wrong shape for `training` (dpo/orpo/simpo    never
+                                    without a rejected column, kto without labels or with
+                                    one label only)
     rows                  error     rows training would refuse (the same full scan as      never
                                     `ftwizard inspect`: malformed lines, bad bytes,
                                     unknown roles, mixed shapes, ragged CSV rows)
@@ -185,6 +188,11 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
             local_files(path)  # a missing file or an unsupported type: UserError with dataset.path
     if local_files(d.path) is None:
         return  # a hub dataset: read by the training process, which may be the only one online
+    kind_rows = None
+    if cfg.training != "sft":
+        kind_rows = check_kind_data(cfg, report)
+        if kind_rows is None:
+            return
     scan = scan_dataset(d.path, columns=d.columns, format=d.format, split=d.split, max_rows=d.max_rows,
                         validation_path=d.validation_path, max_length=cfg.train.max_length,
                         assistant_only=d.assistant_only_loss, progress=progress)
@@ -213,9 +221,11 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
             "learn only to end its turn", file=empty[0].file, line=empty[0].line, field=empty[0].field,
             fix="give the assistant turns their answers"))
         return
-    if st.used_rows < MIN_ROWS_TO_TRAIN:
+    if kind_rows is not None:
+        report.rows = kind_rows  # the kind's own rows (KTO trains the undesirable ones too)
+    if report.rows < MIN_ROWS_TO_TRAIN:
         report.findings.append(Finding(
-            "too-few-rows", "error", f"only {st.used_rows} usable rows; a run needs at least {MIN_ROWS_TO_TRAIN} "
+            "too-few-rows", "error", f"only {report.rows} usable rows; a run needs at least {MIN_ROWS_TO_TRAIN} "
             "to learn anything", file=d.path, field="dataset.path", forceable=True,
             fix="add rows (fewer than 100 rarely beats prompting), or --force to train anyway"))
     for p in scan.problems:
@@ -234,6 +244,35 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
             report.findings.append(Finding("mask", "error", p.message, file=p.file, line=p.line, field=p.field,
                                            fix=p.fix))
             return
+
+
+def check_kind_data(cfg, report: Report) -> int | None:
+    """The rows fit the training kind (dpo/orpo/simpo: preference pairs; kto: rows with both labels, or
+    pairs): the number of rows the kind trains on, or None after adding the error finding. The same
+    refusals as the training process's data step (data/prepare.py), made before a run exists."""
+    from .data.formats import detect_source
+    from .data.prepare import kind_data_problem, kto_balance, kto_label_problem, read_trl_rows
+
+    d, kind = cfg.dataset, cfg.training
+    for path in (d.path, d.validation_path):
+        if not path:
+            continue
+        det, _, _ = detect_source(path, columns=d.columns, format=d.format, split=d.split)
+        why = kind_data_problem(kind, det)
+        if why:
+            report.findings.append(Finding("kind-data", "error", why, file=path, field="training"))
+            return None
+    det, _, _ = detect_source(d.path, columns=d.columns, format=d.format, split=d.split)
+    try:
+        rows, labels = read_trl_rows(d.path, det, kind, split=d.split, max_rows=d.max_rows)
+    except UserError:
+        return 0  # bad rows: the row scan below reports them, with their lines, before this count is used
+    if labels is not None:
+        why = kto_label_problem(kto_balance(labels))
+        if why:
+            report.findings.append(Finding("kind-data", "error", why, file=d.path, field="training"))
+            return None
+    return len(rows)
 
 
 def _every_answer_empty(d, n_rows: int) -> bool:

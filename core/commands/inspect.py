@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--row", type=int, default=1, help="which preview row to render with --model (1-based)")
     p.add_argument("--split", default="train", help="split of a hub dataset")
     p.add_argument("--quick", action="store_true", help="read only the first rows (no full scan): rows may be null")
+    p.add_argument("--kind", choices=["sft", "dpo", "orpo", "simpo", "kto"], default="sft",
+                   help="show the rows as this training kind sees them: dpo/orpo/simpo the prompt with the chosen "
+                   "and rejected answers side by side (their tokens with --model), kto the label balance")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -82,6 +85,7 @@ def run(args) -> int:
             rendered = render_row(prev.rows[k], tok, template, args.max_length, assistant_only, prev.detected)
         except Exception as exc:  # noqa: BLE001 - show why this row cannot render; the problems list has it too
             rendered = str(exc)
+    kind = kind_view(args, prev.detected, tok, n) if args.kind != "sft" else None
     problems = report.problems if report is not None else prev.problems
     rows = report.stats.rows if report is not None and report.stats.complete else prev.total_rows
     has_errors = any(p.severity == "error" for p in problems)
@@ -90,11 +94,83 @@ def run(args) -> int:
         out.update({"rows": rows, "preview": prev.rows[:n], "lines": prev.lines[:n],
                     "problems": [p.to_json() for p in problems],
                     "stats": report.stats.to_json() if report is not None else None,
-                    "template": why, "rendered": rendered.to_json() if hasattr(rendered, "to_json") else rendered})
+                    "template": why, "rendered": rendered.to_json() if hasattr(rendered, "to_json") else rendered,
+                    "kind": kind})
         print(json.dumps(out, ensure_ascii=False, default=str))
         return 1 if has_errors else 0
     _print_text(args, prev, rows, problems, report, rendered, why, n)
+    if kind is not None:
+        _print_kind(kind)
     return 1 if has_errors else 0
+
+
+def kind_view(args, det, tok, n: int) -> dict:
+    """The rows in the shape `--kind` trains on (formats.to_trl), each side rendered as the model sees it
+    (the prompt through the chat template, the answers after it) with its token count when a tokenizer is
+    given; KTO: the label balance over every row. Data of the wrong shape for the kind: UserError (exit 2)."""
+    from ..data.prepare import kind_data_problem, kto_balance, kto_label_problem, read_trl_rows
+    from ..errors import UserError
+
+    why = kind_data_problem(args.kind, det)
+    if why:
+        raise UserError(why, file=args.data, field="--kind")
+    rows, labels = read_trl_rows(args.data, det, args.kind, split=args.split)
+    sides = ("chosen", "rejected") if args.kind != "kto" else ("completion",)
+    out: dict = {"kind": args.kind, "rows": len(rows), "preview": []}
+    for row in rows[:n]:
+        prompt = _render(tok, row["prompt"], None)
+        item = {"prompt": prompt, "prompt_tokens": _count(tok, prompt)}
+        for side in sides:
+            text = _render(tok, row["prompt"], row[side])
+            text = text[len(prompt):] if text.startswith(prompt) else text
+            item[side], item[f"{side}_tokens"] = text, _count(tok, text)
+        if "label" in row:
+            item["label"] = row["label"]
+        out["preview"].append(item)
+    if labels is not None:
+        out["labels"] = kto_balance(labels)
+        out["label_problem"] = kto_label_problem(out["labels"])
+    return out
+
+
+def _render(tok, prompt, answer) -> str:
+    """prompt (+ answer) as text: message lists through the tokenizer's chat template, strings as they are."""
+    if isinstance(prompt, list):
+        if tok is None or not getattr(tok, "chat_template", None):
+            msgs = prompt + (answer or [])
+            return "\n".join(f"{m['role']}: {m['content']}" for m in msgs) + ("" if answer else "\nassistant: ")
+        if answer is None:
+            return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return tok.apply_chat_template(prompt + answer, tokenize=False)
+    return str(prompt) + (str(answer) if answer is not None else "")
+
+
+def _count(tok, text: str) -> int | None:
+    return None if tok is None else len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _print_kind(kind: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    con.print(f"\n── as training: {kind['kind']} sees it · {kind['rows']} rows ──")
+    if "labels" in kind:
+        b = kind["labels"]
+        total = max(1, b["desirable"] + b["undesirable"])
+        con.print(f"  labels: {b['desirable']} desirable ({b['desirable'] / total:.0%}) · {b['undesirable']} "
+                  f"undesirable ({b['undesirable'] / total:.0%})" + (f" · {kind['label_problem']}"
+                                                                    if kind.get("label_problem") else ""))
+    sides = [k for k in ("chosen", "rejected", "completion") if kind["preview"] and k in kind["preview"][0]]
+    table = Table(show_edge=False, pad_edge=False, show_lines=True)
+    for c in ["prompt", *sides] + (["label"] if "labels" in kind else []):
+        table.add_column(c, overflow="fold", max_width=40)
+    for item in kind["preview"]:
+        def cell(k):
+            tokens = item.get(f"{k}_tokens")
+            return _short(item[k], 200) + (f"  [{tokens} tokens]" if tokens is not None else "")
+        table.add_row(cell("prompt"), *(cell(k) for k in sides), *([str(item["label"])] if "labels" in kind else []))
+    con.print(table)
 
 
 def _short(v, width: int = 38) -> str:

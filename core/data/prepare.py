@@ -22,7 +22,7 @@ from typing import Any, Callable
 from ..errors import Problem as BaseProblem
 from ..errors import UserError
 from .checks import generation_marker_problem, mask_fallback_problem, row_problems
-from .formats import Detected, detect_source, keep_for_sft, to_canonical
+from .formats import Detected, detect_source, keep_for_sft, to_canonical, to_trl
 from .problems import Problem
 from .read import iter_rows, local_files
 from .split import split_indices
@@ -156,3 +156,109 @@ def _warn_overlap(rows, where, eval_rows, vwhere, emit) -> None:
              "validation loss will look better than it is",
              evidence={"count": len(hits), "lines": [vl for (_, vl), _ in hits[:20]]})
 
+
+
+# ------------------------------------------------------------------ preference kinds (dpo, orpo, simpo, kto)
+
+PAIR_KINDS = ("dpo", "orpo", "simpo")
+
+
+def kind_data_problem(kind: str, det: Detected) -> str | None:
+    """Why rows of format `det` cannot train as `kind` (None: they can). One home for the refusal the
+    pre-flight and the training process both make."""
+    fmt = det.format
+    if kind in PAIR_KINDS and fmt != "preference":
+        return (f"training: {kind} needs preference pairs (prompt, chosen and rejected answers), but this dataset is "
+                f"{fmt} ({det.evidence}) with no rejected column: use training: sft, or map your columns with "
+                "dataset.columns {chosen: ..., rejected: ...}")
+    if kind == "kto" and fmt not in ("kto", "preference"):
+        return (f"training: kto needs rows labelled desirable or not (prompt/completion/label, or messages + label) "
+                f"or preference pairs, but this dataset is {fmt} ({det.evidence}) without labels: add a true/false "
+                "'label' column, or use training: sft")
+    return None
+
+
+def read_trl_rows(source: str, det: Detected, kind: str, *, split: str = "train", max_rows: int | None = None):
+    """(rows in the shape TRL's trainer for `kind` takes, labels or None). KTO takes preference pairs as two
+    rows, the chosen answer desirable and the rejected one not. Refuses bad rows like `read_canonical`."""
+    rows, bad = [], []
+    n_bad = 0
+    for r in iter_rows(source, split=split, limit=max_rows, streaming_hub=False):
+        errors = [p for p in row_problems(r, det) if p.severity == "error"]
+        if errors:
+            n_bad += 1
+            if len(bad) < MAX_REPORTED:
+                e = errors[0]
+                bad.append(BaseProblem(f"{e.message} ({e.fix})", file=e.file, line=e.line, field=e.field))
+            continue
+        row = to_trl(r.row, det)
+        if kind == "kto" and det.format == "preference":
+            rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+            rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+        else:
+            rows.append(row)
+    if bad:
+        if n_bad > len(bad):
+            bad.append(BaseProblem(f"... and {n_bad - len(bad)} more bad rows; `ftwizard inspect {source}` lists "
+                                   "them all", file=source))
+        raise UserError(bad)
+    labels = [r["label"] for r in rows] if kind == "kto" else None
+    return rows, labels
+
+
+def kto_balance(labels: list) -> dict:
+    n_true = sum(1 for v in labels if v)
+    return {"desirable": n_true, "undesirable": len(labels) - n_true}
+
+
+def kto_label_problem(balance: dict) -> str | None:
+    if not balance["desirable"] or not balance["undesirable"]:
+        have, missing = ("desirable", "undesirable") if balance["desirable"] else ("undesirable", "desirable")
+        return (f"training: kto needs both labels, but every row is {have} ({balance[have]} rows, no {missing} "
+                "one): KTO learns from the contrast; add rows of the other label, or use training: sft")
+    return None
+
+
+def prepare_preference_data(cfg, emit: Callable[..., Any], phase: Callable[..., Any] | None = None):
+    """(train, validation or None, facts) for training: dpo|orpo|simpo|kto as `datasets.Dataset`s of TRL's
+    shape ({prompt, chosen, rejected} or {prompt, completion, label}: strings, or message lists that TRL
+    renders with the tokenizer's chat template). TRL tokenizes them; what is refused is refused here
+    first: data of the wrong shape for the kind, bad rows, no rows, a KTO set with one label only."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    d, t, kind = cfg.dataset, cfg.train, cfg.training
+    det, _, _ = detect_source(d.path, columns=d.columns, format=d.format, split=d.split)
+    why = kind_data_problem(kind, det)
+    if why:
+        raise UserError(why, file=d.path, field="training")
+    rows, labels = read_trl_rows(d.path, det, kind, split=d.split, max_rows=d.max_rows)
+    if not rows:
+        raise UserError("no usable rows in the dataset", file=d.path, field="dataset.path")
+    info = {"path": d.path, "format": det.format, "evidence": det.evidence, "variant": det.variant,
+            "rows": len(rows), "used_rows": len(rows), "skipped_rows": 0, "kind": kind}
+    if labels is not None:
+        info["labels"] = kto_balance(labels)
+        why = kto_label_problem(info["labels"])
+        if why:
+            raise UserError(why, file=d.path, field="dataset.path")
+    emit("info", key="dataset", value=info)
+    if d.validation_path:
+        vdet, _, _ = detect_source(d.validation_path, columns=d.columns, format=d.format, split=d.split)
+        why = kind_data_problem(kind, vdet)
+        if why:
+            raise UserError(why, file=d.validation_path, field="dataset.validation_path")
+        train_rows = rows
+        eval_rows, _ = read_trl_rows(d.validation_path, vdet, kind, split=d.split)
+    else:
+        tr, va = split_indices(len(rows), d.validation, t.seed, labels)
+        train_rows = [rows[i] for i in tr]
+        eval_rows = [rows[i] for i in va]
+    if phase is not None:
+        phase("tokenizing", f"{len(train_rows)} rows, max_length {t.max_length}")
+    train_ds = datasets.Dataset.from_list(train_rows)
+    eval_ds = datasets.Dataset.from_list(eval_rows) if eval_rows else None
+    facts = {"format": det.format, "rows": len(train_rows), "skipped_rows": 0, "kind": kind}
+    if labels is not None:
+        facts["labels"] = info["labels"]
+    return train_ds, eval_ds, facts

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import sft
+from . import dpo, kto, orpo, sft, simpo
 
 RECIPES: dict[str, Callable] = {"sft": sft.recipe}
+RECIPES["dpo"] = dpo.recipe
+RECIPES["orpo"] = orpo.recipe
+RECIPES["simpo"] = simpo.recipe
+RECIPES["kto"] = kto.recipe
 
 
 def recipe_for(kind: str) -> Callable:

@@ -496,14 +496,15 @@ def deepspeed_config(dev: Device) -> dict:
             "gradient_clipping": "auto", "train_batch_size": "auto"}
 
 
-def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter) -> None:
+def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter, metrics: dict | None = None) -> None:
     """events.jsonl, the first-step probe, early stopping and the user's callbacks; the Trainer's
-    printers go (they print dicts to stdout every log)."""
+    printers go (they print dicts to stdout every log). `metrics` maps a kind's TRL log names to the
+    names its `train` events carry (e.g. rewards/margins -> reward_margin)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(events_callback(run, dev, counter))
+    trainer.add_callback(events_callback(run, dev, counter, metrics))
     trainer.add_callback(first_step_probe(run))
     from ..checkpoints import guard_saves
     from ..doctor import training_callback
@@ -542,7 +543,7 @@ def save(trainer, tok, cfg: RunConfig, run: Run) -> Outcome:
 # -------------------------------------------------------------------------------------- callbacks
 
 
-def events_callback(run: Run, dev: Device, counter):
+def events_callback(run: Run, dev: Device, counter, metrics: dict | None = None):
     """The TrainerCallback that writes events.jsonl (rank 0 only) and honours stop requests."""
     from transformers import TrainerCallback
 
@@ -589,6 +590,9 @@ def events_callback(run: Run, dev: Device, counter):
                 for k in ("mean_token_accuracy", "entropy"):
                     if k in logs:
                         ev[k] = logs[k]
+                for k, name in (metrics or {}).items():
+                    if k in logs:
+                        ev[name] = logs[k]
                 run.events.emit("train", **ev)
                 run.write_status(throttle=True, step=state.global_step, max_steps=state.max_steps)
                 check_estimate(run, ev["mem"], state.global_step)

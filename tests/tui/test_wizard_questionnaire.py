@@ -91,18 +91,18 @@ async def test_not_fine_tuning_says_what_instead_and_allows_continuing(make_app,
         assert app.state.training == "sft"
 
 
-async def test_preference_data_calls_for_dpo_and_the_wizard_says_sft_for_now(make_app):
+async def test_preference_data_calls_for_dpo_and_the_wizard_trains_dpo(make_app):
     app = make_app("80gb", pinned=True)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("g")
         await pilot.pause()
         await answer(pilot, app, {**FINE_TUNE, "data_kind": "preferences", "goal": "alignment"})
         text = str(app.screen.query_one("#recommendation").render())
-        assert "fine-tune (DPO)" in text and "DPO is planned" in text
+        assert "fine-tune (DPO)" in text and "is planned" not in text
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert app.state.recommendation.training == "dpo"
-        assert app.state.training == "sft"
+        assert app.state.training == "dpo"
 
 
 async def test_changing_facts_with_inconsistent_format_gives_rag_plus_fine_tuning(make_app):
