@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import Problem, UserError
 
 TrainingKind = Literal["sft", "dpo", "orpo", "kto", "grpo", "cpt"]
-IMPLEMENTED_KINDS = ("sft",)
+IMPLEMENTED_KINDS = ("sft", "cpt")
 Method = Literal["full", "lora", "qlora"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Optim = Literal[
@@ -161,7 +161,7 @@ class RunConfig(_Section):
     """One fine-tuning run. The only input of the training process."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
-    training: TrainingKind = Field("sft", description="sft now; dpo, orpo, kto, grpo, cpt are reserved.")
+    training: TrainingKind = Field("sft", description="sft (instructions, chat) or cpt (continued pretraining on raw text, packed into blocks); dpo, orpo, kto, grpo are reserved.")
     method: Method = Field("lora", description="full: all weights; lora: small adapters on 16-bit weights; qlora: adapters on 4-bit weights.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
@@ -290,6 +290,8 @@ def ignored_keys(cfg: RunConfig) -> list[tuple[str, str]]:
                     "a full fine-tune, set model.name_or_path to its output/ instead"))
     if cfg.model.backend == "unsloth":
         out += unsloth_problems(cfg)
+    if cfg.training == "cpt" and cfg.model.chat_template:
+        out.append(("model.chat_template", "training: cpt trains on raw text with no chat template: remove it"))
     return out
 
 

@@ -96,6 +96,7 @@ class TrainEvent(Event):
     mem: dict | None = None  # {"rss_gib": ..} on CPU; {"cuda": [{device, allocated_gib, reserved_gib, peak_gib}]}
     mean_token_accuracy: float | None = None  # with train.extra_metrics
     entropy: float | None = None  # with train.extra_metrics
+    perplexity: float | None = None  # training: cpt: exp(loss)
 
 
 @dataclass(slots=True)
@@ -105,6 +106,7 @@ class EvalEvent(Event):
     TYPE: ClassVar[str] = "eval"
     step: int | None = None
     eval_loss: float | None = None
+    eval_perplexity: float | None = None  # training: cpt: exp(eval_loss)
 
 
 @dataclass(slots=True)

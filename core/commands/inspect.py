@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--row", type=int, default=1, help="which preview row to render with --model (1-based)")
     p.add_argument("--split", default="train", help="split of a hub dataset")
     p.add_argument("--quick", action="store_true", help="read only the first rows (no full scan): rows may be null")
+    p.add_argument("--kind", choices=["sft", "cpt"], default="sft",
+                   help="the training kind to show the data for; cpt (with --model): the first packed block "
+                   "of --max-length tokens as the model sees it, and where documents join")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -61,7 +64,10 @@ def run(args) -> int:
         from ..data.tokenize import load_tokenizer, setup_tokenizer
 
         tok = load_tokenizer(args.model)
-        template, why = setup_tokenizer(tok, args.chat_template, assistant_only)
+        if args.kind == "cpt":  # raw text: the tokenizer's own EOS, no chat template (as the CPT recipe)
+            why = "none: raw text"
+        else:
+            template, why = setup_tokenizer(tok, args.chat_template, assistant_only)
     report = None
     if not args.quick:
         show = sys.stderr.isatty()
@@ -76,7 +82,10 @@ def run(args) -> int:
         if show:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
     rendered = None
-    if tok is not None and prev.rows:
+    block = None
+    if args.kind == "cpt" and tok is not None:
+        block = _cpt_block(args, prev, tok)
+    elif tok is not None and prev.rows:
         k = min(max(args.row, 1), len(prev.rows)) - 1
         try:
             rendered = render_row(prev.rows[k], tok, template, args.max_length, assistant_only, prev.detected)
@@ -91,10 +100,56 @@ def run(args) -> int:
                     "problems": [p.to_json() for p in problems],
                     "stats": report.stats.to_json() if report is not None else None,
                     "template": why, "rendered": rendered.to_json() if hasattr(rendered, "to_json") else rendered})
+        if args.kind == "cpt":
+            out["block"] = block
         print(json.dumps(out, ensure_ascii=False, default=str))
         return 1 if has_errors else 0
     _print_text(args, prev, rows, problems, report, rendered, why, n)
+    if args.kind == "cpt":
+        _print_block(block, args)
     return 1 if has_errors else 0
+
+
+def _cpt_block(args, prev, tok) -> dict | str:
+    """The first CPT block as JSON: ids, the text of each piece between document joins, the EOS; or why not."""
+    from ..data.corpus import first_block, text_format_problem
+
+    err = text_format_problem(prev.detected, args.data)
+    if err is not None:
+        return str(err)
+    b = first_block(args.data, tok, args.max_length, det=prev.detected, split=args.split)
+    if b is None:
+        return f"the whole dataset is shorter than one block of {args.max_length} tokens"
+    cuts = [s for s in b.doc_starts if s > 0] + [len(b.input_ids)]
+    pieces, start = [], 0
+    for c in cuts:
+        pieces.append(tok.decode(b.input_ids[start:c], skip_special_tokens=False))
+        start = c
+    return {**b.to_json(), "pieces": pieces, "eos_token": tok.eos_token,
+            "documents_joined": len([s for s in b.doc_starts if s > 0])}
+
+
+def _print_block(block, args) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    con = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    if block is None:
+        con.print("\n(--kind cpt: give --model to see the first packed block)")
+        return
+    if isinstance(block, str):
+        con.print(f"\n── CPT block: cannot build: {block}")
+        return
+    con.print(f"\n── the first CPT block as the model sees it: {block['n_tokens']} tokens, every one trained; "
+              f"documents joined after EOS {block['eos_token']!r} (shown ‖) ──")
+    t = Text()
+    for i, piece in enumerate(block["pieces"]):
+        if i:
+            t.append(" ‖ ", style="bold reverse")
+        t.append(piece, style="bold green")
+    con.print(t)
+    con.print(f"── {block['documents_joined']} document joins in this block · blocks of --max-length "
+              f"{args.max_length}; the corpus's last partial block is dropped")
 
 
 def _short(v, width: int = 38) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import sft
+from . import cpt, sft
 
-RECIPES: dict[str, Callable] = {"sft": sft.recipe}
+RECIPES: dict[str, Callable] = {"sft": sft.recipe, "cpt": cpt.recipe}
 
 
 def recipe_for(kind: str) -> Callable:

@@ -176,8 +176,9 @@ def last_checkpoint(run_dir: Path) -> str | None:
 # -------------------------------------------------------------------------- model, tokenizer, method
 
 
-def setup_model(cfg: RunConfig, dev: Device, run: Run):
-    """(model with the method applied, tokenizer, chat template): model.*, method, lora.*, quantization.*."""
+def setup_model(cfg: RunConfig, dev: Device, run: Run, chat: bool = True):
+    """(model with the method applied, tokenizer, chat template): model.*, method, lora.*, quantization.*.
+    `chat=False` (raw-text kinds: cpt): the tokenizer as it comes, its own EOS, no template (None)."""
     from transformers import set_seed
 
     from ..data.tokenize import setup_tokenizer
@@ -193,7 +194,8 @@ def setup_model(cfg: RunConfig, dev: Device, run: Run):
     else:
         tok, model = load_tokenizer_and_model(cfg, dev, path)
     eos = tok.eos_token
-    template, why = setup_tokenizer(tok, cfg.model.chat_template, cfg.dataset.assistant_only_loss)
+    template, why = setup_tokenizer(tok, cfg.model.chat_template, cfg.dataset.assistant_only_loss) if chat \
+        else (None, "none: raw text")
     if tok.eos_token != eos:  # EOS is now the end-of-turn token: generation must stop there too
         model.generation_config.eos_token_id = tok.eos_token_id
     run.events.emit("info", key="chat_template", value={"why": why, "eos": tok.eos_token})
@@ -459,7 +461,7 @@ def events_callback(run: Run, dev: Device, counter):
                       "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
                       "tokens_per_s": round(tps, 1), "tokens": counter.tokens,
                       "elapsed_s": round(now - self.t0, 3), "mem": memory(dev)}
-                for k in ("mean_token_accuracy", "entropy"):
+                for k in ("mean_token_accuracy", "entropy", "perplexity"):
                     if k in logs:
                         ev[k] = logs[k]
                 run.events.emit("train", **ev)
@@ -477,7 +479,8 @@ def events_callback(run: Run, dev: Device, counter):
                 else:
                     run.nonfinite_steps.clear()
             if "eval_loss" in logs:
-                run.events.emit("eval", step=state.global_step, eval_loss=logs["eval_loss"])
+                run.events.emit("eval", step=state.global_step, eval_loss=logs["eval_loss"],
+                                **({"eval_perplexity": logs["eval_perplexity"]} if "eval_perplexity" in logs else {}))
                 log(f"eval step {state.global_step} eval_loss {logs['eval_loss']:.4f}")
 
         def on_save(self, args, state, control, **kw):
