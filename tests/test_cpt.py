@@ -98,10 +98,11 @@ def test_inspect_kind_cpt_shows_the_first_block_and_its_joins(tiny_work, tmp_pat
     assert block["pieces"][0].startswith("document 0") or "document 0" in block["pieces"][0]
 
 
-def _cpt_run(tiny_config, data: Path, method: str, steps: int, wait_run, **train):
+def _cpt_run(tiny_config, data: Path, method: str, steps: int, wait_run, validation=0.1, **train):
     cfg = tiny_config(steps=steps, method=method, **train)
     cfg.training = "cpt"
     cfg.dataset.path = str(data)
+    cfg.dataset.validation = validation
     run_dir = create_run(cfg)
     start(run_dir)
     info = wait_run(run_dir, 300)
@@ -140,7 +141,7 @@ def test_cpt_full_run_logs_perplexity_and_saves_the_model(tiny_config, tmp_path,
 @pytest.mark.slow
 @pytest.mark.skipif(not C4.exists(), reason="peer-demo data not present")
 def test_peer_demo_c4_file_trains_as_cpt_as_it_is(tiny_config, wait_run):
-    run_dir = _cpt_run(tiny_config, C4, "lora", 3, wait_run)
+    run_dir = _cpt_run(tiny_config, C4, "lora", 3, wait_run, validation=0)  # 3642 blocks: no eval pass
     train = _train_events(run_dir)
     assert len(train) == 3 and all(math.isfinite(e["perplexity"]) for e in train)
     infos = {e["key"]: e["value"] for e in read_events(run_dir) if e["type"] == "info"}
