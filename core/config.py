@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import Problem, UserError
 
 TrainingKind = Literal["sft", "dpo", "orpo", "simpo", "kto", "grpo", "cpt"]
-IMPLEMENTED_KINDS = ("sft", "dpo", "orpo", "simpo", "kto")
+IMPLEMENTED_KINDS = ("sft", "dpo", "orpo", "simpo", "kto", "cpt")
 PREFERENCE_KINDS = ("dpo", "orpo", "simpo")  # trained on chosen/rejected pairs
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16 DPOConfig
@@ -249,8 +249,9 @@ class RunConfig(_Section):
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingKind = Field(
-        "sft", description="sft; dpo, orpo, simpo (preference pairs); kto (rows labelled good or bad). grpo, cpt are "
-        "reserved. orpo and simpo use trl.experimental: TRL is pinned below 1.17.")
+        "sft", description="sft (instructions, chat); dpo, orpo, simpo (preference pairs); kto (rows labelled good "
+        "or bad); cpt (continued pretraining on raw text, packed into blocks). grpo is reserved. orpo and simpo use "
+        "trl.experimental: TRL is pinned below 1.17.")
     method: Method = Field("lora", description="full: all weights; lora: small adapters on 16-bit weights; qlora: adapters on 4-bit weights.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
@@ -384,6 +385,8 @@ def ignored_keys(cfg: RunConfig) -> list[tuple[str, str]]:
                     "a full fine-tune, set model.name_or_path to its output/ instead"))
     if cfg.model.backend == "unsloth":
         out += unsloth_problems(cfg)
+    if cfg.training == "cpt" and cfg.model.chat_template:
+        out.append(("model.chat_template", "training: cpt trains on raw text with no chat template: remove it"))
     out += distributed_problems(cfg)
     out += kind_section_problems(cfg)
     return out

@@ -109,6 +109,7 @@ class TrainEvent(Event):
     reward_desirable: float | None = None
     reward_undesirable: float | None = None
     kl: float | None = None
+    perplexity: float | None = None  # training: cpt: exp(loss)
 
 
 @dataclass(slots=True)
@@ -118,6 +119,7 @@ class EvalEvent(Event):
     TYPE: ClassVar[str] = "eval"
     step: int | None = None
     eval_loss: float | None = None
+    eval_perplexity: float | None = None  # training: cpt: exp(eval_loss)
 
 
 @dataclass(slots=True)

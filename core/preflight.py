@@ -186,6 +186,10 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
     for path in (d.path, d.validation_path):
         if path:
             local_files(path)  # a missing file or an unsupported type: UserError with dataset.path
+    if cfg.training == "cpt":
+        from .data.corpus import check_cpt_source
+
+        check_cpt_source(cfg)  # raw text only: any other format is one line, no run dir
     if local_files(d.path) is None:
         return  # a hub dataset: read by the training process, which may be the only one online
     kind_rows = None

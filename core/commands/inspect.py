@@ -33,9 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--row", type=int, default=1, help="which preview row to render with --model (1-based)")
     p.add_argument("--split", default="train", help="split of a hub dataset")
     p.add_argument("--quick", action="store_true", help="read only the first rows (no full scan): rows may be null")
-    p.add_argument("--kind", choices=["sft", "dpo", "orpo", "simpo", "kto"], default="sft",
+    p.add_argument("--kind", choices=["sft", "dpo", "orpo", "simpo", "kto", "cpt"], default="sft",
                    help="show the rows as this training kind sees them: dpo/orpo/simpo the prompt with the chosen "
-                   "and rejected answers side by side (their tokens with --model), kto the label balance")
+                   "and rejected answers side by side (their tokens with --model), kto the label balance; cpt "
+                   "(with --model) the first packed block of --max-length tokens, and where documents join")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -64,7 +65,10 @@ def run(args) -> int:
         from ..data.tokenize import load_tokenizer, setup_tokenizer
 
         tok = load_tokenizer(args.model)
-        template, why = setup_tokenizer(tok, args.chat_template, assistant_only)
+        if args.kind == "cpt":  # raw text: the tokenizer's own EOS, no chat template (as the CPT recipe)
+            why = "none: raw text"
+        else:
+            template, why = setup_tokenizer(tok, args.chat_template, assistant_only)
     report = None
     if not args.quick:
         show = sys.stderr.isatty()
@@ -79,13 +83,16 @@ def run(args) -> int:
         if show:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
     rendered = None
-    if tok is not None and prev.rows:
+    block = None
+    if args.kind == "cpt" and tok is not None:
+        block = _cpt_block(args, prev, tok)
+    elif tok is not None and prev.rows:
         k = min(max(args.row, 1), len(prev.rows)) - 1
         try:
             rendered = render_row(prev.rows[k], tok, template, args.max_length, assistant_only, prev.detected)
         except Exception as exc:  # noqa: BLE001 - show why this row cannot render; the problems list has it too
             rendered = str(exc)
-    kind = kind_view(args, prev.detected, tok, n) if args.kind != "sft" else None
+    kind = kind_view(args, prev.detected, tok, n) if args.kind not in ("sft", "cpt") else None
     problems = report.problems if report is not None else prev.problems
     rows = report.stats.rows if report is not None and report.stats.complete else prev.total_rows
     has_errors = any(p.severity == "error" for p in problems)
@@ -96,11 +103,15 @@ def run(args) -> int:
                     "stats": report.stats.to_json() if report is not None else None,
                     "template": why, "rendered": rendered.to_json() if hasattr(rendered, "to_json") else rendered,
                     "kind": kind})
+        if args.kind == "cpt":
+            out["block"] = block
         print(json.dumps(out, ensure_ascii=False, default=str))
         return 1 if has_errors else 0
     _print_text(args, prev, rows, problems, report, rendered, why, n)
     if kind is not None:
         _print_kind(kind)
+    if args.kind == "cpt":
+        _print_block(block, args)
     return 1 if has_errors else 0
 
 
@@ -171,6 +182,48 @@ def _print_kind(kind: dict) -> None:
             return _short(item[k], 200) + (f"  [{tokens} tokens]" if tokens is not None else "")
         table.add_row(cell("prompt"), *(cell(k) for k in sides), *([str(item["label"])] if "labels" in kind else []))
     con.print(table)
+
+
+def _cpt_block(args, prev, tok) -> dict | str:
+    """The first CPT block as JSON: ids, the text of each piece between document joins, the EOS; or why not."""
+    from ..data.corpus import first_block, text_format_problem
+
+    err = text_format_problem(prev.detected, args.data)
+    if err is not None:
+        return str(err)
+    b = first_block(args.data, tok, args.max_length, det=prev.detected, split=args.split)
+    if b is None:
+        return f"the whole dataset is shorter than one block of {args.max_length} tokens"
+    cuts = [s for s in b.doc_starts if s > 0] + [len(b.input_ids)]
+    pieces, start = [], 0
+    for c in cuts:
+        pieces.append(tok.decode(b.input_ids[start:c], skip_special_tokens=False))
+        start = c
+    return {**b.to_json(), "pieces": pieces, "eos_token": tok.eos_token,
+            "documents_joined": len([s for s in b.doc_starts if s > 0])}
+
+
+def _print_block(block, args) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    con = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    if block is None:
+        con.print("\n(--kind cpt: give --model to see the first packed block)")
+        return
+    if isinstance(block, str):
+        con.print(f"\n── CPT block: cannot build: {block}")
+        return
+    con.print(f"\n── the first CPT block as the model sees it: {block['n_tokens']} tokens, every one trained; "
+              f"documents joined after EOS {block['eos_token']!r} (shown ‖) ──")
+    t = Text()
+    for i, piece in enumerate(block["pieces"]):
+        if i:
+            t.append(" ‖ ", style="bold reverse")
+        t.append(piece, style="bold green")
+    con.print(t)
+    con.print(f"── {block['documents_joined']} document joins in this block · blocks of --max-length "
+              f"{args.max_length}; the corpus's last partial block is dropped")
 
 
 def _short(v, width: int = 38) -> str:

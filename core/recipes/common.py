@@ -250,8 +250,9 @@ def last_checkpoint(run_dir: Path) -> str | None:
 # -------------------------------------------------------------------------- model, tokenizer, method
 
 
-def setup_model(cfg: RunConfig, dev: Device, run: Run):
-    """(model with the method applied, tokenizer, chat template): model.*, method, lora.*, quantization.*."""
+def setup_model(cfg: RunConfig, dev: Device, run: Run, chat: bool = True):
+    """(model with the method applied, tokenizer, chat template): model.*, method, lora.*, quantization.*.
+    `chat=False` (raw-text kinds: cpt): the tokenizer as it comes, its own EOS, no template (None)."""
     from transformers import set_seed
 
     from ..data.tokenize import setup_tokenizer
@@ -267,7 +268,8 @@ def setup_model(cfg: RunConfig, dev: Device, run: Run):
     else:
         tok, model = load_tokenizer_and_model(cfg, dev, path)
     eos = tok.eos_token
-    template, why = setup_tokenizer(tok, cfg.model.chat_template, cfg.dataset.assistant_only_loss)
+    template, why = setup_tokenizer(tok, cfg.model.chat_template, cfg.dataset.assistant_only_loss) if chat \
+        else (None, "none: raw text")
     if tok.eos_token != eos:  # EOS is now the end-of-turn token: generation must stop there too
         model.generation_config.eos_token_id = tok.eos_token_id
     run.events.emit("info", key="chat_template", value={"why": why, "eos": tok.eos_token})
@@ -587,7 +589,7 @@ def events_callback(run: Run, dev: Device, counter, metrics: dict | None = None)
                     ev["world_size"] = run.world_size
                     run.write_memory(ev["mem"])
                     ev["mem"] = {**ev["mem"], "ranks": run.ranks_memory(ev["mem"])}
-                for k in ("mean_token_accuracy", "entropy"):
+                for k in ("mean_token_accuracy", "entropy", "perplexity"):
                     if k in logs:
                         ev[k] = logs[k]
                 for k, name in (metrics or {}).items():
@@ -609,7 +611,8 @@ def events_callback(run: Run, dev: Device, counter, metrics: dict | None = None)
                 else:
                     run.nonfinite_steps.clear()
             if "eval_loss" in logs:
-                run.events.emit("eval", step=state.global_step, eval_loss=logs["eval_loss"])
+                run.events.emit("eval", step=state.global_step, eval_loss=logs["eval_loss"],
+                                **({"eval_perplexity": logs["eval_perplexity"]} if "eval_perplexity" in logs else {}))
                 log(f"eval step {state.global_step} eval_loss {logs['eval_loss']:.4f}")
 
         def on_save(self, args, state, control, **kw):

@@ -1,0 +1,108 @@
+"""Peak RSS of a real CPT run on a generated ~1 GB raw-text corpus: the corpus is tokenized and packed
+without being held in memory (core/data/corpus.py), so the trainer's peak stays under a bound far below
+the corpus's size.
+
+Writes a JSONL corpus of SIZE_GB (default 1.0) in a temp dir (distinct documents of 1-4 KB of words),
+builds the tiny Llama of the test suite, creates a `training: cpt` run (preflight scans the corpus as
+`ftwizard train` does), runs `ftwizard.core.trainer` on it for a few steps, and reports the process's
+peak RSS (`ru_maxrss` of the child, VmHWM) against BOUND_GIB, with the time of each phase.
+
+    python tests/benchmarks/cpt_rss.py          # 1 GB
+    python tests/benchmarks/cpt_rss.py 0.2      # a smaller corpus
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GIB = 1024 ** 3
+BOUND_GIB = 1.5  # the trainer's peak RSS must stay under this, whatever the corpus size
+
+
+def write_corpus(path: Path, size_bytes: int, seed: int = 0) -> int:
+    """Distinct documents of 1-4 KB of pseudo-words until `size_bytes`; returns the document count."""
+    rng = random.Random(seed)
+    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+             for _ in range(5000)]
+    pool = [" ".join(rng.choices(vocab, k=rng.randint(150, 600))) for _ in range(500)]
+    n = written = 0
+    with path.open("w", encoding="utf-8") as fh:
+        while written < size_bytes:
+            line = json.dumps({"text": f"Document {n}. " + pool[n % len(pool)] + f" ({rng.random():.6f})"}) + "\n"
+            fh.write(line)
+            written += len(line)
+            n += 1
+    return n
+
+
+def phase_times(run_dir: Path) -> dict:
+    from ftwizard.core.events import read_events
+
+    t = {}
+    for e in read_events(run_dir):
+        if e["type"] == "phase":
+            t.setdefault(e["phase"], e.get("t"))
+    return t
+
+
+def main(argv: list[str]) -> None:
+    from ftwizard.core.config import RunConfig
+    from ftwizard.core.launch import create_run
+    from ftwizard.core.tiny import build_tiny_model
+
+    size_gb = float(argv[0]) if argv else 1.0
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        os.environ["FTWIZARD_CACHE"] = str(work / "cache")  # a cold corpus cache
+        corpus = work / "corpus.jsonl"
+        t0 = time.time()
+        docs = write_corpus(corpus, int(size_gb * 1e9))
+        size = corpus.stat().st_size
+        print(f"corpus: {size / 1e9:.2f} GB, {docs} documents, written in {time.time() - t0:.0f} s", flush=True)
+        model_dir = build_tiny_model(work / "tiny")
+        cfg = RunConfig.model_validate({
+            "model": {"name_or_path": str(model_dir)}, "training": "cpt", "method": "lora",
+            "dataset": {"path": str(corpus), "validation": 0},
+            "train": {"max_length": 256, "batch_size": 4, "max_steps": 5, "logging_steps": 1, "device": "cpu",
+                      "gradient_checkpointing": False, "epochs": 1, "save_steps": 1000},
+        })
+        t0 = time.time()
+        run_dir = create_run(cfg, work / "runs")
+        t_create = time.time() - t0
+        t0 = time.time()
+        p = subprocess.run([sys.executable, "-m", "ftwizard.core.trainer", str(run_dir)], capture_output=True,
+                           text=True)
+        t_run = time.time() - t0
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / GIB
+        status = json.loads((run_dir / "status.json").read_text())
+        if p.returncode != 0 or status.get("state") != "completed":
+            raise SystemExit(f"run failed: {status.get('reason')}\n{p.stderr[-2000:]}")
+        from ftwizard.core.events import read_events
+
+        ev = read_events(run_dir)
+        packed = next(e["value"] for e in ev if e["type"] == "info" and e.get("key") == "packed")
+        ph = phase_times(run_dir)
+        data_s = (ph.get("training") or 0) - (ph.get("tokenizing") or 0)
+        train = [e for e in ev if e["type"] == "train"]
+        cache = sum(f.stat().st_size for f in (work / "cache").rglob("*") if f.is_file())
+        print(f"create_run (preflight scan): {t_create:.0f} s; trainer process: {t_run:.0f} s, of which "
+              f"tokenize+pack {data_s:.0f} s ({size / 1e6 / max(data_s, 1e-9):.1f} MB/s)")
+        print(f"packed: {packed['documents']} documents -> {packed['blocks']} blocks of {packed['block_length']} "
+              f"({packed['tokens'] / 1e6:.0f} M tokens); on disk {cache / 1e9:.2f} GB")
+        print(f"{len(train)} steps, last loss {train[-1]['loss']:.3f}, perplexity {train[-1]['perplexity']:.1f}")
+        verdict = "OK" if peak < BOUND_GIB else "OVER"
+        print(f"trainer peak RSS {peak:.2f} GiB vs bound {BOUND_GIB} GiB ({verdict}); corpus {size / GIB:.2f} GiB")
+        if peak >= BOUND_GIB:
+            raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
