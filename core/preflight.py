@@ -9,6 +9,10 @@ and the wizard's launch (all through `launch.create_run` / `launch.resume`).
     model                 error     a local model that is not there; a hub id with        never
                                     HF_HUB_OFFLINE=1 and nothing cached
     dataset               error     the dataset cannot be read at all                      never
+    prompts (grpo)        error     a row without a prompt; a column a chosen reward       never
+                                    reads is missing; a reward that does not import,
+                                    has the wrong signature, fails or returns the
+                                    wrong number of values on the first row
     rows                  error     rows training would refuse (the same full scan as      never
                                     `ftwizard inspect`: malformed lines, bad bytes,
                                     unknown roles, mixed shapes, ragged CSV rows)
@@ -45,7 +49,7 @@ TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask check (the row scan itsel
 IMPOSSIBLE_FACTOR = 4.0  # an estimate this many times the memory there is cannot be forced
 PREFLIGHT_FILE = "preflight.json"
 # Config keys naming files: errors about them name the config file and line as well as the path.
-FILE_KEYS = ("model.name_or_path", "model.gguf_file", "dataset.path", "dataset.validation_path")
+FILE_KEYS = ("model.name_or_path", "model.gguf_file", "dataset.path", "dataset.validation_path", "grpo.rewards")
 
 
 @dataclass
@@ -236,6 +240,36 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
             return
 
 
+def check_prompt_rows(cfg, report: Report) -> None:
+    """training: grpo: every row has a prompt (read in full), the columns the chosen rewards read are
+    there, and each reward loads and answers one real row with one float per completion (core/rewards.py
+    check_on_row): an import error, a wrong signature or a wrong length is an error here, not at step 1."""
+    from .data.read import local_files
+    from .recipes.grpo import read_prompt_rows
+    from .rewards import check_on_row
+
+    d, g = cfg.dataset, cfg.grpo
+    for path in (d.path, d.validation_path):
+        if path:
+            local_files(path)
+    if local_files(d.path) is None:
+        return  # a hub dataset: read by the training process
+    rows = read_prompt_rows(cfg)
+    report.rows = len(rows)
+    needs = {"exact_match": g.answer_column, "numeric_match": g.answer_column, "code": g.tests_column}
+    for ref in g.rewards:
+        col = needs.get(ref)
+        if col and col not in rows[0]:
+            raise UserError(f"reward '{ref}' reads the column '{col}', which the rows of {d.path} do not have "
+                            f"(they have: {', '.join(sorted(rows[0]))})", field="grpo.rewards")
+    check_on_row(g, rows[0], where=d.path)
+    if len(rows) < MIN_ROWS_TO_TRAIN:
+        report.findings.append(Finding(
+            "too-few-rows", "error", f"only {len(rows)} usable rows; a run needs at least {MIN_ROWS_TO_TRAIN} "
+            "to learn anything", file=d.path, field="dataset.path", forceable=True,
+            fix="add rows, or --force to train anyway"))
+
+
 def _every_answer_empty(d, n_rows: int) -> bool:
     """True when no row has a non-empty assistant turn (the scan's warnings count rows with at least one
     empty turn; a row may also hold a real answer)."""
@@ -327,7 +361,10 @@ def preflight(cfg, *, runs_root: str | Path | None = None, config_file: str | Pa
     if f:
         fail(f)
     try:
-        check_dataset_rows(cfg, model_dir, report, progress)
+        if cfg.training == "grpo":
+            check_prompt_rows(cfg, report)
+        else:
+            check_dataset_rows(cfg, model_dir, report, progress)
     except UserError as exc:
         p = exc.problems[0]
         fail(Finding("dataset", "error", p.message, file=p.file, line=p.line, field=p.field))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import sft
+from . import grpo, sft
 
-RECIPES: dict[str, Callable] = {"sft": sft.recipe}
+RECIPES: dict[str, Callable] = {"sft": sft.recipe, "grpo": grpo.recipe}
 
 
 def recipe_for(kind: str) -> Callable:

@@ -462,6 +462,8 @@ def events_callback(run: Run, dev: Device, counter):
                 for k in ("mean_token_accuracy", "entropy"):
                     if k in logs:
                         ev[k] = logs[k]
+                if getattr(run, "train_metrics", None):  # the kind's own numbers (grpo: rewards)
+                    ev.update(run.train_metrics(logs))
                 run.events.emit("train", **ev)
                 run.write_status(throttle=True, step=state.global_step, max_steps=state.max_steps)
                 loss = logs["loss"]
