@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ftwizard.core.config import dump_config
-from ftwizard.core.events import read_events
+from ftwizard.core.events import parse_event, read_events
 
 CLI = [sys.executable, "-m", "ftwizard.core.cli"]
 
@@ -78,6 +78,7 @@ def test_grpo_lora_with_a_builtin_reward_logs_reward_metrics_samples_and_saves_a
         assert set(e["rewards"]) == {"numeric_match", "length_penalty"}
         assert -1.0 <= e["rewards"]["length_penalty"] < 0.0 and 0.0 <= e["clipped_ratio"] <= 1.0
     samples = [e for e in read_events(run_dir) if e["type"] == "sample"]
+    assert all(not parse_event(e).extra for e in evs + samples)  # every field written is in the schema
     assert samples and {"prompt", "completion", "rewards", "step"} <= set(samples[0])
     assert samples[0]["prompt"].startswith("what is") and set(samples[0]["rewards"]) == {"numeric_match",
                                                                                           "length_penalty"}
