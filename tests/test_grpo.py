@@ -18,9 +18,9 @@ from ftwizard.core.events import parse_event, read_events
 CLI = [sys.executable, "-m", "ftwizard.core.cli"]
 
 USER_REWARD = '''
-def count_ones(prompts, completions, **kwargs):
-    # More "one" = better: a reward the tiny model's random completions spread over.
-    return [float(c.split().count("one")) for c in completions]
+def longer(prompts, completions, **kwargs):
+    # Longer text = better: a reward the tiny model's random completions always spread over.
+    return [len(c) / 50.0 for c in completions]
 '''
 
 
@@ -89,18 +89,18 @@ def test_grpo_lora_with_a_builtin_reward_logs_reward_metrics_samples_and_saves_a
 
 @pytest.mark.slow
 def test_grpo_with_a_user_reward_file_relative_to_the_config(grpo_config, wait_run, tmp_path):
-    config = grpo_config(rewards=["my_reward.py:count_ones"])
+    config = grpo_config(rewards=["my_reward.py:longer"])
     raw = yaml.safe_load(config.read_text())
-    assert raw["grpo"]["rewards"] == ["my_reward.py:count_ones"]  # relative, read from the config's folder
+    assert raw["grpo"]["rewards"] == ["my_reward.py:longer"]  # relative, read from the config's folder
     run_dir = run_dir_of(train(config))
     info = wait_run(run_dir, 300)
     assert info.state == "completed", (info.reason, (run_dir / "train.log").read_text()[-2000:])
     evs = trains(run_dir)
-    assert all(set(e["rewards"]) == {"count_ones"} for e in evs)
-    assert any(e["reward_std"] > 0 for e in evs)  # the completions differ in "one"s: a signal to learn from
+    assert all(set(e["rewards"]) == {"longer"} for e in evs)
+    assert any(e["reward_std"] > 0 for e in evs)  # the completions differ in length: a signal to learn from
     assert (run_dir / "output" / "adapter_config.json").exists()
     written = yaml.safe_load((run_dir / "config.yaml").read_text())["grpo"]["rewards"][0]
-    assert written == f"{tmp_path / 'my_reward.py'}:count_ones"  # the run's copy stands on its own
+    assert written == f"{tmp_path / 'my_reward.py'}:longer"  # the run's copy stands on its own
 
 
 STOP_AT = """
@@ -120,12 +120,12 @@ def test_grpo_stop_then_resume_continues_the_same_curve(grpo_config, wait_run, t
     (tmp_path / "stop_at_grpo.py").write_text(STOP_AT)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    kw = dict(rewards=["my_reward.py:count_ones"], steps=8, save_steps=4)
+    kw = dict(rewards=["my_reward.py:longer"], steps=8, save_steps=4)
     ref_dir = run_dir_of(train(grpo_config(name="ref.yaml", **kw)))
     run_dir = run_dir_of(train(grpo_config(name="stopped.yaml", callbacks=["stop_at_grpo:StopAt"], **kw)))
     assert wait_run(ref_dir, 300).state == "completed"
     info = wait_run(run_dir, 300)
-    assert info.state == "stopped" and info.step == 4, (info.state, info.step, info.reason)
+    assert info.state == "stopped" and info.step == 5, (info.state, info.step, info.reason)
     r = subprocess.run(CLI + ["resume", str(run_dir), "--detach"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     info = wait_run(run_dir, 300)
