@@ -83,6 +83,10 @@ def test_grpo_lora_with_a_builtin_reward_logs_reward_metrics_samples_and_saves_a
     assert samples[0]["prompt"].startswith("what is") and set(samples[0]["rewards"]) == {"numeric_match",
                                                                                           "length_penalty"}
     assert (run_dir / "output" / "adapter_config.json").exists()
+    status = json.loads(subprocess.run(CLI + ["status", str(run_dir), "--json"], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert status["state"] == "completed"
+    assert status["extra"]["metrics"]["reward_mean"] == evs[-1]["reward_mean"]
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["grpo"]["use_vllm"] is False and cfg["train"]["packing"] is False  # resolved at creation
 
