@@ -337,6 +337,11 @@ def grpo_problems(cfg: RunConfig) -> list[tuple[str, str]]:
         return [(f"grpo.{k}", f"is read only by training: grpo (this run is {cfg.training}): remove it")
                 for k in GrpoConfig.model_fields if getattr(g, k) != getattr(default, k)][:1]
     out = []
+    if cfg.dataset.format != "auto":
+        out.append(("dataset.format", "GRPO reads prompt-only rows (a prompt column and the columns the rewards "
+                    "read): remove it"))
+    if not cfg.dataset.assistant_only_loss:
+        out.append(("dataset.assistant_only_loss", "GRPO trains on the sampled completions only: remove it"))
     if cfg.train.packing:
         out.append(("train.packing", "GRPO generates from each prompt and does not pack rows: set it to false or null"))
     if not g.rewards:

@@ -107,6 +107,17 @@ def test_grpo_with_a_user_reward_file_relative_to_the_config(grpo_config, wait_r
     assert written == f"{tmp_path / 'my_reward.py'}:longer"  # the run's copy stands on its own
 
 
+@pytest.mark.slow
+def test_grpo_full_fine_tune_saves_a_model_and_counts_tokens(grpo_config, wait_run):
+    run_dir = run_dir_of(train(grpo_config(rewards=["my_reward.py:longer"], steps=3, method="full")))
+    info = wait_run(run_dir, 300)
+    assert info.state == "completed", (info.reason, (run_dir / "train.log").read_text()[-2000:])
+    evs = trains(run_dir)
+    assert [e["step"] for e in evs] == [1, 2, 3] and all("reward_mean" in e for e in evs)
+    assert evs[-1]["tokens"] > evs[0]["tokens"] > 0  # prompt + completion tokens, as TRL counts them
+    assert (run_dir / "output" / "model.safetensors").exists() and not (run_dir / "output" / "adapter_config.json").exists()
+
+
 STOP_AT = """
 from pathlib import Path
 from transformers import TrainerCallback
@@ -189,3 +200,23 @@ def test_a_grpo_section_on_an_sft_run_is_refused(tiny_config, tmp_path):
     data["grpo"] = {"rewards": ["format"]}
     (tmp_path / "sft.yaml").write_text(yaml.safe_dump(data))
     refused(train(tmp_path / "sft.yaml"), tmp_path / "runs", "grpo.rewards", "only by training: grpo")
+
+
+@pytest.mark.parametrize("change, key, words", [
+    ({"dataset": {"path": "p.jsonl", "format": "messages"}}, "dataset.format", "prompt-only rows"),
+    ({"train": {"packing": True}}, "train.packing", "does not pack"),
+    ({"grpo": {"rewards": ["format"], "reward_weights": [1.0, 2.0]}}, "grpo.reward_weights", "2 weights for 1"),
+    ({"grpo": {"rewards": ["format"], "num_generations": 3}}, "grpo.num_generations", "must divide"),
+    ({"grpo": {"rewards": ["format"], "format_pattern": "(<think>"}}, "grpo.format_pattern", "not a regular"),
+])
+def test_grpo_settings_it_cannot_honour_are_refused(change, key, words):
+    from ftwizard.core.config import parse_config
+    from ftwizard.core.errors import UserError
+
+    data = {"training": "grpo", "dataset": {"path": "p.jsonl"}, "grpo": {"rewards": ["format"]},
+            "train": {"batch_size": 4}}
+    for section, values in change.items():
+        data[section] = {**data.get(section, {}), **values}
+    with pytest.raises(UserError) as exc:
+        parse_config(data)
+    assert key in str(exc.value) and words in str(exc.value), str(exc.value)

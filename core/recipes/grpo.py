@@ -129,7 +129,6 @@ def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, trai
     from trl import GRPOConfig, GRPOTrainer
 
     from ..rewards import reward_functions
-    from ..speed import TokenCounter
 
     g = cfg.grpo
     steps = common.planned_steps(cfg, len(train_ds) * g.num_generations)  # a step takes batch completions
@@ -137,15 +136,29 @@ def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, trai
     base["remove_unused_columns"] = False  # the extra columns are the rewards' inputs
     args = GRPOConfig(**base, num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                       beta=g.beta, temperature=g.temperature, reward_weights=g.reward_weights,
-                      use_vllm=g.use_vllm, log_completions=False, shuffle_dataset=True)
+                      use_vllm=g.use_vllm, log_completions=False, shuffle_dataset=True,
+                      # the model is loaded with use_cache off (training): generation needs its KV cache
+                      generation_kwargs={"use_cache": True})
     funcs = reward_functions(g)
     # Not speed_trainer: its loss and longest-first sampler are SFT's; GRPO's step is generation-bound.
     trainer = GRPOTrainer(model=model, args=args, reward_funcs=funcs, train_dataset=train_ds,
                           eval_dataset=eval_ds, processing_class=tok)
     run.train_metrics = train_metrics
-    common.add_callbacks(trainer, cfg, run, dev, TokenCounter(None))  # tokens: not counted for GRPO
+    common.add_callbacks(trainer, cfg, run, dev, SeenTokens(trainer))
     trainer.add_callback(samples_callback(run, trainer))
     return trainer
+
+
+class SeenTokens:
+    """The events callback's token counter for GRPO: prompt + completion tokens so far, as TRL counts
+    them (state.num_input_tokens_seen), so tokens_per_s is the generation-and-training throughput."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    @property
+    def tokens(self) -> int:
+        return int(self.trainer.state.num_input_tokens_seen or 0)
 
 
 def train_metrics(logs: dict) -> dict:
