@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import Problem, UserError
 
 TrainingKind = Literal["sft", "dpo", "orpo", "simpo", "kto", "grpo", "cpt"]
-IMPLEMENTED_KINDS = ("sft", "dpo", "orpo", "simpo", "kto", "cpt")
+IMPLEMENTED_KINDS = ("sft", "dpo", "orpo", "simpo", "kto", "grpo", "cpt")
 PREFERENCE_KINDS = ("dpo", "orpo", "simpo")  # trained on chosen/rejected pairs
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16 DPOConfig
@@ -244,14 +244,49 @@ class KtoConfig(_Section):
     undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable rows (see desirable_weight).")
 
 
+class GrpoConfig(_Section):
+    """training: grpo (TRL's GRPOTrainer): rewards scored on sampled completions of prompt-only rows."""
+
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt; the rewards are compared "
+                                 "within this group (more = a steadier signal, more generation time). 4-16.")
+    max_completion_length: int = Field(128, ge=1, description="Longest completion in tokens; longer ones are cut "
+                                       "(and show as clipped_ratio).")
+    beta: float = Field(0.0, ge=0.0, description="KL penalty towards the starting model. 0 (TRL's default): no "
+                        "reference model is kept; 0.01-0.05 holds the model closer to where it started.")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the generations; lower = less "
+                               "varied groups (a group with one reward for all teaches nothing).")
+    rewards: list[str] = Field(default_factory=list, description="Reward functions, summed: built-ins exact_match, "
+                               "numeric_match, format, json_valid, length_penalty, code, or FILE.py:FUNCTION (a path "
+                               "relative to this config file) with TRL's signature f(prompts, completions, **columns).")
+    reward_weights: list[float] | None = Field(None, description="One weight per reward (null: all 1.0).")
+    answer_column: str = Field("answer", description="The dataset column exact_match and numeric_match compare with.")
+    tolerance: float = Field(1e-6, ge=0.0, description="numeric_match: the largest absolute difference still right.")
+    format_pattern: str = Field(r"(?s)^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*$",
+                                description="format: a regular expression the whole completion must match.")
+    tests_column: str = Field("tests", description="code: the column holding the Python tests run after the "
+                              "completion's code (asserts; exit 0 = reward 1.0).")
+    code_timeout_s: int = Field(5, ge=1, le=120, description="code: CPU seconds per completion (wall-clock kill at twice that).")
+    use_vllm: bool | None = Field(None, description="Generate with vLLM. null: on with a GPU and vllm installed "
+                                  "(written at run creation), else the model's own generate().")
+
+    @field_validator("format_pattern")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return v
+
+
 class RunConfig(_Section):
     """One fine-tuning run. The only input of the training process."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingKind = Field(
         "sft", description="sft (instructions, chat); dpo, orpo, simpo (preference pairs); kto (rows labelled good "
-        "or bad); cpt (continued pretraining on raw text, packed into blocks). grpo is reserved. orpo and simpo use "
-        "trl.experimental: TRL is pinned below 1.17.")
+        "or bad); grpo (rewards scored on sampled completions: the grpo section); cpt (continued pretraining on raw "
+        "text, packed into blocks). orpo and simpo use trl.experimental: TRL is pinned below 1.17.")
     method: Method = Field("lora", description="full: all weights; lora: small adapters on 16-bit weights; qlora: adapters on 4-bit weights.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
@@ -262,6 +297,7 @@ class RunConfig(_Section):
     orpo: OrpoConfig = Field(default_factory=OrpoConfig)
     simpo: SimpoConfig = Field(default_factory=SimpoConfig)
     kto: KtoConfig = Field(default_factory=KtoConfig)
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
     runs_dir: str | None = Field(
         None, description="The runs root for runs made from this config; relative: to this file's folder "
                           "(null: $FTWIZARD_RUNS_DIR, else the user data dir). Runs are listed from anywhere.")
@@ -389,6 +425,7 @@ def ignored_keys(cfg: RunConfig) -> list[tuple[str, str]]:
         out.append(("model.chat_template", "training: cpt trains on raw text with no chat template: remove it"))
     out += distributed_problems(cfg)
     out += kind_section_problems(cfg)
+    out += grpo_problems(cfg)
     return out
 
 
@@ -426,6 +463,31 @@ def kind_section_problems(cfg: RunConfig) -> list[tuple[str, str]]:
         out.append(("train.batch_size", "KTO estimates its KL term from the other rows of a batch: needs 2 or more"))
     if cfg.training in PREFERENCE_KINDS + ("kto",) and cfg.train.packing:
         out.append(("train.packing", f"is for sft: {cfg.training} batches whole rows; set it to false"))
+
+
+def grpo_problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """A grpo: section is honoured only by training: grpo, and GRPO needs at least one reward."""
+    g, default = cfg.grpo, GrpoConfig()
+    if cfg.training != "grpo":
+        return [(f"grpo.{k}", f"is read only by training: grpo (this run is {cfg.training}): remove it")
+                for k in GrpoConfig.model_fields if getattr(g, k) != getattr(default, k)][:1]
+    out = []
+    if cfg.dataset.format != "auto":
+        out.append(("dataset.format", "GRPO reads prompt-only rows (a prompt column and the columns the rewards "
+                    "read): remove it"))
+    if not cfg.dataset.assistant_only_loss:
+        out.append(("dataset.assistant_only_loss", "GRPO trains on the sampled completions only: remove it"))
+    if cfg.train.packing:
+        out.append(("train.packing", "GRPO generates from each prompt and does not pack rows: set it to false or null"))
+    if not g.rewards:
+        out.append(("grpo.rewards", "training: grpo needs at least one reward function, e.g. [numeric_match, "
+                    "format] or [my_reward.py:score]"))
+    if g.reward_weights is not None and len(g.reward_weights) != len(g.rewards):
+        out.append(("grpo.reward_weights", f"has {len(g.reward_weights)} weights for {len(g.rewards)} rewards: "
+                    "give one per reward"))
+    if cfg.train.batch_size * cfg.train.gradient_accumulation_steps % g.num_generations:
+        out.append(("grpo.num_generations", f"must divide train.batch_size x gradient_accumulation_steps "
+                    f"({cfg.train.batch_size * cfg.train.gradient_accumulation_steps}): each batch holds whole groups"))
     return out
 
 
@@ -491,12 +553,21 @@ def _resolve(value: str | None, base: Path) -> str | None:
     return value
 
 
+def _resolve_reward(ref: str, base: Path) -> str:
+    """FILE.py:FUNCTION with FILE relative to the config's folder -> an absolute path; built-ins as is."""
+    path, sep, name = ref.rpartition(":")
+    if not sep or not path.endswith(".py"):
+        return ref
+    return f"{(base / Path(path).expanduser()).resolve()}:{name}"
+
+
 def resolve_relative_paths(cfg: RunConfig, base: Path) -> RunConfig:
     cfg = cfg.model_copy(deep=True)
     if not cfg.model.name_or_path.startswith("pkg:"):
         cfg.model.name_or_path = _resolve(cfg.model.name_or_path, base)
     cfg.dataset.path = _resolve(cfg.dataset.path, base)
     cfg.dataset.validation_path = _resolve(cfg.dataset.validation_path, base)
+    cfg.grpo.rewards = [_resolve_reward(r, base) for r in cfg.grpo.rewards]
     if cfg.runs_dir:  # always a path: relative to the config file, never to the current directory
         cfg.runs_dir = str((base / Path(cfg.runs_dir).expanduser()).resolve())
     return cfg

@@ -90,6 +90,8 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
         cfg.model.attn_implementation = "flash_attention_2" if fa else "sdpa"
         notes.append(f"attention {cfg.model.attn_implementation}: " + (
             "flash-attn is installed" if fa else "PyTorch SDPA (install flash-attn on a GPU for packing)"))
+    if cfg.training == "grpo":
+        notes += resolve_grpo(cfg, gpu)
     if t.packing is None:
         t.packing = cfg.model.attn_implementation == "flash_attention_2" and cfg.training == "sft"
         notes.append(f"packing {'on' if t.packing else 'off'}: " + (
@@ -166,6 +168,18 @@ def resolve_distributed(cfg: RunConfig, hw: Hardware, gpu: bool, notes: list[str
     if d.strategy == "none" and world > 1:
         raise UserError(f"is none but nproc_per_node is {d.nproc_per_node}: choose ddp or fsdp for several "
                         "processes", field="distributed.strategy")
+def resolve_grpo(cfg: RunConfig, gpu: bool) -> list[str]:
+    """training: grpo: no packing (prompts are generated from, not packed); vLLM generation when a GPU
+    and vllm are there (grpo.use_vllm null)."""
+    notes = []
+    if cfg.train.packing is None:
+        cfg.train.packing = False
+        notes.append("packing off: GRPO generates from each prompt, it does not pack rows")
+    if cfg.grpo.use_vllm is None:
+        cfg.grpo.use_vllm = gpu and installed("vllm")
+        notes.append(f"generation with {'vLLM' if cfg.grpo.use_vllm else 'the model generate()'}: " + (
+            "vllm is installed" if cfg.grpo.use_vllm else "vllm is not installed" if gpu else "CPU training"))
+    return notes
 
 
 def refuse_what_this_machine_cannot_do(cfg: RunConfig, hw: Hardware) -> None:
@@ -200,4 +214,6 @@ def unresolved_keys(cfg: RunConfig) -> list[tuple[str, object]]:
             continue  # Unsloth chooses its own attention kernels
         if value is None or value == "auto":
             out.append((key, value))
+    if cfg.training == "grpo" and cfg.grpo.use_vllm is None:
+        out.append(("grpo.use_vllm", None))
     return out

@@ -24,6 +24,11 @@ at step 100 and at step 100,000:
 | `dead-model`       | the last 10 logged grad norms are all 0, or the last 10 losses all sit within 2%  |
 |                    | of ln(vocab size), the loss of a uniform guess, in a run that started >= 20%     |
 |                    | below it (a pretrained model; error: the run is ended)                           |
+| `grpo-no-signal`   | GRPO: every group had zero reward spread in each of the last 10 logs             |
+|                    | (frac_reward_zero_std >= 0.999): advantages and loss are 0, nothing is learnt    |
+|                    | (TRL #3857); the message says when the reward was also 0 everywhere              |
+| `grpo-clipped`     | GRPO: in each of the last 10 logs >= 99% of completions hit                      |
+|                    | grpo.max_completion_length                                                       |
 | `throughput-drop`  | the median tokens/s of the last 5 steps is below 40% of the median of the 50     |
 |                    | steps before them (at least 10 of them, the first 2 steps of a run skipped)      |
 
@@ -58,6 +63,9 @@ DIVERGE_MIN_RISE = 1.0
 DEAD_LOGS = 10
 DEAD_LOSS_TOL = 0.02
 DEAD_START_BELOW = 0.2
+GRPO_LOGS = 10
+GRPO_ZERO_STD = 0.999
+GRPO_CLIPPED = 0.99
 TPS_RECENT = 5
 TPS_BASELINE = 50
 TPS_MIN_BASELINE = 10
@@ -286,6 +294,53 @@ def check_throughput(tps: Curve) -> DoctorWarning | None:
 # ---------------------------------------------------------------------------------------- entry
 
 
+def check_grpo_signal(steps: Sequence[float], zero_std: Sequence[float],
+                      reward_mean: Sequence[float]) -> DoctorWarning | None:
+    """GRPO learns from reward differences inside a group; with none anywhere the loss is 0 and nothing moves."""
+    if len(zero_std) < GRPO_LOGS or min(zero_std[-GRPO_LOGS:]) < GRPO_ZERO_STD:
+        return None
+    first, last = int(steps[-GRPO_LOGS]), int(steps[-1])
+    rewards = list(reward_mean[-GRPO_LOGS:])
+    all_zero = len(rewards) == GRPO_LOGS and all(r == 0 for r in rewards)
+    what = "the reward was 0 for every completion" if all_zero else "every completion of a prompt got the same reward"
+    return DoctorWarning(
+        "grpo-no-signal", "warning",
+        f"{what} in each of the last {GRPO_LOGS} logs (steps {first}-{last}): with no spread inside a group the "
+        "advantages and the loss are 0 and nothing is learnt",
+        {"steps": [first, last], "zero_std_ratio": list(zero_std[-GRPO_LOGS:]), "reward_mean": rewards},
+        ("check the reward on a few real completions (the run's `sample` events): does it ever give more than 0?",
+         "check the format the reward expects against what the model writes (add a `format` reward, or SFT "
+         "on a few formatted answers first)",
+         "give partial credit (several rewards with reward_weights) instead of one all-or-nothing reward",
+         "raise grpo.num_generations or grpo.temperature for more varied completions; pick easier prompts"))
+
+
+def check_grpo_clipped(steps: Sequence[float], clipped: Sequence[float]) -> DoctorWarning | None:
+    if len(clipped) < GRPO_LOGS or min(clipped[-GRPO_LOGS:]) < GRPO_CLIPPED:
+        return None
+    first, last = int(steps[-GRPO_LOGS]), int(steps[-1])
+    return DoctorWarning(
+        "grpo-clipped", "warning",
+        f"completions were cut at grpo.max_completion_length in each of the last {GRPO_LOGS} logs (steps "
+        f"{first}-{last}, {clipped[-1]:.0%} at the last): answers never finish, so rewards that read the end "
+        "(the answer, the format) see none",
+        {"steps": [first, last], "clipped_ratio": list(clipped[-GRPO_LOGS:])},
+        ("raise grpo.max_completion_length", "add the length_penalty reward (shorter reasoning)",
+         "check that the chat template ends the assistant turn with the EOS the model generates",
+         "ask for a short answer in the prompt or the system message"))
+
+
+def diagnose_grpo(steps: Sequence[float], zero_std: Sequence[float], reward_mean: Sequence[float],
+                  clipped: Sequence[float], clipped_steps: Sequence[float] | None = None) -> list[DoctorWarning]:
+    """The GRPO rules on their curves (aligned with `steps`; `clipped_steps` when clipped has its own)."""
+    out = []
+    for w in (check_grpo_signal(steps, zero_std, reward_mean),
+              check_grpo_clipped(clipped_steps if clipped_steps is not None else steps, clipped)):
+        if w is not None:
+            out.append(w)
+    return out
+
+
 def diagnose_series(*, train: Curve = ((), ()), evals: Curve = ((), ()), grad: Curve = ((), ()),
                     tps: Curve = ((), ()), nonfinite: Sequence[tuple[int, str, float]] = (),
                     max_steps: int | None = None, train_min: float | None = None,
@@ -304,7 +359,8 @@ def diagnose_series(*, train: Curve = ((), ()), evals: Curve = ((), ()), grad: C
 
 def diagnose_events(events: Iterable[dict], vocab_size: int | None = None) -> list[DoctorWarning]:
     """Warnings from a run's events (a resumed run's repeated steps replace the earlier ones)."""
-    curves: dict[str, tuple[list, list]] = {k: ([], []) for k in ("loss", "eval_loss", "grad_norm", "tokens_per_s")}
+    names = ("loss", "eval_loss", "grad_norm", "tokens_per_s", "zero_std_ratio", "reward_mean", "clipped_ratio")
+    curves: dict[str, tuple[list, list]] = {k: ([], []) for k in names}
     nonfinite: list[tuple[int, str, float]] = []
     max_steps = None
     for ev in events:
@@ -313,7 +369,7 @@ def diagnose_events(events: Iterable[dict], vocab_size: int | None = None) -> li
             continue
         if kind == "train":
             max_steps = ev.get("max_steps") or max_steps
-        for key in (("loss", "grad_norm", "tokens_per_s") if kind == "train" else ("eval_loss",)):
+        for key in (names[:1] + names[2:] if kind == "train" else ("eval_loss",)):
             v = ev.get(key)
             if v is None:
                 continue
@@ -322,16 +378,23 @@ def diagnose_events(events: Iterable[dict], vocab_size: int | None = None) -> li
             except (TypeError, ValueError):
                 continue
             if not math.isfinite(v):
-                nonfinite.append((step, key, v))
+                if key in names[:4]:  # the loss, validation loss, grad norm (tokens/s)
+                    nonfinite.append((step, key, v))
                 continue
             xs, ys = curves[key]
             while xs and xs[-1] >= step:
                 xs.pop(), ys.pop()
             xs.append(step)
             ys.append(v)
-    return diagnose_series(train=curves["loss"], evals=curves["eval_loss"], grad=curves["grad_norm"],
-                           tps=curves["tokens_per_s"], nonfinite=nonfinite, max_steps=max_steps,
-                           vocab_size=vocab_size)
+    grpo = curves["zero_std_ratio"][1] or curves["clipped_ratio"][1]
+    # GRPO: a loss and grad norm of 0 are the no-signal case, said by its own rule with its own fixes
+    out = diagnose_series(train=((), ()) if grpo else curves["loss"], evals=curves["eval_loss"],
+                          grad=((), ()) if grpo else curves["grad_norm"], tps=curves["tokens_per_s"],
+                          nonfinite=nonfinite, max_steps=max_steps, vocab_size=vocab_size)
+    if grpo:
+        (zx, zy), (_, ry), (cx, cy) = curves["zero_std_ratio"], curves["reward_mean"], curves["clipped_ratio"]
+        out += diagnose_grpo(zx, zy, ry if len(ry) == len(zy) else [], cy, cx)
+    return out
 
 
 EARLY_STOP_CODES = ("nan-loss", "overfitting")
@@ -380,6 +443,9 @@ def training_callback(emit, vocab_size: int | None = None):
             loss, step = logs["loss"], state.global_step
             if not _finite_number(loss):
                 return  # the NaN rule lives in the trainer (three NaN logs end it)
+            if "frac_reward_zero_std" in logs or "completions/clipped_ratio" in logs:
+                self.on_grpo_log(step, logs, state)  # a GRPO loss near 0 is normal: its own rules
+                return
             if len(self.head) < DIVERGE_HEAD:
                 self.head.append((step, float(loss)))
             self.recent.append((step, float(loss)))
@@ -395,6 +461,22 @@ def training_callback(emit, vocab_size: int | None = None):
                 control.should_training_stop = True
                 if state.is_world_process_zero:
                     emit("warning", code=w.code, message=w.message, evidence=w.evidence)
+
+        grpo: deque | None = None
+        said: set = set()
+
+        def on_grpo_log(self, step, logs, state):
+            if self.grpo is None:
+                self.grpo, self.said = deque(maxlen=GRPO_LOGS), set()
+            self.grpo.append((step, float(logs.get("frac_reward_zero_std", 0.0) or 0.0),
+                              float(logs.get("reward", math.nan) if logs.get("reward") is not None else math.nan),
+                              float(logs.get("completions/clipped_ratio", 0.0) or 0.0)))
+            pts = list(self.grpo)
+            for w in diagnose_grpo([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts],
+                                   [p[3] for p in pts]):
+                if w.code not in self.said and state.is_world_process_zero:
+                    self.said.add(w.code)
+                    emit("warning", code=w.code, message=w.message, evidence=w.evidence, advice=list(w.advice))
 
         def check(self) -> None:
             if self.ended is not None:

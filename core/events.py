@@ -5,8 +5,8 @@ the CLI and the wizard, which tail it from a byte offset (`EventTail`) and toler
 line. Everything the UI shows about a run is rebuilt from this file plus `status.json` (runs.py).
 
 **Schema.** One dataclass per event type, below: `PhaseEvent`, `TrainEvent`, `EvalEvent`, `InfoEvent`,
-`WarningEvent`, `CheckpointEvent`, `EndEvent`. On disk an event is one flat JSON object: `type`, `t`
-(unix time) and the event's fields; a field left out means None. `parse_event` turns such an object back
+`WarningEvent`, `CheckpointEvent`, `EndEvent`, `SampleEvent` (GRPO). On disk an event is one flat JSON
+object: `type`, `t` (unix time) and the event's fields; a field left out means None. `parse_event` turns such an object back
 into its dataclass. Reading is tolerant, so that old runs and newer writers both load: a field the
 schema does not name is kept in `extra`, a value of the wrong kind is kept as written (the fold checks
 what it uses), and an unknown `type` becomes an `UnknownEvent` (counted, otherwise ignored).
@@ -110,6 +110,13 @@ class TrainEvent(Event):
     reward_undesirable: float | None = None
     kl: float | None = None
     perplexity: float | None = None  # training: cpt: exp(loss)
+    # training: grpo (TRL's names in brackets)
+    reward_mean: float | None = None  # weighted sum of the rewards, mean over the step's completions [reward]
+    reward_std: float | None = None  # [reward_std]
+    rewards: dict | None = None  # {reward name: mean} [rewards/<name>/mean]
+    completion_length_mean: float | None = None  # tokens [completions/mean_length]
+    clipped_ratio: float | None = None  # share of completions cut at grpo.max_completion_length
+    zero_std_ratio: float | None = None  # share of groups whose rewards are all equal [frac_reward_zero_std]
 
 
 @dataclass(slots=True)
@@ -165,6 +172,18 @@ class EndEvent(Event):
 
 
 @dataclass(slots=True)
+class SampleEvent(Event):
+    """training: grpo: one of the latest completions and what each reward gave it (a few per log step)."""
+
+    TYPE: ClassVar[str] = "sample"
+    step: int | None = None
+    prompt: Any = None  # a string, or a list of messages (conversational)
+    completion: Any = None
+    rewards: dict | None = None  # {reward name: value or None}
+    advantage: float | None = None
+
+
+@dataclass(slots=True)
 class UnknownEvent(Event):
     """An event of a type this schema does not know (a newer writer): counted, otherwise ignored."""
 
@@ -173,7 +192,8 @@ class UnknownEvent(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.TYPE: cls for cls in (PhaseEvent, TrainEvent, EvalEvent, InfoEvent, WarningEvent, CheckpointEvent, EndEvent)
+    cls.TYPE: cls for cls in (PhaseEvent, TrainEvent, EvalEvent, InfoEvent, WarningEvent, CheckpointEvent, EndEvent,
+                              SampleEvent)
 }
 for _cls in (*EVENT_TYPES.values(), UnknownEvent):
     _cls.NAMES = frozenset(f.name for f in fields(_cls) if f.name != "extra")
@@ -329,6 +349,13 @@ def mem_peak_gib(mem: Any) -> float | None:
     return float(v) if finite(v) else None
 
 
+# The training kinds' own numbers, kept latest-first by the fold and carried by `status --json` (extra.metrics).
+KIND_METRICS = ("reward_mean", "reward_std", "rewards", "completion_length_mean", "clipped_ratio", "zero_std_ratio",
+                "reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy", "nll_loss", "log_odds_ratio",
+                "reward_desirable", "reward_undesirable", "kl", "perplexity")
+SAMPLES_KEPT = 50
+
+
 @dataclass
 class RunFold:
     """A run as its events tell it. `apply()` is incremental: a batch at a time, in file order."""
@@ -353,6 +380,8 @@ class RunFold:
     info: dict = field(default_factory=dict)  # `info` events: key -> value
     estimate_gib: float | None = None  # the run's memory estimate (info `estimate`)
     peak_gib: float | None = None  # the highest measured peak in `train` events' `mem`
+    kind_metrics: dict = field(default_factory=dict)  # the training kind's latest numbers (GRPO: reward_mean, ...)
+    samples: list = field(default_factory=list)  # GRPO: the latest SAMPLES_KEPT `sample` events, newest last
     end: EndEvent | None = None  # the latest end, None while the latest process has not ended
     n_events: int = 0
     version: int = 0  # bumped by every apply() that folded something
@@ -418,6 +447,14 @@ class RunFold:
         peak = mem_peak_gib(ev.mem)
         if peak is not None and (self.peak_gib is None or peak > self.peak_gib):
             self.peak_gib = peak
+        for name in KIND_METRICS:
+            v = getattr(ev, name)
+            if v is not None:
+                self.kind_metrics[name] = v
+
+    def _on_sample(self, ev: SampleEvent) -> None:
+        self.samples.append(ev)
+        del self.samples[:-SAMPLES_KEPT]
 
     def _on_eval(self, ev: EvalEvent) -> None:
         step, v = ev.step, ev.eval_loss

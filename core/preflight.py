@@ -12,6 +12,10 @@ and the wizard's launch (all through `launch.create_run` / `launch.resume`).
     kind-data             error     rows of the wrong shape for `training` (dpo/orpo/simpo    never
                                     without a rejected column, kto without labels or with
                                     one label only)
+    prompts (grpo)        error     a row without a prompt; a column a chosen reward       never
+                                    reads is missing; a reward that does not import,
+                                    has the wrong signature, fails or returns the
+                                    wrong number of values on the first row
     rows                  error     rows training would refuse (the same full scan as      never
                                     `ftwizard inspect`: malformed lines, bad bytes,
                                     unknown roles, mixed shapes, ragged CSV rows)
@@ -48,7 +52,7 @@ TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask check (the row scan itsel
 IMPOSSIBLE_FACTOR = 4.0  # an estimate this many times the memory there is cannot be forced
 PREFLIGHT_FILE = "preflight.json"
 # Config keys naming files: errors about them name the config file and line as well as the path.
-FILE_KEYS = ("model.name_or_path", "model.gguf_file", "dataset.path", "dataset.validation_path")
+FILE_KEYS = ("model.name_or_path", "model.gguf_file", "dataset.path", "dataset.validation_path", "grpo.rewards")
 
 
 @dataclass
@@ -179,6 +183,7 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
                        progress: Callable[[float], None] | None = None) -> None:
     """The full row scan `inspect` runs (every row read), then the mask check on the first rows with
     the tokenizer training will use."""
+    from .config import PREFERENCE_KINDS
     from .data.read import local_files
     from .data.stats import scan_dataset
 
@@ -193,7 +198,7 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
     if local_files(d.path) is None:
         return  # a hub dataset: read by the training process, which may be the only one online
     kind_rows = None
-    if cfg.training != "sft":
+    if cfg.training in (*PREFERENCE_KINDS, "kto"):  # rows of the kind's own shape (cpt streams its corpus)
         kind_rows = check_kind_data(cfg, report)
         if kind_rows is None:
             return
@@ -277,6 +282,34 @@ def check_kind_data(cfg, report: Report) -> int | None:
             report.findings.append(Finding("kind-data", "error", why, file=d.path, field="training"))
             return None
     return len(rows)
+def check_prompt_rows(cfg, report: Report) -> None:
+    """training: grpo: every row has a prompt (read in full), the columns the chosen rewards read are
+    there, and each reward loads and answers one real row with one float per completion (core/rewards.py
+    check_on_row): an import error, a wrong signature or a wrong length is an error here, not at step 1."""
+    from .data.read import local_files
+    from .recipes.grpo import read_prompt_rows
+    from .rewards import check_on_row
+
+    d, g = cfg.dataset, cfg.grpo
+    for path in (d.path, d.validation_path):
+        if path:
+            local_files(path)
+    if local_files(d.path) is None:
+        return  # a hub dataset: read by the training process
+    rows = read_prompt_rows(cfg)
+    report.rows = len(rows)
+    needs = {"exact_match": g.answer_column, "numeric_match": g.answer_column, "code": g.tests_column}
+    for ref in g.rewards:
+        col = needs.get(ref)
+        if col and col not in rows[0]:
+            raise UserError(f"reward '{ref}' reads the column '{col}', which the rows of {d.path} do not have "
+                            f"(they have: {', '.join(sorted(rows[0]))})", field="grpo.rewards")
+    check_on_row(g, rows[0], where=d.path)
+    if len(rows) < MIN_ROWS_TO_TRAIN:
+        report.findings.append(Finding(
+            "too-few-rows", "error", f"only {len(rows)} usable rows; a run needs at least {MIN_ROWS_TO_TRAIN} "
+            "to learn anything", file=d.path, field="dataset.path", forceable=True,
+            fix="add rows, or --force to train anyway"))
 
 
 def _every_answer_empty(d, n_rows: int) -> bool:
@@ -383,7 +416,10 @@ def preflight(cfg, *, runs_root: str | Path | None = None, config_file: str | Pa
     if f:
         fail(f)
     try:
-        check_dataset_rows(cfg, model_dir, report, progress)
+        if cfg.training == "grpo":
+            check_prompt_rows(cfg, report)
+        else:
+            check_dataset_rows(cfg, model_dir, report, progress)
     except UserError as exc:
         p = exc.problems[0]
         fail(Finding("dataset", "error", p.message, file=p.file, line=p.line, field=p.field))

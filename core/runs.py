@@ -352,6 +352,8 @@ def run_info(run_dir: str | Path, events: list[dict] | None = None, *, fold: Run
     info.phase, info.step, info.max_steps, info.last_loss = fold.phase, fold.step, fold.max_steps, fold.loss
     info.best_eval_loss = fold.best_eval[1] if fold.best_eval else None
     info.estimate_gib, info.peak_gib = fold.estimate_gib, fold.peak_gib
+    if fold.kind_metrics:  # the training kind's latest numbers (grpo: reward_mean, rewards, ...)
+        info.extra["metrics"] = dict(fold.kind_metrics)
     info.updated = fold.last_t
     if fold.first_t is not None and fold.last_t is not None:
         info.elapsed_s = round(fold.last_t - fold.first_t, 1)

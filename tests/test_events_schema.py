@@ -23,10 +23,11 @@ def test_each_event_type_parses_into_its_dataclass():
            {"type": "info", "t": 4.0, "key": "parameters", "value": {"total": 10}},
            {"type": "warning", "t": 5.0, "code": "early-stop", "message": "stopping", "evidence": {"best": 1.0}},
            {"type": "checkpoint", "t": 6.0, "step": 1, "path": "/r/checkpoints/checkpoint-1"},
-           {"type": "end", "t": 7.0, "state": "completed", "output": "/r/output", "elapsed_s": 6.0, "step": 1}]
+           {"type": "end", "t": 7.0, "state": "completed", "output": "/r/output", "elapsed_s": 6.0, "step": 1},
+           {"type": "sample", "t": 8.0, "step": 1, "prompt": "2+2?", "completion": "4", "rewards": {"exact_match": 1.0}}]
     evs = [parse_event(r) for r in raw]
     assert [type(e).__name__ for e in evs] == ["PhaseEvent", "TrainEvent", "EvalEvent", "InfoEvent", "WarningEvent",
-                                               "CheckpointEvent", "EndEvent"]
+                                               "CheckpointEvent", "EndEvent", "SampleEvent"]
     assert set(EVENT_TYPES) == {r["type"] for r in raw}
     assert evs[1].loss == 2.5 and evs[1].mem == {"rss_gib": 0.5} and evs[1].grad_norm is None
     assert evs[6].state == "completed" and evs[6].reason is None

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import cpt, dpo, kto, orpo, sft, simpo
+from . import cpt, dpo, grpo, kto, orpo, sft, simpo
 
 RECIPES: dict[str, Callable] = {"sft": sft.recipe, "dpo": dpo.recipe, "orpo": orpo.recipe, "simpo": simpo.recipe,
-                                 "kto": kto.recipe, "cpt": cpt.recipe}
+                                 "kto": kto.recipe, "grpo": grpo.recipe, "cpt": cpt.recipe}
 
 
 def recipe_for(kind: str) -> Callable:

@@ -595,6 +595,8 @@ def events_callback(run: Run, dev: Device, counter, metrics: dict | None = None)
                 for k, name in (metrics or {}).items():
                     if k in logs:
                         ev[name] = logs[k]
+                if getattr(run, "train_metrics", None):  # the kind's own numbers (grpo: rewards)
+                    ev.update(run.train_metrics(logs))
                 run.events.emit("train", **ev)
                 run.write_status(throttle=True, step=state.global_step, max_steps=state.max_steps)
                 check_estimate(run, ev["mem"], state.global_step)
