@@ -43,7 +43,7 @@ def test_relative_paths_are_resolved_against_the_config_file(tmp_path):
     ("dataset:\n  path: x.jsonl\ntrain:\n  learning_rate: -1\n", 4, "train.learning_rate", ["greater than 0"]),
     ("dataset:\n  path: x.jsonl\ntrain:\n  batchsize: 4\n", 4, "train.batchsize", ["unknown key", "batch_size"]),
     ("train:\n  epochs: 1\n", None, "dataset", ["required"]),
-    ("dataset: {path: x.jsonl}\ntraining: grpo\n", 2, "training", ["not implemented yet", "sft"]),
+    ("dataset: {path: x.jsonl}\ntraining: ppo\n", 2, "training", ["allowed", "grpo", "cpt"]),
     ("dataset: {path: x.jsonl}\ntrain:\n  optim: adam\n", 3, "train.optim", ["adamw_8bit"]),
 ])
 def test_invalid_values_name_file_line_and_key(tmp_path, body, line, key, words):
