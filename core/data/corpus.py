@@ -22,19 +22,17 @@ where documents join, from the first few documents only (milliseconds, like any 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import Problem as BaseProblem
 from ..errors import UserError
 from .checks import row_problems
 from .formats import Detected, detect_source, to_canonical
-from .read import iter_rows, local_files
+from .read import iter_rows, source_fingerprint
 from .tokenize import cache_root, tokenizer_fingerprint
 
 CORPUS_VERSION = "1"  # bump when the block layout changes: old caches are not reused
@@ -144,16 +142,8 @@ def first_block(source: str, tokenizer, max_length: int, *, columns: dict | None
 
 
 def _fingerprint(source: str, det: Detected, tokenizer, max_length: int, max_rows: int | None) -> str:
-    h = hashlib.sha256()
-    files = local_files(source)
-    for f in files or []:
-        st = f.stat()
-        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    if files is None:
-        h.update(source.encode())
-    h.update(json.dumps([CORPUS_VERSION, det.to_json(), max_rows, max_length], sort_keys=True, default=str).encode())
-    h.update(tokenizer_fingerprint(tokenizer).encode())
-    return h.hexdigest()[:24]
+    return source_fingerprint(source, CORPUS_VERSION, det.to_json(), max_rows, max_length,
+                              tokenizer_fingerprint(tokenizer))[:24]
 
 
 def build_blocks(source: str, tokenizer, max_length: int, *, det: Detected, split: str = "train",

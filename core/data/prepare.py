@@ -15,7 +15,6 @@ What SFT does with each format (also reported as an `info` event `dataset` with 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any, Callable
 
@@ -24,26 +23,50 @@ from ..errors import UserError
 from .checks import generation_marker_problem, mask_fallback_problem, row_problems
 from .formats import Detected, detect_source, keep_for_sft, to_canonical, to_trl
 from .problems import Problem
-from .read import iter_rows, local_files
+from .read import iter_rows, source_fingerprint
 from .split import split_indices
 from .tokenize import tokenize_dataset
 
 MAX_REPORTED = 10
 
 
+class _BadRows:
+    """Rows that cannot be used, the first MAX_REPORTED kept with their place; `raise_if_any` refuses
+    them all in one UserError (file:line: field: message (fix)), as every reader of training rows does."""
+
+    def __init__(self, source: str):
+        self.source, self.first, self.n = source, [], 0
+
+    def check(self, r, det: Detected) -> bool:
+        """True when row `r` has an error (it is counted and skipped)."""
+        errors = [p for p in row_problems(r, det) if p.severity == "error"]
+        if not errors:
+            return False
+        self.n += 1
+        if len(self.first) < MAX_REPORTED:
+            e = errors[0]
+            self.first.append(BaseProblem(f"{e.message} ({e.fix})", file=e.file, line=e.line, field=e.field))
+        return True
+
+    def raise_if_any(self) -> None:
+        if not self.first:
+            return
+        bad = list(self.first)
+        if self.n > len(bad):
+            bad.append(BaseProblem(f"... and {self.n - len(bad)} more bad rows; `ftwizard inspect {self.source}` "
+                                   "lists them all", file=self.source))
+        raise UserError(bad)
+
+
 def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows: int | None = None):
     """(canonical rows, their raw labels or None, (file, line) of each, skipped count). Raises `UserError`
     listing the first bad rows (file:line: field: message) when any row cannot be used."""
-    rows, labels, where, bad = [], [], [], []
-    n_bad = skipped = 0
+    rows, labels, where = [], [], []
+    skipped = 0
+    bad = _BadRows(source)
     label_col = det.col("label")
     for r in iter_rows(source, split=split, limit=max_rows, streaming_hub=False):
-        errors = [p for p in row_problems(r, det) if p.severity == "error"]
-        if errors:
-            n_bad += 1
-            if len(bad) < MAX_REPORTED:
-                e = errors[0]
-                bad.append(BaseProblem(f"{e.message} ({e.fix})", file=e.file, line=e.line, field=e.field))
+        if bad.check(r, det):
             continue
         if not keep_for_sft(r.row, det):
             skipped += 1
@@ -51,12 +74,7 @@ def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows
         rows.append(to_canonical(r.row, det))
         labels.append(r.row.get(label_col))
         where.append((r.file, r.line))
-    if bad:
-        more = n_bad - len(bad)
-        if more > 0:
-            bad.append(BaseProblem(f"... and {more} more bad rows; `ftwizard inspect {source}` lists them all",
-                                   file=source))
-        raise UserError(bad)
+    bad.raise_if_any()
     # a `label` column is a class to stratify by, unless it is the format's own (KTO's desirable flag)
     has_labels = "label" not in det.spec.columns and any(v is not None for v in labels) and \
         len({json.dumps(v, sort_keys=True, default=str) for v in labels}) <= max(2, len(labels) // 10)
@@ -64,15 +82,7 @@ def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows
 
 
 def _fingerprint(source: str, det: Detected, extra: Any) -> str:
-    h = hashlib.sha256()
-    files = local_files(source)
-    for f in files or []:
-        st = f.stat()
-        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    if files is None:
-        h.update(source.encode())
-    h.update(json.dumps([det.to_json(), extra], sort_keys=True, default=str).encode())
-    return h.hexdigest()[:32]
+    return source_fingerprint(source, det.to_json(), extra)[:32]
 
 
 def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[..., Any],
@@ -181,15 +191,10 @@ def kind_data_problem(kind: str, det: Detected) -> str | None:
 def read_trl_rows(source: str, det: Detected, kind: str, *, split: str = "train", max_rows: int | None = None):
     """(rows in the shape TRL's trainer for `kind` takes, labels or None). KTO takes preference pairs as two
     rows, the chosen answer desirable and the rejected one not. Refuses bad rows like `read_canonical`."""
-    rows, bad = [], []
-    n_bad = 0
+    rows = []
+    bad = _BadRows(source)
     for r in iter_rows(source, split=split, limit=max_rows, streaming_hub=False):
-        errors = [p for p in row_problems(r, det) if p.severity == "error"]
-        if errors:
-            n_bad += 1
-            if len(bad) < MAX_REPORTED:
-                e = errors[0]
-                bad.append(BaseProblem(f"{e.message} ({e.fix})", file=e.file, line=e.line, field=e.field))
+        if bad.check(r, det):
             continue
         row = to_trl(r.row, det)
         if kind == "kto" and det.format == "preference":
@@ -197,11 +202,7 @@ def read_trl_rows(source: str, det: Detected, kind: str, *, split: str = "train"
             rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
         else:
             rows.append(row)
-    if bad:
-        if n_bad > len(bad):
-            bad.append(BaseProblem(f"... and {n_bad - len(bad)} more bad rows; `ftwizard inspect {source}` lists "
-                                   "them all", file=source))
-        raise UserError(bad)
+    bad.raise_if_any()
     labels = [r["label"] for r in rows] if kind == "kto" else None
     return rows, labels
 

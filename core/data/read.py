@@ -74,6 +74,23 @@ class RawRow:
                        fix=self.fix or FIX_ROW)
 
 
+def source_fingerprint(source: str, *parts: Any) -> str:
+    """A cache key for data read from `source`: each local file's path, size and modification time (a
+    hub id: the id itself), and `parts` (formats, settings, versions) as JSON. Changes when the data
+    or any part does; reading nothing but the files' metadata."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = local_files(source)
+    for f in files or []:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    if files is None:
+        h.update(source.encode())
+    h.update(json.dumps(list(parts), sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
 def local_files(source: str) -> list[Path] | None:
     """The data files of a local file or directory; None when `source` is not a local path (a hub id)."""
     p = Path(source).expanduser()

@@ -64,11 +64,6 @@ def error_text(exc: BaseException) -> str:
     return "; ".join(str(p) for p in getattr(exc, "problems", [])) or f"{type(exc).__name__}: {exc}"
 
 
-class DatasetScreen(WizardStep):
-    NAME = "dataset"
-    HELP = HELP
-
-
 class WorkerCancelled:
     """A worker's cancellation as the `is_set()` flag core's long loops poll between rows."""
 
