@@ -124,6 +124,16 @@ def _is_offline() -> bool:
                for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+def _hub_cache_dir() -> str | None:
+    """The hub cache as the environment names it now (huggingface_hub reads it once, at its import:
+    a run started after HF_HUB_CACHE/HF_HOME changed must look where the training process will)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
 def check_model(cfg) -> tuple[Finding | None, str | None]:
     """(problem, local path of the model or None for an uncached hub id). Local paths must exist; a hub
     id must be in the local cache when the hub is offline."""
@@ -150,7 +160,7 @@ def check_model(cfg) -> tuple[Finding | None, str | None]:
         return None, None
     wanted = m.gguf_file or "config.json"
     try:
-        hit = try_to_load_from_cache(path, wanted, revision=m.revision)
+        hit = try_to_load_from_cache(path, wanted, revision=m.revision, cache_dir=_hub_cache_dir())
     except Exception:  # noqa: BLE001 - an id the hub library refuses (bad characters): let loading say
         hit = None
     if isinstance(hit, str):

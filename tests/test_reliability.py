@@ -86,7 +86,7 @@ BAD_INPUTS = {
     "bad method": (lambda t, d, r: ["train", cfg_with(t, d, method="qlora4")], ["c.yaml:", "method:", "'qlora4'"]),
     "learning rate out of range": (lambda t, d, r: ["train", cfg_with(t, d, train__learning_rate=5)],
                                    ["train.learning_rate", "less than 1"]),
-    "training kind not implemented": (lambda t, d, r: ["train", cfg_with(t, d, training="grpo")], ["training:", "sft"]),
+    "unknown training kind": (lambda t, d, r: ["train", cfg_with(t, d, training="ppo")], ["training:", "grpo"]),
     "dataset file missing": (lambda t, d, r: ["train", cfg_with(t, d, dataset__path=str(t / "gone.jsonl"))],
                              ["gone.jsonl", "dataset.path", "no such file"]),
     "dataset unsupported type": (lambda t, d, r: ["train", cfg_with(t, d, dataset__path=str(put(t, "d.txt", "hi")))],
