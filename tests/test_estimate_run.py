@@ -88,3 +88,15 @@ def test_lora_dropout_on_fused_moe_experts_is_refused_before_a_run_exists(tmp_pa
     report = Report()
     check_method(cfg, arch, report)
     assert report.errors == []
+
+
+def test_peak_rss_is_the_trainers_own_not_its_parents():
+    """A trainer is started by a large process (a test session, the wizard); its peak must be its own.
+    getrusage's ru_maxrss carries the parent's size over fork and exec (it read 1.68 GiB for a 0.5 GiB
+    tiny run late in a test session); VmHWM does not."""
+    big = bytearray(600 * 1024 * 1024)  # the parent holds 600 MiB
+    code = "from ftwizard.core.recipes.common import peak_rss_gib; print(peak_rss_gib())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 0.4, out.stdout  # the child imports little: far below the parent's 0.59 GiB
+    del big

@@ -714,11 +714,19 @@ def memory(dev: Device) -> dict:
     return {"rss_gib": round(_this_process().memory_info().rss / 1024 ** 3, 3), "peak_rss_gib": peak_rss_gib()}
 
 
-def peak_rss_gib() -> float:
-    """This process's peak resident memory so far (the kernel's high-water mark, not a sample)."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1024 ** 3, 3)  # KiB on Linux
+def peak_rss_gib() -> float | None:
+    """This process's peak resident memory so far: the kernel's high-water mark of this address space
+    (VmHWM), not a sample. Not getrusage's ru_maxrss: Linux carries that over from the parent across
+    fork and exec, so a trainer started by a large process (a test session, the wizard) reported the
+    parent's size (1.68 GiB for a 0.5 GiB tiny run)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) * 1024 / 1024 ** 3, 3)  # kB
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 @functools.cache
