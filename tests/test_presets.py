@@ -229,8 +229,8 @@ def test_cpu_dpo_demo_pairs_prefer_the_helpdesk_format():
 
 def test_cpu_grpo_demo_answers_are_right_and_the_rewards_score_them():
     """The `answer` column is the true result of each question, and the preset's own reward functions
-    give a bare tagged right answer 2.0 (format + numeric_match), a chatty right answer 1.0, a tagged
-    wrong one 1.0: the reward can only rise by both keeping the format and getting the sum right."""
+    give the bare equation with the right result 2.0 (format + numeric_match), a chatty right answer 1.0,
+    the bare equation with a wrong result 1.0: the reward rises by keeping the format and being right."""
     from ftwizard.core.rewards import reward_functions
 
     cfg = load_config(presets_dir() / "cpu-grpo-demo.yaml")
@@ -242,8 +242,9 @@ def test_cpu_grpo_demo_answers_are_right_and_the_rewards_score_them():
         assert row["answer"] == str(want)
     funcs = reward_functions(cfg.grpo)
     row = rows[0]
-    completions = [f"<answer>{row['answer']}</answer>", f"Sure! The answer is {row['answer']}.",
-                   f"<answer>{int(row['answer']) + 1}</answer>"]
+    question = re.search(r"\d+ [-+x] \d+", row["prompt"][0]["content"]).group(0)
+    completions = [f"{question} = {row['answer']}", f"Sure! {question} is {row['answer']}.",
+                   f"{question} = {int(row['answer']) + 1}"]
     totals = [sum(w * f(prompts=[row["prompt"]] * 3, completions=completions, answer=[row["answer"]] * 3)[i]
                   for f, w in zip(funcs, cfg.grpo.reward_weights)) for i in range(3)]
     assert totals == [2.0, 1.0, 1.0]
