@@ -229,8 +229,9 @@ def test_cpu_dpo_demo_pairs_prefer_the_helpdesk_format():
 
 def test_cpu_grpo_demo_answers_are_right_and_the_rewards_score_them():
     """The `answer` column is the true result of each question, and the preset's own reward functions
-    give the bare equation with the right result 2.0 (format + numeric_match), a chatty right answer 1.0,
-    the bare equation with a wrong result 1.0: the reward rises by keeping the format and being right."""
+    give the bare equation with the right result 3.0 (format 1 + numeric_match 2), a chatty right answer
+    2.0, the bare equation with a wrong result 1.0: being right counts more than the shape. No prompt
+    carries a worked equation the model could copy."""
     from ftwizard.core.rewards import reward_functions
 
     cfg = load_config(presets_dir() / "cpu-grpo-demo.yaml")
@@ -247,7 +248,8 @@ def test_cpu_grpo_demo_answers_are_right_and_the_rewards_score_them():
                    f"{question} = {int(row['answer']) + 1}"]
     totals = [sum(w * f(prompts=[row["prompt"]] * 3, completions=completions, answer=[row["answer"]] * 3)[i]
                   for f, w in zip(funcs, cfg.grpo.reward_weights)) for i in range(3)]
-    assert totals == [2.0, 1.0, 1.0]
+    assert totals == [3.0, 2.0, 1.0]
+    assert not any(re.search(r"\d+ [-+x] \d+ = \d", r["prompt"][0]["content"]) for r in rows), "no example to copy"
 
 
 def test_gpu_grpo_preset_data_answers_are_integers_and_prompts_ask_for_the_layout():
