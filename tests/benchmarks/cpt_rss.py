@@ -31,6 +31,7 @@ from pathlib import Path
 GIB = 1024 ** 3
 BOUND_GIB = 1.5  # the trainer's peak RSS must stay under this, whatever the corpus size
 RATE_SAMPLE_MB = 20  # the slice the per-tokenizer rates are measured on
+SAMPLE_S = 60.0  # how often the trainer's RSS and the blocks written so far are printed
 
 
 def write_corpus(path: Path, size_bytes: int, seed: int = 0) -> int:
@@ -84,6 +85,31 @@ def tokenize_rates(corpus: Path, work: Path, tiny_dir: Path) -> None:
     cp.clear_cache()
 
 
+def watch_trainer(run_dir: Path, cache: Path, every_s: float = SAMPLE_S) -> subprocess.CompletedProcess:
+    """Run the training process on `run_dir`, printing its RSS, peak so far (VmRSS, VmHWM) and the bytes of
+    blocks written every `every_s` seconds: on a loaded machine the 1 GB pass can outlast a session, and
+    the samples show whether RSS stays flat while the corpus is packed."""
+    log = (run_dir / "bench-trainer.out").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "ftwizard.core.trainer", str(run_dir)], stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    while proc.poll() is None:
+        time.sleep(every_s)
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            break
+        kib = {k: int(v.split()[0]) for k, v in (ln.split(":", 1) for ln in status.splitlines())
+               if k in ("VmRSS", "VmHWM")}
+        blocks = max((f.stat().st_size for f in cache.rglob("blocks.arrow*") if f.is_file()), default=0)
+        print(f"  {time.time() - t0:6.0f} s: trainer RSS {kib.get('VmRSS', 0) / 1024:.0f} MiB, "
+              f"peak {kib.get('VmHWM', 0) / 1024:.0f} MiB, blocks written {blocks / 1e9:.2f} GB", flush=True)
+    proc.wait()
+    log.close()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "",
+                                       (run_dir / "bench-trainer.out").read_text(errors="replace"))
+
+
 def phase_times(run_dir: Path) -> dict:
     from ftwizard.core.events import read_events
 
@@ -120,8 +146,7 @@ def main(argv: list[str]) -> None:
         run_dir = create_run(cfg, work / "runs")
         t_create = time.time() - t0
         t0 = time.time()
-        p = subprocess.run([sys.executable, "-m", "ftwizard.core.trainer", str(run_dir)], capture_output=True,
-                           text=True)
+        p = watch_trainer(run_dir, work / "cache")
         t_run = time.time() - t0
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         peak = usage.ru_maxrss * 1024 / GIB
