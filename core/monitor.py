@@ -564,12 +564,23 @@ def fmt_num(v: float | None, kind: str = "loss") -> str:
 def diagnose_view(view: RunView) -> list:
     """The training doctor's warnings for this view (doctor.py), most serious first, followed by the
     run's own `warning` events whose code the doctor did not already raise."""
-    from .doctor import DoctorWarning, diagnose_series
+    from .doctor import DoctorWarning, diagnose_grpo, diagnose_series
 
     s = view
-    found = diagnose_series(train=(s.train_loss.xs, s.train_loss.ys), evals=(s.eval_series.xs, s.eval_series.ys),
-                            grad=(s.grad_series.xs, s.grad_series.ys), tps=(s.tps_series.xs, s.tps_series.ys),
-                            nonfinite=s.nonfinite, max_steps=s.max_steps, train_min=s.train_loss.min_y)
+    ks = s.kind_series
+    zero, clipped, reward = ks.get("zero_std_ratio"), ks.get("clipped_ratio"), ks.get("reward_mean")
+    grpo = bool(zero or clipped)
+    # GRPO: a loss and grad norm near 0 are normal; its no-signal case has its own rule (as diagnose_events)
+    empty = ((), ())
+    found = diagnose_series(train=empty if grpo else (s.train_loss.xs, s.train_loss.ys),
+                            evals=(s.eval_series.xs, s.eval_series.ys),
+                            grad=empty if grpo else (s.grad_series.xs, s.grad_series.ys),
+                            tps=(s.tps_series.xs, s.tps_series.ys), nonfinite=s.nonfinite, max_steps=s.max_steps,
+                            train_min=None if grpo else s.train_loss.min_y)
+    if grpo:
+        zx, zy = (zero.xs, zero.ys) if zero else ([], [])
+        ry = reward.ys if reward and reward.xs == zx else []
+        found += diagnose_grpo(zx, zy, ry, clipped.ys if clipped else [], clipped.xs if clipped else [])
     codes = {w.code for w in found}
     for w in view.warnings:
         code = w.get("code") or "warning"
