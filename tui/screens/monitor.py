@@ -555,15 +555,15 @@ def ranks_text(v: RunView) -> str:
     if len(v.ranks) < 2:
         return ""
     slow = v.slowest_rank()
-    lines = [f"[b]{len(v.ranks)} ranks[/b] [dim]compute/step · mem[/dim]"]
+    lines = [f"[b]{len(v.ranks)} ranks[/b] [dim]s/step · mem[/dim]"]
     for rank in sorted(v.ranks):
         st = v.ranks[rank]
         secs = f"{st.compute_s:.2f}s" if st.compute_s is not None else "-"
         mem = f"{st.memory_gib:.1f}G" if st.memory_gib is not None else "-"
-        line = f"r{rank} {st.device:<6} {secs:>6} {mem:>6}"
+        line = f"r{rank} {st.device:<6}{secs:>6}{mem:>6}"
         lines.append(f"[b]{line} ◀[/b]" if slow and slow[0] == rank else line)
     if slow:
-        lines.append(f"[b]slowest: rank {slow[0]}[/b] ({slow[1]:.1f}x the others)")
+        lines.append(f"[b]slowest: rank {slow[0]}[/b] {slow[1]:.1f}x")
     else:
         lines.append("[dim]no rank lags[/dim]")
     return "\n".join(lines)
