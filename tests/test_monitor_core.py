@@ -7,6 +7,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from ftwizard.core.events import EventTail
 from ftwizard.core.monitor import RunView, Series, diagnose_view, downsample, fmt_duration, view_from_events
 
@@ -271,6 +273,7 @@ def test_every_rank_reaches_the_view_and_the_slowest_is_named_only_when_it_lags(
     assert g.ranks[1].device == "cuda:3" and g.ranks[1].peak_gib == 21.0
 
 
+@pytest.mark.slow
 def test_a_real_two_process_run_reports_each_ranks_memory_and_compute(tiny_config, start_run, wait_run):
     """Two gloo processes through the same launcher: rank 0's train events carry both ranks' memory and
     their measured compute per step; the view has both."""

@@ -8,6 +8,7 @@ import functools
 import json
 from pathlib import Path
 
+import pytest
 from fakes import FakeNvml, L4_24GB, TWO_A6000
 from recorded_runs import make_run
 from pilot import until as wait_until
@@ -42,6 +43,7 @@ async def ready(pilot, mon) -> None:
 # ------------------------------------------------------------------------------------- real runs
 
 
+@pytest.mark.slow
 async def test_real_dpo_run_shows_rewards_margin_and_accuracy_beside_the_loss(tiny_config, tmp_path, start_run,
                                                                               wait_run):
     from ftwizard.core.tiny import write_jsonl
@@ -65,6 +67,7 @@ async def test_real_dpo_run_shows_rewards_margin_and_accuracy_beside_the_loss(ti
         assert not mon.check_action("toggle_samples", ())  # completions are GRPO's
 
 
+@pytest.mark.slow
 async def test_real_grpo_run_shows_rewards_and_scrollable_completions(grpo_config, wait_run):
     import subprocess
     import sys
