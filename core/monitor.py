@@ -475,14 +475,18 @@ class KindRow:
         return last[1] if last else None
 
     def text(self, v: float | None = None) -> str:
-        v = self.latest if v is None else v
-        if v is None:
-            return "-"
-        if self.fmt == "pct":
-            return f"{v:.0%}"
-        if self.fmt == "int":
-            return f"{v:,.0f}"
-        return f"{v:.3f}" if abs(v) < 100 else f"{v:,.1f}"
+        return fmt_kind(self.latest if v is None else v, self.fmt)
+
+
+def fmt_kind(v: float | None, fmt: str = "num") -> str:
+    """A kind number as the monitor and `ftwizard status` show it (pct: 0.875 -> 88%)."""
+    if v is None:
+        return "-"
+    if fmt == "pct":
+        return f"{v:.0%}"
+    if fmt == "int":
+        return f"{v:,.0f}"
+    return f"{v:.3f}" if abs(v) < 100 else f"{v:,.1f}"
 
 
 # The numbers each training kind shows beside the loss, in order: (train event field, label, format).
@@ -520,6 +524,20 @@ def kind_rows(view: RunView, kind: str | None) -> list[KindRow]:
         elif key in series:
             rows.append(KindRow(key, label, series[key], fmt))
     return rows
+
+
+def kind_summary(kind: str | None, metrics: dict) -> str:
+    """The kind's latest numbers on one line (`ftwizard status`): "margin 1.656 · accuracy 100% · ..."."""
+    spec = KIND_PANELS.get(kind or "") or tuple((n, n.replace("_", " "), "num") for n in KIND_METRICS)
+    parts = []
+    for key, label, fmt in spec:
+        if key in ("rewards/*", "rewards"):
+            per = metrics.get("rewards")
+            if isinstance(per, dict):
+                parts += [f"{name} {fmt_kind(v)}" for name, v in sorted(per.items()) if finite(v)]
+        elif finite(metrics.get(key)):
+            parts.append(f"{label} {fmt_kind(float(metrics[key]), fmt)}")
+    return " · ".join(parts)
 
 
 def view_from_events(events: Iterable[dict], **kw) -> RunView:

@@ -174,3 +174,34 @@ def test_status_json_carries_the_kinds_last_metrics(tmp_path):
     assert info["training"] == "dpo"
     assert {k: info["extra"]["metrics"][k] for k in ("reward_margin", "reward_accuracy")} == \
         {k: last[k] for k in ("reward_margin", "reward_accuracy")}
+
+
+def test_status_text_prints_the_kinds_numbers_on_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path, "20261124-1412-grpo", state="completed", steps=40, max_steps=40, kind="grpo")
+    out = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "status", str(run)],
+                         capture_output=True, text=True, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("grpo:"))
+    assert "reward mean" in line and "numeric_match" in line and "no-spread groups" in line
+
+
+async def test_completions_scroll_by_keyboard_at_80x24(tmp_path):
+    run = make_run(tmp_path, "20261124-1412-grpo", state="running", steps=60, max_steps=600, kind="grpo")
+    app = monitor_app(run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        mon = mon_of(app)
+        await ready(pilot, mon)
+        await pilot.press("c")
+        await pilot.pause()
+        panel = mon.query_one("#mon-samples")
+        assert panel.count == 50 and app.focused is panel  # the fold keeps the latest 50
+        assert panel.scroll_y == 0 and panel.max_scroll_y > 0
+        await pilot.press("pagedown")
+        await pilot.pause()
+        assert panel.scroll_y > 0
+        await pilot.press("l")  # the log replaces the completions; c comes back to them
+        assert mon.query_one("#mon-main").has_class("-log") and not mon.query_one("#mon-main").has_class("-samples")
+        await pilot.press("c")
+        assert mon.query_one("#mon-main").has_class("-samples") and not mon.query_one("#mon-main").has_class("-log")
