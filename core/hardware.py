@@ -110,9 +110,12 @@ def check_gpus(hw: Hardware, dist: "DistributedConfig", gpu: bool) -> None:
 def cuda_env(dist: "DistributedConfig") -> dict[str, str]:
     """What the training processes' environment needs for distributed.gpus: CUDA_VISIBLE_DEVICES naming
     the chosen cards, numbered as NVML (and nvidia-smi) number them: PCI bus order, which CUDA uses only
-    when CUDA_DEVICE_ORDER says so (its own default puts the fastest card first). Empty for auto."""
+    when CUDA_DEVICE_ORDER says so (its own default puts the fastest card first). For auto, only that
+    order (unless the environment sets one): CUDA_VISIBLE_DEVICES as the user set it then means the
+    cards `run_gpus` counted, and the trainer's device i is card i of the monitor's meters."""
+    order = {"CUDA_DEVICE_ORDER": os.environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
     if not isinstance(dist.gpus, list):
-        return {}
+        return order
     return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in dist.gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 

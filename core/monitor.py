@@ -599,6 +599,20 @@ def diagnose_view(view: RunView) -> list:
         zx, zy = (zero.xs, zero.ys) if zero else ([], [])
         ry = reward.ys if reward and reward.xs == zx else []
         found += diagnose_grpo(zx, zy, ry, clipped.ys if clipped else [], clipped.xs if clipped else [])
+    slow = view.slowest_rank()
+    if slow is not None:
+        rank, ratio = slow
+        st = view.ranks[rank]
+        found.append(DoctorWarning(
+            "slow-rank", "warning",
+            f"rank {rank} ({st.device}) is the slowest: {ratio:.1f}x the others' compute per step "
+            f"({st.compute_s:.2f} s); every rank waits for it at each step",
+            {"rank": rank, "device": st.device, "compute_s": st.compute_s, "ratio": round(ratio, 2),
+             "step": st.step},
+            ("look at that card in nvidia-smi: clocks, temperature, power cap, other processes on it",
+             "a card on a slower link or another CPU socket: pick cards on one switch in the hardware step "
+             "(distributed.gpus)",
+             "rows of very different lengths on different ranks: train.packing evens the tokens per batch")))
     codes = {w.code for w in found}
     for w in view.warnings:
         code = w.get("code") or "warning"

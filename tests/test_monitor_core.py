@@ -267,6 +267,8 @@ def test_every_rank_reaches_the_view_and_the_slowest_is_named_only_when_it_lags(
     v.apply([_ranks_ev(2, (0.40, 0.5), (0.62, 0.6))])
     rank, ratio = v.slowest_rank()
     assert rank == 1 and math.isclose(ratio, 0.62 / 0.40)
+    (w,) = [w for w in diagnose_view(v) if w.code == "slow-rank"]  # the doctor line names it too
+    assert w.message.startswith("rank 1 (cpu) is the slowest: 1.5x") and "nvidia-smi" in w.advice[0]
     # on GPUs each rank's memory lands on its own card, named by NVML index (CUDA_VISIBLE_DEVICES=2,3)
     g = view_from_events([_ranks_ev(1, (0.3, 18.0), (0.3, 20.0), gpu=True)])
     assert set(g.memory) == {"cuda:2", "cuda:3"} and g.memory["cuda:3"].peak_gib == 20.0

@@ -53,14 +53,16 @@ async def test_two_cards_listed_with_bars_and_space_drops_one(make_app):
         assert app.state.gpus is None and screen.check_action("next", ()) is True
 
 
-def test_the_config_key_is_honoured_in_resolution_and_launch():
+def test_the_config_key_is_honoured_in_resolution_and_launch(monkeypatch):
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
     resolved, notes = resolve_defaults(cfg(gpus=[1]), TWO)
     assert [g.index for g in run_gpus(TWO, resolved.distributed)] == [1]
     assert (resolved.distributed.nproc_per_node, resolved.distributed.strategy) == (1, "none")
     both = resolve_defaults(cfg(gpus=[0, 1]), TWO)[0].distributed
     assert (both.nproc_per_node, both.strategy) == (2, "ddp")
     assert cuda_env(both) == {"CUDA_VISIBLE_DEVICES": "0,1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-    assert cuda_env(cfg().distributed) == {}  # auto: the environment's CUDA_VISIBLE_DEVICES, untouched
+    # auto: the environment's CUDA_VISIBLE_DEVICES untouched, read in NVML's (PCI bus) order
+    assert cuda_env(cfg().distributed) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 def test_the_launcher_gives_the_training_process_the_chosen_cards(tmp_path):

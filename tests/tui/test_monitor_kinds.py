@@ -149,6 +149,7 @@ async def test_two_fake_cards_two_meters_each_ranks_memory_and_the_slowest_rank(
         assert mon.view.memory["cuda:1"].peak_gib > mon.view.memory["cuda:0"].peak_gib
         ranks = str(mon.query_one("#mon-ranks").render())
         assert "2 ranks" in ranks and "slowest: rank 1" in ranks and mon.query_one("#mon-ranks").display
+        assert "rank 1 (cuda:1) is the slowest" in str(mon.query_one("#mon-doctor").render())
 
 
 async def test_even_ranks_name_no_slowest(tmp_path):
