@@ -213,6 +213,16 @@ class DeviceMemory:
     peak_gib: float | None = None  # max over the run
 
 
+# A rank lags when its typical compute per step (the median of its last LAG_WINDOW reports, at least
+# LAG_MIN_REPORTS of them) exceeds the median of the others' by LAG_RATIO and by LAG_MIN_S seconds.
+# Measured on 2 gloo CPU processes of the tiny model (2 shared cores): single reports of the same rank
+# ranged 3-43 ms, so one report says nothing: the monitor goes by the median of the last 5.
+LAG_RATIO = 1.2
+LAG_WINDOW = 5
+LAG_MIN_REPORTS = 3
+LAG_MIN_S = 0.005
+
+
 @dataclass
 class RankStats:
     """One process of a distributed run, from the `ranks` list of rank 0's latest `train` event."""
@@ -223,10 +233,16 @@ class RankStats:
     peak_gib: float | None = None  # max over the run
     compute_s: float | None = None  # forward compute seconds per optimizer step (the trainer's timing)
     step: int | None = None  # the step of this rank's report (another rank's file may lag one log)
+    recent: deque = field(default_factory=lambda: deque(maxlen=LAG_WINDOW), repr=False)  # compute_s, one per report
 
-
-# A rank lags when its compute per step exceeds the median of the others' by this factor.
-LAG_RATIO = 1.2
+    @property
+    def typical_s(self) -> float | None:
+        """The median of its last LAG_WINDOW reports (one noisy step never names a rank)."""
+        if len(self.recent) < LAG_MIN_REPORTS:
+            return None
+        vals = sorted(self.recent)
+        n = len(vals)
+        return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
 
 
 @dataclass
@@ -376,10 +392,12 @@ class RunView(RunFold):
             st.memory_gib = float(now)
         if _finite(peak):
             st.peak_gib = float(peak) if st.peak_gib is None else max(st.peak_gib, float(peak))
-        if _finite(r.get("compute_s")):
+        step = r.get("step") if isinstance(r.get("step"), int) else None
+        if _finite(r.get("compute_s")) and (step is None or step != st.step):  # a stale file is read again
             st.compute_s = float(r["compute_s"])
-        if isinstance(r.get("step"), int):
-            st.step = r["step"]
+            st.recent.append(st.compute_s)
+        if step is not None:
+            st.step = step
 
     def _on_eval(self, ev: EvalEvent) -> None:
         step, v = ev.step, ev.eval_loss
@@ -432,13 +450,13 @@ class RunView(RunFold):
         """(rank, how many times the others' median compute per step it takes) of the rank that lags,
         when one does: in DDP/FSDP every rank waits at each step for the slowest, so one slow card
         (throttled, shared, a bad link) slows them all. None with fewer than two timed ranks."""
-        timed = sorted((st.compute_s, st.rank) for st in self.ranks.values() if st.compute_s)
+        timed = sorted((st.typical_s, st.rank) for st in self.ranks.values() if st.typical_s)
         if len(timed) < 2:
             return None
         worst_s, worst = timed[-1]
         others = [t for t, _ in timed[:-1]]
         mid = others[len(others) // 2] if len(others) % 2 else (others[len(others) // 2 - 1] + others[len(others) // 2]) / 2
-        if mid <= 0 or worst_s < ratio * mid:
+        if mid <= 0 or worst_s < ratio * mid or worst_s - mid < LAG_MIN_S:
             return None
         return worst, worst_s / mid
 
@@ -606,8 +624,8 @@ def diagnose_view(view: RunView) -> list:
         found.append(DoctorWarning(
             "slow-rank", "warning",
             f"rank {rank} ({st.device}) is the slowest: {ratio:.1f}x the others' compute per step "
-            f"({st.compute_s:.2f} s); every rank waits for it at each step",
-            {"rank": rank, "device": st.device, "compute_s": st.compute_s, "ratio": round(ratio, 2),
+            f"({st.typical_s:.2f} s); every rank waits for it at each step",
+            {"rank": rank, "device": st.device, "compute_s": st.typical_s, "ratio": round(ratio, 2),
              "step": st.step},
             ("look at that card in nvidia-smi: clocks, temperature, power cap, other processes on it",
              "a card on a slower link or another CPU socket: pick cards on one switch in the hardware step "

@@ -260,11 +260,15 @@ def _ranks_ev(step, r0, r1, gpu=False):
 
 
 def test_every_rank_reaches_the_view_and_the_slowest_is_named_only_when_it_lags():
-    v = view_from_events([_ranks_ev(1, (0.40, 0.5), (0.42, 0.6))])
+    v = view_from_events([_ranks_ev(s, (0.40, 0.5), (0.42, 0.6)) for s in range(1, 6)])
     assert v.world_size == 2 and sorted(v.ranks) == [0, 1]
     assert v.ranks[1].memory_gib == 0.6 and v.ranks[1].compute_s == 0.42
     assert v.slowest_rank() is None  # 5% apart: even
-    v.apply([_ranks_ev(2, (0.40, 0.5), (0.62, 0.6))])
+    v.apply([_ranks_ev(6, (0.40, 0.5), (5.0, 0.6))])
+    assert v.slowest_rank() is None  # one slow report (a checkpoint, a noisy neighbour) names nobody
+    v.apply([_ranks_ev(6, (0.40, 0.5), (0.62, 0.6))])  # a stale report (same step) read again counts once
+    assert list(v.ranks[1].recent).count(0.62) == 0
+    v.apply([_ranks_ev(s, (0.40, 0.5), (0.62, 0.6)) for s in range(7, 10)])
     rank, ratio = v.slowest_rank()
     assert rank == 1 and math.isclose(ratio, 0.62 / 0.40)
     (w,) = [w for w in diagnose_view(v) if w.code == "slow-rank"]  # the doctor line names it too

@@ -437,7 +437,7 @@ class MonitorScreen(Screen):
                 meter.set_trainer_memory(mem.allocated_gib, mem.peak_gib)
             st = on_card.get(meter.device)
             if st is not None and meter.device != "cpu":
-                meter.set_rank(st.rank, st.compute_s, slow is not None and slow[0] == st.rank)
+                meter.set_rank(st.rank, st.typical_s or st.compute_s, slow is not None and slow[0] == st.rank)
 
     # ------------------------------------------------------------------------------ actions
 
@@ -558,7 +558,8 @@ def ranks_text(v: RunView) -> str:
     lines = [f"[b]{len(v.ranks)} ranks[/b] [dim]s/step · mem[/dim]"]
     for rank in sorted(v.ranks):
         st = v.ranks[rank]
-        secs = f"{st.compute_s:.2f}s" if st.compute_s is not None else "-"
+        typical = st.typical_s or st.compute_s  # the median of its recent reports once there are a few
+        secs = f"{typical:.2f}s" if typical is not None else "-"
         mem = f"{st.memory_gib:.1f}G" if st.memory_gib is not None else "-"
         line = f"r{rank} {st.device:<6}{secs:>6}{mem:>6}"
         lines.append(f"[b]{line} ◀[/b]" if slow and slow[0] == rank else line)
