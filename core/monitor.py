@@ -336,6 +336,8 @@ class RunView(RunFold):
             s.truncate_from(step)
         self.eval_series.truncate_from(step)
         self.nonfinite = [n for n in self.nonfinite if n[0] < step]
+        for st in self.ranks.values():  # a resumed run is new processes: their timings start again
+            st.recent.clear()
         ys = self.train_loss.ys
         if ys:
             i = ys.index(min(ys))
