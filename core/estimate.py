@@ -217,6 +217,9 @@ class Estimate:
     peak_phase: str = ""                 # which moment of the step is the peak
     static_gib: dict[str, float] = field(default_factory=dict)  # weights, adapters, gradients, optimizer
     offload_ram_gib: float = 0.0         # CPU RAM the offloaded states take on the machine (all its GPUs)
+    # GiB per term at each moment of the step (g gradients, act activations, logit logits and loss, tmp
+    # optimizer temporaries, ref no-grad forward, kv/gen generation, gath all-gathered parameters)
+    moments: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def verdict(self, vram_gib: float) -> str:
         """`fits` up to 75% of the card, `tight` up to 100%, else `does-not-fit` (Unsloth's bands)."""
@@ -579,8 +582,11 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         wdt = 4 if (a == 4 or (s.method == "full" and not ds)) else 2
         kv_tok = 2 * arch.layers * arch.kv_dim * wdt
         prompt = s.seq_len - s.max_completion_length
-        kv = max(n_gen * s.seq_len * kv_tok, n_gen * prompt * (kv_tok + nograd_tok))
-        moments["generation (KV cache)"] = {"gath": gathered, "kv": kv, "gen": 3.0 * n_gen * V * 4}
+        kv = n_gen * s.seq_len * kv_tok
+        # the prompt pass (prefill) runs a layer's working set for every prompt token over the prompts' cache;
+        # sampling: the last position's fp32 logits, processed and softmaxed
+        prefill = max(0.0, n_gen * prompt * (kv_tok + nograd_tok) - kv)
+        moments["generation (KV cache)"] = {"gath": gathered, "kv": kv, "gen": prefill + 3.0 * n_gen * V * 4}
         notes.append(f"grpo: {n_gen} completions generated at once per GPU (batch {s.batch_size} x accumulation "
                      f"{s.grad_accum}; {n_gen // max(1, s.num_generations) or 1} prompts x {s.num_generations} "
                      f"generations), KV cache {gib(kv):.2f} GiB for {s.seq_len:,} tokens each (prompt budget "
@@ -594,7 +600,7 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     br["activations"] = gib(m.get("act", 0.0))
     br["logits and loss"] = gib(m.get("logit", 0.0))
     for key, label in (("tmp", "optimizer step temporaries"), ("ref", "reference / no-grad forward"),
-                       ("kv", "generation KV cache"), ("gen", "generation sampling"),
+                       ("kv", "generation KV cache"), ("gen", "generation prefill and sampling"),
                        ("gath", "all-gathered parameters (" + strategy + ")")):
         if m.get(key):
             br[label] = gib(m[key])
@@ -674,7 +680,8 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     total = sum(br.values())
     return Estimate(total_gib=total, breakdown=br, assumptions=notes, trainable_params=trainable,
                     settings=s, peak_phase=phase, static_gib=static_gib,
-                    offload_ram_gib=gib(offload_b * n_gpu) if s.offload == "cpu" else 0.0)
+                    offload_ram_gib=gib(offload_b * n_gpu) if s.offload == "cpu" else 0.0,
+                    moments={k: {t: gib(v) for t, v in m.items()} for k, m in moments.items()})
 
 
 # ----------------------------------------------------------------------------------- from a config
