@@ -459,11 +459,12 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         else:
             del br["LoRA adapters (fp32)"]
             br["LoRA adapters (bf16, DeepSpeed)"] = gib(2.0 * trainable)
-        grads = 2.0 * trainable
+        grads = 6.0 * trainable
         opt += 4.0 * trainable
-        notes.append(f"{strategy} (DeepSpeed bf16): trainable weights and gradients in bf16, fp32 master copies "
-                     "with the optimizer states: 2 + 2 + 12 bytes per trainable parameter with AdamW, the ZeRO "
-                     "paper's model (Rajbhandari et al. 2020, K = 12)")
+        notes.append(f"{strategy} (DeepSpeed bf16): trainable weights in bf16; gradients in bf16 plus DeepSpeed's "
+                     "fp32 gradient partition; fp32 master copies with the optimizer states: 2 + 6 + 12 bytes per "
+                     "trainable parameter with AdamW (DeepSpeed's own estimators count 2 + 18; the ZeRO paper's "
+                     "model, Rajbhandari et al. 2020, 2 + 2 + 12)")
     weight_keys = list(br)
     adapter_b = sum(v for k, v in br.items() if k.startswith("LoRA")) * GIB
     weights_b = sum(br.values()) * GIB - adapter_b

@@ -167,8 +167,8 @@ def test_tiny_runs_peak_within_their_kind_estimate(kind, tiny_config, tmp_path, 
     kind's estimate) against its measured peak RSS (VmHWM) in status --json, within the stated tolerance."""
     from ftwizard.core.events import read_events
     from ftwizard.core.estimate import ESTIMATE_TOLERANCE
-    from tests.test_grpo import prompt_rows
-    from tests.test_preference import kind_config, pair_rows
+    from test_grpo import prompt_rows
+    from test_preference import kind_config, pair_rows
 
     if kind == "dpo":
         cfg = kind_config(tiny_config, tmp_path, "dpo", pair_rows(24), steps=4)
