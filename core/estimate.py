@@ -725,8 +725,10 @@ class MethodChoice:
 
 
 def compare_methods(arch: ModelArch, vram_gib: float | None, gpus: int = 1, base: Settings | None = None,
-                    *, prefer_full: bool = False) -> MethodChoice:
-    """Estimate full, LoRA and QLoRA with the same settings and pick one.
+                    *, prefer_full: bool = False, strategies: dict[str, str] | None = None) -> MethodChoice:
+    """Estimate full, LoRA and QLoRA with the same settings and pick one. With several GPUs each figure
+    is per GPU under `strategies[method]` (the strategy a run of that method would get; default the
+    base's), so a method that only fits sharded is judged sharded.
 
     LoRA when it fits (even tight), QLoRA when only it fits, full only when asked for (`prefer_full`:
     ample VRAM and a large domain shift) and it fits with headroom (Llama guide: start with LoRA,
@@ -735,7 +737,7 @@ def compare_methods(arch: ModelArch, vram_gib: float | None, gpus: int = 1, base
     base = base or Settings()
     rows = []
     for m in METHODS:
-        e = estimate(arch, replace(base, method=m, gpus=gpus))
+        e = estimate(arch, replace(base, method=m, gpus=gpus, strategy=(strategies or {}).get(m, base.strategy)))
         rows.append((m, e, e.verdict(vram_gib) if vram_gib else None))
     name = display_name(arch)
     if not vram_gib:
