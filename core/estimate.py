@@ -34,9 +34,19 @@ The peak is the largest of four moments of a step: end of forward, start of back
 backward through a layer, optimizer step. tests/test_estimate_static_memory.py measures these terms on
 CPU with real models (static bytes exact, activations per layer and a whole step's peak within ~2%).
 
-Several GPUs: the figure is per device under DDP (every GPU holds the whole model; DDP adds one
-gradient-sized bucket buffer). FSDP would divide weights, gradients and optimizer states by the
-number of GPUs, but not the activations.
+Training kinds (`Settings.kind`, KIND_MEMORY): DPO/ORPO/SimPO run chosen and rejected in one batch
+(2x the sequences); DPO/KTO/GRPO use TRL's fused LM head (tiles, no full logits); DPO/KTO run the
+reference forward after the policy's (a full fine-tune holds a frozen copy of the weights); GRPO
+generates batch x accumulation completions with a KV cache first, and has a reference only when
+beta > 0. tests/test_estimate_kinds.py.
+
+Several GPUs (`Settings.gpus`, `strategy`, `offload`): the figure is per device. DDP: everything whole
+plus a gradient-sized bucket buffer; FSDP2 full shard: weights, gradients and optimizer states 1/N, the
+root unit and the next layer all-gathered; DeepSpeed ZeRO-2: gradients and optimizer states 1/N under
+its bf16 engine (2 + 6 + 12 bytes per trainable parameter, as DeepSpeed's own estimators count), ZeRO-3
+also the weights, each module gathered as it runs; offload (fsdp/zero3) moves the three to CPU RAM
+(`Estimate.offload_ram_gib`, checked against free RAM by check_fits). Activations stay per GPU.
+tests/test_estimate_distributed.py checks FSDP2's shards on CPU and DeepSpeed's formulas.
 """
 
 from __future__ import annotations
