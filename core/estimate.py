@@ -212,9 +212,7 @@ class Settings:
             raise UserError(f"unknown offload '{self.offload}' (allowed: {', '.join(OFFLOADS)})", field="offload")
         if self.beta < 0:
             raise UserError(f"must be 0 or more, got {self.beta}", field="beta")
-        if self.kind == "grpo" and self.max_completion_length >= self.seq_len:
-            raise UserError(f"max_length {self.seq_len} leaves no room for prompts after the completion length "
-                            f"{self.max_completion_length}", field="max-completion-length")
+
 
 
 @dataclass
@@ -592,7 +590,7 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         n_gen = s.batch_size * s.grad_accum
         wdt = 4 if (a == 4 or (s.method == "full" and not ds)) else 2
         kv_tok = 2 * arch.layers * arch.kv_dim * wdt
-        prompt = s.seq_len - s.max_completion_length
+        prompt = max(0, s.seq_len - s.max_completion_length)
         kv = n_gen * s.seq_len * kv_tok
         # the prompt pass (prefill) runs a layer's working set for every prompt token over the prompts' cache;
         # sampling: the last position's fp32 logits, processed and softmaxed

@@ -116,11 +116,11 @@ def test_grpo_generation_can_be_the_peak():
     assert e.breakdown["generation KV cache"] > 10
 
 
-def test_grpo_completion_longer_than_max_length_is_refused():
-    from ftwizard.core.errors import UserError
-
-    with pytest.raises(UserError, match="no room for prompts"):
-        est("grpo", max_completion_length=1024)
+def test_cli_refuses_a_grpo_completion_as_long_as_the_sequence():
+    r = subprocess.run(CLI + ["estimate", "--model", "llama-3.1-8b", "--method", "lora", "--kind", "grpo",
+                              "--seq-len", "512", "--max-completion-length", "512"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "no room for prompts" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cpt_is_sft_on_blocks_of_max_length():

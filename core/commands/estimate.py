@@ -71,6 +71,9 @@ def run(args) -> int:
         targets = [t.strip() for t in targets.split(",") if t.strip()]
         if not targets:
             raise UserError("empty target list (use all-linear or e.g. q_proj,v_proj)", field="--lora-targets")
+    if args.kind == "grpo" and args.max_completion_length >= args.seq_len:
+        raise UserError(f"leaves no room for prompts in --seq-len {args.seq_len} (prompt budget = seq-len minus "
+                        "this)", field="--max-completion-length")
     offload = "cpu" if args.offload else "none"
     if args.gpus > 1 or args.offload:
         _check_distributed(args.strategy if args.gpus > 1 else "none", offload)
