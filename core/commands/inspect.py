@@ -33,10 +33,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--row", type=int, default=1, help="which preview row to render with --model (1-based)")
     p.add_argument("--split", default="train", help="split of a hub dataset")
     p.add_argument("--quick", action="store_true", help="read only the first rows (no full scan): rows may be null")
-    p.add_argument("--kind", choices=["sft", "dpo", "orpo", "simpo", "kto", "cpt"], default="sft",
-                   help="show the rows as this training kind sees them: dpo/orpo/simpo the prompt with the chosen "
-                   "and rejected answers side by side (their tokens with --model), kto the label balance; cpt "
-                   "(with --model) the first packed block of --max-length tokens, and where documents join")
+    p.add_argument("--kind", choices=["sft", "dpo", "orpo", "simpo", "kto", "grpo", "cpt"], default="sft",
+                   help="show the rows as this training kind sees them, with its problems: dpo/orpo/simpo the prompt "
+                   "with the chosen and rejected answers side by side (their tokens with --model), kto the label "
+                   "balance; grpo each prompt as generation starts from it (the chat template with --model) and the "
+                   "columns a reward receives; cpt (with --model) the first packed block of --max-length tokens, "
+                   "and where documents join")
+    p.add_argument("--rewards", default="", metavar="R1,R2",
+                   help="--kind grpo: the rewards you will use (grpo.rewards), to check the columns they read")
+    p.add_argument("--answer-column", default=None, help="--kind grpo: grpo.answer_column (default answer)")
+    p.add_argument("--tests-column", default=None, help="--kind grpo: grpo.tests_column (default tests)")
+    p.add_argument("--max-completion-length", type=int, default=None,
+                   help="--kind grpo: grpo.max_completion_length; the prompt budget is --max-length minus it")
+    p.add_argument("--kto-weights", default=None, metavar="DESIRABLE,UNDESIRABLE",
+                   help="--kind kto: kto.desirable_weight,kto.undesirable_weight to check the balance against "
+                   "(default 1,1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -58,6 +69,8 @@ def run(args) -> int:
 
     columns = _columns(args.column)
     n = args.rows if not args.json or args.rows != 5 else 50
+    if args.kind == "grpo":  # prompt-only rows are no dataset format: their own view
+        return _run_grpo(args, columns, n)
     prev = quick_preview(args.data, n=max(n, args.row), columns=columns, format=args.format, split=args.split)
     tok = template = why = None
     assistant_only = not args.all_tokens
@@ -94,6 +107,10 @@ def run(args) -> int:
             rendered = str(exc)
     kind = kind_view(args, prev.detected, tok, n) if args.kind not in ("sft", "cpt") else None
     problems = report.problems if report is not None else prev.problems
+    if kind is not None:
+        from ..data.problems import by_severity
+
+        problems = by_severity(list(problems) + kind.pop("_problems"))
     rows = report.stats.rows if report is not None and report.stats.complete else prev.total_rows
     has_errors = any(p.severity == "error" for p in problems)
     if args.json:
@@ -116,48 +133,101 @@ def run(args) -> int:
 
 
 def kind_view(args, det, tok, n: int) -> dict:
-    """The rows in the shape `--kind` trains on (formats.to_trl), each side rendered as the model sees it
-    (the prompt through the chat template, the answers after it) with its token count when a tokenizer is
-    given; KTO: the label balance over every row. Data of the wrong shape for the kind: UserError (exit 2)."""
-    from ..data.prepare import kind_data_problem, kto_balance, kto_label_problem, read_trl_rows
-    from ..errors import UserError
+    """`data/kinds.kind_report` as JSON (the rows in the shape --kind trains on, the first `n` rendered with
+    TRL's token counts when a tokenizer is given; KTO: the label balance) plus its problems under
+    `_problems`. Data of the wrong shape for the kind: UserError (exit 2)."""
+    from ..data.kinds import kind_report
 
-    why = kind_data_problem(args.kind, det)
-    if why:
-        raise UserError(why, file=args.data, field="--kind")
-    rows, labels = read_trl_rows(args.data, det, args.kind, split=args.split)
-    sides = ("chosen", "rejected") if args.kind != "kto" else ("completion",)
-    out: dict = {"kind": args.kind, "rows": len(rows), "preview": []}
-    for row in rows[:n]:
-        prompt = _render(tok, row["prompt"], None)
-        item = {"prompt": prompt, "prompt_tokens": _count(tok, prompt)}
-        for side in sides:
-            text = _render(tok, row["prompt"], row[side])
-            text = text[len(prompt):] if text.startswith(prompt) else text
-            item[side], item[f"{side}_tokens"] = text, _count(tok, text)
-        if "label" in row:
-            item["label"] = row["label"]
-        out["preview"].append(item)
-    if labels is not None:
-        out["labels"] = kto_balance(labels)
-        out["label_problem"] = kto_label_problem(out["labels"])
+    dw, uw = _kto_weights(args.kto_weights)
+    rep = kind_report(args.data, args.kind, tokenizer=tok, max_length=args.max_length, split=args.split, n=n,
+                      det=det, desirable_weight=dw, undesirable_weight=uw)
+    out = rep.to_json()
+    out.pop("problems")
+    out["_problems"] = rep.problems
+    if rep.labels is not None:
+        one = [p for p in rep.problems if p.code == "one-label"]
+        out["label_problem"] = one[0].message if one else None
     return out
 
 
-def _render(tok, prompt, answer) -> str:
-    """prompt (+ answer) as text: message lists through the tokenizer's chat template, strings as they are."""
-    if isinstance(prompt, list):
-        if tok is None or not getattr(tok, "chat_template", None):
-            msgs = prompt + (answer or [])
-            return "\n".join(f"{m['role']}: {m['content']}" for m in msgs) + ("" if answer else "\nassistant: ")
-        if answer is None:
-            return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return tok.apply_chat_template(prompt + answer, tokenize=False)
-    return str(prompt) + (str(answer) if answer is not None else "")
+def _kto_weights(text: str | None) -> tuple[float, float]:
+    from ..errors import UserError
+
+    if not text:
+        return 1.0, 1.0
+    try:
+        d, u = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--kto-weights expects DESIRABLE,UNDESIRABLE numbers, got {text!r}",
+                        field="--kto-weights") from None
+    return d, u
 
 
-def _count(tok, text: str) -> int | None:
-    return None if tok is None else len(tok(text, add_special_tokens=False)["input_ids"])
+def grpo_config_of(args):
+    """The grpo settings --kind grpo checks against (config.GrpoConfig's defaults for what is not given)."""
+    from ..config import GrpoConfig
+    from ..errors import UserError
+
+    kw = {"rewards": [r.strip() for r in args.rewards.split(",") if r.strip()]}
+    for key in ("answer_column", "tests_column", "max_completion_length"):
+        if getattr(args, key) is not None:
+            kw[key] = getattr(args, key)
+    try:
+        return GrpoConfig(**kw)
+    except Exception as exc:  # pydantic's ValidationError: one line
+        raise UserError(f"--kind grpo settings: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}",
+                        field="--max-completion-length") from None
+
+
+def _run_grpo(args, columns: dict, n: int) -> int:
+    from ..data.kinds import grpo_report
+
+    g = grpo_config_of(args)
+    tok = why = None
+    if args.model:
+        from ..data.tokenize import load_tokenizer, setup_tokenizer
+
+        tok = load_tokenizer(args.model)
+        _, why = setup_tokenizer(tok, args.chat_template, True)
+    rep = grpo_report(args.data, g, tokenizer=tok, max_length=args.max_length, columns=columns,
+                      split=args.split, max_rows=n if args.quick else None, n=n)
+    has_errors = any(p.severity == "error" for p in rep.problems)
+    if args.json:
+        out = rep.to_json()
+        out.update({"template": why, "rewards": list(g.rewards)})
+        print(json.dumps({"kind": out, "rows": rep.rows, "problems": out.pop("problems")}, ensure_ascii=False,
+                         default=str))
+        return 1 if has_errors else 0
+    _print_grpo(args, rep, g, why)
+    return 1 if has_errors else 0
+
+
+def _print_grpo(args, rep, g, why) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    con.print(f"{args.data} · GRPO prompts · {rep.rows} rows · {len(rep.problems)} problems")
+    reads = ", ".join(f"{r} reads '{c}'" for r, c in rep.reward_columns.items())
+    con.print("  every reward receives: prompts, completions, " + (", ".join(rep.columns) or "no other column")
+              + (f" · {reads}" if reads else "") + (f" · rewards: {', '.join(g.rewards)}" if g.rewards else ""))
+    if rep.budget is not None:
+        con.print(f"  prompt budget: {rep.budget} tokens (--max-length {args.max_length} - max completion length "
+                  f"{g.max_completion_length}) · {rep.left_out} prompts over it · template: {why}")
+    table = Table(show_edge=False, pad_edge=False, show_lines=True)
+    table.add_column("line", justify="right")
+    table.add_column("prompt as the model gets it", overflow="fold", max_width=56)
+    table.add_column("columns a reward receives", overflow="fold", max_width=40)
+    for item in rep.preview:
+        tokens = item["prompt_tokens"]
+        table.add_row(str(item["line"]), _short(item["prompt"], 400) + (f"  [{tokens} tokens]" if tokens is not None
+                                                                         else ""),
+                      "\n".join(f"{k}: {_short(v, 80)}" for k, v in item["columns"].items()))
+    con.print(table)
+    if rep.problems:
+        con.print("\nProblems:")
+        for p in rep.problems:
+            con.print(f"  {p.severity}: {p}", markup=False)
 
 
 def _print_kind(kind: dict) -> None:

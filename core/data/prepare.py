@@ -188,20 +188,28 @@ def kind_data_problem(kind: str, det: Detected) -> str | None:
     return None
 
 
-def read_trl_rows(source: str, det: Detected, kind: str, *, split: str = "train", max_rows: int | None = None):
-    """(rows in the shape TRL's trainer for `kind` takes, labels or None). KTO takes preference pairs as two
-    rows, the chosen answer desirable and the rejected one not. Refuses bad rows like `read_canonical`."""
-    rows = []
-    bad = _BadRows(source)
+def iter_trl_rows(source: str, det: Detected, kind: str, *, split: str = "train", max_rows: int | None = None,
+                  bad: "_BadRows | None" = None):
+    """(file, line, row) for each row in the shape TRL's trainer for `kind` takes (`formats.to_trl`); KTO takes
+    preference pairs as two rows, the chosen answer desirable and the rejected one not. Rows with errors are
+    skipped and counted in `bad` (whose `raise_if_any` refuses them after the loop)."""
+    bad = bad if bad is not None else _BadRows(source)
     for r in iter_rows(source, split=split, limit=max_rows, streaming_hub=False):
         if bad.check(r, det):
             continue
         row = to_trl(r.row, det)
         if kind == "kto" and det.format == "preference":
-            rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
-            rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+            yield r.file, r.line, {"prompt": row["prompt"], "completion": row["chosen"], "label": True}
+            yield r.file, r.line, {"prompt": row["prompt"], "completion": row["rejected"], "label": False}
         else:
-            rows.append(row)
+            yield r.file, r.line, row
+
+
+def read_trl_rows(source: str, det: Detected, kind: str, *, split: str = "train", max_rows: int | None = None):
+    """(rows in the shape TRL's trainer for `kind` takes, labels or None): `iter_trl_rows` in a list.
+    Refuses bad rows like `read_canonical`."""
+    bad = _BadRows(source)
+    rows = [row for _, _, row in iter_trl_rows(source, det, kind, split=split, max_rows=max_rows, bad=bad)]
     bad.raise_if_any()
     labels = [r["label"] for r in rows] if kind == "kto" else None
     return rows, labels
