@@ -42,13 +42,14 @@ Problems (`problems.Problem`, code and fix set here):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 from ..errors import UserError
 from .formats import Detected, detect_source
 from .prepare import PAIR_KINDS, iter_trl_rows, kind_data_problem, kto_balance, kto_label_problem
 from .problems import Problem, by_severity
 from .read import iter_rows
+from .tokenize import grpo_prompt_tokens, text_of, trl_token_counts
 
 KTO_RATIO = (1.0, 4 / 3)  # desirable_weight*D / (undesirable_weight*U): the KTO paper's Eq. 8 range, as TRL
 MAX_LINES = 20  # lines listed per problem
@@ -93,19 +94,6 @@ class GrpoReport:
 # --------------------------------------------------------------------------------- text and tokens
 
 
-def text_of(value: Any) -> str:
-    """The text of one side of a row: a string, or the contents of a message list joined."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        value = [value]
-    if isinstance(value, list):
-        return "\n".join(str(m.get("content") or "") if isinstance(m, dict) else str(m) for m in value)
-    return str(value)
-
-
 def render(tok, prompt, answer=None) -> str:
     """prompt (+ answer) as the model reads it: message lists through the tokenizer's chat template (the
     generation prompt after a prompt alone), strings as they are; without a tokenizer, role: content lines."""
@@ -117,52 +105,6 @@ def render(tok, prompt, answer=None) -> str:
             return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         return tok.apply_chat_template(prompt + answer, tokenize=False)
     return str(prompt) + (text_of(answer) if answer is not None else "")
-
-
-def _ids(tok, value, generation_prompt: bool = False) -> list[int]:
-    if isinstance(value, list):
-        out = tok.apply_chat_template(value, tokenize=True, add_generation_prompt=generation_prompt,
-                                      return_dict=False)
-        return list(out["input_ids"] if isinstance(out, dict) else out)
-    return list(tok(text=value)["input_ids"])
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def trl_token_counts(tok, row: dict) -> dict[str, int]:
-    """{"prompt": n, <side>: n, ...} for a row of TRL's DPO ({prompt, chosen, rejected}) or KTO ({prompt,
-    completion}) shape, counted as TRL 1.16 tokenizes it (see the module docstring): the prompt is the
-    common prefix of the prompt's ids and every prompt + answer, each side what follows it."""
-    sides = [k for k in ("chosen", "rejected", "completion") if k in row]
-    prompt = row["prompt"]
-    conversational = isinstance(prompt, list)
-    eos = getattr(tok, "eos_token", None) or ""
-    prompt_ids = _ids(tok, prompt, generation_prompt=True)
-    full = {}
-    for s in sides:
-        ans = row[s]
-        if conversational:
-            full[s] = _ids(tok, prompt + (ans if isinstance(ans, list) else [{"role": "assistant", "content": str(ans)}]))
-        else:
-            text = text_of(ans)
-            full[s] = _ids(tok, str(prompt) + (text if text.endswith(eos) else text + eos))
-    n = min([_common_prefix(prompt_ids, ids) for ids in full.values()] or [len(prompt_ids)])
-    return {"prompt": n, **{s: len(ids) - n for s, ids in full.items()}}
-
-
-def grpo_prompt_tokens(tok, prompt) -> int:
-    """Tokens of a GRPO prompt as generation starts from it (messages with the generation prompt; plain
-    text without special tokens). The recipe leaves out prompts longer than its budget by this count."""
-    if isinstance(prompt, list):
-        return len(_ids(tok, prompt, generation_prompt=True))
-    return len(tok(prompt, add_special_tokens=False)["input_ids"])
 
 
 # ------------------------------------------------------------------------------------ problems
@@ -238,8 +180,6 @@ def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 102
     longest_prompt = 0
     for file, line, row in iter_trl_rows(source, det, kind, split=split, max_rows=max_rows):
         rep.rows += 1
-        if "label" in row:
-            labels.append(row["label"])
         texts = {s: text_of(row.get(s)).strip() for s in sides}
         if any(not t for t in texts.values()):
             empty.add(file, line)
@@ -253,6 +193,8 @@ def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 102
                 longest_prompt = max(longest_prompt, counts["prompt"])
             elif pairs and all(counts["prompt"] + counts[s] > max_length for s in sides):
                 cut.add(file, line)
+        if "label" in row and not (counts and counts["prompt"] >= max_length):
+            labels.append(row["label"])  # the balance of the rows that train
         if len(rep.preview) < n:
             rep.preview.append(_preview_item(tokenizer, row, sides, line, counts))
     rep.left_out = too_long.count
