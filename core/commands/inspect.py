@@ -144,7 +144,9 @@ def kind_view(args, det, tok, n: int) -> dict:
     out = rep.to_json()
     out.pop("problems")
     out["_problems"] = rep.problems
-    if rep.labels is not None:
+    if rep.labels is None:
+        out.pop("labels")
+    else:
         one = [p for p in rep.problems if p.code == "one-label"]
         out["label_problem"] = one[0].message if one else None
     return out
