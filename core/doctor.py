@@ -36,7 +36,7 @@ at step 100 and at step 100,000:
 |                    | >= 0.1 below the first 5 logs' and fell at least half as far as the rejected     |
 |                    | reward: the margin grows by pushing both answers down (likelihood displacement)  |
 | `kto-one-label`    | KTO: in each of the last 10 logs the per-label rewards of one label are absent:  |
-|                    | no batch held that label (one label in the data, or rows sorted by label)        |
+|                    | no batch held that label (one label in the data, or one far rarer than the other)|
 | `throughput-drop`  | the median tokens/s of the last 5 steps is below 40% of the median of the 50     |
 |                    | steps before them (at least 10 of them, the first 2 steps of a run skipped)      |
 
@@ -430,9 +430,9 @@ def check_kto_one_label(steps: Sequence[float], desirable_steps: Sequence[float]
                 f"no batch held a {label} row in the last {KTO_LOGS} logs (steps {first}-{last}): KTO is learning "
                 f"from one label only, with nothing to contrast it with",
                 {"steps": [first, last], "missing_label": label},
-                ("check the label balance: ftwizard inspect DATA --kind kto",
-                 "shuffle the rows of the file if they are sorted by label (KTO reads them in order)",
-                 "raise train.batch_size so each batch holds both labels"))
+                ("check the label balance: ftwizard inspect DATA --kind kto (a rare label seldom lands in a "
+                 "batch; kto.desirable_weight / undesirable_weight reweigh it, more rows of it fix it)",
+                 "raise train.batch_size (or gradient_accumulation_steps) so each step sees both labels"))
     return None
 
 

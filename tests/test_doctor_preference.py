@@ -78,7 +78,7 @@ def kto_events(n, undesirable_at=()):
 
 def test_kto_logs_without_one_label_warn():
     w = codes(kto_events(KTO_LOGS))["kto-one-label"]
-    assert w.evidence["missing_label"] == "undesirable" and any("shuffle" in a for a in w.advice)
+    assert w.evidence["missing_label"] == "undesirable" and any("batch_size" in a for a in w.advice)
     assert "kto-one-label" not in codes(kto_events(KTO_LOGS, undesirable_at={KTO_LOGS - 3}))
     assert "kto-one-label" not in codes(kto_events(KTO_LOGS - 1))
 

@@ -107,7 +107,8 @@ def test_token_counts_are_trls_own(tok):
             full = {s: _tokenize(tok, row["prompt"] + row[s])["input_ids"] for s in ("chosen", "rejected")}
         else:  # TRL appends EOS to plain answers
             p = _tokenize(tok, row["prompt"])["input_ids"]
-            full = {s: _tokenize(tok, row["prompt"] + row[s] + tok.eos_token)["input_ids"] for s in ("chosen", "rejected")}
+            full = {s: _tokenize(tok, row["prompt"] + row[s] + tok.eos_token)["input_ids"]
+                    for s in ("chosen", "rejected")}
         n = min(common_prefix_length(p, ids) for ids in full.values())
         assert got == {"prompt": n, "chosen": len(full["chosen"]) - n, "rejected": len(full["rejected"]) - n}
         assert got["prompt"] > 0 and got["chosen"] > 0

@@ -129,6 +129,10 @@ class _Lines:
                        severity=severity, code=code, lines=list(self.lines), count=self.count)
 
 
+def _rows_have(n: int, one: str = "has", many: str = "have") -> str:
+    return f"1 row {one}" if n == 1 else f"{n} rows {many}"
+
+
 def _at(lines: list) -> str:
     shown = ", ".join(str(x) for x in lines[:5])
     return f"line {shown}" if len(lines) == 1 else f"lines {shown}" + (", ..." if len(lines) > 5 else "")
@@ -200,11 +204,11 @@ def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 102
     rep.left_out = too_long.count
     ps: list[Problem | None] = []
     ps.append(empty.problem(
-        f"{empty.count} rows have an empty {' or '.join(sides)} ({_at(empty.lines)}): the model would learn "
+        f"{_rows_have(empty.count)} an empty {' or '.join(sides)} ({_at(empty.lines)}): the model would learn "
         "to prefer (or avoid) saying nothing", code="empty-side", severity="error",
         field="completion" if not pairs else None, fix="give every answer its text, or delete those rows"))
     ps.append(same.problem(
-        f"{same.count} rows have the same chosen and rejected answer ({_at(same.lines)}): there is no preference "
+        f"{_rows_have(same.count)} the same chosen and rejected answer ({_at(same.lines)}): there is no preference "
         f"to learn from them" + (" - every row" if same.count == rep.rows else ""), code="same-answers",
         severity="error" if same.count == rep.rows else "warning", field="rejected",
         fix="give each pair a rejected answer that differs from the chosen one, or delete those rows"))
@@ -217,9 +221,10 @@ def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 102
             fix=f"shorten or drop those rows, or raise train.max_length (the longest prompt has {longest_prompt} "
             "tokens) if memory allows"))
         ps.append(cut.problem(
-            f"{cut.count} rows are cut at max_length {max_length} on both sides ({_at(cut.lines)}): the ends of "
-            "both answers, where they often differ, are not compared", code="both-cut", severity="warning",
-            field="train.max_length", fix="raise train.max_length, or shorten the prompts or answers of those rows"))
+            f"{_rows_have(cut.count, 'is', 'are')} cut at max_length {max_length} on both sides "
+            f"({_at(cut.lines)}): the ends of both answers, where they often differ, are not compared",
+            code="both-cut", severity="warning", field="train.max_length",
+            fix="raise train.max_length, or shorten the prompts or answers of those rows"))
     if labels:
         rep.labels = kto_balance(labels)
         ps.append(kto_balance_problem(rep.labels, desirable_weight, undesirable_weight, file=source))
@@ -315,7 +320,7 @@ def grpo_report(source: str, g, *, tokenizer=None, max_length: int = 1024, colum
                               fix=f"add '{col}' to every row, map yours with dataset.columns, or set "
                               f"grpo.{'tests_column' if ref == 'code' else 'answer_column'}"))
         elif acc.count:
-            ps.append(acc.problem(f"{acc.count} rows have no '{col}' for reward '{ref}' ({_at(acc.lines)}): their "
+            ps.append(acc.problem(f"{_rows_have(acc.count)} no '{col}' for reward '{ref}' ({_at(acc.lines)}): their "
                                   "completions always score 0 on it, so those prompts teach nothing through it",
                                   code="no-reward-column", severity="warning", field=col,
                                   fix=f"fill in '{col}' on those rows, or delete them"))

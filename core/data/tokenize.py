@@ -240,7 +240,8 @@ def trl_token_counts(tok, row: dict) -> dict[str, int]:
     for s in sides:
         ans = row[s]
         if conversational:
-            full[s] = _ids(tok, prompt + (ans if isinstance(ans, list) else [{"role": "assistant", "content": str(ans)}]))
+            answer = ans if isinstance(ans, list) else [{"role": "assistant", "content": str(ans)}]
+            full[s] = _ids(tok, prompt + answer)
         else:
             text = text_of(ans)
             full[s] = _ids(tok, str(prompt) + (text if text.endswith(eos) else text + eos))
