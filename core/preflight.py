@@ -53,7 +53,7 @@ from typing import Callable
 from .errors import Problem, UserError
 
 MIN_ROWS_TO_TRAIN = 10  # below this a run learns nothing worth keeping (3 rows trained to "completed")
-TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask check (the row scan itself reads every row)
+TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask and per-kind token checks (the row scan reads every row)
 IMPOSSIBLE_FACTOR = 4.0  # an estimate this many times the memory there is cannot be forced
 PREFLIGHT_FILE = "preflight.json"
 # Config keys naming files: errors about them name the config file and line as well as the path.
@@ -294,7 +294,8 @@ def check_kind_data(cfg, report: Report, tok=None) -> int | None:
         if kind == "kto" else {}
     try:
         rep = kind_report(d.path, kind, tokenizer=tok, max_length=cfg.train.max_length, columns=d.columns,
-                          format=d.format, split=d.split, max_rows=d.max_rows, n=0, **weights)
+                          format=d.format, split=d.split, max_rows=d.max_rows, n=0, token_rows=TOKEN_SAMPLE_ROWS,
+                          **weights)
     except UserError as exc:
         p = exc.problems[0]
         if p.field != "training":

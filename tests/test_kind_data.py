@@ -127,6 +127,8 @@ def test_prompts_filling_max_length_and_pairs_cut_on_both_sides(tmp_path, tok):
     assert ps["both-cut"].lines == [4] and rep.left_out == 1
     assert rep.preview[0]["prompt_tokens"] > 0 and "<|im_start|>assistant" in rep.preview[0]["prompt"]
     assert not kind_report(path, "dpo", tokenizer=tok, max_length=2048).problems  # all fit: quiet
+    sampled = by_code(kind_report(path, "dpo", tokenizer=tok, max_length=64, token_rows=3).problems)  # pre-flight's
+    assert "of the first 3 rows" in sampled["prompt-too-long"].message and "both-cut" not in sampled
 
 
 # ------------------------------------------------------------------------------------------- GRPO

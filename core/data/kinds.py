@@ -165,12 +165,13 @@ def kto_balance_problem(balance: dict, desirable_weight: float = 1.0, undesirabl
 def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 1024, columns: dict | None = None,
                 format: str = "auto", split: str = "train", max_rows: int | None = None, n: int = 5,
                 desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
-                det: Detected | None = None) -> KindReport:
+                det: Detected | None = None, token_rows: int | None = None) -> KindReport:
     """Rows of `source` as training `kind` (dpo, orpo, simpo, kto) takes them, in one pass: the first `n`
     rendered with their token counts, the KTO label balance and this kind's problems (module docstring)
     with the lines they are on. Data of the wrong shape for the kind: `UserError` (kind_data_problem).
     Rows with errors of their own (missing fields, bad JSON) are the format checks' business: skipped
-    here and counted by `stats.scan_dataset`."""
+    here and counted by `stats.scan_dataset`. `token_rows`: tokenize only the first rows (the pre-flight's
+    sample; the messages then say so), None: every row."""
     if det is None:
         det, _, _ = detect_source(source, columns=columns, format=format, split=split)
     why = kind_data_problem(kind, det)
@@ -181,7 +182,7 @@ def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 102
     sides = ("chosen", "rejected") if pairs else ("completion",)
     same, empty, cut, too_long = _Lines(), _Lines(), _Lines(), _Lines()
     labels = []
-    longest_prompt = 0
+    longest_prompt = tokenized = 0
     for file, line, row in iter_trl_rows(source, det, kind, split=split, max_rows=max_rows):
         rep.rows += 1
         texts = {s: text_of(row.get(s)).strip() for s in sides}
@@ -190,7 +191,8 @@ def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 102
         elif pairs and texts["chosen"] == texts["rejected"]:
             same.add(file, line)
         counts = None
-        if tokenizer is not None:
+        if tokenizer is not None and (token_rows is None or rep.rows <= token_rows):
+            tokenized += 1
             counts = trl_token_counts(tokenizer, row)
             if counts["prompt"] >= max_length:
                 too_long.add(file, line)
@@ -213,11 +215,12 @@ def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 102
         severity="error" if same.count == rep.rows else "warning", field="rejected",
         fix="give each pair a rejected answer that differs from the chosen one, or delete those rows"))
     if tokenizer is not None:
+        of = f"the first {tokenized}" if tokenized < rep.rows else f"{rep.rows}"
         ps.append(too_long.problem(
-            f"{too_long.count} of {rep.rows} rows have a prompt of max_length {max_length} tokens or more "
+            f"{too_long.count} of {of} rows have a prompt of max_length {max_length} tokens or more "
             f"(longest {longest_prompt}; {_at(too_long.lines)}): TRL drops them, as nothing of their answers "
             "would be left", code="prompt-too-long", field="train.max_length",
-            severity="error" if too_long.count == rep.rows else "warning",
+            severity="error" if too_long.count == tokenized else "warning",
             fix=f"shorten or drop those rows, or raise train.max_length (the longest prompt has {longest_prompt} "
             "tokens) if memory allows"))
         ps.append(cut.problem(

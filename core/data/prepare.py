@@ -25,7 +25,7 @@ from .formats import Detected, detect_source, keep_for_sft, to_canonical, to_trl
 from .problems import Problem
 from .read import iter_rows, source_fingerprint
 from .split import split_indices
-from .tokenize import tokenize_dataset, trl_token_counts
+from .tokenize import tokenize_dataset, trl_prompt_fills
 
 MAX_REPORTED = 10
 
@@ -287,11 +287,11 @@ def prepare_preference_data(cfg, emit: Callable[..., Any], phase: Callable[..., 
 def _prompts_that_fit(rows: list[dict], labels, tokenizer, max_length: int, source: str, emit,
                       required: bool = True):
     """(rows, labels) without the rows TRL's DPO/KTO trainers would drop, their prompt alone filling
-    `max_length` (tokenize.trl_token_counts); a warning event when any goes, a UserError when none is left
+    `max_length` (tokenize.trl_prompt_fills); a warning event when any goes, a UserError when none is left
     (`required`). Unchanged without a tokenizer."""
     if tokenizer is None or not rows:
         return rows, labels
-    keep = [i for i, r in enumerate(rows) if trl_token_counts(tokenizer, r)["prompt"] < max_length]
+    keep = [i for i, r in enumerate(rows) if not trl_prompt_fills(tokenizer, r, max_length)]
     if len(keep) == len(rows):
         return rows, labels
     gone = len(rows) - len(keep)

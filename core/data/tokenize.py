@@ -255,3 +255,11 @@ def grpo_prompt_tokens(tok, prompt) -> int:
     if isinstance(prompt, list):
         return len(_ids(tok, prompt, generation_prompt=True))
     return len(tok(prompt, add_special_tokens=False)["input_ids"])
+
+
+def trl_prompt_fills(tok, row: dict, max_length: int) -> bool:
+    """Whether TRL's DPO/KTO trainers drop this row: its prompt (as `trl_token_counts` counts it) fills
+    `max_length`. Tokenizes the prompt alone unless it is that long (the common prefix is never longer)."""
+    if len(_ids(tok, row["prompt"], generation_prompt=True)) < max_length:
+        return False
+    return trl_token_counts(tok, row)["prompt"] >= max_length
