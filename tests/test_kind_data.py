@@ -88,6 +88,16 @@ def test_kto_with_one_label_is_an_error(tmp_path):
     assert p.severity == "error" and "every row is undesirable" in p.message
 
 
+def test_a_set_cancel_event_stops_the_pass_and_says_so(tmp_path):
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    rep = kind_report(str(write_jsonl(pairs(), tmp_path / "d.jsonl")), "dpo", cancel=stop)
+    assert (rep.complete, rep.rows) == (False, 0)
+    assert kind_report(str(tmp_path / "d.jsonl"), "dpo").complete
+
+
 def test_sft_data_for_a_pair_kind_is_refused(tmp_path):
     rows = [{"prompt": "q", "completion": "a"}] * 3
     with pytest.raises(UserError, match="no rejected column"):

@@ -41,6 +41,7 @@ Problems (`problems.Problem`, code and fix set here):
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -66,10 +67,11 @@ class KindReport:
     preview: list[dict] = field(default_factory=list)
     left_out: int = 0                   # rows dropped for a prompt too long (0 without a tokenizer)
     max_length: int | None = None
+    complete: bool = True               # False when `cancel` stopped the pass early
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "rows": self.rows, "labels": self.labels, "preview": self.preview,
-                "left_out": self.left_out, "max_length": self.max_length,
+                "left_out": self.left_out, "max_length": self.max_length, "complete": self.complete,
                 "problems": [p.to_json() for p in self.problems]}
 
 
@@ -84,10 +86,11 @@ class GrpoReport:
     preview: list[dict] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     left_out: int = 0
+    complete: bool = True
 
     def to_json(self) -> dict:
         return {"kind": "grpo", "rows": self.rows, "columns": self.columns, "reward_columns": self.reward_columns,
-                "budget": self.budget, "preview": self.preview, "left_out": self.left_out,
+                "budget": self.budget, "preview": self.preview, "left_out": self.left_out, "complete": self.complete,
                 "problems": [p.to_json() for p in self.problems]}
 
 
@@ -165,13 +168,15 @@ def kto_balance_problem(balance: dict, desirable_weight: float = 1.0, undesirabl
 def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 1024, columns: dict | None = None,
                 format: str = "auto", split: str = "train", max_rows: int | None = None, n: int = 5,
                 desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
-                det: Detected | None = None, token_rows: int | None = None) -> KindReport:
+                det: Detected | None = None, token_rows: int | None = None,
+                cancel: threading.Event | None = None) -> KindReport:
     """Rows of `source` as training `kind` (dpo, orpo, simpo, kto) takes them, in one pass: the first `n`
     rendered with their token counts, the KTO label balance and this kind's problems (module docstring)
     with the lines they are on. Data of the wrong shape for the kind: `UserError` (kind_data_problem).
     Rows with errors of their own (missing fields, bad JSON) are the format checks' business: skipped
     here and counted by `stats.scan_dataset`. `token_rows`: tokenize only the first rows (the pre-flight's
-    sample; the messages then say so), None: every row."""
+    sample; the messages then say so), None: every row. `cancel.set()` (from another thread) stops the
+    pass between rows: the report then has `complete` False and covers the rows read."""
     if det is None:
         det, _, _ = detect_source(source, columns=columns, format=format, split=split)
     why = kind_data_problem(kind, det)
@@ -184,6 +189,9 @@ def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 102
     labels = []
     longest_prompt = tokenized = 0
     for file, line, row in iter_trl_rows(source, det, kind, split=split, max_rows=max_rows):
+        if cancel is not None and cancel.is_set():
+            rep.complete = False
+            break
         rep.rows += 1
         texts = {s: text_of(row.get(s)).strip() for s in sides}
         if any(not t for t in texts.values()):
@@ -281,11 +289,13 @@ def reward_columns(g) -> dict[str, str]:
 
 
 def grpo_report(source: str, g, *, tokenizer=None, max_length: int = 1024, columns: dict | None = None,
-                split: str = "train", max_rows: int | None = None, n: int = 5) -> GrpoReport:
+                split: str = "train", max_rows: int | None = None, n: int = 5,
+                cancel: threading.Event | None = None) -> GrpoReport:
     """GRPO's prompt rows of `source` in one pass: the first `n` rendered as generation starts from them
     (the chat template's generation prompt) with their token count and the columns every reward function
     receives as keyword arguments; the problems `prompt-too-long` (over the prompt budget, max_length -
-    g.max_completion_length: the recipe leaves them out) and `no-reward-column`. g: config.GrpoConfig."""
+    g.max_completion_length: the recipe leaves them out) and `no-reward-column`. g: config.GrpoConfig.
+    `cancel` as in `kind_report`."""
     rep = GrpoReport(reward_columns=reward_columns(g))
     budget = max_length - g.max_completion_length
     rep.budget = budget if tokenizer is not None else None
@@ -294,6 +304,9 @@ def grpo_report(source: str, g, *, tokenizer=None, max_length: int = 1024, colum
     longest = 0
     cols: dict[str, None] = {}
     for file, line, row in iter_prompt_rows(source, columns=columns, split=split, limit=max_rows):
+        if cancel is not None and cancel.is_set():
+            rep.complete = False
+            break
         rep.rows += 1
         if rep.rows == 1:
             cols = {k: None for k in row if k != "prompt"}
