@@ -248,3 +248,26 @@ def test_kto_peer_demo_with_a_validation_split_logs_eval_loss(tiny_config, tmp_p
     assert evals and all(isinstance(e.get("eval_loss"), float) for e in evals)
     warned = [e for e in ev if e["type"] == "warning" and e.get("code") == "prompt-too-long"]
     assert warned and warned[0]["evidence"]["left_out"] == 26
+
+
+def test_inspect_config_checks_as_the_run_would_train(tiny_config, tmp_path):
+    """--config takes the dataset, model, max_length, kind and kto weights from the run config."""
+    from ftwizard.core.config import save_config
+
+    rows = [{"prompt": f"q{i}", "completion": f"a{i}", "label": i % 4 != 0} for i in range(12)]  # 9 vs 3
+    rows[2]["prompt"] = "word " * 200
+    cfg = kind_cfg(tiny_config, tmp_path, "kto", rows, max_length=64)
+    save_config(cfg, tmp_path / "c.yaml")
+    r = subprocess.run(CLI + ["inspect", "--config", str(tmp_path / "c.yaml"), "--json", "--quick"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["kind"]["kind"] == "kto" and out["kind"]["max_length"] == 64
+    assert out["kind"]["preview"][0]["prompt_tokens"] is not None  # the config's model counted them
+    problems = {p["code"]: p for p in out["problems"]}
+    assert problems["prompt-too-long"]["lines"] == [3] and "unbalanced-labels" in problems
+    cfg.kto.desirable_weight = 0.39  # the suggested weight, in the config: the warning goes
+    save_config(cfg, tmp_path / "c.yaml")
+    r = subprocess.run(CLI + ["inspect", "--config", str(tmp_path / "c.yaml"), "--json", "--quick"],
+                       capture_output=True, text=True)
+    assert "unbalanced-labels" not in {p["code"] for p in json.loads(r.stdout)["problems"]}

@@ -16,13 +16,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..data.formats import FORMATS
     from ..data.read import suffix_list
 
-    p.add_argument("data", metavar="DATA", help=f"a {suffix_list('/', '/')} file, a directory of them, or a hub id")
+    p.add_argument("data", metavar="DATA", nargs="?",
+                   help=f"a {suffix_list('/', '/')} file, a directory of them, or a hub id (with --config: its "
+                   "dataset.path when not given)")
+    p.add_argument("--config", metavar="FILE", help="check as this run config would train: its dataset, model, "
+                   "chat template, max_length, training kind, columns and kto/grpo settings (flags given win)")
     p.add_argument("--model", help="model (local dir, pkg:NAME, .gguf file or hub id) whose tokenizer renders "
                    "the rows and counts tokens")
     p.add_argument("--chat-template", help="chatml, llama3 or a Jinja string (default: the tokenizer's, with "
                    "generation markers added for known families, as training does)")
-    p.add_argument("--max-length", type=int, default=1024, help="train.max_length to check against (default 1024)")
-    p.add_argument("--format", default="auto", help=f"force a format ({', '.join(FORMATS)})")
+    p.add_argument("--max-length", type=int, default=None, help="train.max_length to check against (default 1024)")
+    p.add_argument("--format", default=None, help=f"force a format ({', '.join(FORMATS)})")
     p.add_argument("--column", action="append", default=[], metavar="OURS=YOURS",
                    help="map a column, e.g. --column instruction=question (repeatable)")
     p.add_argument("--all-tokens", action="store_true", help="train on every token (dataset.assistant_only_loss: false)")
@@ -31,15 +35,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what you train for: sets the minimum row count checked")
     p.add_argument("--rows", type=int, default=5, help="rows to show (default 5; --json: 50)")
     p.add_argument("--row", type=int, default=1, help="which preview row to render with --model (1-based)")
-    p.add_argument("--split", default="train", help="split of a hub dataset")
+    p.add_argument("--split", default=None, help="split of a hub dataset (default train)")
     p.add_argument("--quick", action="store_true", help="read only the first rows (no full scan): rows may be null")
-    p.add_argument("--kind", choices=["sft", "dpo", "orpo", "simpo", "kto", "grpo", "cpt"], default="sft",
+    p.add_argument("--kind", choices=["sft", "dpo", "orpo", "simpo", "kto", "grpo", "cpt"], default=None,
                    help="show the rows as this training kind sees them, with its problems: dpo/orpo/simpo the prompt "
                    "with the chosen and rejected answers side by side (their tokens with --model), kto the label "
                    "balance; grpo each prompt as generation starts from it (the chat template with --model) and the "
                    "columns a reward receives; cpt (with --model) the first packed block of --max-length tokens, "
-                   "and where documents join")
-    p.add_argument("--rewards", default="", metavar="R1,R2",
+                   "and where documents join (default sft)")
+    p.add_argument("--rewards", default=None, metavar="R1,R2",
                    help="--kind grpo: the rewards you will use (grpo.rewards), to check the columns they read")
     p.add_argument("--answer-column", default=None, help="--kind grpo: grpo.answer_column (default answer)")
     p.add_argument("--tests-column", default=None, help="--kind grpo: grpo.tests_column (default tests)")
@@ -49,6 +53,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--kind kto: kto.desirable_weight,kto.undesirable_weight to check the balance against "
                    "(default 1,1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+DEFAULTS = {"max_length": 1024, "format": "auto", "split": "train", "kind": "sft"}
+
+
+def _settings(args) -> None:
+    """Fill what the flags left unset from --config (as `ftwizard train` would read it), then the defaults."""
+    from ..errors import UserError
+
+    args.config_columns, args.gguf_file, args.max_rows, args.grpo, args.kto = {}, None, None, None, None
+    if args.config:
+        from ..config import load_config
+
+        cfg = load_config(args.config)
+        d = cfg.dataset
+        given = {"data": d.path, "model": cfg.model.name_or_path, "chat_template": cfg.model.chat_template,
+                 "max_length": cfg.train.max_length, "format": d.format, "split": d.split, "kind": cfg.training,
+                 "validation_path": d.validation_path}
+        for key, value in given.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if not args.all_tokens:
+            args.all_tokens = not d.assistant_only_loss
+        args.config_columns, args.gguf_file, args.max_rows = dict(d.columns), cfg.model.gguf_file, d.max_rows
+        args.grpo, args.kto = cfg.grpo, cfg.kto
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if not args.data:
+        raise UserError("give the dataset (DATA) or a run config (--config FILE)", field="DATA")
 
 
 def _columns(pairs: list[str]) -> dict[str, str]:
@@ -67,7 +101,8 @@ def run(args) -> int:
     from ..data.preview import quick_preview, render_row
     from ..data.stats import scan_dataset
 
-    columns = _columns(args.column)
+    _settings(args)
+    columns = {**args.config_columns, **_columns(args.column)}
     n = args.rows if not args.json or args.rows != 5 else 50
     if args.kind == "grpo":  # prompt-only rows are no dataset format: their own view
         return _run_grpo(args, columns, n)
@@ -77,7 +112,7 @@ def run(args) -> int:
     if args.model:
         from ..data.tokenize import load_tokenizer, setup_tokenizer
 
-        tok = load_tokenizer(args.model)
+        tok = load_tokenizer(args.model, args.gguf_file)
         if args.kind == "cpt":  # raw text: the tokenizer's own EOS, no chat template (as the CPT recipe)
             why = "none: raw text"
         else:
@@ -92,6 +127,7 @@ def run(args) -> int:
 
         report = scan_dataset(args.data, tok, template, args.max_length, assistant_only, columns=columns,
                               format=args.format, split=args.split, validation_path=args.validation_path,
+                              max_rows=args.max_rows,
                               task=args.task, progress=progress)
         if show:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
@@ -138,8 +174,10 @@ def kind_view(args, det, tok, n: int) -> dict:
     `_problems`. Data of the wrong shape for the kind: UserError (exit 2)."""
     from ..data.kinds import kind_report
 
-    dw, uw = _kto_weights(args.kto_weights)
+    dw, uw = _kto_weights(args.kto_weights) if args.kto_weights or args.kto is None else \
+        (args.kto.desirable_weight, args.kto.undesirable_weight)
     rep = kind_report(args.data, args.kind, tokenizer=tok, max_length=args.max_length, split=args.split, n=n,
+                      max_rows=args.max_rows,
                       det=det, desirable_weight=dw, undesirable_weight=uw)
     out = rep.to_json()
     out.pop("problems")
@@ -170,12 +208,15 @@ def grpo_config_of(args):
     from ..config import GrpoConfig
     from ..errors import UserError
 
-    kw = {"rewards": [r.strip() for r in args.rewards.split(",") if r.strip()]}
+    base = args.grpo.model_dump() if args.grpo is not None else {}  # --config's grpo section
+    kw = {}
+    if args.rewards is not None:
+        kw["rewards"] = [r.strip() for r in args.rewards.split(",") if r.strip()]
     for key in ("answer_column", "tests_column", "max_completion_length"):
         if getattr(args, key) is not None:
             kw[key] = getattr(args, key)
     try:
-        return GrpoConfig(**kw)
+        return GrpoConfig(**{**base, **kw})
     except Exception as exc:  # pydantic's ValidationError: one line
         raise UserError(f"--kind grpo settings: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}",
                         field="--max-completion-length") from None
@@ -189,10 +230,10 @@ def _run_grpo(args, columns: dict, n: int) -> int:
     if args.model:
         from ..data.tokenize import load_tokenizer, setup_tokenizer
 
-        tok = load_tokenizer(args.model)
+        tok = load_tokenizer(args.model, args.gguf_file)
         _, why = setup_tokenizer(tok, args.chat_template, True)
     rep = grpo_report(args.data, g, tokenizer=tok, max_length=args.max_length, columns=columns,
-                      split=args.split, max_rows=n if args.quick else None, n=n)
+                      split=args.split, max_rows=n if args.quick else args.max_rows, n=n)
     has_errors = any(p.severity == "error" for p in rep.problems)
     if args.json:
         out = rep.to_json()
