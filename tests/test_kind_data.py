@@ -141,6 +141,24 @@ def test_prompts_filling_max_length_and_pairs_cut_on_both_sides(tmp_path, tok):
     assert "of the first 3 rows" in sampled["prompt-too-long"].message and "both-cut" not in sampled
 
 
+def test_kto_prompts_dropped_are_those_trl_drops_near_and_far_over_max_length(tmp_path, tok):
+    """The far-over shortcut (the prompt alone, answers not tokenized) and the exact count near the limit
+    drop the same rows as TRL's own rule (tokenize.trl_prompt_fills), row by row."""
+    from ftwizard.core.data.tokenize import trl_prompt_fills
+
+    sizes = [2, 16, 17, 18, 19, 40, 3, 200, 5, 30]  # words (3 tokens each + 10): 18 fills 64, 29+ far past it
+    rows = [{"prompt": [{"role": "user", "content": "word " * k}],
+             "completion": [{"role": "assistant", "content": f"answer {i}"}], "label": i % 2 == 0}
+            for i, k in enumerate(sizes)]
+    path = str(write_jsonl(rows, tmp_path / "k.jsonl"))
+    expected = [i + 1 for i, r in enumerate(rows) if trl_prompt_fills(tok, r, 64)]
+    assert expected == [4, 5, 6, 8, 10]  # 18 words and more: at, just past and far past the limit
+    rep = kind_report(path, "kto", tokenizer=tok, max_length=64, n=1)
+    assert by_code(rep.problems)["prompt-too-long"].lines == expected and rep.left_out == len(expected)
+    kept = [r["label"] for i, r in enumerate(rows) if i + 1 not in expected]
+    assert rep.labels == {"desirable": kept.count(True), "undesirable": kept.count(False)}
+
+
 # ------------------------------------------------------------------------------------------- GRPO
 
 

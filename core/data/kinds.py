@@ -50,8 +50,12 @@ from .formats import Detected, detect_source
 from .prepare import PAIR_KINDS, iter_trl_rows, kind_data_problem, kto_balance, kto_label_problem
 from .problems import Problem, by_severity
 from .read import iter_rows
-from .tokenize import grpo_prompt_tokens, text_of, trl_token_counts
+from .tokenize import grpo_prompt_tokens, text_of, trl_prompt_tokens, trl_token_counts
 
+# A prompt this many tokens over max_length is counted too long without tokenizing the answers: TRL's
+# prompt (the common prefix of prompt and prompt + answer) differs from the prompt alone only in the
+# generation prompt at its end, a few tokens.
+PROMPT_MARGIN = 32
 KTO_RATIO = (1.0, 4 / 3)  # desirable_weight*D / (undesirable_weight*U): the KTO paper's Eq. 8 range, as TRL
 MAX_LINES = 20  # lines listed per problem
 
@@ -198,16 +202,23 @@ def kind_report(source: str, kind: str, *, tokenizer=None, max_length: int = 102
             empty.add(file, line)
         elif pairs and texts["chosen"] == texts["rejected"]:
             same.add(file, line)
-        counts = None
+        counts, dropped = None, False
         if tokenizer is not None and (token_rows is None or rep.rows <= token_rows):
             tokenized += 1
-            counts = trl_token_counts(tokenizer, row)
-            if counts["prompt"] >= max_length:
+            alone = trl_prompt_tokens(tokenizer, row["prompt"])
+            if alone >= max_length + PROMPT_MARGIN and len(rep.preview) >= n:
+                dropped = True  # far over: the answers need not be tokenized (the bulk of the cost)
+                longest_prompt = max(longest_prompt, alone)
+            elif alone >= max_length or pairs or len(rep.preview) < n:
+                counts = trl_token_counts(tokenizer, row)
+                dropped = counts["prompt"] >= max_length
+                if dropped:
+                    longest_prompt = max(longest_prompt, counts["prompt"])
+                elif pairs and all(counts["prompt"] + counts[s] > max_length for s in sides):
+                    cut.add(file, line)
+            if dropped:
                 too_long.add(file, line)
-                longest_prompt = max(longest_prompt, counts["prompt"])
-            elif pairs and all(counts["prompt"] + counts[s] > max_length for s in sides):
-                cut.add(file, line)
-        if "label" in row and not (counts and counts["prompt"] >= max_length):
+        if "label" in row and not dropped:
             labels.append(row["label"])  # the balance of the rows that train
         if len(rep.preview) < n:
             rep.preview.append(_preview_item(tokenizer, row, sides, line, counts))

@@ -257,9 +257,15 @@ def grpo_prompt_tokens(tok, prompt) -> int:
     return len(tok(prompt, add_special_tokens=False)["input_ids"])
 
 
+def trl_prompt_tokens(tok, prompt) -> int:
+    """Tokens of a DPO/KTO prompt alone, as TRL tokenizes it (an upper bound of `trl_token_counts`'s
+    prompt: the common prefix is never longer)."""
+    return len(_ids(tok, prompt, generation_prompt=True))
+
+
 def trl_prompt_fills(tok, row: dict, max_length: int) -> bool:
     """Whether TRL's DPO/KTO trainers drop this row: its prompt (as `trl_token_counts` counts it) fills
-    `max_length`. Tokenizes the prompt alone unless it is that long (the common prefix is never longer)."""
-    if len(_ids(tok, row["prompt"], generation_prompt=True)) < max_length:
+    `max_length`. Tokenizes the prompt alone unless it is that long."""
+    if trl_prompt_tokens(tok, row["prompt"]) < max_length:
         return False
     return trl_token_counts(tok, row)["prompt"] >= max_length
