@@ -90,15 +90,27 @@ def test_kto_with_one_label_only_is_refused(tiny_config, tmp_path):
         create_run(cfg)
 
 
-def test_cli_refusal_is_one_line_exit_2(tiny_config, tmp_path):
+CLI_REFUSALS = {
+    "dpo-sft-rows": ("dpo", lambda: chat_rows(32), "training: dpo needs preference pairs"),
+    "dpo-no-rejected-column": ("dpo", lambda: [{"prompt": r["prompt"], "chosen": r["chosen"]} for r in pair_rows(32)],
+                               "dataset.columns.rejected: preference pairs need a 'rejected' column"),
+    "kto-no-labels": ("kto", lambda: [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pair_rows(32)],
+                      "training: kto needs rows labelled"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_REFUSALS))
+def test_train_refuses_data_of_the_wrong_shape_in_one_line_exit_2_creating_nothing(tiny_config, tmp_path, case):
     from ftwizard.core.config import save_config
 
-    cfg = kind_config(tiny_config, tmp_path, "dpo", chat_rows(32))
+    kind, rows, expected = CLI_REFUSALS[case]
+    cfg = kind_config(tiny_config, tmp_path, kind, rows())
     save_config(cfg, tmp_path / "c.yaml")
     r = subprocess.run(CLI + ["train", str(tmp_path / "c.yaml")], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "no rejected column" in r.stderr
+    assert expected in r.stderr and f"{kind}.jsonl" in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
 def test_kind_section_for_another_kind_is_refused(tiny_config, tmp_path):

@@ -173,6 +173,12 @@ def detect_format(columns: list[str], sample: list[dict], mapping: dict[str, str
     det = _detect_auto(s)
     if det is not None:
         return det
+    half = [n for n in ("chosen", "rejected") if s.has(n)]
+    if len(half) == 1:  # half a preference pair: say which column is missing, not every format
+        gone = "rejected" if half == ["chosen"] else "chosen"
+        raise UserError(f"preference pairs need a '{gone}' column beside '{s.c(half[0])}', and these rows have none "
+                        f"(columns {sorted(s.cols)}): add the {gone} answer to every row, or map your column with "
+                        f"dataset.columns: {{{gone}: YOUR_COLUMN}}", field=f"dataset.columns.{gone}")
     raise UserError(f"cannot tell the dataset's format from its columns {sorted(s.cols)}: expected one of "
                     "messages (role/content turns), conversations (from/value turns), instruction/output, "
                     "prompt/completion, prompt/chosen/rejected, prompt/completion/label, text; map yours "

@@ -175,14 +175,15 @@ PAIR_KINDS = ("dpo", "orpo", "simpo")
 
 def kind_data_problem(kind: str, det: Detected) -> str | None:
     """Why rows of format `det` cannot train as `kind` (None: they can). One home for the refusal the
-    pre-flight and the training process both make."""
+    pre-flight and the training process both make; the callers name the field (`training`), so the
+    message starts with the kind."""
     fmt = det.format
     if kind in PAIR_KINDS and fmt != "preference":
-        return (f"training: {kind} needs preference pairs (prompt, chosen and rejected answers), but this dataset is "
+        return (f"{kind} needs preference pairs (prompt, chosen and rejected answers), but this dataset is "
                 f"{fmt} ({det.evidence}) with no rejected column: use training: sft, or map your columns with "
                 "dataset.columns {chosen: ..., rejected: ...}")
     if kind == "kto" and fmt not in ("kto", "preference"):
-        return (f"training: kto needs rows labelled desirable or not (prompt/completion/label, or messages + label) "
+        return (f"kto needs rows labelled desirable or not (prompt/completion/label, or messages + label) "
                 f"or preference pairs, but this dataset is {fmt} ({det.evidence}) without labels: add a true/false "
                 "'label' column, or use training: sft")
     return None
