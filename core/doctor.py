@@ -1,7 +1,8 @@
 """The training doctor: live warnings with advice, from a run's curves. Pure functions, no UI.
 
 `diagnose_events(events)` reads the events of a run (events.py); `diagnose_series(...)` reads curves
-already held elsewhere (the monitor's `RunView`, through `monitor.diagnose_view`). Both return a list of
+already held elsewhere (the monitor's `RunView`, through `monitor.diagnose_view`, which `ftwizard status`
+shows too); both add `diagnose_kind(curves)`, the training kind's rules. They return a list of
 `DoctorWarning(code, severity, message, evidence, advice)`; the evidence names the steps and values the
 warning rests on. The same function serves the monitor (shown live) and the trainer (optional early
 stopping: `should_stop(warnings)`).
@@ -427,7 +428,7 @@ def check_kto_one_label(steps: Sequence[float], desirable_steps: Sequence[float]
         if not window & {int(x) for x in seen[-KTO_LOGS:]}:
             return DoctorWarning(
                 "kto-one-label", "warning",
-                f"no batch held a {label} row in the last {KTO_LOGS} logs (steps {first}-{last}): KTO is learning "
+                f"no batch held {'an' if label[0] in 'aeiou' else 'a'} {label} row in the last {KTO_LOGS} logs (steps {first}-{last}): KTO is learning "
                 f"from one label only, with nothing to contrast it with",
                 {"steps": [first, last], "missing_label": label},
                 ("check the label balance: ftwizard inspect DATA --kind kto (a rare label seldom lands in a "
@@ -504,21 +505,38 @@ def diagnose_events(events: Iterable[dict], vocab_size: int | None = None) -> li
                 xs.pop(), ys.pop()
             xs.append(step)
             ys.append(v)
-    grpo = curves["zero_std_ratio"][1] or curves["clipped_ratio"][1]
+    grpo = is_grpo(curves)
     # GRPO: a loss and grad norm of 0 are the no-signal case, said by its own rule with its own fixes
     out = diagnose_series(train=((), ()) if grpo else curves["loss"], evals=curves["eval_loss"],
                           grad=((), ()) if grpo else curves["grad_norm"], tps=curves["tokens_per_s"],
                           nonfinite=nonfinite, max_steps=max_steps, vocab_size=vocab_size)
-    if grpo:
-        (zx, zy), (_, ry), (cx, cy) = curves["zero_std_ratio"], curves["reward_mean"], curves["clipped_ratio"]
-        out += diagnose_grpo(zx, zy, ry if len(ry) == len(zy) else [], cy, cx)
-    out += diagnose_preference({k: curves[k] for k in PREFERENCE_CURVES}, kto_steps=curves["kl"][0])
-    return out
+    return out + diagnose_kind(curves)
 
 
 # the `train` event names the preference rules read (core/events.py KIND_METRICS); KTO's logs carry `kl`
 PREFERENCE_CURVES = ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "reward_desirable",
                      "reward_undesirable", "kl")
+GRPO_CURVES = ("zero_std_ratio", "reward_mean", "clipped_ratio")
+KIND_CURVES = GRPO_CURVES + PREFERENCE_CURVES  # what `diagnose_kind` reads
+
+
+def is_grpo(curves: dict[str, Curve]) -> bool:
+    """A GRPO run's curves: its loss and grad norm near 0 are normal, not a dead model."""
+    return bool(len(curves.get("zero_std_ratio", ((), ()))[1]) or len(curves.get("clipped_ratio", ((), ()))[1]))
+
+
+def diagnose_kind(curves: dict[str, Curve]) -> list[DoctorWarning]:
+    """The training kind's own rules (GRPO, DPO/ORPO/SimPO, KTO) on curves named as `train` events name
+    them (KIND_CURVES; absent ones are empty). One home for the events' doctor and the monitor's."""
+    empty: Curve = ((), ())
+    out = []
+    if is_grpo(curves):
+        (zx, zy), (_, ry) = curves.get("zero_std_ratio", empty), curves.get("reward_mean", empty)
+        cx, cy = curves.get("clipped_ratio", empty)
+        out += diagnose_grpo(zx, zy, ry if len(ry) == len(zy) else [], cy, cx)
+    out += diagnose_preference({k: curves.get(k, empty) for k in PREFERENCE_CURVES},
+                               kto_steps=curves.get("kl", empty)[0])
+    return out
 
 
 EARLY_STOP_CODES = ("nan-loss", "overfitting")
