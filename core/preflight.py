@@ -25,7 +25,8 @@ and the wizard's launch (all through `launch.create_run` / `launch.resume`).
     empty-answers         error     every assistant turn is empty: only end-of-turn        never
                                     tokens would be learnt
     mask                  error     no token would carry loss (template without            never
-                                    generation markers, answers cut by max_length)
+                                    generation markers, answers cut by max_length); SFT
+                                    only (TRL's preference trainers mask by the prompt)
     too-few-rows          error     fewer than MIN_ROWS_TO_TRAIN usable rows               yes
     batch-size            error     train.batch_size above the training rows: every step  yes
                                     is the whole dataset
@@ -258,6 +259,8 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
         if p.severity == "warning":
             report.findings.append(Finding(p.code, "warning", p.message, file=p.file, line=p.line, field=p.field,
                                            fix=p.fix))
+    if kind_rows is not None:
+        return  # dpo/orpo/simpo/kto: TRL masks the prompt by its own tokens (no markers); kinds.py checked the tokens
     if tok is None:
         tok, template = _template_of(model_dir, cfg)
     if tok is None:

@@ -222,6 +222,18 @@ def test_preflight_refuses_pairs_that_are_all_the_same(tiny_config, tmp_path):
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
+def test_a_dpo_run_trains_with_a_template_without_generation_markers(tiny_config, tmp_path, start_run, wait_run):
+    """The markers serve SFT's assistant-only loss; TRL's DPO finds the answer by the prompt's own tokens,
+    so the pre-flight's SFT mask check (which refused this run) does not apply."""
+    plain = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '<|im_end|>' }}{% endfor %}"
+             "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    cfg = kind_cfg(tiny_config, tmp_path, "dpo", pairs(24), steps=2)
+    cfg.model.chat_template = plain
+    cfg.dataset.validation = 0.0
+    info = wait_run(start_run(cfg), 300)
+    assert info.state == "completed", info.reason
+
+
 def test_preflight_warns_of_kind_problems_into_the_run(tiny_config, tmp_path):
     from ftwizard.core.launch import create_run
     from ftwizard.core.preflight import read
