@@ -246,9 +246,13 @@ def test_dpo_stop_then_resume_continues_the_same_curve(tiny_config, tmp_path, st
 def test_inspect_kind_dpo_shows_chosen_and_rejected_with_their_tokens(tiny_work, tmp_path):
     data = write_jsonl(pair_rows(12), tmp_path / "pairs.jsonl")
     r = subprocess.run(CLI + ["inspect", str(data), "--kind", "dpo", "--model", str(tiny_work / "tiny-model"),
-                              "--quick", "--rows", "2", "--json"], capture_output=True, text=True)
+                              "--rows", "2", "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    kind = json.loads(r.stdout)["kind"]
+    out = json.loads(r.stdout)
+    # what SFT would make of the pairs (prompt + chosen only) is left out of the DPO view
+    assert out["sft_note"] is None and out["rendered"] is None
+    assert not [p["code"] for p in out["problems"] if p["code"].endswith("-as-sft")]
+    kind = out["kind"]
     assert kind["rows"] == 12 and len(kind["preview"]) == 2
     first = kind["preview"][0]
     assert "equals" in first["chosen"] and "equals" in first["rejected"] and first["chosen"] != first["rejected"]

@@ -55,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+# SFT's reading of the rows (its loss mask, its sequence length, what it skips; with <format>-as-sft): not
+# news under --kind dpo|orpo|simpo|kto, whose view (kinds.py) checks the rows as TRL's trainer takes them
+SFT_ONLY_CODES = ("undesirable-skipped", "too-long", "no-trained-tokens", "all-masked", "no-generation-marker",
+                  "mask-fallback", "missing-eos")
 DEFAULTS = {"max_length": 1024, "format": "auto", "split": "train", "kind": "sft"}
 
 
@@ -135,7 +139,7 @@ def run(args) -> int:
     block = None
     if args.kind == "cpt" and tok is not None:
         block = _cpt_block(args, prev, tok)
-    elif tok is not None and prev.rows:
+    elif tok is not None and prev.rows and args.kind in (None, "sft"):  # another kind: its own view below
         k = min(max(args.row, 1), len(prev.rows)) - 1
         try:
             rendered = render_row(prev.rows[k], tok, template, args.max_length, assistant_only, prev.detected)
@@ -146,7 +150,10 @@ def run(args) -> int:
     if kind is not None:
         from ..data.problems import by_severity
 
-        problems = by_severity(list(problems) + kind.pop("_problems"))
+        # what SFT would do with this data (a note, info problems) is not news when another kind trains on it
+        prev.sft_note = None
+        problems = by_severity([p for p in problems if p.code not in SFT_ONLY_CODES and not
+                                str(p.code or "").endswith("-as-sft")] + kind.pop("_problems"))
     rows = report.stats.rows if report is not None and report.stats.complete else prev.total_rows
     has_errors = any(p.severity == "error" for p in problems)
     if args.json:
@@ -369,7 +376,8 @@ def _print_text(args, prev, rows, problems, report, rendered, why, n) -> None:
     con.print(table)
     if report is not None:
         s = report.stats
-        con.print(f"  {s.used_rows} rows used ({s.skipped_rows} skipped, {s.bad_rows} bad) · length in {s.unit}: "
+        other = args.kind not in (None, "sft", "cpt", "grpo")  # the kind's own rows are counted below
+        con.print(("  as training: sft reads them:" if other else "") + f"  {s.used_rows} rows used ({s.skipped_rows} skipped, {s.bad_rows} bad) · length in {s.unit}: "
                   f"min {s.min} · median {s.median} · p95 {s.p95} · max {s.max}"
                   + (f" · {s.tokens_per_epoch:,} tokens/epoch ({s.trained_tokens_per_epoch:,} trained) · "
                      f"{s.steps_per_epoch} steps/epoch at batch 4" if s.unit == "tokens" else ""))
