@@ -55,10 +55,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-# SFT's reading of the rows (its loss mask, its sequence length, what it skips; with <format>-as-sft): not
-# news under --kind dpo|orpo|simpo|kto, whose view (kinds.py) checks the rows as TRL's trainer takes them
-SFT_ONLY_CODES = ("undesirable-skipped", "too-long", "no-trained-tokens", "all-masked", "no-generation-marker",
-                  "mask-fallback", "missing-eos")
 DEFAULTS = {"max_length": 1024, "format": "auto", "split": "train", "kind": "sft"}
 
 
@@ -148,12 +144,11 @@ def run(args) -> int:
     kind = kind_view(args, prev.detected, tok, n) if args.kind not in ("sft", "cpt") else None
     problems = report.problems if report is not None else prev.problems
     if kind is not None:
+        from ..data.kinds import scan_problems_for_kind
         from ..data.problems import by_severity
 
-        # what SFT would do with this data (a note, info problems) is not news when another kind trains on it
-        prev.sft_note = None
-        problems = by_severity([p for p in problems if p.code not in SFT_ONLY_CODES and not
-                                str(p.code or "").endswith("-as-sft")] + kind.pop("_problems"))
+        prev.sft_note = None  # what SFT would do with this data is not news when another kind trains on it
+        problems = by_severity(scan_problems_for_kind(problems, args.kind) + kind.pop("_problems"))
     rows = report.stats.rows if report is not None and report.stats.complete else prev.total_rows
     has_errors = any(p.severity == "error" for p in problems)
     if args.json:

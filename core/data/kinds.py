@@ -11,6 +11,7 @@ worker: they read every row and, with a tokenizer, tokenize each one):
     g = grpo_report(path, cfg.grpo, tokenizer=tok, max_length=1024)
     g.rows, g.columns (what a reward receives), g.reward_columns ({reward: column it reads}), g.budget,
     g.preview (prompt rendered with the chat template, its tokens, the columns), g.problems, g.left_out
+    scan_problems_for_kind(scan.problems, "dpo")   # the SFT scan's problems that still hold for the kind
 
 `tokenizer` is the one training uses, set up by `tokenize.setup_tokenizer` (its chat template is what
 TRL renders message lists with); without it the token checks are skipped. Token counts follow TRL 1.16's
@@ -56,6 +57,10 @@ from .tokenize import grpo_prompt_tokens, text_of, trl_prompt_tokens, trl_token_
 # prompt (the common prefix of prompt and prompt + answer) differs from the prompt alone only in the
 # generation prompt at its end, a few tokens.
 PROMPT_MARGIN = 32
+# SFT's reading of the rows (its loss mask, its sequence length, what it skips; with <format>-as-sft): the
+# whole-file scan's (stats.py, checks.py) problems that do not hold when a preference kind trains
+SFT_ONLY_CODES = ("undesirable-skipped", "too-long", "no-trained-tokens", "all-masked", "no-generation-marker",
+                  "mask-fallback", "missing-eos")
 KTO_RATIO = (1.0, 4 / 3)  # desirable_weight*D / (undesirable_weight*U): the KTO paper's Eq. 8 range, as TRL
 MAX_LINES = 20  # lines listed per problem
 
@@ -143,6 +148,16 @@ def _rows_have(n: int, one: str = "has", many: str = "have") -> str:
 def _at(lines: list) -> str:
     shown = ", ".join(str(x) for x in lines[:5])
     return f"line {shown}" if len(lines) == 1 else f"lines {shown}" + (", ..." if len(lines) > 5 else "")
+
+
+def scan_problems_for_kind(problems: list[Problem], kind: str) -> list[Problem]:
+    """The scan's problems (`stats.scan_dataset`, `preview.quick_preview`: SFT's reading) that still hold when
+    `kind` trains: all of them for sft and cpt; for dpo/orpo/simpo/kto those of the rows themselves (bad
+    lines, missing fields, duplicates, ...), not SFT's mask, length or skipped rows (`kind_report` checks
+    the rows as TRL takes them)."""
+    if kind not in (*PAIR_KINDS, "kto"):
+        return list(problems)
+    return [p for p in problems if p.code not in SFT_ONLY_CODES and not str(p.code or "").endswith("-as-sft")]
 
 
 def kto_balance_problem(balance: dict, desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
