@@ -50,7 +50,7 @@ BUILTINS = ("exact_match", "numeric_match", "format", "json_valid", "length_pena
 # What each built-in scores, in one line (the wizard's rewards step shows these; the module doc has more).
 DESCRIPTIONS = {
     "exact_match": "1 if the answer equals the answer column",
-    "numeric_match": "1 if its last number is within tolerance",
+    "numeric_match": "1 if its number is within tolerance",
     "format": "1 if it matches the format pattern",
     "json_valid": "1 if the answer parses as JSON",
     "length_penalty": "-(tokens / max completion length)",

@@ -153,3 +153,50 @@ def test_snapshot_method_proposes_the_setting_that_fits(snap_compare, snap_app):
 
     app = snap_app("two-gpus", model="meta-llama/Llama-3.1-70B", arch=CATALOG["llama-3.1-70b"])
     assert snap_compare(app, terminal_size=SIZE, run_before=_go("method"))
+
+
+# ------------------------------------------------------------------- the views of other training kinds
+
+
+def test_snapshot_dataset_as_dpo(snap_compare, snap_app, snap_env):
+    """A DPO dataset: the prompt as rendered, chosen and rejected side by side, their trained tokens bright."""
+    from ftwizard.core.tiny import write_jsonl
+    from test_preference import pair_rows
+
+    write_jsonl(pair_rows(12), snap_env / "data" / "pairs.jsonl")
+
+    async def run_before(pilot):
+        await _go("dataset")(pilot)
+        screen = pilot.app.screen
+        screen.query_one("#dataset-path").value = "data/pairs.jsonl"
+        for _ in range(100):  # preview, tokenizer and the kind's view: all in workers
+            await settle(pilot.app, pilot)
+            if screen._kind_view is not None:
+                break
+        screen.query_one("#preview-table").focus()
+        await pilot.pause()
+    assert snap_compare(snap_app("24gb", model="tiny-model", training="dpo"), terminal_size=SIZE,
+                        run_before=run_before)
+
+
+def test_snapshot_grpo_rewards(snap_compare, snap_app, snap_env):
+    """GRPO's rewards step: two built-ins ticked, one with a weight, checked on the dataset's first row."""
+    import json
+
+    rows = [{"prompt": f"what is {a} plus {b}", "answer": str(a + b)} for a in range(3) for b in range(3)]
+    (snap_env / "data" / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    async def run_before(pilot):
+        await _go("rewards")(pilot)
+        screen = pilot.app.screen
+        screen.query_one("#rw-numeric_match").value = True
+        screen.query_one("#rw-format").value = True
+        screen.query_one("#rw-weight-format").value = "0.5"
+        for _ in range(100):
+            await settle(pilot.app, pilot)
+            if screen.is_valid():
+                break
+        screen.query_one("#rw-numeric_match").focus()
+        await pilot.pause()
+    assert snap_compare(snap_app("24gb", training="grpo", dataset_path="data/prompts.jsonl"), terminal_size=SIZE,
+                        run_before=run_before)

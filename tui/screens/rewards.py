@@ -122,7 +122,7 @@ class RewardsScreen(WizardStep):
             with Horizontal(classes="rw-row"):
                 yield Label("tests column", classes="rw-own-label")
                 yield Input(g.tests_column, id="rw-tests_column", compact=True, classes="rw-param")
-                yield Static("code only: the completion's code runs against it", classes="rw-help")
+                yield Static("code only: the tests its code must pass", classes="rw-help")
         with Vertical(id="rw-check-box", classes="box") as box:
             box.border_title = "checked on a real row"
             yield Static("", id="rw-check")
