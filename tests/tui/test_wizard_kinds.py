@@ -188,6 +188,17 @@ async def test_grpo_dataset_step_shows_the_rendered_prompt_and_the_columns_a_rew
         assert "/ 896 prompt tokens" in screen.query_one("#rendered-box").border_title  # 1024 - 128
         assert "6 prompts" in str(screen.query_one("#stats-text").render())
         assert screen.check_action("next", ()) is True
+        # prompt-only rows with a column no chat format has (a code reward's tests) are GRPO data too
+        only = write_jsonl([{"prompt": f"write f{i}", "tests": "assert True"} for i in range(4)], tmp_path / "only.jsonl")
+        await open_dataset(app, pilot, only)
+        screen = app.screen
+        assert "columns a reward sees: tests=assert True" in screen.query_one("#rendered").render().plain
+        # rows without a prompt cannot train as GRPO: the recipe's own reader refuses them, Next is blocked
+        await open_dataset(app, pilot, write_jsonl([{"question": "q", "answer": "1"}] * 4, tmp_path / "noprompt.jsonl"))
+        assert app.screen.check_action("next", ()) is None
+        assert "GRPO needs a prompt on every row" in str(app.screen.query_one("#dataset-problems").render())
+        await open_dataset(app, pilot, only)
+        assert app.screen.check_action("next", ()) is True
         await pilot.press("ctrl+n")
         await settle(app, pilot)
         assert type(app.screen).__name__ == "RewardsScreen"  # GRPO's flow has the rewards step

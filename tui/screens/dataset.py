@@ -229,6 +229,7 @@ class DatasetScreen(WizardStep):
     def _start_preview(self, source: str) -> None:
         self._source = source
         self._error = ""
+        self._kind_view, self._kind_error = None, ""  # the kind's view of the earlier source no longer holds
         self.query_one("#dataset-info", Static).update(f"Reading {source}…")
         self._preview_seq += 1
         self.preview(source, self._preview_seq)
@@ -246,6 +247,9 @@ class DatasetScreen(WizardStep):
         from ftwizard.core.data.preview import quick_preview
 
         try:
+            if self._kind == "grpo":  # prompt rows: no chat format to detect (the GRPO view checks them)
+                self._report(PreviewRead(seq, self._prompt_rows_preview(source)))
+                return
             self._report(PreviewRead(seq, quick_preview(source, n=50)))
         except Exception as exc:  # shown on this screen, beside the path
             self._report(PreviewRead(seq, error=error_text(exc)))
@@ -332,6 +336,23 @@ class DatasetScreen(WizardStep):
         weights = (section.desirable_weight, section.undesirable_weight) if section else (1.0, 1.0)
         return kindview.pair_view(source, det, kind, tok, t.max_length, split=self._split(),
                                   max_rows=s.base.dataset.max_rows if s.base else None, kto_weights=weights)
+
+    def _prompt_rows_preview(self, source: str, n: int = 50):
+        """The first rows of a GRPO dataset as they are in the file (read.iter_rows, with their lines): GRPO
+        reads a prompt column and hands every other column to the rewards, whatever else the rows look like."""
+        from ftwizard.core.data.preview import Preview
+        from ftwizard.core.data.read import iter_rows
+        from ftwizard.core.errors import UserError
+
+        rows, lines, columns = [], [], []
+        for r in iter_rows(source, split=self._split(), limit=n):
+            if r.error:
+                raise UserError(r.error, file=r.file, line=r.line, field=r.field)
+            rows.append(r.row)
+            lines.append(r.line)
+            columns += [k for k in r.row if k not in columns]
+        return Preview(source, "prompt rows", "GRPO reads 'prompt'; the other columns go to the rewards", columns, {},
+                       rows, lines, [])
 
     def _grpo_view(self, source: str, tok) -> GrpoView:
         """GRPO's prompt rows (the recipe's own reader), each prompt as rendered, and the prompts over budget."""
