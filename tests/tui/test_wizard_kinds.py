@@ -248,6 +248,7 @@ async def test_hyperparams_show_the_kinds_settings_with_ranges_and_whole_config_
         assert app.state.kind_section().beta == 0.9 and app.state.kind_section().loss_type == ["ipo", "sft"]
         assert type(app.screen).__name__ == "ReviewScreen"
         assert "dpo:\n  beta: 0.9\n  loss_type:\n  - ipo\n  - sft\n" in app.screen.yaml_text
+        assert "dpo: beta 0.9, loss_type ipo, sft" in str(app.screen.query_one("#review-summary").render())
 
     grpo = GrpoConfig(rewards=["numeric_match"])
     app = make_app("24gb", pinned=True, state=WizardState(training="grpo").with_kind_section(grpo))
@@ -264,6 +265,24 @@ async def test_hyperparams_show_the_kinds_settings_with_ranges_and_whole_config_
         await pilot.pause()
         assert hp.check_action("next", ()) is True
         assert hp.query_one("#row-num_generations").has_class("-warning")  # 4-16 is usual
+
+
+def test_the_cli_warns_about_a_kinds_settings_as_the_wizard_does(tiny_config):
+    """core/guidance.py is the one home of the kinds' usual ranges: the pre-flight's warnings carry them too."""
+    import json as _json
+
+    from ftwizard.core.config import parse_config
+    from ftwizard.core.guidance import config_guidance
+
+    data = _json.loads(tiny_config().model_dump_json())
+    data.update(training="dpo", dpo={"beta": 0.9})
+    assert ("dpo.beta", "beta 0.9: 0.01-0.5 is usual (the DPO paper's 0.1; higher keeps the model closer to the "
+            "reference)") in config_guidance(parse_config(data))
+    data.update(training="grpo", dpo={}, grpo={"rewards": ["format"], "num_generations": 2, "temperature": 0.3})
+    warned = dict(config_guidance(parse_config(data)))
+    assert set(warned) >= {"grpo.num_generations", "grpo.temperature"}
+    data.update(grpo={"rewards": ["format"], "max_completion_length": 12})  # 128 would leave no room for prompts
+    assert not [k for k, _ in config_guidance(parse_config(data)) if k.startswith("grpo.")]
 
 
 # ------------------------------------------------------------------------------------ rewards
