@@ -76,7 +76,8 @@ async def test_the_answer_picks_the_kind_offered_first_and_enter_trains_it(make_
         offered = options(screen)
         assert offered[0] == f"kind-{kind}"  # the recommended kind first, every kind offered, GRPO included
         assert sorted(offered) == sorted(f"kind-{k}" for k in ("sft", "dpo", "orpo", "simpo", "kto", "grpo", "cpt"))
-        assert "recommended" in str(screen.query_one("#choices").get_option_at_index(0).prompt)
+        assert str(screen.query_one("#choices").get_option_at_index(0).prompt).endswith(" ★")  # recommended
+        assert "★ recommended" in str(screen.query_one("#question").render())
         await pilot.press("enter")
         await pilot.pause()
         assert type(app.screen).__name__ == "HardwareScreen"

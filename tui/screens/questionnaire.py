@@ -58,13 +58,13 @@ def wizard_kinds() -> tuple[str, ...]:
 
 # The kind choice that ends the questionnaire: what each kind learns from, in plain words.
 KIND_TEXT = {
-    "sft": "SFT: learn from input → output examples",
-    "dpo": "DPO: prefer the chosen over the rejected answer",
-    "orpo": "ORPO: SFT and preference in one loss",
-    "simpo": "SimPO: preference, length-normalised",
-    "kto": "KTO: answers labelled good or bad",
-    "grpo": "GRPO: a program scores sampled answers",
-    "cpt": "CPT: continued pretraining on raw text",
+    "sft": "SFT   input → output examples",
+    "dpo": "DPO   chosen vs rejected answers",
+    "orpo": "ORPO  SFT + preference, one loss",
+    "simpo": "SimPO length-normalised preference",
+    "kto": "KTO   answers labelled good / bad",
+    "grpo": "GRPO  a program scores answers",
+    "cpt": "CPT   raw documents (pretraining)",
 }
 
 
@@ -188,9 +188,11 @@ class QuestionnaireScreen(WizardStep):
             choices.highlighted = 0
         self._rec = recommendation_for(self._answers)
         if q is None:
-            self.query_one("#question", Static).update("Train as (enter; esc changes the last answer):")
+            recommended = self._rec.training in wizard_kinds()
+            self.query_one("#question", Static).update(
+                "Train as" + (" (★ recommended)" if recommended else "") + ": enter; esc changes the last answer")
             for i, kind in enumerate(kind_choices(self._rec.training)):
-                mark = " · recommended" if i == 0 and self._rec.training == kind else ""
+                mark = " ★" if i == 0 and recommended else ""
                 choices.add_option(Option(KIND_TEXT[kind] + mark, id=f"kind-{kind}"))
             choices.highlighted = 0
         self._show_recommendation(done=q is None)
