@@ -237,6 +237,7 @@ async def test_hyperparams_show_the_kinds_settings_with_ranges_and_whole_config_
         hp = app.screen
         assert "DPO's own settings" in str(hp.query_one("#hp-kind-title").render())
         assert hp.query_one("#hp-beta").value == "0.1" and hp.query_one("#hp-loss_type").value == "sigmoid"
+        assert str(hp.query_one("#row-beta .hp-help").render()).endswith("· usual 0.01-0.5")
         hp.query_one("#hp-beta").value = "0.9"
         await pilot.pause()
         assert hp.query_one("#row-beta").has_class("-warning")

@@ -17,7 +17,7 @@ from textual.widgets import Input, Label, Static
 
 from ftwizard.core.config import LoraConfig, TrainConfig
 from ftwizard.core.errors import UserError
-from ftwizard.core.guidance import KIND_USUAL_RANGES, USUAL_RANGES, guidance, kind_guidance
+from ftwizard.core.guidance import KIND_RANGES, KIND_USUAL_RANGES, USUAL_RANGES, guidance, kind_guidance
 from ftwizard.core.hardware import run_world_size
 from ftwizard.core.schedule import effective_batch
 
@@ -136,8 +136,11 @@ class HyperparamsScreen(WizardStep):
                 yield Static(f"{s.training.upper()}'s own settings", classes="section", id="hp-kind-title")
                 for f in KIND_FIELDS[s.training]:
                     model = self._model(f.section)
-                    desc = type(model).model_fields[f.key].description or ""
-                    yield FieldRow(f, getattr(model, f.key), desc.split(". ")[0].rstrip("."))
+                    desc = (type(model).model_fields[f.key].description or "").split(". ")[0].rstrip(".")
+                    usual = KIND_RANGES.get((s.training, f.key))
+                    if usual:  # the usual range beside the explanation (a warning replaces both when outside it)
+                        desc += f" · usual {usual[0]:g}-{usual[1]:g}"
+                    yield FieldRow(f, getattr(model, f.key), desc)
             if s.training == "grpo":
                 yield Static(self._rewards_line(), id="hp-rewards", classes="hp-rewards")
             yield Static("", id="hp-summary", classes="dim")
