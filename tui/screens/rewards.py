@@ -213,8 +213,13 @@ class RewardsScreen(WizardStep):
             if not get_current_worker().is_cancelled:
                 self.post_message(msg)
 
+        from ftwizard.core.data.read import local_files
+
         try:
             cfg = self.state.with_kind_section(grpo, "grpo").replace(training="grpo").to_config()
+            if local_files(cfg.dataset.path) is None:  # a hub dataset: the training process reads and checks it
+                report(RewardsChecked(grpo, ("(a hub dataset: its rows are checked when the run starts)",)))
+                return
             columns = tuple(k for k in read_prompt_rows(cfg, limit=1)[0] if k != "prompt")
             check_prompt_rows(cfg, Report())
         except UserError as exc:
