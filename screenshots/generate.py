@@ -129,6 +129,37 @@ def main() -> int:
             await pilot.press("down")
             await settle(pilot, lambda app: "line 2" in app.screen.query_one("#rendered-box").border_title)
 
+        async def dataset_dpo(pilot):
+            from ftwizard.core.tiny import _NUM, arith_question, write_jsonl
+
+            rows = []
+            for a, b in ((6, 6), (4, 8), (6, 4), (5, 9), (8, 2), (2, 1)):
+                q, good = arith_question(a, b)
+                rows.append({"prompt": [{"role": "user", "content": q}],
+                             "chosen": [{"role": "assistant", "content": good}],
+                             "rejected": [{"role": "assistant", "content":
+                                           f"{_NUM[a]} plus {_NUM[b]} equals {_NUM[(a + b + 1) % 19]}."}]})
+            write_jsonl(rows, "data/pairs.jsonl")
+            screen = pilot.app.screen
+            screen.query_one("#dataset-path").value = "data/pairs.jsonl"
+            await settle(pilot, lambda app: app.screen._kind_view is not None)
+            screen.query_one("#preview-table").focus()
+
+        async def rewards_grpo(pilot):
+            import json
+
+            Path("data/prompts.jsonl").write_text("".join(
+                json.dumps({"prompt": f"what is {a} plus {b}", "answer": str(a + b)}) + "\n" for a in range(4)
+                for b in range(4)))
+            pilot.app.go("rewards")
+            await settle(pilot)
+            screen = pilot.app.screen
+            screen.query_one("#rw-numeric_match").value = True
+            screen.query_one("#rw-format").value = True
+            screen.query_one("#rw-weight-format").value = "0.5"
+            await settle(pilot, lambda app: app.screen.is_valid())
+            screen.query_one("#rw-numeric_match").focus()
+
         async def hyper(pilot):
             pilot.app.screen.query_one("#hp-learning_rate").value = "0.001"
             await pilot.pause()
@@ -150,6 +181,10 @@ def main() -> int:
             ("05-method-24gb", make_app("24gb", **llama), (80, 24), go("method")),
             ("05-method-8gb", make_app("8gb", **llama), (80, 24), go("method")),
             ("06-dataset", make_app("24gb", model="tiny-model"), (100, 30), go("dataset", dataset)),
+            ("06-dataset-dpo", make_app("24gb", model="tiny-model", training="dpo"), (80, 24),
+             go("dataset", dataset_dpo)),
+            ("06b-rewards-grpo", make_app("24gb", training="grpo", dataset_path="data/prompts.jsonl"), (80, 24),
+             rewards_grpo),
             ("07-hyperparameters", make_app("24gb"), (80, 24), go("hyperparams", hyper)),
             ("08-review-preset", make_app("none"), (80, 24), review),
             ("help", make_app("24gb", **llama), (80, 24), go("method", help_)),

@@ -628,6 +628,7 @@ class DatasetScreen(WizardStep):
             text = Text()
             for segment, trained in side.segments:
                 text.append(segment, style="bold" if trained else "dim")
+            text.rstrip()  # the template's newline after the end of turn: trained, but an empty line here
             if side.cut:
                 text.append("\n✂ cut by max_length: " + side.cut_text[:120], style="italic dim")
             if side.empty:
