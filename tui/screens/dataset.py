@@ -301,7 +301,7 @@ class DatasetScreen(WizardStep):
         try:
             report = scan_dataset(source, self._tokenizer, self._template, t.max_length, self._assistant_only(),
                                   batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
-                                  world_size=run_world_size(s.hardware), progress=progress,
+                                  world_size=run_world_size(s.hardware, s.distributed), progress=progress,
                                   cancel=WorkerCancelled(get_current_worker()))
         except Exception as exc:
             self._report(StatsScanned(error=error_text(exc)))

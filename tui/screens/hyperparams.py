@@ -229,7 +229,7 @@ class HyperparamsScreen(WizardStep):
             self._section = section
         if train and lora:
             self._train, self._lora = train, lora
-            world = run_world_size(self.state.hardware)  # the processes a run really trains with
+            world = run_world_size(self.state.hardware, self.state.distributed)  # the processes a run really trains with
             eff = effective_batch(train.batch_size, train.gradient_accumulation_steps, world)
             self.query_one("#hp-summary", Static).update(
                 f"effective batch {eff} (batch {train.batch_size} x accumulation "
