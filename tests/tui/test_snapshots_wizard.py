@@ -203,3 +203,72 @@ def test_snapshot_grpo_rewards(snap_compare, snap_app, snap_env):
         await pilot.pause()
     assert snap_compare(snap_app("24gb", training="grpo", dataset_path="data/prompts.jsonl"), terminal_size=SIZE,
                         run_before=run_before)
+
+
+async def _dataset_kind_view(pilot, path: str) -> None:
+    """Open the dataset step on `path` and wait for the rows as the kind sees them (CPT: its first block)."""
+    await _go("dataset")(pilot)
+    screen = pilot.app.screen
+    screen.query_one("#dataset-path").value = path
+    for _ in range(100):  # preview, tokenizer, the kind's view and the full scan: all in workers
+        await settle(pilot.app, pilot)
+        if screen._kind_view is not None or "block" in (screen.query_one("#rendered-box").border_title or ""):
+            break
+    screen.query_one("#preview-table").focus()  # as after tab; no text cursor in the picture
+    await pilot.pause()
+
+
+def test_snapshot_dataset_as_kto(snap_compare, snap_app, snap_env):
+    """A KTO dataset: the row with its label, the label balance and the weight to set against it."""
+    from ftwizard.core.tiny import write_jsonl
+    from test_preference import kto_rows
+
+    write_jsonl(kto_rows(12, labels=(True, True, False)), snap_env / "data" / "kto.jsonl")
+
+    async def run_before(pilot):
+        await _dataset_kind_view(pilot, "data/kto.jsonl")
+    assert snap_compare(snap_app("24gb", model="tiny-model", training="kto"), terminal_size=SIZE,
+                        run_before=run_before)
+
+
+def test_snapshot_dataset_as_grpo(snap_compare, snap_app, snap_env):
+    """A GRPO dataset: the prompt as the model gets it (generation prompt included) and the columns a reward sees."""
+    from ftwizard.core.tiny import write_jsonl
+    from test_wizard_kinds import prompt_rows
+
+    write_jsonl(prompt_rows(12), snap_env / "data" / "prompts.jsonl")
+
+    async def run_before(pilot):
+        await _dataset_kind_view(pilot, "data/prompts.jsonl")
+    assert snap_compare(snap_app("24gb", model="tiny-model", training="grpo"), terminal_size=SIZE,
+                        run_before=run_before)
+
+
+def test_snapshot_dataset_as_cpt(snap_compare, snap_app, snap_env):
+    """A CPT corpus: the first packed block, every token trained, documents joined by their separator."""
+    from ftwizard.core.config import TrainConfig
+    from ftwizard.core.tiny import corpus, write_jsonl
+
+    write_jsonl([{"text": t} for t in corpus(30)], snap_env / "data" / "corpus.jsonl")
+
+    async def run_before(pilot):
+        await _dataset_kind_view(pilot, "data/corpus.jsonl")
+    assert snap_compare(snap_app("24gb", model="tiny-model", training="cpt", train=TrainConfig(max_length=48)),
+                        terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_hyperparams_of_grpo(snap_compare, snap_app):
+    """GRPO's own settings below the shared ones, each with its explanation and usual range, and the rewards."""
+    from ftwizard.core.config import GrpoConfig
+
+    grpo = GrpoConfig(rewards=["numeric_match", "format"], reward_weights=[1.0, 0.5])
+
+    async def run_before(pilot):
+        await _go("hyperparams")(pilot)
+        form = pilot.app.screen.query_one("#hp-form")
+        pilot.app.screen.query_one("#hp-num_generations").focus()
+        await pilot.pause()
+        form.scroll_end(animate=False)
+        await pilot.pause()
+    assert snap_compare(snap_app("24gb", training="grpo", kind_sections=(("grpo", grpo),)), terminal_size=SIZE,
+                        run_before=run_before)

@@ -373,7 +373,15 @@ async def launch_and_wait(app, pilot):
     await pilot.press("ctrl+n")
     await until(pilot, lambda: type(app.screen).__name__ == "MonitorScreen", timeout=120)
     run_dir = app.screen.run_dir
-    await until(pilot, lambda: run_info(run_dir).state in TERMINAL_STATES, timeout=600, step=0.2)
+    try:
+        await until(pilot, lambda: run_info(run_dir).state in TERMINAL_STATES, timeout=600, step=0.2)
+    finally:  # a test that gives up leaves no training process behind
+        if run_info(run_dir).state not in TERMINAL_STATES:
+            from ftwizard.core.launch import stop
+            from ftwizard.core.selftest import wait_for_end
+
+            stop(run_dir)
+            wait_for_end(run_dir, timeout=120)
     info = run_info(run_dir)
     assert info.state == "completed", (info.reason, (run_dir / "train.log").read_text()[-2000:])
     return run_dir

@@ -553,8 +553,8 @@ class DatasetScreen(WizardStep):
                              f"({v.budget} tokens = max length - max completion length): left out of training")
             stats.update(f"{v.rows:,} prompts · budget {v.budget} tokens · {len(lines)} problems")
         elif self._kind == "cpt":
-            stats.update(f"blocks of {v.n_tokens} tokens · {v.documents_joined} document joins in the first · "
-                         "the last partial block is dropped")
+            stats.update(f"blocks of {v.n_tokens} tokens · the first joins {v.documents_joined + 1} documents · "
+                         "partial last block dropped")
         else:
             unit = "pairs" if self._kind != "kto" else "rows"
             text = f"{v.rows:,} {unit} as {name}"
