@@ -94,11 +94,15 @@ def train_tiny_run(work: Path) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", help="only the screenshot with this name")
+    ap.add_argument("--only", action="append", help="only the screenshots with these names (repeatable)")
     ap.add_argument("--no-run", action="store_true", help="skip the screens that need a trained run")
     args = ap.parse_args()
+    from test_preference import kto_rows
+
     from ftwizard.core.catalog import CATALOG
+    from ftwizard.core.config import GrpoConfig, TrainConfig
     from ftwizard.core.selftest import make_tiny_setup
+    from ftwizard.core.tiny import corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -146,6 +150,23 @@ def main() -> int:
             screen.query_one("#dataset-path").value = "data/pairs.jsonl"
             await settle(pilot, lambda app: app.screen._kind_view is not None)
             screen.query_one("#preview-table").focus()
+
+        def dataset_kind(path: str, rows):
+            async def steps(pilot):
+                from ftwizard.core.tiny import write_jsonl
+
+                write_jsonl(rows, path)
+                screen = pilot.app.screen
+                screen.query_one("#dataset-path").value = path
+                await settle(pilot, lambda app: app.screen._kind_view is not None
+                             or "block" in (app.screen.query_one("#rendered-box").border_title or ""))
+                screen.query_one("#preview-table").focus()
+            return steps
+
+        async def hyper_grpo(pilot):
+            pilot.app.screen.query_one("#hp-num_generations").focus()
+            await pilot.pause()
+            pilot.app.screen.query_one("#hp-form").scroll_end(animate=False)
 
         async def rewards_grpo(pilot):
             import json
@@ -202,9 +223,19 @@ def main() -> int:
             ("06-dataset", make_app("24gb", model="tiny-model"), (100, 30), go("dataset", dataset)),
             ("06-dataset-dpo", make_app("24gb", model="tiny-model", training="dpo"), (80, 24),
              go("dataset", dataset_dpo)),
+            ("06-dataset-kto", make_app("24gb", model="tiny-model", training="kto"), (80, 24),
+             go("dataset", dataset_kind("data/kto.jsonl", kto_rows(12, labels=(True, True, False))))),
+            ("06-dataset-grpo", make_app("24gb", model="tiny-model", training="grpo"), (80, 24),
+             go("dataset", dataset_kind("data/prompts.jsonl", [
+                {"prompt": f"what is {a} plus {b}", "answer": str(a + b)} for a in range(4) for b in range(3)]))),
+            ("06-dataset-cpt", make_app("24gb", model="tiny-model", training="cpt", train=TrainConfig(max_length=48)),
+             (80, 24), go("dataset", dataset_kind("data/corpus.jsonl", [{"text": t} for t in corpus(30)]))),
             ("06b-rewards-grpo", make_app("24gb", training="grpo", dataset_path="data/prompts.jsonl"), (80, 24),
              rewards_grpo),
             ("07-hyperparameters", make_app("24gb"), (80, 24), go("hyperparams", hyper)),
+            ("07-hyperparameters-grpo", make_app("24gb", training="grpo", kind_sections=(("grpo", GrpoConfig(
+                rewards=["numeric_match", "format"], reward_weights=[1.0, 0.5])),)), (80, 24),
+             go("hyperparams", hyper_grpo)),
             ("08-review-preset", make_app("none"), (80, 24), review),
             ("help", make_app("24gb", **llama), (80, 24), go("method", help_)),
             ("01-welcome-120x40", make_app("80gb"), (120, 40), nothing),
@@ -215,10 +246,10 @@ def main() -> int:
              recorded_monitor("grpo", "Qwen/Qwen2.5-1.5B-Instruct", then="c")),
         ]
         for name, app, size, steps in shots:
-            if not args.only or args.only == name:
+            if not args.only or name in args.only:
                 asyncio.run(shot(name, app, size, steps))
 
-        if args.no_run or (args.only and args.only not in ("09-monitor", "10-finished", "runs")):
+        if args.no_run or (args.only and not set(args.only) & {"09-monitor", "10-finished", "runs"}):
             return 0
         print("training a tiny run for the monitor screenshots…")
         run_dir = train_tiny_run(work)
@@ -246,7 +277,7 @@ def main() -> int:
             ("runs", make_app("24gb"), (100, 30), runs),
         ]
         for name, app, size, steps in more:
-            if not args.only or args.only == name:
+            if not args.only or name in args.only:
                 asyncio.run(shot(name, app, size, steps))
     return 0
 
