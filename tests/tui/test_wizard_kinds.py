@@ -438,8 +438,11 @@ async def test_walk_from_a_scoring_program_to_a_launched_grpo_run(make_app, tiny
         await settle(app, pilot)
         rewards = app.screen
         assert type(rewards).__name__ == "RewardsScreen"
-        rewards.query_one("#rw-numeric_match").value = True
-        rewards.query_one("#rw-own").value = "my_reward.py:longer"
+        # by keyboard: the first tick box has focus; tab twice to numeric_match, space ticks it, tab to
+        # "your own" past the other rows' tick box and weight, type the file and function
+        await pilot.press("tab", "tab", "space", *["tab"] * 8)
+        assert rewards.focused.id == "rw-own"
+        await pilot.press(*"my_reward.py:longer")
         await until(pilot, lambda: rewards.check_action("next", ()) is True)
         await pilot.press("ctrl+n")
         await settle(app, pilot)
