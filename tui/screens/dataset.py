@@ -358,12 +358,12 @@ class DatasetScreen(WizardStep):
         """GRPO's prompt rows (the recipe's own reader), each prompt as rendered, and the prompts over budget."""
         from ftwizard.core.config import DatasetConfig, RunConfig
         from ftwizard.core.data.kindview import TOKEN_CHECK_ROWS, prompt_text
-        from ftwizard.core.recipes.grpo import prompt_tokens, read_prompt_rows
+        from ftwizard.core.recipes.grpo import prompt_budget, prompt_tokens, read_prompt_rows
 
         s = self.state
         dataset = s.base.dataset.model_copy(update={"path": source}) if s.base else DatasetConfig(path=source)
         rows = read_prompt_rows(RunConfig(dataset=dataset))
-        budget = s.train_config.max_length - s.kind_section("grpo").max_completion_length
+        budget = prompt_budget(s.train_config.max_length, s.kind_section("grpo").max_completion_length)
         lines = self._preview.lines if self._preview is not None else []
         preview, over, checked = [], 0, 0
         for i, row in enumerate(rows[:TOKEN_CHECK_ROWS]):

@@ -83,7 +83,6 @@ class MethodScreen(WizardStep):
 
         s = self.state
         arch = s.arch or resolve_arch(s.model)
-        base = s.base
         dist = s.distributed  # the config's section with the cards picked in the hardware step
         used = run_gpus(s.hardware, dist)  # the cards a run started here trains on, not every card listed
         world = run_world_size(s.hardware, dist)
