@@ -272,3 +272,19 @@ def test_snapshot_hyperparams_of_grpo(snap_compare, snap_app):
         await pilot.pause()
     assert snap_compare(snap_app("24gb", training="grpo", kind_sections=(("grpo", grpo),)), terminal_size=SIZE,
                         run_before=run_before)
+
+
+def test_snapshot_questionnaire_offers_the_kind_the_data_calls_for(snap_compare, snap_app):
+    """Every question answered with preference data: the kinds offered, DPO first and starred."""
+    async def run_before(pilot):
+        await settle(pilot.app, pilot)
+        await pilot.press("g")
+        await pilot.pause()
+        answers = {**FINE_TUNE, "data_kind": "preferences", "goal": "alignment"}
+        for q in QUESTIONS:
+            options = pilot.app.screen.query_one("#choices")
+            options.highlighted = next(i for i in range(options.option_count)
+                                       if options.get_option_at_index(i).id == answers[q.key])
+            await pilot.press("enter")
+            await pilot.pause()
+    assert snap_compare(snap_app("24gb"), terminal_size=SIZE, run_before=run_before)
