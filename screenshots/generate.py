@@ -71,10 +71,10 @@ async def pick(pilot, selector: str, option_id: str) -> None:
 ANSWERS = ("behavior", "no", "no", "inconsistent", "1000", "pairs", "no")
 
 
-async def answer_all(pilot, n: int = len(ANSWERS)) -> None:
+async def answer_all(pilot, n: int = len(ANSWERS), answers: tuple[str, ...] = ANSWERS) -> None:
     await pilot.press("g")
     await pilot.pause()
-    for choice in ANSWERS[:n]:
+    for choice in answers[:n]:
         await pick(pilot, "#choices", choice)
         await pilot.press("enter")
         await pilot.pause()
@@ -123,6 +123,9 @@ def main() -> int:
 
         async def questionnaire(pilot):
             await answer_all(pilot, 5)
+
+        async def questionnaire_kinds(pilot):  # preference data: the kinds offered, DPO first
+            await answer_all(pilot, answers=("alignment", "no", "no", "inconsistent", "1000", "preferences", "no"))
 
         async def model(pilot):
             await pick(pilot, "#catalog", "llama-3.1-8b")
@@ -215,6 +218,7 @@ def main() -> int:
         shots = [
             ("01-welcome", make_app("24gb"), (80, 24), nothing),
             ("02-questionnaire", make_app("24gb"), (80, 24), questionnaire),
+            ("02-questionnaire-kinds", make_app("24gb"), (80, 24), questionnaire_kinds),
             ("03-hardware-two-gpus", make_app("two-gpus"), (80, 24), go("hardware")),
             ("03-hardware-cpu-only", make_app("none"), (80, 24), go("hardware")),
             ("04-model", make_app("24gb"), (80, 24), go("model", model)),
