@@ -238,6 +238,8 @@ async def test_hyperparams_show_the_kinds_settings_with_ranges_and_whole_config_
         assert "DPO's own settings" in str(hp.query_one("#hp-kind-title").render())
         assert hp.query_one("#hp-beta").value == "0.1" and hp.query_one("#hp-loss_type").value == "sigmoid"
         assert str(hp.query_one("#row-beta .hp-help").render()).endswith("· usual 0.01-0.5")
+        # the whole first sentence: an ellipsis inside it does not end it
+        assert str(hp.query_one("#row-loss_type .hp-help").render()).endswith("(TRL's DPOConfig.loss_type names)")
         hp.query_one("#hp-beta").value = "0.9"
         await pilot.pause()
         assert hp.query_one("#row-beta").has_class("-warning")
@@ -259,6 +261,7 @@ async def test_hyperparams_show_the_kinds_settings_with_ranges_and_whole_config_
         await settle(app, pilot)
         hp = app.screen
         assert "numeric_match x1" in str(hp.query_one("#hp-rewards").render())
+        assert hp.query_one("#hp-form").border_title.startswith("Settings for GRPO with lora")
         hp.query_one("#hp-num_generations").value = "3"  # does not divide batch 4 x accumulation 1
         await pilot.pause()
         assert hp.check_action("next", ()) is None

@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
 from ftwizard.core.data.read import SUFFIXES, looks_local
+from ftwizard.core.monitor import KIND_TITLES
 
 from ..state import WizardState
 from ..widgets.path_input import PathInput
@@ -60,8 +61,6 @@ trains on it, and the data is checked for it:
 - CPT: the first packed block of max_length tokens, every token trained, ‖ where documents join.
 """
 
-KIND_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "simpo": "SimPO", "kto": "KTO", "grpo": "GRPO",
-              "cpt": "CPT"}
 
 CELL = 38
 
@@ -392,7 +391,7 @@ class DatasetScreen(WizardStep):
             return  # starts once both the preview and the tokenizer are ready
         if self._kind != "sft":  # the kind's own view and checks instead of SFT's statistics
             self._kind_view, self._kind_error = None, ""
-            self.query_one("#stats-text", Static).update(f"reading the rows as {KIND_NAMES[self._kind]} does…")
+            self.query_one("#stats-text", Static).update(f"reading the rows as {KIND_TITLES[self._kind]} does…")
             self.kind_view(self._source, self._preview.detected, self._preview_seq)
             self.validity_changed()
             return
@@ -464,7 +463,7 @@ class DatasetScreen(WizardStep):
         else:
             rows = f"{p.total_rows:,} rows" if p.total_rows is not None else f"first {len(p.rows)} rows"
             errors = sum(1 for x in p.problems if x.severity == "error")
-            as_kind = f" · as {KIND_NAMES[self._kind]}" if self._kind != "sft" else ""
+            as_kind = f" · as {KIND_TITLES[self._kind]}" if self._kind != "sft" else ""
             info.update(f"{p.format}{' (' + p.variant + ')' if p.variant else ''}{as_kind} · {p.evidence} · {rows}"
                         + (f" · {len(p.problems)} problem{'s' if len(p.problems) != 1 else ''}" if p.problems else ""))
             info.set_classes("warn-text" if errors else "")
@@ -535,7 +534,7 @@ class DatasetScreen(WizardStep):
 
     def _show_kind_summary(self) -> None:
         """The kind's row count, label balance and problems (or why it cannot train on this data)."""
-        name = KIND_NAMES[self._kind]
+        name = KIND_TITLES[self._kind]
         problems = self.query_one("#dataset-problems", Static)
         stats = self.query_one("#stats-text", Static)
         v = self._kind_view
@@ -570,7 +569,7 @@ class DatasetScreen(WizardStep):
         box = self.query_one("#rendered-box")
         out = self.query_one("#rendered", Static)
         sides = self.query_one("#pair-sides")
-        name = KIND_NAMES[self._kind]
+        name = KIND_TITLES[self._kind]
         v = self._kind_view
         sides.display = False
         box.border_subtitle = ""
@@ -666,9 +665,9 @@ class DatasetScreen(WizardStep):
         if getattr(self, "_error", ""):
             return self._error
         if getattr(self, "_kind_error", ""):
-            return f"not {KIND_NAMES[self._kind]} data: see the problem below"
+            return f"not {KIND_TITLES[self._kind]} data: see the problem below"
         if getattr(self, "_preview", None) is not None and getattr(self, "_preview").rows and self._kind != "sft":
-            return f"reading the rows as {KIND_NAMES[self._kind]} does…"
+            return f"reading the rows as {KIND_TITLES[self._kind]} does…"
         if getattr(self, "_preview", None) is not None:
             return "no readable rows in this dataset"
         return "choose a dataset that can be read"

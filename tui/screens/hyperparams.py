@@ -7,6 +7,7 @@ with its explanation from the config model and its usual range from core/guidanc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -19,6 +20,7 @@ from ftwizard.core.config import LoraConfig, TrainConfig
 from ftwizard.core.errors import UserError
 from ftwizard.core.guidance import KIND_RANGES, KIND_USUAL_RANGES, USUAL_RANGES, guidance, kind_guidance
 from ftwizard.core.hardware import run_world_size
+from ftwizard.core.monitor import KIND_TITLES
 from ftwizard.core.schedule import effective_batch
 
 from ..state import WizardState
@@ -74,6 +76,11 @@ KIND_FIELDS = {
 CPT_BLOCK = "Block length in tokens: the raw text is packed into blocks of this many tokens, every one trained"
 
 
+def first_sentence(text: str) -> str:
+    """The description's first sentence, without its full stop (an ellipsis "..." does not end one)."""
+    return re.split(r"(?<!\.)\.(?:\s|$)", text, maxsplit=1)[0]
+
+
 def _parse(text: str, kind: type):
     text = text.strip()
     if kind is int:
@@ -121,7 +128,7 @@ class HyperparamsScreen(WizardStep):
     def compose_body(self) -> ComposeResult:
         s = self.state
         with VerticalScroll(id="hp-form", classes="box") as box:
-            box.border_title = f"Settings for {s.training.upper()} with {s.method}" + (
+            box.border_title = f"Settings for {KIND_TITLES[s.training]} with {s.method}" + (
                 f" (from preset {s.preset})" if s.preset else "")
             for f in FIELDS:
                 if f.lora_only and s.method == "full":
@@ -133,10 +140,10 @@ class HyperparamsScreen(WizardStep):
                     continue
                 yield FieldRow(f, getattr(model, f.key), desc.rstrip("."))
             if s.training in KIND_FIELDS:
-                yield Static(f"{s.training.upper()}'s own settings", classes="section", id="hp-kind-title")
+                yield Static(f"{KIND_TITLES[s.training]}'s own settings", classes="section", id="hp-kind-title")
                 for f in KIND_FIELDS[s.training]:
                     model = self._model(f.section)
-                    desc = (type(model).model_fields[f.key].description or "").split(". ")[0].rstrip(".")
+                    desc = first_sentence(type(model).model_fields[f.key].description or "")
                     usual = KIND_RANGES.get((s.training, f.key))
                     if usual:  # the usual range beside the explanation (a warning replaces both when outside it)
                         desc += f" · usual {usual[0]:g}-{usual[1]:g}"
