@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from ..errors import UserError
+from ..guidance import KTO_WEIGHT_RATIO
 from .formats import Detected, detect_source
 from .prepare import PAIR_KINDS, iter_trl_rows, kind_data_problem, kto_balance, kto_label_problem
 from .problems import Problem, by_severity
@@ -61,7 +62,7 @@ PROMPT_MARGIN = 32
 # whole-file scan's (stats.py, checks.py) problems that do not hold when a preference kind trains
 SFT_ONLY_CODES = ("undesirable-skipped", "too-long", "no-trained-tokens", "all-masked", "no-generation-marker",
                   "mask-fallback", "missing-eos")
-KTO_RATIO = (1.0, 4 / 3)  # desirable_weight*D / (undesirable_weight*U): the KTO paper's Eq. 8 range, as TRL
+KTO_RATIO = KTO_WEIGHT_RATIO  # desirable_weight*D / (undesirable_weight*U): the KTO paper's Eq. 8 range, as TRL
 MAX_LINES = 20  # lines listed per problem
 
 
