@@ -107,9 +107,50 @@ def _null():
     return contextlib.nullcontext()
 
 
-def evaluate(run_dir: str | Path, data: str | None = None, *, max_rows: int | None = 200) -> dict:
-    """Mean loss per trained token of the tuned model and of the base, on the run's validation split
-    (or on `data`), tokenized exactly as in training. Lower is better; perplexity = exp(loss)."""
+def evaluate(run_dir: str | Path, data: str | None = None, *, max_rows: int | None = 200,
+             generations: int = 20, max_new_tokens: int = 64, forgetting: bool = True,
+             lm_eval_spec: str | None = None, lm_eval_limit: int | None = None,
+             progress=lambda msg: None) -> dict:
+    """Base vs tuned on held-out data: (1) mean loss per trained token on the run's validation split (or
+    `data`), tokenized exactly as in training (lower is better; perplexity = exp(loss)); (2) a generation
+    report on the first `generations` validation prompts; (3) the forgetting check on general text;
+    (4) lm-evaluation-harness tasks when `lm_eval_spec` names some. Saved as evaluation.json in the run."""
+    import json
+
+    run_dir = Path(run_dir)
+    if lm_eval_spec:
+        require_lm_eval()
+        lm_eval_tasks(lm_eval_spec)  # bad task files refused before any model loads
+    progress("loading the model")
+    tuned = load_tuned(run_dir)
+    progress("loss on held-out data")
+    res = loss_report(tuned, data, max_rows=max_rows)
+    if generations:
+        progress(f"answering {generations} validation prompts")
+        rows = validation_rows(tuned.cfg, data, max_rows=generations)
+        res["generation"] = generation_report(tuned, rows, max_new_tokens=max_new_tokens)
+    if forgetting:
+        from .forgetting import check
+
+        progress("forgetting check on general text")
+        res["forgetting"] = check(tuned, run_dir).to_json()
+    if lm_eval_spec:
+        progress(f"lm-eval {lm_eval_spec}")
+        res["lm_eval"] = lm_eval(tuned, lm_eval_spec, limit=lm_eval_limit)
+    (run_dir / EVALUATION).write_text(json.dumps(res, indent=1, ensure_ascii=False), encoding="utf-8")
+    return res
+
+
+def require_lm_eval() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise UserError(f"--lm-eval needs lm-evaluation-harness: pip install 'ftwizard[{LM_EVAL_EXTRA}]'",
+                        field="--lm-eval")
+
+
+def loss_report(tuned: Tuned, data: str | None = None, *, max_rows: int | None = 200) -> dict:
+    """Mean loss per trained token of the tuned model and of the base (see `evaluate`)."""
     import math
 
     import torch
@@ -117,8 +158,6 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, max_rows: int | No
     from .data.prepare import prepare_training_data
     from .templates import choose_template
 
-    run_dir = Path(run_dir)
-    tuned = load_tuned(run_dir)
     cfg = tuned.cfg.model_copy(deep=True)
     if data:
         cfg.dataset.path, cfg.dataset.validation_path, cfg.dataset.validation = data, None, 0.0
@@ -151,6 +190,158 @@ def evaluate(run_dir: str | Path, data: str | None = None, *, max_rows: int | No
             "base_loss": None if base_loss is None else round(base_loss, 4),
             "base_ppl": None if base_loss is None else round(math.exp(base_loss), 3),
             "data": data or "the run's validation split"}
+
+
+# ------------------------------------------------------------------------------ generation report
+
+EVALUATION = "evaluation.json"  # the last `evaluate` of a run, in its directory
+
+
+def validation_rows(cfg: RunConfig, data: str | None = None, max_rows: int | None = None) -> list[dict]:
+    """Canonical rows of the run's validation split (the same split training made: dataset.validation_path,
+    or dataset.validation of the rows with train.seed), or of `data` when given."""
+    from .data.formats import detect_source
+    from .data.prepare import read_canonical
+    from .data.split import split_indices
+
+    d = cfg.dataset
+    source = data or d.validation_path
+    if source:
+        det, _, _ = detect_source(source, columns=d.columns, format=d.format, split=d.split)
+        rows = read_canonical(source, det, split=d.split, max_rows=max_rows)[0]
+        return rows
+    det, _, _ = detect_source(d.path, columns=d.columns, format=d.format, split=d.split)
+    rows, labels, _, _ = read_canonical(d.path, det, split=d.split, max_rows=d.max_rows)
+    _, va = split_indices(len(rows), d.validation, cfg.train.seed, labels)
+    return [rows[i] for i in va][:max_rows]
+
+
+def prompt_and_reference(row: dict) -> tuple[list[dict], str] | None:
+    """(messages to answer, the reference answer) of a canonical row: the conversation up to its last
+    assistant turn; prompt/completion rows as one user turn. None for raw text (nothing to answer)."""
+    if "messages" in row:
+        msgs = row["messages"]
+        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+        if not last:
+            return None
+        return [dict(role=m["role"], content=m["content"]) for m in msgs[:last]], msgs[last]["content"]
+    if "prompt" in row:
+        return [{"role": "user", "content": row["prompt"]}], row["completion"]
+    return None
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.lower().strip().rstrip(".!").split())
+
+
+def label_like(references: list[str]) -> bool:
+    """Answers that are labels (a class, a yes/no, a number) rather than prose: every reference is short
+    (at most 4 words) and they repeat (fewer distinct answers than half the rows, or at most 20)."""
+    if not references:
+        return False
+    distinct = {_norm(r) for r in references}
+    return all(len(r.split()) <= 4 for r in references) and         (len(distinct) <= 20 or len(distinct) <= len(references) // 2)
+
+
+def generation_report(tuned: Tuned, rows: list[dict], *, max_new_tokens: int = 64) -> dict:
+    """Base and tuned answers to the validation prompts beside the reference; where the data is
+    label-like, exact-match accuracy of both (normalised: case, spaces, a final full stop)."""
+    items = [pr for pr in (prompt_and_reference(r) for r in rows) if pr is not None]
+    exact = label_like([ref for _, ref in items])
+    out = []
+    for msgs, ref in items:
+        rec = {"prompt": msgs[-1]["content"], "reference": ref,
+               "tuned": generate(tuned, msgs, max_new_tokens=max_new_tokens)}
+        if tuned.is_adapter:
+            rec["base"] = generate(tuned, msgs, max_new_tokens=max_new_tokens, base=True)
+        out.append(rec)
+    rep: dict = {"mode": "exact_match" if exact else "side_by_side", "rows": out}
+    if exact and out:
+        for who in ("tuned", "base"):
+            if who in out[0]:
+                rep[f"{who}_exact_match"] = round(sum(_norm(r[who]) == _norm(r["reference"]) for r in out)
+                                                  / len(out), 4)
+    return rep
+
+
+# ------------------------------------------------------------------------------ lm-evaluation-harness
+
+LM_EVAL_EXTRA = "lm-eval"
+
+
+def lm_eval_tasks(spec: str) -> tuple[list[str], list[str]]:
+    """(task names, include paths) from --lm-eval: comma-separated task names, or paths to local task
+    YAML files / folders of them (their folder is added to the task search path; the task name is the
+    file's `task:`). Local tasks with local data files run offline."""
+    import yaml
+
+    names, include = [], []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        p = Path(item).expanduser()
+        if p.is_file() and p.suffix in (".yaml", ".yml"):
+            try:
+                task = (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("task")
+            except yaml.YAMLError as e:
+                raise UserError(f"not a task file: {e}", file=str(p), field="--lm-eval")
+            if not task:
+                raise UserError("a task file needs a `task:` name", file=str(p), field="--lm-eval")
+            names.append(task if isinstance(task, str) else task[0])
+            include.append(str(p.parent.resolve()))
+        elif p.is_dir():
+            include.append(str(p.resolve()))
+        else:
+            names.append(item)
+    return names, sorted(set(include))
+
+
+def lm_eval(tuned: Tuned, spec: str, *, limit: int | None = None, batch_size: int = 4) -> dict:
+    """lm-evaluation-harness tasks on the base and the tuned model: {task: {metric: {base, tuned}}}.
+    Needs the optional extra (`pip install 'ftwizard[lm-eval]'`); refused with that line otherwise."""
+    require_lm_eval()
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    names, include = lm_eval_tasks(spec)
+    tm = TaskManager(include_path=include or None)
+    unknown = [n for n in names if n not in tm.all_tasks]
+    if unknown:
+        raise UserError(f"unknown lm-eval task {unknown[0]} (a task name, or a local task .yaml file)",
+                        field="--lm-eval")
+    if not names and include:
+        raise UserError("no task named: give task names or task .yaml files", field="--lm-eval")
+
+    def run(model, base: bool = False) -> dict:
+        lm = HFLM(pretrained=model, tokenizer=tuned.tokenizer, batch_size=batch_size,
+                  max_length=tuned.cfg.train.max_length)
+        with tuned.base_context() if base else _null():
+            try:
+                res = simple_evaluate(model=lm, tasks=names, task_manager=tm, limit=limit, log_samples=False,
+                                      bootstrap_iters=0, verbosity="ERROR")
+            except FileNotFoundError as e:  # a local task's data_files (relative ones: to the current dir)
+                raise UserError(f"lm-eval task data not found: {e} (give data_files as absolute paths)",
+                                field="--lm-eval") from None
+        return res["results"]
+
+    tuned_res = run(tuned.model)
+    if tuned.is_adapter:
+        base_res = run(tuned.model, base=True)
+    else:  # a full fine-tune keeps no base in memory: load it for this
+        base_res = run(load_base(tuned.cfg, tuned.model.dtype).to(tuned.model.device).eval())
+    table: dict = {}
+    for task, metrics in tuned_res.items():
+        for key, value in metrics.items():
+            if not isinstance(value, (int, float)) or "stderr" in key or key == "sample_len":
+                continue
+            table.setdefault(task, {})[key.split(",")[0]] = {
+                "tuned": _num(value), "base": _num(base_res.get(task, {}).get(key))}
+    return table
+
+
+def _num(v):
+    return round(float(v), 4) if isinstance(v, (int, float)) else None
 
 
 def merge(run_dir: str | Path, out: str | Path | None = None) -> Path:
