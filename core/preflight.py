@@ -52,7 +52,8 @@ TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask check (the row scan itsel
 IMPOSSIBLE_FACTOR = 4.0  # an estimate this many times the memory there is cannot be forced
 PREFLIGHT_FILE = "preflight.json"
 # Config keys naming files: errors about them name the config file and line as well as the path.
-FILE_KEYS = ("model.name_or_path", "model.gguf_file", "dataset.path", "dataset.validation_path", "grpo.rewards")
+FILE_KEYS = ("model.name_or_path", "model.gguf_file", "dataset.path", "dataset.validation_path", "grpo.rewards",
+             "dataset.replay.path")
 
 
 @dataclass
@@ -430,6 +431,10 @@ def preflight(cfg, *, runs_root: str | Path | None = None, config_file: str | Pa
             check_prompt_rows(cfg, report)
         else:
             check_dataset_rows(cfg, model_dir, report, progress)
+            if cfg.dataset.replay is not None:  # the replay file is readable before any run dir exists
+                from .data.prepare import replay_source
+
+                replay_source(cfg.dataset.replay)
     except UserError as exc:
         p = exc.problems[0]
         fail(Finding("dataset", "error", p.message, file=p.file, line=p.line, field=p.field))
