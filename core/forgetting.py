@@ -97,9 +97,7 @@ def check(tuned, run_dir: str | Path | None = None, *, texts: list[str] | None =
         with tuned.base_context():
             base_ppl, _ = perplexity(tuned.model, tuned.tokenizer, texts, max_length)
     else:
-        from .afterwards import load_base
-
-        base = load_base(tuned.cfg, tuned.model.dtype).to(tuned.model.device).eval()
+        base = tuned.load_base()
         base_ppl, _ = perplexity(base, tuned.tokenizer, texts, max_length)
         del base
     res = Forgetting(round(base_ppl, 4), round(tuned_ppl, 4), n)
@@ -116,3 +114,46 @@ def load_result(run_dir: str | Path) -> Forgetting | None:
         return Forgetting(d["base_ppl"], d["tuned_ppl"], d["tokens"], d.get("threshold", THRESHOLD))
     except (OSError, ValueError, KeyError):
         return None
+
+
+def training_callback(run_dir: str | Path, tokenizer, max_length: int, world_size: int = 1):
+    """A TrainerCallback that makes the check inside the training process, where the model is already in
+    memory: the base perplexity before the first step (or, for adapters, with the adapter switched off at
+    the end), the tuned one when training ends; written as forgetting.json. One process only (a sharded
+    model cannot run a forward pass on one rank): on several, `ftwizard evaluate` makes the check."""
+    from transformers import TrainerCallback
+
+    texts = general_texts()
+    max_length = min(512, max_length)
+
+    def ppl(model) -> tuple[float, int]:
+        was_training = model.training
+        model.eval()
+        try:
+            return perplexity(model, tokenizer, texts, max_length)
+        finally:
+            model.train(was_training)
+
+    class ForgettingCallback(TrainerCallback):
+        base: float | None = None
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            if world_size == 1 and state.global_step == 0 and not hasattr(model, "disable_adapter"):
+                self.base = ppl(model)[0]
+
+        def on_train_end(self, args, state, control, model=None, **kw):
+            if world_size != 1 or model is None:
+                return
+            tuned, n = ppl(model)
+            base = self.base
+            if hasattr(model, "disable_adapter"):
+                with model.disable_adapter():
+                    base = ppl(model)[0]
+            if base is None:
+                return  # a resumed full fine-tune: its base was not measured in this process
+            res = Forgetting(round(base, 4), round(tuned, 4), n)
+            tmp = Path(run_dir) / (RESULT + ".tmp")
+            tmp.write_text(json.dumps(res.to_json(), indent=1), encoding="utf-8")
+            tmp.replace(Path(run_dir) / RESULT)
+
+    return ForgettingCallback()

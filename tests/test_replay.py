@@ -45,6 +45,11 @@ def test_a_real_run_trains_on_the_replay_rows(tiny_config, start_run, wait_run):
     assert info["replay"]["rows"] == round(info["tokenized"]["rows"] / 3)  # 25% of the mixed rows
     assert info["replay"]["train_rows"] == info["tokenized"]["rows"]
     assert "replay:" in (run_dir / "config.yaml").read_text()
+    # the training process made the forgetting check on its way out: base (adapter off) vs tuned
+    from ftwizard.core.forgetting import load_result
+
+    f = load_result(run_dir)
+    assert f is not None and f.base_ppl > 1 and f.tuned_ppl > 1 and f.base_ppl != f.tuned_ppl and f.tokens > 500
 
 
 def test_replay_is_refused_for_kinds_that_do_not_read_sft_rows():

@@ -516,6 +516,11 @@ def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter, metri
     trainer.add_callback(trainer.doctor)  # diverging / dead model: ends the run (save() checks)
     if cfg.train.early_stopping_patience:
         trainer.add_callback(early_stopping(run, cfg.train.early_stopping_patience))
+    if run.rank == 0 and trainer.processing_class is not None:  # forgetting.json: base vs tuned on general text
+        from ..forgetting import training_callback as forgetting_check
+
+        tok = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+        trainer.add_callback(forgetting_check(run.dir, tok, cfg.train.max_length, dev.world_size))
     for ref in cfg.train.callbacks:
         trainer.add_callback(import_callback(ref))
 
