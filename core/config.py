@@ -130,6 +130,21 @@ class DatasetConfig(_Section):
         "training: sft only.")
 
 
+Tracker = Literal["tensorboard", "wandb", "trackio", "mlflow"]
+# tracker -> the modules any of which makes it work (transformers' own availability checks)
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
+                   "mlflow": ("mlflow",)}
+
+
+def tracker_problems(report_to: list[str]) -> list[tuple[str, str]]:
+    """Trackers named in train.report_to whose package is not installed here (checked before a run is
+    made, not when a config is read: a run dir is readable on a machine without them)."""
+    import importlib.util
+
+    return [("train.report_to", f"{name} is not installed: pip install 'ftwizard[{name}]' (or remove it)")
+            for name in report_to if not any(importlib.util.find_spec(m) for m in TRACKER_MODULES[name])]
+
+
 class TrainConfig(_Section):
     max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer rows are truncated.")
     batch_size: int = Field(4, ge=1, description="Rows per device per step.")
@@ -166,7 +181,11 @@ class TrainConfig(_Section):
     callbacks: list[str] = Field(
         default_factory=list, description="Extra transformers TrainerCallbacks as 'module:Class' import paths.")
     longest_first: bool = Field(True, description="Run the longest batch first so an out-of-memory error shows at step 1.")
-    report_to: list[str] = Field(default_factory=list, description="Extra trackers (wandb, tensorboard). events.jsonl is always written.")
+    report_to: list[Tracker] = Field(
+        default_factory=list, description="Experiment trackers the Trainer also logs to: tensorboard (logs in the "
+        "run's tensorboard/), wandb (offline unless WANDB_MODE is set), trackio, mlflow (./mlruns in the run unless "
+        "MLFLOW_TRACKING_URI is set). Each is an optional extra: pip install 'ftwizard[NAME]'. events.jsonl is "
+        "always written and stays what ftwizard shows.")
     extra_metrics: bool = Field(False, description="Also log token accuracy and entropy each step (costs time).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
 

@@ -439,6 +439,10 @@ def preflight(cfg, *, runs_root: str | Path | None = None, config_file: str | Pa
         p = exc.problems[0]
         fail(Finding("dataset", "error", p.message, file=p.file, line=p.line, field=p.field))
     check_settings(cfg, report)
+    from .config import tracker_problems
+
+    for key, message in tracker_problems(cfg.train.report_to):
+        fail(Finding("tracker", "error", message, field=key))
     from .guidance import config_guidance
 
     for key, message in config_guidance(cfg):  # the wizard's usual ranges: a warning, the run starts
