@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 from .config import RunConfig, load_config
 from .errors import UserError
@@ -29,6 +30,10 @@ class Tuned:
         if self.is_adapter:
             return self.model.disable_adapter()
         return contextlib.nullcontext()
+
+    def load_base(self):
+        """The base model as a separate model, on the tuned model's device and dtype (full fine-tunes)."""
+        return load_base(self.cfg, self.model.dtype).to(self.model.device).eval()
 
 
 def output_dir(run_dir: Path) -> Path:
@@ -57,8 +62,14 @@ def load_base(cfg: RunConfig, dtype):
                                                 trust_remote_code=cfg.model.trust_remote_code)
 
 
-def load_tuned(run_dir: str | Path, *, device: str | None = None) -> Tuned:
-    """The tuned model of a run (base + adapter, or the full model) and its tokenizer."""
+LOAD_STEPS = ("libraries", "tokenizer", "model", "adapter", "ready")
+
+
+def load_tuned(run_dir: str | Path, *, device: str | None = None,
+               progress: Callable[[str, float], None] = lambda what, frac: None) -> Tuned:
+    """The tuned model of a run (base + adapter, or the full model) and its tokenizer. `progress(what,
+    fraction)` is called as each part starts (libraries, tokenizer, model, adapter) and at the end."""
+    progress("importing torch and transformers", 0.0)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -68,17 +79,77 @@ def load_tuned(run_dir: str | Path, *, device: str | None = None) -> Tuned:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     remote = cfg.model.trust_remote_code
+    progress("loading the tokenizer", 0.25)
     tok = AutoTokenizer.from_pretrained(str(out), trust_remote_code=remote)
     if (out / "adapter_config.json").exists():
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_base(cfg, dtype), str(out))
+        progress(f"loading the base model {Path(cfg.model.name_or_path).name}", 0.35)
+        base = load_base(cfg, dtype)
+        progress("loading the adapter", 0.85)
+        model = PeftModel.from_pretrained(base, str(out))
         is_adapter = True
     else:
+        progress("loading the model", 0.35)
         model = AutoModelForCausalLM.from_pretrained(str(out), dtype=dtype, trust_remote_code=remote)
         is_adapter = False
     model.to(device).eval()
+    progress("ready", 1.0)
     return Tuned(model, tok, is_adapter, cfg)
+
+
+@dataclass
+class GenSettings:
+    """Generation settings, shown on the chat screen: greedy when temperature is 0."""
+    max_new_tokens: int = 200
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def describe(self) -> str:
+        how = "greedy" if self.temperature <= 0 else f"temperature {self.temperature:g} · top-p {self.top_p:g}"
+        return f"{how} · max {self.max_new_tokens} new tokens"
+
+
+def stream_generate(tuned: Tuned, messages: list[dict], settings: GenSettings | None = None, *,
+                    base: bool = False) -> Iterator[str]:
+    """The assistant's answer to `messages` as text pieces, in order, while it is generated
+    (transformers' TextIteratorStreamer; generate() runs in a thread of its own)."""
+    import threading
+
+    import torch
+    from transformers import TextIteratorStreamer
+
+    s = settings or GenSettings()
+    tok, model = tuned.tokenizer, tuned.model
+    enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    kwargs = dict(**enc, streamer=streamer, max_new_tokens=s.max_new_tokens, eos_token_id=tok.eos_token_id,
+                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    if s.temperature > 0:
+        torch.manual_seed(s.seed)
+        kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+    else:
+        kwargs.update(do_sample=False)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.no_grad(), (tuned.base_context() if base else _null()):
+                model.generate(**kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True, name="ftwizard-generate")
+    thread.start()
+    for piece in streamer:
+        if piece:
+            yield piece
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def generate(tuned: Tuned, messages: list[dict], *, max_new_tokens: int = 200, base: bool = False,
@@ -329,7 +400,7 @@ def lm_eval(tuned: Tuned, spec: str, *, limit: int | None = None, batch_size: in
     if tuned.is_adapter:
         base_res = run(tuned.model, base=True)
     else:  # a full fine-tune keeps no base in memory: load it for this
-        base_res = run(load_base(tuned.cfg, tuned.model.dtype).to(tuned.model.device).eval())
+        base_res = run(tuned.load_base())
     table: dict = {}
     for task, metrics in tuned_res.items():
         for key, value in metrics.items():
