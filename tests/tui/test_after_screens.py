@@ -76,3 +76,78 @@ async def test_chat_answers_keys_while_the_model_loads_then_streams_the_answer_i
         await until(pilot, lambda: not screen.generating and len(screen.history) == 4, timeout=120)
         assert [m["role"] for m in screen.history] == ["user", "assistant", "user", "assistant"]
         assert "2 turns" in str(screen.query_one("#chat-settings").render())
+
+
+async def test_base_vs_tuned_shows_validation_prompts_with_reference_base_and_tuned(finished_run):
+    from ftwizard.core.afterwards import generate
+    from ftwizard.tui.screens.compare import CompareScreen
+
+    app = host(lambda: CompareScreen(finished_run, prompts=2, max_new_tokens=8))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: len(screen.rows) == 2, timeout=180)
+        first = screen.rows[0]
+        assert first.prompt.startswith("What is") and "equals" in first.reference
+        msgs = [{"role": "system", "content": "You answer arithmetic in words."},
+                {"role": "user", "content": first.prompt}]
+        assert first.tuned == generate(screen.tuned, msgs, max_new_tokens=8)
+        assert first.base == generate(screen.tuned, msgs, max_new_tokens=8, base=True)
+        titles = [c.border_title for c in screen.query(".cmp-col")]
+        assert titles[:3] == ["reference", "base", "tuned"]
+        screen.query_one("#cmp-input").value = "What is one plus one?"  # a typed prompt: no reference
+        await pilot.press("enter")
+        await until(pilot, lambda: len(screen.rows) == 3, timeout=120)
+        assert screen.rows[2].reference is None and screen.rows[2].prompt == "What is one plus one?"
+
+
+async def test_evaluate_screen_runs_the_evaluation_in_a_worker_and_shows_the_report(finished_run):
+    import json
+
+    from ftwizard.tui.screens.evaluate import EvaluateScreen
+
+    (finished_run / "evaluation.json").unlink(missing_ok=True)
+    app = host(lambda: EvaluateScreen(finished_run, generations=2))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.press("ctrl+e")
+        await until(pilot, lambda: screen.result is not None, timeout=240)
+        assert screen.progress[:2] == ["loading the model", "loss on held-out data"]
+        report = str(screen.query_one("#eval-report").render())
+        assert "tuned: loss" in report and "base : loss" in report and "general-text perplexity" in report
+        assert json.loads((finished_run / "evaluation.json").read_text())["rows"] == screen.result["rows"]
+
+
+async def test_export_screen_exports_once_and_then_refuses_to_overwrite(finished_run, tmp_path):
+    from ftwizard.tui.screens.export import ExportScreen
+
+    out = tmp_path / "export"
+    app = host(lambda: ExportScreen(finished_run, out=out))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await pilot.press("ctrl+e")
+        await until(pilot, lambda: screen.result is not None, timeout=240)
+        assert (out / "merged" / "config.json").is_file()
+        assert any(line.startswith("merging into a standalone") for line in screen.lines)
+        await pilot.press("ctrl+e")
+        status = screen.query_one("#exp-status")
+        await until(pilot, lambda: "refused" in str(status.render()), timeout=120)
+        assert "already exists" in str(status.render()) and status.has_class("-error")
+
+
+async def test_push_screen_dry_run_lists_the_files_and_the_card_and_refuses_a_bad_repo(finished_run):
+    from ftwizard.tui.screens.push import PushScreen
+
+    app = host(lambda: PushScreen(finished_run))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        screen.query_one("#push-repo").value = "not a repo"
+        await pilot.press("ctrl+d")
+        status = screen.query_one("#push-status")
+        await until(pilot, lambda: "refused" in str(status.render()))
+        assert "not a hub repository id" in str(status.render()) and screen.plan is None
+        screen.query_one("#push-repo").value = "someone/tiny-arith"
+        await pilot.press("ctrl+d")
+        await until(pilot, lambda: screen.plan is not None)
+        plan = str(screen.query_one("#push-plan").render())
+        assert "adapter_config.json" in plan and "README.md" in plan and "someone/tiny-arith" in plan
+        assert "dry run: nothing uploaded" in str(status.render())
