@@ -80,8 +80,8 @@ class ExportScreen(Screen):
         yield Footer()
 
     def action_run(self) -> None:
-        gguf = self.query_one("#exp-gguf", Select).value
-        gguf = None if gguf is Select.BLANK else str(gguf)
+        pick = self.query_one("#exp-gguf", Select)
+        gguf = None if pick.is_blank() else str(pick.value)
         ollama = self.query_one("#exp-ollama", Input).value.strip() or None
         self.lines = []
         self.query_one("#exp-status", Static).update("exporting…")

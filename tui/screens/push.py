@@ -56,8 +56,8 @@ class PushScreen(Screen):
         yield Footer()
 
     def _options(self) -> tuple[str, str | None, bool]:
-        what = self.query_one("#push-what", Select).value
-        return (self.query_one("#push-repo", Input).value.strip(), None if what is Select.BLANK else str(what),
+        what = self.query_one("#push-what", Select)
+        return (self.query_one("#push-repo", Input).value.strip(), None if what.is_blank() else str(what.value),
                 self.query_one("#push-private", Checkbox).value)
 
     def action_dry_run(self) -> None:
