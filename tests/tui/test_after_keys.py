@@ -48,7 +48,7 @@ async def test_finished_screen_offers_the_after_keys_only_with_a_trained_model(t
         assert app.screen.check_action("after", ("export",)) is True
         await pilot.press("m")
         await until(pilot, lambda: isinstance(app.screen, CompareRunsScreen))
-        assert app.screen.initial == [str(done)]
+        assert app.screen.initial == [str(done.resolve())]
 
 
 async def test_finished_screen_shows_the_forgetting_warning_above_the_threshold(tmp_path):

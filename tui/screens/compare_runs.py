@@ -37,7 +37,7 @@ class CompareRunsScreen(Screen):
 
     def __init__(self, selected: list[str | Path], runs_dir: str | Path | None = None):
         super().__init__()
-        self.initial = [str(Path(p)) for p in selected]
+        self.initial = [str(Path(p).resolve()) for p in selected]
         self.runs_dir = runs_dir
         self.paths: list[str] = []  # every run listed
         self.chosen: list[str] = []  # ticked, in the order they were ticked
@@ -62,9 +62,9 @@ class CompareRunsScreen(Screen):
         from ftwizard.core.runs import list_runs
 
         runs = list(reversed(list_runs(self.runs_dir)))
-        known = {str(Path(i.path)) for i in runs}
+        known = {str(Path(i.path).resolve()) for i in runs}
         extra = [p for p in self.initial if p not in known]  # a run outside the registry: still listed
-        return [(p, Path(p).name, "") for p in extra] + [(str(Path(i.path)), i.id, i.state) for i in runs]
+        return [(p, Path(p).name, "") for p in extra] + [(str(Path(i.path).resolve()), i.id, i.state) for i in runs]
 
     @work(thread=True, exclusive=True, group="cruns-compare", exit_on_error=False)
     def compare(self, paths: list[str]) -> tuple[list, dict | None]:

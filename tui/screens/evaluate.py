@@ -42,7 +42,7 @@ class EvaluateScreen(Screen):
     HELP = HELP
     BINDINGS = [
         Binding("escape", "back", "Back", key_display="esc", id="evaluate.back", tooltip="back to the run"),
-        Binding("ctrl+e", "run", "Evaluate", key_display="^e", id="evaluate.run",
+        Binding("ctrl+e", "run", "Evaluate", key_display="^e", priority=True, id="evaluate.run",
                 tooltip="evaluate base and tuned now (the lm-eval tasks typed below too)"),
     ]
 

@@ -57,7 +57,7 @@ class ExportScreen(Screen):
     HELP = HELP
     BINDINGS = [
         Binding("escape", "back", "Back", key_display="esc", id="export.back", tooltip="back to the run"),
-        Binding("ctrl+e", "run", "Export", key_display="^e", id="export.run", tooltip="export with these options"),
+        Binding("ctrl+e", "run", "Export", key_display="^e", priority=True, id="export.run", tooltip="export with these options"),
     ]
 
     def __init__(self, run_dir: str | Path, *, out: str | Path | None = None):

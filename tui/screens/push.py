@@ -33,9 +33,9 @@ class PushScreen(Screen):
     HELP = HELP
     BINDINGS = [
         Binding("escape", "back", "Back", key_display="esc", id="push.back", tooltip="back to the run"),
-        Binding("ctrl+d", "dry_run", "Dry run", key_display="^d", id="push.dry-run",
+        Binding("ctrl+d", "dry_run", "Dry run", key_display="^d", priority=True, id="push.dry-run",
                 tooltip="list the files and show the model card, upload nothing"),
-        Binding("ctrl+p", "push", "Push", key_display="^p", id="push.push", tooltip="upload (asks first)"),
+        Binding("ctrl+p", "push", "Push", key_display="^p", priority=True, id="push.push", tooltip="upload (asks first)"),
     ]
 
     def __init__(self, run_dir: str | Path):
