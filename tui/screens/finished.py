@@ -34,14 +34,24 @@ With a trained model: **c** chat with it, **b** base vs tuned on validation prom
 """
 
 
+AFTER_KEYS = [  # (key, what it opens): shown in the finished screen's "Next steps" and on the runs screen
+    ("c", "chat with it, tokens as they come (ctrl+b: the base model)"),
+    ("b", "base vs tuned on validation prompts, beside the reference"),
+    ("v", "evaluate: loss, answers, forgetting check, lm-eval tasks"),
+    ("e", "export: merged model, GGUF, Ollama Modelfile, round-trip check"),
+    ("p", "push to the Hugging Face Hub (dry run first)"),
+]
+COMPARE_KEY = ("m", "compare with other runs: loss curves, config differences")
+
+
 def next_steps(run_id: str, run_dir: Path, state: str, output: str | None, method: str | None) -> list[str]:
-    """What to do next, as commands that can be pasted."""
+    """What to do next: this screen's keys first, then commands that can be pasted."""
     steps = []
+    if has_model(state, output):
+        steps += [f"{k}  {what}" for k, what in AFTER_KEYS]
+    steps.append(f"{COMPARE_KEY[0]}  {COMPARE_KEY[1]}")
     if state == "completed" and output:
-        steps.append(f"try it: ftwizard chat {run_id} --compare")
-        steps.append(f"tuned vs base on held-out rows: ftwizard evaluate {run_id}")
         if method in ("lora", "qlora"):
-            steps.append(f"merge the adapter into the model: ftwizard merge {run_id}")
             steps.append(f"load it: PeftModel.from_pretrained(base_model, \"{output}\")")
         else:
             steps.append(f"load it: AutoModelForCausalLM.from_pretrained(\"{output}\")")
@@ -54,15 +64,16 @@ def next_steps(run_id: str, run_dir: Path, state: str, output: str | None, metho
     return steps
 
 
+# Not in the footer (80 columns cannot hold six more keys): the screens list them (AFTER_KEYS).
 AFTER_BINDINGS = [
-    Binding("c", "after('chat')", "Chat", id="after.chat", tooltip="chat with the tuned model"),
-    Binding("b", "after('compare')", "Base/tuned", id="after.compare",
+    Binding("c", "after('chat')", "Chat", show=False, id="after.chat", tooltip="chat with the tuned model"),
+    Binding("b", "after('compare')", "Base/tuned", show=False, id="after.compare",
             tooltip="validation prompts answered by the base and the tuned model, beside the reference"),
-    Binding("v", "after('evaluate')", "Evaluate", id="after.evaluate",
+    Binding("v", "after('evaluate')", "Evaluate", show=False, id="after.evaluate",
             tooltip="loss, answers, forgetting check (and lm-eval tasks) of base vs tuned"),
-    Binding("e", "after('export')", "Export", id="after.export", tooltip="merged model, GGUF, Ollama Modelfile"),
-    Binding("p", "after('push')", "Push", id="after.push", tooltip="upload to the Hugging Face Hub"),
-    Binding("m", "after('compare_runs')", "Compare runs", id="after.compare-runs",
+    Binding("e", "after('export')", "Export", show=False, id="after.export", tooltip="merged model, GGUF, Ollama Modelfile"),
+    Binding("p", "after('push')", "Push", show=False, id="after.push", tooltip="upload to the Hugging Face Hub"),
+    Binding("m", "after('compare_runs')", "Compare runs", show=False, id="after.compare-runs",
             tooltip="overlay this run's loss curves with other runs', and their config differences"),
 ]
 
@@ -213,8 +224,8 @@ class FinishedScreen(Screen):
         return "\n".join(lines)
 
     def _next_text(self) -> str:
-        return "\n".join(f"· {escape(s)}" for s in
-                         next_steps(self.run_id, self.run_dir, self.state, self.output, self.info.method))
+        return "\n".join(f"[b]{s[0]}[/b]{escape(s[1:])}" if s[1:3] == "  " else f"· {escape(s)}"
+                         for s in next_steps(self.run_id, self.run_dir, self.state, self.output, self.info.method))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:

@@ -80,6 +80,7 @@ class RunsScreen(Screen):
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("No runs yet. Start one from the wizard, or `ftwizard train CONFIG`.", id="runs-empty")
         yield Static("", id="runs-status")
+        yield Static("", id="runs-keys")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -163,6 +164,17 @@ class RunsScreen(Screen):
         if info is not None:
             text += f" · {short_model(info.model)} · {info.method or '?'}"
         self.query_one("#runs-status", Static).update(text)
+        self.query_one("#runs-keys", Static).update(self._keys_text(info))
+
+    def _keys_text(self, info) -> str:
+        """The after-training keys (not in the footer: 80 columns cannot hold them) for the selected run."""
+        marked = f" ({len(self.marked)} marked)" if self.marked else ""
+        tail = f"[b]space[/b] mark  [b]m[/b] compare runs{marked}"
+        if info is None:
+            return ""
+        if not has_model(info.state, info.output):
+            return f"no trained model in this run · {tail}"
+        return "[b]c[/b] chat  [b]b[/b] vs base  [b]v[/b] evaluate  [b]e[/b] export  [b]p[/b] push  " + tail
 
     # ------------------------------------------------------------------------------ actions
 
