@@ -57,7 +57,7 @@ class EvaluateScreen(Screen):
         yield Static(f"evaluate · {self.run_dir.name}", classes="after-title")
         yield Static("ctrl+e evaluates base and tuned on the validation rows", id="eval-status",
                      classes="after-line")
-        with VerticalScroll(classes="after-body"):
+        with VerticalScroll(id="eval-body", classes="after-body"):
             yield Static("", id="eval-report")
         yield Input(placeholder="lm-eval tasks (optional): names or task .yaml files, comma-separated",
                     id="eval-tasks")
@@ -70,6 +70,7 @@ class EvaluateScreen(Screen):
         if saved.is_file():
             try:
                 self.show(json.loads(saved.read_text(encoding="utf-8")), "the last evaluation (ctrl+e again)")
+                self.query_one("#eval-body").focus()  # read the report with the arrow keys
             except ValueError:
                 pass
 

@@ -51,7 +51,7 @@ class PushScreen(Screen):
             yield Input(placeholder="user/name", id="push-repo")
             yield Select([(w, w) for w in WHATS], prompt="default", allow_blank=True, id="push-what")
             yield Checkbox("private", True, id="push-private")
-        with VerticalScroll(classes="after-body"):
+        with VerticalScroll(id="push-body", classes="after-body"):
             yield Static("", id="push-plan")
         yield Footer()
 
@@ -111,6 +111,7 @@ class PushScreen(Screen):
             lines += ["  README.md  (the model card, below)", "", plan.card]
             self.query_one("#push-plan", Static).update(escape("\n".join(lines)))
             status.update("dry run: nothing uploaded · ctrl+p to upload")
+            self.query_one("#push-body").focus()  # read the card with the arrow keys
         elif w.group == "push":
             status.update(f"pushed: {escape(str(w.result))}")
 
