@@ -85,3 +85,23 @@ async def test_runs_screen_marks_runs_and_m_compares_the_marked_ones(tmp_path):
         await pilot.press("m")
         await until(pilot, lambda: isinstance(app.screen, CompareRunsScreen) and app.screen.result is not None)
         assert {d["key"] for d in app.screen.result["config_diff"]} == {"method", "train.max_steps"}
+
+
+async def test_runs_screen_opens_the_after_screens_for_the_selected_run_only_with_a_model(tmp_path):
+    from ftwizard.tui.screens.export import ExportScreen
+    from ftwizard.tui.screens.runs import RunsScreen
+
+    done = make_run(tmp_path, "20261124-010000-done", steps=200, max_steps=200)
+    make_run(tmp_path, "20261124-020000-oom", state="failed", steps=0, diagnosis=OOM, reason="oom")
+    app = MonitorApp(lambda: RunsScreen(runs_dir=tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.loaded)
+        assert "no trained model" in str(screen.query_one("#runs-keys").render())  # the failed run, newest
+        await pilot.press("e")
+        assert app.screen is screen
+        await pilot.press("down")
+        assert "e export" in str(screen.query_one("#runs-keys").render())
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, ExportScreen))
+        assert app.screen.run_dir == done
