@@ -143,11 +143,11 @@ class ChatScreen(ModelScreen):
     HELP = HELP
     BINDINGS = [
         Binding("escape", "back", "Back", key_display="esc", id="chat.back", tooltip="back to the run"),
-        Binding("ctrl+t", "temperature", "Temperature", key_display="^t", id="chat.temperature",
+        Binding("ctrl+t", "temperature", "Temp", key_display="^t", id="chat.temperature",
                 tooltip="cycle the temperature: 0 (greedy), 0.3, 0.7, 1.0"),
         Binding("ctrl+n", "max_tokens", "Length", key_display="^n", id="chat.length",
                 tooltip="cycle the longest answer: 64, 128, 256, 512 new tokens"),
-        Binding("ctrl+b", "toggle_base", "Base/tuned", key_display="^b", id="chat.base",
+        Binding("ctrl+b", "toggle_base", "Base", key_display="^b", id="chat.base",
                 tooltip="answer with the base model (adapter off) or the tuned one"),
         Binding("ctrl+r", "reset", "New chat", key_display="^r", id="chat.reset",
                 tooltip="forget the conversation and start again"),
