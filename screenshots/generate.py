@@ -150,8 +150,8 @@ def compare_runs(work: Path):
 
         root = work / "recorded"
         a = make_run(root, "20261124-0900-llama8b-lora", steps=300, max_steps=300, eval_every=50)
-        b = make_run(root, "20261124-1000-llama8b-qlora", steps=300, max_steps=300, method="qlora",
-                     eval_every=50)
+        b = make_run(root, "20261124-1000-llama8b-qlora", steps=200, max_steps=300, method="qlora",
+                     state="stopped", eval_every=50)
         screen = CompareRunsScreen([a, b], runs_dir=root)
         pilot.app.push_screen(screen)
         await settle(pilot, lambda app: screen.result is not None)

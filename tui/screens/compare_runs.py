@@ -27,6 +27,18 @@ each run's first, last and best losses, and every config key whose value differs
 """
 
 
+def screen_table(res: dict) -> list[str]:
+    """`ftwizard compare`'s table for 80 columns: the config differences first (what sets the runs apart),
+    then the losses; the "run N: id" lines left out (the legend above the chart names the runs)."""
+    import re
+
+    from ftwizard.core.compare import table_lines
+
+    lines = [line for line in table_lines(res, width=14) if not re.match(r"run \d+: ", line)]
+    blank = lines.index("")
+    return [lines[0]] + lines[blank + 1:] + [""] + lines[1:blank]
+
+
 class CompareRunsScreen(Screen):
     CSS_PATH = AFTER_CSS
     STEP_NAME = "Compare runs"
@@ -105,9 +117,7 @@ class CompareRunsScreen(Screen):
             if res is None:
                 self.query_one("#cruns-table", Static).update("tick another run to compare (space)")
             else:
-                from ftwizard.core.compare import table_lines
-
-                self.query_one("#cruns-table", Static).update(escape("\n".join(table_lines(res, width=14))))
+                self.query_one("#cruns-table", Static).update(escape("\n".join(screen_table(res))))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:
