@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("ftwizard.core.commands.chat", "chat with a run's tuned model (--compare: beside the base model)"),
     "evaluate": ("ftwizard.core.commands.evaluate",
                  "loss and perplexity of the tuned and the base model on held-out data"),
+    "compare": ("ftwizard.core.commands.compare", "compare runs: loss curves side by side and config differences"),
     "merge": ("ftwizard.core.commands.merge", "merge a LoRA adapter into its base model: a standalone model"),
     "export": ("ftwizard.core.commands.export",
                "merged model, GGUF (llama.cpp's converter), Ollama Modelfile; checks the chat template"),

@@ -463,10 +463,26 @@ def trainer_arguments(cfg: RunConfig, dev: Device, run: Run, steps: int, has_eva
         # is kept beside the last save_total_limit ones.
         save_strategy="steps", save_steps=t.save_steps or eval_steps, save_total_limit=t.save_total_limit,
         metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False,
-        report_to=t.report_to or "none", disable_tqdm=True,
+        report_to=tracker_setup(cfg, run), run_name=run.dir.name, disable_tqdm=True,
         remove_unused_columns=True, dataloader_num_workers=0, use_liger_kernel=dev.liger,
         **distributed_arguments(dev),
     )
+
+
+def tracker_setup(cfg: RunConfig, run: Run) -> list[str] | str:
+    """train.report_to for the Trainer, with each tracker's files in the run dir unless the environment
+    says otherwise: TensorBoard in tensorboard/, MLflow in mlruns/, W&B offline (WANDB_MODE) in wandb/."""
+    names = cfg.train.report_to
+    if "tensorboard" in names:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run.dir / "tensorboard"))
+    if "wandb" in names:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(run.dir))
+        os.environ.setdefault("WANDB_PROJECT", "ftwizard")
+    if "mlflow" in names:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (run.dir / "mlruns").as_uri())
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "ftwizard")
+    return list(names) or "none"
 
 
 def distributed_arguments(dev: Device) -> dict:
@@ -516,6 +532,11 @@ def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter, metri
     trainer.add_callback(trainer.doctor)  # diverging / dead model: ends the run (save() checks)
     if cfg.train.early_stopping_patience:
         trainer.add_callback(early_stopping(run, cfg.train.early_stopping_patience))
+    if run.rank == 0 and trainer.processing_class is not None:  # forgetting.json: base vs tuned on general text
+        from ..forgetting import training_callback as forgetting_check
+
+        tok = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+        trainer.add_callback(forgetting_check(run.dir, tok, cfg.train.max_length, dev.world_size))
     for ref in cfg.train.callbacks:
         trainer.add_callback(import_callback(ref))
 
