@@ -21,10 +21,10 @@ def node_command(run_dir, *, nodes: int, node_rank: int, master: str, port: int,
                  resume: bool = False) -> list[str]:
     """One machine's command: torchrun (through distlaunch) with a c10d rendezvous on `master`. The run
     directory must be on a filesystem every machine sees at the same path."""
-    return ["python", "-m", "ftwizard.core.distlaunch", str(run_dir), "--nnodes", str(nodes),
-            "--node_rank", str(node_rank), "--nproc_per_node", str(procs), "--rdzv_backend", "c10d",
-            "--rdzv_endpoint", f"{master}:{port}", "--rdzv_id", run_dir.name,
-            "-m", "ftwizard.core.trainer", str(run_dir)] + (["--resume"] if resume else [])
+    from ..launch import torchrun_command
+
+    return torchrun_command(run_dir, nodes=nodes, procs=procs, endpoint=f"{master}:{port}", rdzv_id=run_dir.name,
+                            node_rank=node_rank, resume=resume, python="python")
 
 
 def run(args) -> int:

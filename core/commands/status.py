@@ -24,7 +24,8 @@ def run(args) -> int:
     print(f"{info.id}: {info.state}" + (f" ({info.reason})" if info.reason else ""))
     loss = f"{info.last_loss:.4f}" if info.last_loss is not None else "-"
     best = f"  best validation {info.best_eval_loss:.4f}" if info.best_eval_loss is not None else ""
-    print(f"  step {step}  last loss {loss}{best}  pid {info.pid}  phase {info.phase}")
+    where = f"Slurm job {info.extra['slurm_job']}" if info.extra.get("slurm_job") else f"pid {info.pid}"
+    print(f"  step {step}  last loss {loss}{best}  {where}  phase {info.phase}")
     if info.diagnosis and info.diagnosis.get("fixes"):
         print("  try, in order:")
         for fix in info.diagnosis["fixes"]:
