@@ -154,6 +154,24 @@ def write_slurm_job(run_dir: Path, spec, *, resume: bool = False) -> Path:
     return path
 
 
+def cancel_slurm(run_dir: Path) -> str:
+    """scancel the run's Slurm job (after `stop` asked it to end and its grace period passed, or while it
+    is still pending); the run then reads as stopped, resumable from its newest checkpoint."""
+    from .slurm import SlurmError, cancel
+
+    launch = read_json(run_dir / LAUNCH) or {}
+    job = launch.get("slurm_job")
+    if not job:
+        raise UserError("is not a Slurm run: nothing to scancel", field="RUN")
+    write_json_atomic(run_dir / LAUNCH, {**launch, "cancelled_after_stop": True})
+    try:
+        cancel(job)
+    except SlurmError as exc:
+        write_json_atomic(run_dir / LAUNCH, launch)
+        raise UserError(str(exc), field="RUN") from None
+    return job
+
+
 def slurm_job_spec(run_dir: Path):
     from .slurm import SLURM_FILE, JobSpec
 
@@ -162,7 +180,7 @@ def slurm_job_spec(run_dir: Path):
 
 def submit_slurm(run_dir: Path) -> str:
     """sbatch RUN_DIR/job.sbatch and record the job (launch.json, slurm.json). Its job id."""
-    from .slurm import SCRIPT, SLURM_FILE, SlurmError, submit
+    from .slurm import SCRIPT, SlurmError, submit
 
     launched_at = time.time()
     try:

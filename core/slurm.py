@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import time
 from dataclasses import asdict, dataclass
 
 SCRIPT = "job.sbatch"
@@ -122,20 +121,11 @@ def _run(cmd: list[str], timeout: float = 15) -> subprocess.CompletedProcess | N
         return None
 
 
-_cache: dict[str, tuple[float, JobState | None]] = {}
-CACHE_S = 2.0  # the monitor and `runs` ask often; Slurm is asked at most this often per job
-
-
-def job_state(job_id: str | int, *, fresh: bool = False) -> JobState | None:
+def job_state(job_id: str | int) -> JobState | None:
     """Slurm's state of a job, or None when Slurm cannot be asked from here (no squeue, no controller).
-    A job Slurm answers for but no longer knows (purged, no accounting) is UNKNOWN, never live."""
-    key = str(job_id)
-    hit = _cache.get(key)
-    if hit and not fresh and time.monotonic() - hit[0] < CACHE_S:
-        return hit[1]
-    state = _ask(key)
-    _cache[key] = (time.monotonic(), state)
-    return state
+    A job Slurm answers for but no longer knows (purged, no accounting) is UNKNOWN, never live. Asked
+    afresh each time (squeue is one RPC): a cached answer would show a cancelled job as pending."""
+    return _ask(str(job_id))
 
 
 def _ask(job: str) -> JobState | None:
@@ -175,4 +165,3 @@ def cancel(job_id: str | int) -> None:
     r = _run(["scancel", str(job_id)])
     if r is None or r.returncode != 0:
         raise SlurmError("scancel failed: " + (" ".join((r.stderr or "").split()) if r else "not runnable here"))
-    _cache.pop(str(job_id), None)
