@@ -88,7 +88,6 @@ def test_slurm_makes_the_run_and_a_cpu_job_script_and_submits_nothing(tiny_confi
     check_script(run_dir / "job.sbatch")
     r = cli("status", run_dir, "--json")
     assert json.loads(r.stdout)["world_size"] == 4
-    made["cpu"] = run_dir
 
 
 def test_a_gpu_job_script_asks_for_the_cards_and_one_process_each(tiny_config, tmp_path):
@@ -202,10 +201,12 @@ def test_the_generated_job_runs_a_two_process_cpu_run_to_completion(cluster, tin
     info = wait_run(run_dir, 300)
     took = time.time() - t0
     assert info.state == "completed", (info.reason, (run_dir / "train.log").read_text()[-3000:])
-    print(f"Slurm job {job}: submitted to completed in {took:.1f} s (2 gloo processes, 6 steps)")
     st = json.loads(cli("status", run_dir, "--json").stdout)
     assert st["world_size"] == 2 and st["state"] == "completed" and st["extra"]["slurm_job"] == job
     evs = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    submitted = json.loads((run_dir / "launch.json").read_text())["launched_at"]
+    print(f"Slurm job {job} (2 gloo processes, 6 steps): `ftwizard slurm --submit` to completed {took:.1f} s, "
+          f"of which sbatch to the end event {evs[-1]['t'] - submitted:.1f} s")
     assert [e["type"] for e in evs].count("end") == 1 and max(losses(run_dir)) == 6
     dev = next(e["value"] for e in evs if e["type"] == "info" and e.get("key") == "device")
     assert dev["world_size"] == 2 and dev["strategy"] == "ddp"
