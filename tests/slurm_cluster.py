@@ -2,7 +2,13 @@
 started with a generated slurm.conf in a temporary directory (state, spool, logs, pid files, munge's
 socket and key all there; ports picked free), so nothing of the machine's own Slurm or munge is used.
 `start` raises Unavailable with the reason when it cannot (not root, binaries missing, a daemon that does
-not come up); the fixture turns that into a skip."""
+not come up); the fixture turns that into a skip.
+
+`Cluster(base, nodes=2)` runs two slurmd daemons on this machine (`slurmd -N NAME`, each its own port,
+spool and pid file), named by two host names that resolve here (this machine's name and localhost), so
+a job of 2 nodes gets two host names and torchrun's rendezvous crosses "nodes" as on a real cluster
+(on one kernel: not a test of the network between machines). Each node is given every CPU of the
+machine: Slurm's accounting is oversubscribed, the machine is not asked for more than it runs."""
 
 from __future__ import annotations
 
@@ -35,13 +41,15 @@ def ram_mib() -> int:
 
 
 class Cluster:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, nodes: int = 1):
         self.base = base
+        self.nodes = nodes
         self.conf = base / "slurm.conf"
         self.socket = base / "munge" / "munge.socket"
         self.host = socket.gethostname()
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.pids: list[Path] = []
+        self.names = [self.host, "localhost"][:nodes] if self.host != "localhost" else ["localhost"]
 
     def write(self) -> None:
         b = self.base
@@ -50,23 +58,22 @@ class Cluster:
         key = b / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        cpus = os.cpu_count() or 1
+        per_node = os.cpu_count() or 1  # each node believes it has the whole machine (tests only)
         self.conf.write_text("\n".join([
             "ClusterName=ftwtest",
             f"SlurmctldHost={self.host}",
             f"SlurmctldPort={free_port()}",
-            f"SlurmdPort={free_port()}",
             "AuthType=auth/munge",
             "CredType=cred/munge",
             f"AuthInfo=socket={self.socket}",
             "SlurmUser=root",
             "SlurmdUser=root",
             f"StateSaveLocation={b / 'state'}",
-            f"SlurmdSpoolDir={b / 'spool'}",
+            f"SlurmdSpoolDir={b / 'spool'}-%n",
             f"SlurmctldPidFile={b / 'slurmctld.pid'}",
-            f"SlurmdPidFile={b / 'slurmd.pid'}",
+            f"SlurmdPidFile={b / 'slurmd'}-%n.pid",
             f"SlurmctldLogFile={b / 'log' / 'slurmctld.log'}",
-            f"SlurmdLogFile={b / 'log' / 'slurmd.log'}",
+            f"SlurmdLogFile={b / 'log' / 'slurmd'}-%n.log",
             "ProctrackType=proctrack/linuxproc",
             "TaskPlugin=task/none",
             "JobAcctGatherType=jobacct_gather/none",
@@ -77,8 +84,9 @@ class Cluster:
             "SchedulerType=sched/backfill",
             "MinJobAge=600",
             "KillWait=30",
-            f"NodeName={self.host} CPUs={cpus} RealMemory={int(ram_mib() * 0.8)} State=UNKNOWN",
-            f"PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP",
+            *(f"NodeName={n} NodeAddr=127.0.0.1 NodeHostname={self.host} Port={free_port()} CPUs={per_node} "
+              f"RealMemory={int(ram_mib() * 0.8) // self.nodes} State=UNKNOWN" for n in self.names),
+            f"PartitionName=debug Nodes={','.join(self.names)} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]))
 
@@ -100,18 +108,22 @@ class Cluster:
                       f"--pid-file={m / 'munged.pid'}", f"--log-file={m / 'munged.log'}",
                       f"--seed-file={m / 'munged.seed'}"], m / "munged.pid", "munged")
         self._daemon(["slurmctld", "-f", str(self.conf)], self.base / "slurmctld.pid", "slurmctld")
-        self._daemon(["slurmd", "-f", str(self.conf)], self.base / "slurmd.pid", "slurmd")
+        if len(self.names) < self.nodes:
+            raise Unavailable(f"this machine has no second host name for a {self.nodes}-node cluster")
+        for n in self.names:
+            self._daemon(["slurmd", "-f", str(self.conf), "-N", n], self.base / f"slurmd-{n}.pid", f"slurmd {n}")
         deadline = time.time() + 60
         state = ""
         while time.time() < deadline:
             r = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env, capture_output=True, text=True,
                                timeout=30)
             state = (r.stdout or r.stderr).strip()
-            if r.returncode == 0 and state.split() and state.split()[0].rstrip("*") in ("idle", "mixed", "allocated"):
+            states = [x.rstrip("*") for x in state.split()]
+            if r.returncode == 0 and len(states) == self.nodes and all(x == "idle" for x in states):
                 return self
             time.sleep(0.5)
         self.stop()
-        log = (self.base / "log" / "slurmd.log")
+        log = self.base / "log" / f"slurmd-{self.names[-1]}.log"
         tail = log.read_text()[-300:] if log.exists() else ""
         raise Unavailable(f"the node did not become idle within 60 s (sinfo: {state!r}; slurmd.log: {tail!r})")
 

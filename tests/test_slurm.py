@@ -4,7 +4,8 @@ slurm-wlm/munge are missing or will not start): the generated job of a 2-process
 model runs to completion; status, runs, attach, stop (graceful, and scancel of a pending job) and resume
 (a new job from the checkpoint) work on such runs from outside the job, asking Slurm.
 
-Not run here: GPUs (NCCL), several nodes (the rendezvous across machines), a real login node."""
+Two Slurm nodes run too (two slurmd daemons on this machine under two host names): the rendezvous
+crosses Slurm nodes, not a network. Not run here: GPUs (NCCL), several machines, a real login node."""
 
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ def test_a_slurm_run_is_never_called_dead_when_slurm_cannot_be_asked(tmp_path, m
 def cluster(tmp_path_factory):
     from slurm_cluster import Cluster, Unavailable
 
-    c = Cluster(tmp_path_factory.mktemp("slurm"))
+    c = Cluster(tmp_path_factory.mktemp("slurm"), nodes=2)
     try:
         c.start()
     except Unavailable as exc:
@@ -233,19 +234,45 @@ async def test_attach_opens_the_monitor_on_a_slurm_run(cluster, made):
         assert mon.run_state == "completed" and mon.view.train_loss.xs == list(range(1, 7))
 
 
+LOSS_TOLERANCE = 1e-3  # relative, per step: as tests/test_distributed.py
+
+
+def test_two_slurm_nodes_train_the_same_curve_as_one_node_of_two_processes(cluster, tiny_config, tmp_path,
+                                                                           wait_run, made):
+    """--nodes 2 --procs-per-node 1: one torchrun per Slurm node, meeting in the c10d rendezvous on the
+    first node (both nodes are this machine under two host names); the same world size and batch as the
+    one-node run, so the same losses."""
+    one = made.get("slurm_completed")
+    if one is None:
+        pytest.skip("the one-node Slurm run did not complete")
+    run_dir = run_dir_of(cli("slurm", config_file(tiny_config, tmp_path), "--nodes", 2, "--gpus-per-node", 0,
+                             "--procs-per-node", 1, "--submit", "--runs-dir", tmp_path / "runs"))
+    info = wait_run(run_dir, 300)
+    assert info.state == "completed", (info.reason, (run_dir / "train.log").read_text()[-3000:])
+    log = (run_dir / "train.log").read_text()
+    nodes = log.split("ftwizard: Slurm job ", 1)[1].split(" on ", 1)[1].split(",", 1)
+    assert len(nodes) == 2, log[:500]  # the job ran on two Slurm nodes
+    assert json.loads(cli("status", run_dir, "--json").stdout)["world_size"] == 2
+    a, b = losses(one), losses(run_dir)
+    assert a.keys() == b.keys()
+    worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
+    print(f"2 Slurm nodes x 1 process vs 1 node x 2 processes: worst relative loss difference {worst:.2e}")
+    assert worst < LOSS_TOLERANCE
+
+
 def test_stop_scancels_a_pending_job_and_stops_a_running_one_gracefully_then_resume(
         cluster, tiny_config, tmp_path, wait_run):
-    """Two jobs of 2 CPUs on a 2-CPU node: the first runs, the second waits. stop on the pending one
-    cancels it (scancel); stop on the running one makes it checkpoint and end as stopped; resume submits
-    a new job that continues from the checkpoint to the end."""
+    """A one-node job runs; a two-node job waits for it (each node believes it has every CPU, so the
+    second one needs the first's node). stop on the pending one cancels it (scancel); stop on the running
+    one makes it checkpoint and end as stopped; resume submits a new job that continues its curve."""
     from ftwizard.core.runs import run_info
 
     long = dict(steps=3000, save_steps=1000, eval_steps=3000)
     first = run_dir_of(cli("slurm", config_file(tiny_config, tmp_path, "a.yaml", **long), "--nodes", 1,
                            "--gpus-per-node", 0, "--procs-per-node", 2, "--submit", "--runs-dir", tmp_path / "runs"))
-    second = run_dir_of(cli("slurm", config_file(tiny_config, tmp_path, "b.yaml"), "--nodes", 1, "--gpus-per-node",
-                            0, "--procs-per-node", 2, "--submit", "--runs-dir", tmp_path / "runs"))
     assert wait_until(lambda: run_info(first).step >= 3, timeout=300), run_info(first)
+    second = run_dir_of(cli("slurm", config_file(tiny_config, tmp_path, "b.yaml"), "--nodes", 2, "--gpus-per-node",
+                            0, "--procs-per-node", 2, "--submit", "--runs-dir", tmp_path / "runs"))
     pending = run_info(second)
     assert pending.state == "starting" and "pending" in pending.reason, pending
 
