@@ -543,6 +543,10 @@ def save(trainer, tok, cfg: RunConfig, run: Run) -> Outcome:
     stopped = run.stop_requested
     run.phase("saving", "adapter" if cfg.method != "full" else "model")
     out = run.dir / "output"
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # Checkpoints stay sharded (SHARDED_STATE_DICT); with that type save_model writes no weights at
+        # all (transformers saves FSDP weights for FULL_STATE_DICT only): gather them for output/.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(out))  # every rank: FSDP / ZeRO-3 gather the shards; rank 0 writes
     if run.rank == 0:
         tok.save_pretrained(str(out))
