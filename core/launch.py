@@ -71,7 +71,7 @@ def start(run_dir: Path, *, resume: bool = False) -> int:
             raise UserError(why, field="RUN")
 
     cmd = command(run_dir, resume=resume)
-    env = {**os.environ, **TRAINER_ENV}
+    env = {**os.environ, **TRAINER_ENV, **chosen_cards_env(run_dir)}
     log = open(run_dir / LOG, "ab")
     launched_at = time.time()  # before the process exists: every event it writes comes after this
     try:
@@ -203,6 +203,14 @@ def slurm_started(run_dir: Path, job: str, *, launched_at: float | None = None, 
     record = read_json(run_dir / SLURM_FILE) or {"jobs": []}
     record.setdefault("jobs", []).append(str(job))
     write_json_atomic(run_dir / SLURM_FILE, record)
+
+
+def chosen_cards_env(run_dir: Path) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES for the run's distributed.gpus (hardware.cuda_env); nothing for auto."""
+    from .config import load_config
+    from .hardware import cuda_env
+
+    return cuda_env(load_config(run_dir / CONFIG, resolve_paths=False).distributed)
 
 
 def world_of(run_dir: Path) -> tuple[int, int]:

@@ -5,7 +5,9 @@
 Hardware comes from the same fake NVML cards the tests use (no GPU here), with RAM and CPU pinned, so
 the pictures do not depend on the machine. The model and data are the tiny offline ones the tests
 build; the training monitor and the finished view show a real (tiny) run trained by this script
-through the normal detached launch path. Takes about a minute.
+through the normal detached launch path. The per-kind monitors (09-monitor-dpo, 09-monitor-grpo*)
+show recorded runs (tests/recorded_runs.py: the events a DPO or GRPO run writes, with smooth made-up
+curves), since the tiny model's rewards are noise. Takes about a minute.
 """
 
 from __future__ import annotations
@@ -141,6 +143,23 @@ def main() -> int:
         async def help_(pilot):
             await pilot.press("f1")
 
+        def recorded_monitor(kind: str, model: str, then=None):
+            async def steps(pilot):
+                from recorded_runs import make_run
+
+                from ftwizard.tui.screens.monitor import MonitorScreen
+
+                run = make_run(Path("runs"), f"20261124-1412-{kind}", state="running", steps=300, max_steps=1200,
+                               kind=kind, model=model)
+                screen = MonitorScreen(run, nvml_source=fake("24gb"), show_finished=False, nvml_s=3600)
+                pilot.app.push_screen(screen)
+                await settle(pilot, lambda app: screen.up_to_date and screen.kind is not None)
+                await pilot.pause(1.0)
+                if then:
+                    await pilot.press(then)
+                    await pilot.pause(0.5)
+            return steps
+
         shots = [
             ("01-welcome", make_app("24gb"), (80, 24), nothing),
             ("02-questionnaire", make_app("24gb"), (80, 24), questionnaire),
@@ -155,6 +174,10 @@ def main() -> int:
             ("help", make_app("24gb", **llama), (80, 24), go("method", help_)),
             ("01-welcome-120x40", make_app("80gb"), (120, 40), nothing),
             ("05-method-120x40", make_app("80gb", **llama), (120, 40), go("method")),
+            ("09-monitor-dpo", make_app("24gb"), (80, 24), recorded_monitor("dpo", "HuggingFaceTB/SmolLM2-1.7B-Instruct")),
+            ("09-monitor-grpo", make_app("24gb"), (80, 24), recorded_monitor("grpo", "Qwen/Qwen2.5-1.5B-Instruct")),
+            ("09-monitor-grpo-completions", make_app("24gb"), (80, 24),
+             recorded_monitor("grpo", "Qwen/Qwen2.5-1.5B-Instruct", then="c")),
         ]
         for name, app, size, steps in shots:
             if not args.only or args.only == name:

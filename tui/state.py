@@ -21,6 +21,7 @@ class WizardState:
     answers: tuple[tuple[str, str], ...] = ()
     recommendation: Any = None          # core.recommend.Recommendation, once asked
     hardware: Any = None                # core.hardware.Hardware, once detected
+    gpus: tuple[int, ...] | None = None  # the cards picked in the hardware step (NVML indices); None: auto
     model: str = ""                     # model.name_or_path
     gguf_file: str | None = None
     arch: Any = None                    # core.catalog.ModelArch of the model, once resolved
@@ -76,7 +77,21 @@ class WizardState:
         data["dataset"] = dataset
         data["train"] = self.train_config.model_dump(mode="json")
         data["lora"] = self.lora_config.model_dump(mode="json")
+        if self.gpus is not None:
+            data["distributed"] = {**(data.get("distributed") or {}), "gpus": list(self.gpus)}
         return parse_config(data)
+
+    @property
+    def distributed(self):
+        """The `distributed` section a run from this state gets (the picked cards included), for
+        core.hardware.run_gpus / run_world_size: the cards and processes the run will really have."""
+        from ftwizard.core.config import DistributedConfig
+
+        base = self.base.distributed.model_dump() if self.base else {}
+        if self.gpus is not None:
+            base["gpus"] = list(self.gpus)
+        # not validated: no card picked yet (gpus == ()) is a state the hardware step blocks, not an error
+        return DistributedConfig.model_construct(**base)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, *, preset: str | None = None, config_path: str | None = None,
@@ -88,4 +103,5 @@ class WizardState:
             training=cfg.training, dataset_path=cfg.dataset.path, dataset_format=cfg.dataset.format,
             train=cfg.train.model_copy(), lora=cfg.lora.model_copy(), base=cfg, preset=preset,
             config_path=config_path,
+            gpus=tuple(cfg.distributed.gpus) if isinstance(cfg.distributed.gpus, list) else None,
         )

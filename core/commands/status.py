@@ -26,6 +26,10 @@ def run(args) -> int:
     best = f"  best validation {info.best_eval_loss:.4f}" if info.best_eval_loss is not None else ""
     where = f"Slurm job {info.extra['slurm_job']}" if info.extra.get("slurm_job") else f"pid {info.pid}"
     print(f"  step {step}  last loss {loss}{best}  {where}  phase {info.phase}")
+    if info.extra.get("metrics"):  # the training kind's latest numbers (dpo: rewards, margin, accuracy)
+        from ..monitor import kind_summary
+
+        print(f"  {info.training}: {kind_summary(info.training, info.extra['metrics'])}")
     if info.diagnosis and info.diagnosis.get("fixes"):
         print("  try, in order:")
         for fix in info.diagnosis["fixes"]:

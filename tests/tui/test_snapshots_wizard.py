@@ -147,9 +147,12 @@ def test_snapshot_help(snap_compare, snap_app):
 
 
 def test_snapshot_method_proposes_the_setting_that_fits(snap_compare, snap_app):
-    """Llama-3.1-70B on 48 GB cards: nothing fits at batch 4 x 1,024, QLoRA at batch 1 x accumulation 4
-    does (the QLoRA paper's headline); the step says so and preselects it."""
+    """Llama-3.1-70B on 48 GB cards with distributed.strategy: ddp (a whole copy per card): nothing fits
+    at batch 4 x 1,024, QLoRA at batch 1 x accumulation 4 does (the QLoRA paper's headline); the step
+    says so and preselects it. (Left to `auto`, FSDP would shard it over the two cards.)"""
     from ftwizard.core.catalog import CATALOG
+    from ftwizard.core.config import RunConfig
 
-    app = snap_app("two-gpus", model="meta-llama/Llama-3.1-70B", arch=CATALOG["llama-3.1-70b"])
+    base = RunConfig.model_validate({"dataset": {"path": "-"}, "distributed": {"strategy": "ddp"}})
+    app = snap_app("two-gpus", model="meta-llama/Llama-3.1-70B", arch=CATALOG["llama-3.1-70b"], base=base)
     assert snap_compare(app, terminal_size=SIZE, run_before=_go("method"))
