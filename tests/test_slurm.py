@@ -130,6 +130,42 @@ def test_a_runs_folder_with_a_space_is_refused_for_slurm(tiny_config, tmp_path):
     assert r.returncode == 2 and "runs_dir" in r.stderr and not (tmp_path / "my runs").exists()
 
 
+def test_a_slurm_job_refuses_cards_picked_on_one_machine(tiny_config, tmp_path):
+    """distributed.gpus is CUDA_VISIBLE_DEVICES for the local launcher; in a job Slurm picks the cards,
+    so a list is refused rather than written into a job that would not honour it."""
+    path = config_file(tiny_config, tmp_path)
+    path.write_text(path.read_text().replace("gpus: auto", "gpus:\n  - 0\n  - 1"))
+    assert "  - 1" in path.read_text()
+    r = cli("slurm", path, "--nodes", 1, "--gpus-per-node", 2, "--gpu-memory", 80, "--runs-dir", tmp_path / "runs")
+    assert r.returncode == 2 and "distributed.gpus" in r.stderr and "--gpus-per-node" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_launch_command_gives_every_node_the_cards_the_run_chose(tiny_config, tmp_path):
+    """As the local launcher does (launch.chosen_cards_env): CUDA_VISIBLE_DEVICES of distributed.gpus, in
+    NVML's order, before each machine's torchrun line; a CPU run's line has no such prefix."""
+    from ftwizard.core.hardware import GPU, Hardware
+    from ftwizard.core.launch import create_run
+
+    c = tiny_config(steps=2)
+    c.train.device, c.distributed.gpus, c.distributed.strategy = "cuda", [0, 2], "ddp"
+    three = Hardware(gpus=tuple(GPU(i, "NVIDIA A100-SXM4-80GB", 80.0, 79.0, (8, 0)) for i in range(3)))
+    gpu_run = create_run(c, tmp_path / "runs", hardware=three)
+    r = cli("launch-command", gpu_run, "--nodes", 2, "--master", "head")
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stdout.splitlines() if not x.startswith("#")]
+    assert len(lines) == 2
+    for k, line in enumerate(lines):
+        assert line.startswith("CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=0,2 python -m ftwizard.core.distlaunch ")
+        assert f"--nnodes 2 --node_rank {k} --nproc_per_node 2 " in line and "--rdzv_endpoint head:29500" in line
+        assert subprocess.run(["bash", "-n", "-c", line]).returncode == 0
+
+    cpu_run = run_dir_of(cli("slurm", config_file(tiny_config, tmp_path), "--nodes", 2, "--gpus-per-node", 0,
+                             "--procs-per-node", 2, "--runs-dir", tmp_path / "runs"))
+    line = cli("launch-command", cpu_run, "--nodes", 2, "--node-rank", 1, "--master", "head").stdout.strip()
+    assert line.startswith("python -m ftwizard.core.distlaunch ") and "--node_rank 1 --nproc_per_node 2 " in line
+
+
 def test_the_script_quotes_a_run_dir_the_shell_would_split():
     """The run dir goes into the shell part through shlex: one word whatever it holds (the #SBATCH
     lines refuse such paths before; this guards the shell half on its own)."""

@@ -20,11 +20,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def node_command(run_dir, *, nodes: int, node_rank: int, master: str, port: int, procs: int,
                  resume: bool = False) -> list[str]:
     """One machine's command: torchrun (through distlaunch) with a c10d rendezvous on `master`. The run
-    directory must be on a filesystem every machine sees at the same path."""
-    from ..launch import torchrun_command
+    directory must be on a filesystem every machine sees at the same path. A GPU run starts with the
+    environment the local launcher gives it (launch.chosen_cards_env: distributed.gpus as
+    CUDA_VISIBLE_DEVICES, in NVML's card order), as shell assignments before the command."""
+    from ..config import load_config
+    from ..launch import chosen_cards_env, torchrun_command
+    from ..runs import CONFIG
 
-    return torchrun_command(run_dir, nodes=nodes, procs=procs, endpoint=f"{master}:{port}", rdzv_id=run_dir.name,
-                            node_rank=node_rank, resume=resume, python="python")
+    cmd = torchrun_command(run_dir, nodes=nodes, procs=procs, endpoint=f"{master}:{port}", rdzv_id=run_dir.name,
+                           node_rank=node_rank, resume=resume, python="python")
+    if load_config(run_dir / CONFIG, resolve_paths=False).train.device != "cuda":
+        return cmd
+    return [f"{k}={v}" for k, v in sorted(chosen_cards_env(run_dir).items())] + cmd
 
 
 def run(args) -> int:

@@ -107,6 +107,9 @@ def run(args) -> int:
                         file=str(path), field="train.device")
     if gpus and cfg.train.device == "cpu":
         raise UserError(f"is cpu but --gpus-per-node is {gpus}: use auto or cuda", file=str(path), field="train.device")
+    if isinstance(d.gpus, list):  # the local launcher sets CUDA_VISIBLE_DEVICES; in a job Slurm does
+        raise UserError(f"names cards {d.gpus} of one machine, but a Slurm job trains on the cards Slurm gives "
+                        "it (--gpus-per-node): set it to auto", file=str(path), field="distributed.gpus")
     config_procs = d.nproc_per_node if isinstance(d.nproc_per_node, int) else None
     procs = gpus or args.procs_per_node or config_procs or 1
     d.nnodes, d.nproc_per_node = args.nodes, procs
