@@ -117,6 +117,11 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
 DEEPSPEED_EXTRA = "pip install 'ftwizard[deepspeed]'"
 
 
+# Probed here (tests/benchmarks/fsdp_on_cpu.py; torch 2.13 CPU, accelerate 1.15): with 2 gloo processes
+# accelerate stays in MULTI_CPU, drops the Trainer's FSDP plugin and wraps DistributedDataParallel (0 of
+# 49 parameters sharded). torch's FSDP2 does run on gloo, but only with accelerate's state forced (49/49
+# DTensors, half the elements per rank, DDP's losses), and the adapter save then fails in peft
+# ("Attempted to access the data pointer on an invalid python storage"): no supported path, so refused.
 FSDP_NEEDS_GPU = ("is fsdp but this run trains on CPU processes: accelerate applies FSDP to GPU process "
                   "groups only (on CPU it would silently train a whole copy per process, as ddp); use ddp")
 QLORA_SHARD_BNB = "0.43.0"  # bnb_4bit_quant_storage, which FSDP and ZeRO-3 need to shard 4-bit weights

@@ -230,13 +230,15 @@ def test_sighup_to_the_group_does_not_end_a_two_process_run(tiny_config, start_r
 
 
 # ------------------------------------------------------------------------------------------- FSDP, QLoRA
-# FSDP2 on CPU processes, tried for real here (2 gloo processes, the tiny model, LoRA, strategy fsdp):
-# the run completed but no parameter was sharded (a callback counted 0 of 49 parameters as DTensors on
-# either rank). accelerate 1.15's AcceleratorState enters DistributedType.FSDP only from the multi-GPU
-# types (MULTI_GPU/NPU/XPU/...); from MULTI_CPU it drops the Trainer's fsdp_plugin without a word. torch
-# itself shards on gloo (fully_shard, ENV-NOTES), but not through the Trainer. So fsdp on a CPU is refused,
-# and what the Trainer would receive on GPUs is checked below through transformers' and accelerate's own
-# argument processing.
+# FSDP2 on CPU processes, tried for real here (tests/benchmarks/fsdp_on_cpu.py: 2 gloo processes, the tiny
+# model, LoRA, strategy fsdp): the run completed but no parameter was sharded (0 of 49 DTensors on either
+# rank, the model wrapped in DistributedDataParallel): accelerate 1.15's AcceleratorState enters
+# DistributedType.FSDP only from the multi-GPU types; from MULTI_CPU it drops the Trainer's fsdp_plugin
+# without a word. torch itself shards on gloo: with accelerate's state forced to FSDP (the probe's
+# --force-fsdp) 49/49 parameters were DTensors, 77,984 of 155,968 elements per rank, losses equal to DDP's;
+# the adapter save then failed in peft ("Attempted to access the data pointer on an invalid python
+# storage"). So fsdp on a CPU is refused, and what the Trainer would receive on GPUs is checked below
+# through transformers' and accelerate's own argument processing.
 
 
 def test_fsdp_on_cpu_processes_is_refused_with_the_reason():
