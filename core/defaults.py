@@ -215,6 +215,14 @@ def resolve_distributed(cfg: RunConfig, hw: Hardware, gpu: bool, notes: list[str
     if d.strategy == "none" and world > 1:
         raise UserError(f"is none but nproc_per_node is {d.nproc_per_node}: choose ddp or fsdp for several "
                         "processes", field="distributed.strategy")
+    if d.nnodes == 1:  # one machine runs torchrun --standalone: a rendezvous setting would go unused
+        for key in ("rdzv_endpoint", "rdzv_id"):
+            if getattr(d, key) is not None:
+                raise UserError("is set but nnodes is 1: one machine's processes meet on their own "
+                                "(torchrun --standalone); remove it, or set nnodes", field=f"distributed.{key}")
+        if d.rdzv_backend != "c10d":
+            raise UserError(f"is {d.rdzv_backend} but nnodes is 1: one machine's processes meet on their own "
+                            "(torchrun --standalone); remove it, or set nnodes", field="distributed.rdzv_backend")
 def resolve_grpo(cfg: RunConfig, gpu: bool) -> list[str]:
     """training: grpo: no packing (prompts are generated from, not packed); vLLM generation when a GPU
     and vllm are there (grpo.use_vllm null)."""

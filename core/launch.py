@@ -121,12 +121,14 @@ def command(run_dir: Path, *, resume: bool = False) -> list[str]:
 
 
 def torchrun_command(run_dir: Path, *, nodes: int, procs: int, endpoint: str, rdzv_id: str,
-                     node_rank: int | None = None, resume: bool = False, python: str = sys.executable) -> list[str]:
-    """One machine's command of a run on several: torchrun (through distlaunch) with a c10d rendezvous at
-    `endpoint` (HOST:PORT of the first machine). node_rank None: the rendezvous assigns it (Slurm)."""
+                     node_rank: int | None = None, resume: bool = False, python: str = sys.executable,
+                     backend: str = "c10d") -> list[str]:
+    """One machine's command of a run on several: torchrun (through distlaunch) with a rendezvous (c10d,
+    or static with node ranks) at `endpoint` (HOST:PORT of the first machine). node_rank None: the
+    rendezvous assigns it (Slurm)."""
     rank = [] if node_rank is None else ["--node_rank", str(node_rank)]
     return [python, "-m", "ftwizard.core.distlaunch", str(run_dir), "--nnodes", str(nodes), *rank,
-            "--nproc_per_node", str(procs), "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint,
+            "--nproc_per_node", str(procs), "--rdzv_backend", backend, "--rdzv_endpoint", endpoint,
             "--rdzv_id", rdzv_id, "-m", "ftwizard.core.trainer", str(run_dir)] + (["--resume"] if resume else [])
 
 
@@ -143,8 +145,11 @@ def write_slurm_job(run_dir: Path, spec, *, resume: bool = False) -> Path:
     """RUN_DIR/job.sbatch for `spec` (slurm.JobSpec), and slurm.json recording the spec (kept by resume)."""
     from .slurm import HEAD, JOB, PORT, SCRIPT, SLURM_FILE, job_script
 
+    from .config import load_config
+
+    rdzv_id = load_config(run_dir / CONFIG, resolve_paths=False).distributed.rdzv_id  # null: the job id
     node = torchrun_command(run_dir, nodes=spec.nodes, procs=spec.procs_per_node, endpoint=f"{HEAD}:{PORT}",
-                            rdzv_id=JOB, resume=resume)
+                            rdzv_id=rdzv_id or JOB, resume=resume)
     path = run_dir / SCRIPT
     path.write_text(job_script(str(run_dir), run_dir.name, spec, node, TRAINER_ENV), encoding="utf-8")
     path.chmod(0o755)

@@ -79,6 +79,12 @@ def test_zero_without_deepspeed_names_the_extra():
         resolve_defaults(cfg(strategy="zero3"), two(A100))
 
 
+@pytest.mark.parametrize("key, value", [("rdzv_endpoint", "head:29400"), ("rdzv_id", "x"), ("rdzv_backend", "static")])
+def test_a_rendezvous_setting_on_one_machine_is_refused(key, value):
+    with pytest.raises(UserError, match=rf"distributed.{key}.*nnodes is 1"):
+        resolve_defaults(cfg(strategy="ddp", nproc_per_node=2, **{key: value}), CPU)
+
+
 def test_offload_with_ddp_is_refused_with_the_key():
     with pytest.raises(UserError, match="distributed.offload"):
         cfg(strategy="ddp", offload="cpu")

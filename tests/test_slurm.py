@@ -166,6 +166,38 @@ def test_launch_command_gives_every_node_the_cards_the_run_chose(tiny_config, tm
     assert line.startswith("python -m ftwizard.core.distlaunch ") and "--node_rank 1 --nproc_per_node 2 " in line
 
 
+def test_launch_command_takes_the_rendezvous_from_the_config(tiny_config, tmp_path):
+    """distributed.rdzv_endpoint / rdzv_backend / rdzv_id are honoured: the first machine, the port, the
+    backend and the id come from the run's config.yaml when the command line does not give them."""
+    from ftwizard.core.launch import create_run
+
+    c = tiny_config(steps=2)
+    d = c.distributed
+    d.strategy, d.nproc_per_node, d.nnodes = "ddp", 1, 2
+    d.rdzv_endpoint, d.rdzv_backend, d.rdzv_id = "head.example:29400", "static", "exp1"
+    run_dir = create_run(c, tmp_path / "runs")
+    r = cli("launch-command", run_dir, "--nodes", 2, "--node-rank", 1)
+    assert r.returncode == 0, r.stderr
+    assert ("--nnodes 2 --node_rank 1 --nproc_per_node 1 --rdzv_backend static --rdzv_endpoint head.example:29400 "
+            "--rdzv_id exp1 ") in r.stdout
+    r = cli("launch-command", run_dir, "--nodes", 2, "--node-rank", 0, "--master", "other", "--port", 1234)
+    assert "--rdzv_endpoint other:1234 " in r.stdout
+
+
+def test_a_slurm_job_refuses_a_fixed_rendezvous_and_keeps_the_rendezvous_id(tiny_config, tmp_path):
+    path = config_file(tiny_config, tmp_path)
+    text = path.read_text()
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(text.replace("rdzv_endpoint: null", "rdzv_endpoint: head:29400"))
+    r = cli("slurm", fixed, "--nodes", 2, "--gpus-per-node", 0, "--runs-dir", tmp_path / "runs")
+    assert r.returncode == 2 and "distributed.rdzv_endpoint" in r.stderr and not (tmp_path / "runs").exists()
+    named = tmp_path / "named.yaml"
+    named.write_text(text.replace("rdzv_id: null", "rdzv_id: exp1"))
+    run_dir = run_dir_of(cli("slurm", named, "--nodes", 2, "--gpus-per-node", 0, "--runs-dir", tmp_path / "runs"))
+    script = (run_dir / "job.sbatch").read_text()
+    assert "--rdzv_id exp1 " in script and "SLURM_JOB_ID}\" -m" not in script
+
+
 def test_the_script_quotes_a_run_dir_the_shell_would_split():
     """The run dir goes into the shell part through shlex: one word whatever it holds (the #SBATCH
     lines refuse such paths before; this guards the shell half on its own)."""

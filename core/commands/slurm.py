@@ -110,6 +110,12 @@ def run(args) -> int:
     if isinstance(d.gpus, list):  # the local launcher sets CUDA_VISIBLE_DEVICES; in a job Slurm does
         raise UserError(f"names cards {d.gpus} of one machine, but a Slurm job trains on the cards Slurm gives "
                         "it (--gpus-per-node): set it to auto", file=str(path), field="distributed.gpus")
+    if d.rdzv_endpoint is not None:
+        raise UserError("is set, but a Slurm job's processes meet on its first node, known only when it runs: "
+                        "remove it", file=str(path), field="distributed.rdzv_endpoint")
+    if d.rdzv_backend != "c10d":
+        raise UserError(f"is {d.rdzv_backend}, which needs each node's rank given; a Slurm job's nodes get theirs "
+                        "from the c10d rendezvous: use c10d", file=str(path), field="distributed.rdzv_backend")
     config_procs = d.nproc_per_node if isinstance(d.nproc_per_node, int) else None
     procs = gpus or args.procs_per_node or config_procs or 1
     d.nnodes, d.nproc_per_node = args.nodes, procs
