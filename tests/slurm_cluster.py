@@ -102,16 +102,20 @@ class Cluster:
             raise Unavailable(f"not installed: {', '.join(missing)} (apt-get install slurm-wlm munge; .ci/run does)")
         if os.geteuid() != 0:
             raise Unavailable("the test cluster runs its daemons as root; this is not root")
-        self.write()
-        m = self.base / "munge"
-        self._daemon(["munged", "--force", f"--socket={self.socket}", f"--key-file={m / 'munge.key'}",
-                      f"--pid-file={m / 'munged.pid'}", f"--log-file={m / 'munged.log'}",
-                      f"--seed-file={m / 'munged.seed'}"], m / "munged.pid", "munged")
-        self._daemon(["slurmctld", "-f", str(self.conf)], self.base / "slurmctld.pid", "slurmctld")
         if len(self.names) < self.nodes:
             raise Unavailable(f"this machine has no second host name for a {self.nodes}-node cluster")
-        for n in self.names:
-            self._daemon(["slurmd", "-f", str(self.conf), "-N", n], self.base / f"slurmd-{n}.pid", f"slurmd {n}")
+        self.write()
+        m = self.base / "munge"
+        try:
+            self._daemon(["munged", "--force", f"--socket={self.socket}", f"--key-file={m / 'munge.key'}",
+                          f"--pid-file={m / 'munged.pid'}", f"--log-file={m / 'munged.log'}",
+                          f"--seed-file={m / 'munged.seed'}"], m / "munged.pid", "munged")
+            self._daemon(["slurmctld", "-f", str(self.conf)], self.base / "slurmctld.pid", "slurmctld")
+            for n in self.names:
+                self._daemon(["slurmd", "-f", str(self.conf), "-N", n], self.base / f"slurmd-{n}.pid", f"slurmd {n}")
+        except Unavailable:
+            self.stop()  # the daemons that did start
+            raise
         deadline = time.time() + 60
         state = ""
         while time.time() < deadline:
