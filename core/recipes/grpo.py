@@ -86,7 +86,7 @@ def setup_prompts(cfg: RunConfig, tok, run: Run):
     d, g = cfg.dataset, cfg.grpo
     run.phase("loading_data", d.path)
     rows = read_prompt_rows(cfg)
-    budget = cfg.train.max_length - g.max_completion_length
+    budget = prompt_budget(cfg.train.max_length, g.max_completion_length)
     if budget < 1:
         raise UserError(f"{cfg.train.max_length} leaves no room for prompts after grpo.max_completion_length "
                         f"({g.max_completion_length}): raise it", field="train.max_length")
@@ -113,6 +113,12 @@ def setup_prompts(cfg: RunConfig, tok, run: Run):
         raise UserError("needs validation rows, but the validation split of this dataset is empty: raise "
                         "dataset.validation or set dataset.validation_path", field="train.early_stopping_patience")
     return Dataset.from_list(train_rows), eval_ds
+
+
+def prompt_budget(max_length: int, max_completion_length: int) -> int:
+    """The tokens a GRPO prompt may take: train.max_length less grpo.max_completion_length (longer prompts
+    are left out of training)."""
+    return max_length - max_completion_length
 
 
 def prompt_tokens(tok, prompt) -> int:
