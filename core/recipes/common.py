@@ -523,7 +523,7 @@ def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter, metri
     from ..doctor import training_callback
 
     guard_saves(trainer, run.events.emit)  # whole (temp name, then rename) and finite checkpoints only
-    trainer.doctor = training_callback(run.events.emit, getattr(trainer.model.config, "vocab_size", None))
+    trainer.doctor = training_callback(run.events.emit, getattr(trainer.model.config, "vocab_size", None), metrics)
     trainer.add_callback(trainer.doctor)  # diverging / dead model: ends the run (save() checks)
     if cfg.train.early_stopping_patience:
         trainer.add_callback(early_stopping(run, cfg.train.early_stopping_patience))
