@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("ftwizard.core.commands.presets", "list the bundled presets"),
     "launch-command": ("ftwizard.core.commands.launch_command",
                        "the torchrun line to run on each machine of a run on several machines"),
+    "slurm": ("ftwizard.core.commands.slurm",
+              "create a run for a Slurm cluster and write its job.sbatch (--submit: sbatch it)"),
     "config-reference": ("ftwizard.core.commands.config_reference",
                          "print every config key with its default and meaning"),
     "estimate": ("ftwizard.core.commands.estimate", "peak GPU memory of a run (per GPU), with its breakdown"),

@@ -210,10 +210,15 @@ class DistributedConfig(_Section):
         "to them, in PCI bus order). A card this machine does not have is refused.")
     nnodes: int = Field(1, ge=1, description="Machines training together (see `ftwizard launch-command` and "
                         "`ftwizard slurm`).")
-    rdzv_backend: Literal["c10d", "static"] = Field("c10d", description="torchrun's rendezvous backend.")
+    rdzv_backend: Literal["c10d", "static"] = Field(
+        "c10d", description="torchrun's rendezvous backend for nnodes > 1 (static: node ranks fixed by "
+        "`ftwizard launch-command`; a Slurm job needs c10d).")
     rdzv_endpoint: str | None = Field(
-        None, description="HOST:PORT of the rendezvous (the first machine); null: this machine (one node).")
-    rdzv_id: str | None = Field(None, description="Rendezvous id shared by every machine (null: the run id).")
+        None, description="HOST:PORT of the rendezvous (the first machine) for nnodes > 1: the default of "
+        "`ftwizard launch-command --master/--port`; refused for a Slurm job (it meets on its first node) "
+        "and for one machine (torchrun --standalone).")
+    rdzv_id: str | None = Field(None, description="Rendezvous id shared by every machine, for nnodes > 1 "
+                                "(null: the run id; on Slurm the job id).")
     offload: Literal["none", "cpu", "nvme"] = Field(
         "none", description="Move parameters and optimizer states off the GPU: cpu for fsdp and zero3, nvme "
         "for zero3 only. Slower; for models that do not fit otherwise.")
