@@ -602,12 +602,11 @@ def fmt_num(v: float | None, kind: str = "loss") -> str:
 def diagnose_view(view: RunView) -> list:
     """The training doctor's warnings for this view (doctor.py), most serious first, followed by the
     run's own `warning` events whose code the doctor did not already raise."""
-    from .doctor import DoctorWarning, diagnose_grpo, diagnose_series
+    from .doctor import KIND_CURVES, DoctorWarning, diagnose_kind, diagnose_series, is_grpo
 
     s = view
-    ks = s.kind_series
-    zero, clipped, reward = ks.get("zero_std_ratio"), ks.get("clipped_ratio"), ks.get("reward_mean")
-    grpo = bool(zero or clipped)
+    kind = {k: (s.kind_series[k].xs, s.kind_series[k].ys) for k in KIND_CURVES if k in s.kind_series}
+    grpo = is_grpo(kind)
     # GRPO: a loss and grad norm near 0 are normal; its no-signal case has its own rule (as diagnose_events)
     empty = ((), ())
     found = diagnose_series(train=empty if grpo else (s.train_loss.xs, s.train_loss.ys),
@@ -615,10 +614,7 @@ def diagnose_view(view: RunView) -> list:
                             grad=empty if grpo else (s.grad_series.xs, s.grad_series.ys),
                             tps=(s.tps_series.xs, s.tps_series.ys), nonfinite=s.nonfinite, max_steps=s.max_steps,
                             train_min=None if grpo else s.train_loss.min_y)
-    if grpo:
-        zx, zy = (zero.xs, zero.ys) if zero else ([], [])
-        ry = reward.ys if reward and reward.xs == zx else []
-        found += diagnose_grpo(zx, zy, ry, clipped.ys if clipped else [], clipped.xs if clipped else [])
+    found += diagnose_kind(kind)  # GRPO, preference and KTO rules
     slow = view.slowest_rank()
     if slow is not None:
         rank, ratio = slow

@@ -87,3 +87,44 @@ def test_cards_this_run_cannot_use_are_refused(gpus, hw, words):
 def test_an_empty_or_repeated_card_list_is_a_config_error(bad):
     with pytest.raises(UserError, match="distributed.gpus"):
         cfg(gpus=bad)
+
+
+async def test_method_dataset_and_hyperparameter_steps_count_only_the_picked_cards(make_app, tiny_work):
+    """With one of two cards picked, the later steps count one process, as the run will have."""
+    from ftwizard.core.catalog import CATALOG
+
+    app = make_app("two-gpus")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+
+        async def figures() -> tuple[str, str, str]:
+            app.set_state(app.state.replace(model="meta-llama/Llama-3.1-8B", arch=CATALOG["llama-3.1-8b"]))
+            app.go("method")
+            await settle(app, pilot)
+            method = str(app.screen.query_one("#method-target").render())
+            app.set_state(app.state.replace(model=str(tiny_work / "tiny-model"), arch=None,
+                                            dataset_path=str(tiny_work / "data" / "chat.jsonl")))
+            app.go("dataset")
+            screen = app.screen
+            for _ in range(100):  # preview, tokenizer and the full scan: all in workers
+                await settle(app, pilot)
+                stats = str(screen.query_one("#stats-text").render())
+                if "steps/epoch" in stats:
+                    break
+            app.go("hyperparams")
+            await settle(app, pilot)
+            return method, stats, str(app.screen.query_one("#hp-summary").render())
+
+        both = await figures()
+        assert "on 2x RTX A6000" in both[0] and "x 2 devices)" in both[2]
+        app.go("hardware")
+        await settle(app, pilot)
+        app.screen.query_one("#gpu-pick").focus()
+        await pilot.press("down", "space")  # drop GPU 1
+        await pilot.pause()
+        assert app.state.gpus == (0,)
+        one = await figures()
+        assert "on 1x RTX A6000" in one[0] and "a run trains on 1 of the 2 cards" in one[0]
+        assert "x 1 device)" in one[2]
+        steps = [int(s.split(" steps/epoch")[0].rsplit(" ", 1)[-1]) for s in (both[1], one[1])]
+        assert steps[1] == 2 * steps[0], (both[1], one[1])  # one process: twice the optimizer steps

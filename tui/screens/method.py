@@ -83,15 +83,14 @@ class MethodScreen(WizardStep):
 
         s = self.state
         arch = s.arch or resolve_arch(s.model)
-        base = s.base
-        dist = base.distributed if base is not None else None
+        dist = s.distributed  # the config's section with the cards picked in the hardware step
         used = run_gpus(s.hardware, dist)  # the cards a run started here trains on, not every card listed
         world = run_world_size(s.hardware, dist)
         train = s.train_config
         if used and not all(g.bf16 for g in used):
             train = train.model_copy(update={"precision": "fp16"})
         # the run's kind (and its grpo settings) and distributed section: the figure a run would get
-        extra = {"grpo": base.grpo, "distributed": base.distributed} if base is not None else {}
+        extra = {"grpo": s.kind_section("grpo"), "distributed": dist}
         cfg = RunConfig(method=s.method, train=train, lora=s.lora_config, training=s.training,
                         model=ModelConfig(name_or_path=s.model or "-"),
                         dataset=DatasetConfig(path=s.dataset_path or "-"), **extra)
