@@ -364,13 +364,13 @@ def arrow_messages(chunk: bytes, det: Detected) -> ArrowTurns | None:
     known = pc.fill_null(pc.is_in(roles, value_set=pa.array(list(MESSAGE_ROLES))), False)
     ok = pc.and_(pc.and_(turns.is_valid(), known), contents.is_valid())
     asst = pc.fill_null(pc.equal(roles, "assistant"), False)
-    text = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(contents)), 0), False)
-    answered = pc.and_(asst, text).to_numpy(zero_copy_only=False)
+    clen = pc.fill_null(pc.utf8_length(contents), 0).to_numpy(zero_copy_only=False)
+    blank = pc.fill_null(pc.utf8_is_space(contents), True).to_numpy(zero_copy_only=False) | (clen == 0)
+    answered = asst.to_numpy(zero_copy_only=False) & ~blank
     bad = ~ok.to_numpy(zero_copy_only=False) | (asst.to_numpy(zero_copy_only=False) & ~answered)
     count = np.diff(offs)
     clean = (msgs.is_valid().to_numpy(zero_copy_only=False) & (count > 0)
              & (np.bincount(parents[bad], minlength=n) == 0) & (np.bincount(parents[answered], minlength=n) > 0))
-    clen = pc.fill_null(pc.utf8_length(contents), 0).to_numpy(zero_copy_only=False)
     chars = np.bincount(parents, weights=clen, minlength=n).astype(np.int64) + np.maximum(count - 1, 0)
     enc = pc.dictionary_encode(roles)
     mapped = pc.take(pa.array([MESSAGE_ROLES.get(r, r) for r in enc.dictionary.to_pylist()], pa.string()),
@@ -380,8 +380,11 @@ def arrow_messages(chunk: bytes, det: Detected) -> ArrowTurns | None:
     role_counts = {v["values"]: v["counts"] for v in counted.to_pylist() if v["values"] is not None}
     pair = pc.binary_join_element_wise(pc.fill_null(mapped, ""), pc.fill_null(contents, ""), "\x00")
     keys = pc.binary_join(pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pair), "\x01").to_pylist()
-    hits = pc.fill_null(pc.match_substring(contents, "{{"), False).to_numpy(zero_copy_only=False)
-    braces = np.bincount(parents[hits], minlength=n) > 0
+    if b"{{" in chunk:
+        hits = pc.fill_null(pc.match_substring(contents, "{{"), False).to_numpy(zero_copy_only=False)
+        braces = np.bincount(parents[hits], minlength=n) > 0
+    else:
+        braces = np.zeros(n, dtype=bool)
     return ArrowTurns(n, clean, chars, role_counts, keys, braces)
 
 

@@ -198,6 +198,7 @@ def chunk_line(name: str, first_line: int, lines: list[bytes], i: int) -> RawRow
 
 
 def _parse_line(name: str, i: int, raw: bytes) -> RawRow:
+    raw = raw.rstrip(b"\r\n")  # a line cut short is then reported at its own end, not as line 2 column 1
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -299,31 +299,43 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             no_eos_lines.append(r.line)
 
     def bulk(name: str, first: int, chunk: bytes, got) -> None:
-        """The rows of a JSONL piece: clean rows from Arrow's figures, the others one by one."""
-        lines = chunk.split(b"\n")
+        """The rows of a JSONL piece: clean rows from Arrow's figures, the others one by one, in line order."""
         if got is None:
+            lines = chunk.split(b"\n")
             for k in range(len(lines)):
                 r = chunk_line(name, first, lines, k)
                 if r is not None:
                     one(r)
             return
-        WORK["arrow_rows"] += int(got.clean.sum())
-        for k in range(got.rows):
-            if not got.clean[k]:
-                r = chunk_line(name, first, lines, k)
-                if r is not None:
-                    one(r)
-                continue
-            st.rows += 1
-            st.used_rows += 1
-            seen_row(first + k, got.keys[k])
-            lengths.append(int(got.chars[k]))
-            if got.braces[k]:
-                names = PLACEHOLDER_STRICT.findall(_canon_text(to_canonical(json.loads(lines[k]), det)))
-                if names:
-                    placeholder_lines.append(first + k)
-                    placeholder_names.update({n.replace(" ", "") for n in names})
+        import numpy as np
+
+        clean = got.clean
+        n_clean = int(clean.sum())
+        WORK["arrow_rows"] += n_clean
+        st.rows += n_clean
+        st.used_rows += n_clean
+        lengths.extend(got.chars[clean].tolist())
         roles.update(got.roles)
+        bad = set(np.flatnonzero(~clean).tolist())
+        braces = set(np.flatnonzero(got.braces & clean).tolist())
+        special = bad | braces
+        lines = chunk.split(b"\n") if special else None
+        for k, key in enumerate(got.keys):
+            if special and k in special:
+                if k in bad:
+                    r = chunk_line(name, first, lines, k)
+                    if r is not None:
+                        one(r)
+                    continue
+                found = PLACEHOLDER_STRICT.findall(_canon_text(to_canonical(json.loads(lines[k]), det)))
+                if found:
+                    placeholder_lines.append(first + k)
+                    placeholder_names.update({x.replace(" ", "") for x in found})
+            h = hash(key)
+            if h in seen:
+                dup_lines.append((first + k, seen[h]))
+            else:
+                seen[h] = first + k
 
     arrow = _arrow_files(source, det, tokenizer, max_rows)
     if arrow is not None:  # plain messages JSONL without a tokenizer: Arrow reads it, clean rows in bulk
