@@ -174,6 +174,11 @@ class DistributedConfig(_Section):
     nproc_per_node: Literal["auto"] | int = Field(
         "auto", description="Processes per machine. auto: the GPUs chosen in the hardware step (or "
         "CUDA_VISIBLE_DEVICES); 1 on a CPU. On a CPU, N > 1 runs N gloo processes.")
+    gpus: Literal["auto"] | list[int] = Field(
+        "auto", description="Which cards of this machine a run trains on, by NVML index (as `nvidia-smi` "
+        "numbers them): auto: every card CUDA_VISIBLE_DEVICES shows, else every card; a list (the hardware "
+        "step's choice), e.g. [0, 2]: those cards only (the training processes get CUDA_VISIBLE_DEVICES set "
+        "to them, in PCI bus order). A card this machine does not have is refused.")
     nnodes: int = Field(1, ge=1, description="Machines training together (see `ftwizard launch-command` and "
                         "`ftwizard slurm`).")
     rdzv_backend: Literal["c10d", "static"] = Field("c10d", description="torchrun's rendezvous backend.")
@@ -189,6 +194,16 @@ class DistributedConfig(_Section):
     def _positive(cls, v: str | int) -> str | int:
         if isinstance(v, int) and v < 1:
             raise ValueError("give auto or a number of processes >= 1")
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _cards(cls, v: str | list[int]) -> str | list[int]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give auto or at least one card index")
+            if any(i < 0 for i in v) or len(set(v)) != len(v):
+                raise ValueError("give each card's index (0, 1, ...) once")
         return v
 
 

@@ -184,9 +184,10 @@ def run_gpus_of(cfg: RunConfig, hw: Hardware):
 def resolve_distributed(cfg: RunConfig, hw: Hardware, gpu: bool, notes: list[str]) -> None:
     """distributed.nproc_per_node (auto: the run's cards; 1 on a CPU) and distributed.strategy (auto:
     none for one process, ddp when the method fits one card, fsdp when it does not)."""
-    from .hardware import run_world_size
+    from .hardware import check_gpus, run_world_size
 
     d = cfg.distributed
+    check_gpus(hw, d, gpu)  # distributed.gpus: cards this machine has, on a GPU run
     if d.nproc_per_node == "auto":
         if gpu and d.strategy != "none":
             d.nproc_per_node = len(run_gpus_of(cfg, hw))

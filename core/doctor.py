@@ -1,7 +1,8 @@
 """The training doctor: live warnings with advice, from a run's curves. Pure functions, no UI.
 
 `diagnose_events(events)` reads the events of a run (events.py); `diagnose_series(...)` reads curves
-already held elsewhere (the monitor's `RunView`, through `monitor.diagnose_view`). Both return a list of
+already held elsewhere (the monitor's `RunView`, through `monitor.diagnose_view`, which `ftwizard status`
+shows too); both add `diagnose_kind(curves)`, the training kind's rules. They return a list of
 `DoctorWarning(code, severity, message, evidence, advice)`; the evidence names the steps and values the
 warning rests on. The same function serves the monitor (shown live) and the trainer (optional early
 stopping: `should_stop(warnings)`).
@@ -29,6 +30,14 @@ at step 100 and at step 100,000:
 |                    | (TRL #3857); the message says when the reward was also 0 everywhere              |
 | `grpo-clipped`     | GRPO: in each of the last 10 logs >= 99% of completions hit                      |
 |                    | grpo.max_completion_length                                                       |
+| `preference-stuck` | DPO/ORPO/SimPO, after a warm-up of 10 logs: over the last 10 logs the mean reward  |
+|                    | accuracy is within 0.5 +- 0.1 (chance), or the mean reward margin rose by < 0.01  |
+|                    | over the first 5 logs' while accuracy stayed < 0.8: the pairs are not separated  |
+| `chosen-unlearned` | DPO/ORPO/SimPO, after the warm-up: the mean chosen reward of the last 10 logs is  |
+|                    | >= 0.1 below the first 5 logs' and fell at least half as far as the rejected     |
+|                    | reward: the margin grows by pushing both answers down (likelihood displacement)  |
+| `kto-one-label`    | KTO: in each of the last 10 logs the per-label rewards of one label are absent:  |
+|                    | no batch held that label (one label in the data, or one far rarer than the other)|
 | `throughput-drop`  | the median tokens/s of the last 5 steps is below 40% of the median of the 50     |
 |                    | steps before them (at least 10 of them, the first 2 steps of a run skipped)      |
 
@@ -66,6 +75,15 @@ DEAD_START_BELOW = 0.2
 GRPO_LOGS = 10
 GRPO_ZERO_STD = 0.999
 GRPO_CLIPPED = 0.99
+PREF_WARMUP = 10      # logs before the preference rules look (the first steps move little)
+PREF_WINDOW = 10      # the recent logs they judge
+PREF_HEAD = 5         # the first logs they compare with
+PREF_CHANCE = 0.1     # accuracy within 0.5 +- this is chance
+PREF_MARGIN_RISE = 0.01
+PREF_SEPARATED = 0.8  # accuracy at or above this: a flat margin is not "stuck"
+CHOSEN_DROP = 0.1     # reward units (beta x log-ratio): how far the chosen reward must fall
+CHOSEN_SHARE = 0.5    # ... and at least this share of the rejected reward's fall
+KTO_LOGS = 10
 TPS_RECENT = 5
 TPS_BASELINE = 50
 TPS_MIN_BASELINE = 10
@@ -341,6 +359,106 @@ def diagnose_grpo(steps: Sequence[float], zero_std: Sequence[float], reward_mean
     return out
 
 
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def check_preference_stuck(steps: Sequence[float], accuracy: Sequence[float], margin: Sequence[float],
+                           n_logs: int | None = None) -> DoctorWarning | None:
+    """DPO/ORPO/SimPO: the pairs are not being separated. `accuracy`/`margin` aligned with `steps`; the
+    curves may be the head and the recent window only, with `n_logs` the number of logs so far."""
+    n = len(steps) if n_logs is None else n_logs
+    if n < PREF_WARMUP + PREF_WINDOW or len(accuracy) < PREF_WINDOW or len(margin) < PREF_WINDOW:
+        return None
+    acc = _mean(accuracy[-PREF_WINDOW:])
+    m_now, m_head = _mean(margin[-PREF_WINDOW:]), _mean(margin[:PREF_HEAD])
+    first, last = int(steps[-PREF_WINDOW]), int(steps[-1])
+    evidence = {"steps": [first, last], "accuracy_mean": round(acc, 4), "margin_mean": round(m_now, 6),
+                "margin_first": round(m_head, 6)}
+    if abs(acc - 0.5) <= PREF_CHANCE:
+        what = (f"reward accuracy has stayed near chance ({acc:.2f} on average over steps {first}-{last}): the "
+                "model prefers the chosen answer about as often as the rejected one")
+    elif m_now - m_head < PREF_MARGIN_RISE and acc < PREF_SEPARATED:
+        what = (f"the reward margin has not grown ({_fmt(m_head)} at the start, {_fmt(m_now)} over steps "
+                f"{first}-{last}, accuracy {acc:.2f}): the chosen and rejected answers are not being pulled apart")
+    else:
+        return None
+    return DoctorWarning(
+        "preference-stuck", "warning", what, evidence,
+        ("raise train.learning_rate (LoRA 5e-6..5e-5 is usual for DPO; more on a small model)",
+         "check the pairs: are chosen and rejected really different, and is chosen the better one? "
+         "(ftwizard inspect DATA --kind dpo)",
+         "lower dpo.beta (0.1 -> 0.05) so the model may move further from the reference",
+         "start from a model that was fine-tuned with SFT on this task first"))
+
+
+def check_chosen_unlearned(chosen: Curve, rejected: Curve, n_logs: int | None = None) -> DoctorWarning | None:
+    """DPO/ORPO/SimPO: the chosen reward falls along with the rejected one (the chosen answers are being
+    unlearned while the margin grows). Curves may be the head and the recent window only (`n_logs`)."""
+    (cx, cy), (_, ry) = chosen, rejected
+    n = len(cy) if n_logs is None else n_logs
+    if n < PREF_WARMUP + PREF_WINDOW or len(cy) < PREF_WINDOW or len(ry) < PREF_WINDOW:
+        return None
+    c_drop = _mean(cy[:PREF_HEAD]) - _mean(cy[-PREF_WINDOW:])
+    r_drop = _mean(ry[:PREF_HEAD]) - _mean(ry[-PREF_WINDOW:])
+    if c_drop < CHOSEN_DROP or r_drop <= 0 or c_drop < CHOSEN_SHARE * r_drop:
+        return None
+    first, last = int(cx[-PREF_WINDOW]), int(cx[-1])
+    return DoctorWarning(
+        "chosen-unlearned", "warning",
+        f"the chosen answers' reward fell by {_fmt(c_drop)} along with the rejected ones' ({_fmt(r_drop)}) by steps "
+        f"{first}-{last}: the margin grows by making both answers less likely, so the chosen answers are being "
+        "unlearned", {"steps": [first, last], "chosen_drop": round(c_drop, 6), "rejected_drop": round(r_drop, 6)},
+        ("add an SFT term on the chosen answers: dpo.loss_type: [sigmoid, sft] (or simpo.cpo_alpha > 0, or "
+         "training: orpo, whose loss has one)",
+         "raise dpo.beta (keeps the model nearer the reference)",
+         "lower train.learning_rate or train fewer epochs",
+         "check that chosen and rejected are not near-identical (the shared tokens are pushed down with both)"))
+
+
+def check_kto_one_label(steps: Sequence[float], desirable_steps: Sequence[float],
+                        undesirable_steps: Sequence[float]) -> DoctorWarning | None:
+    """KTO: the per-label rewards of one label absent from each of the last KTO_LOGS logs (`steps`: the
+    steps of every KTO log; the others: the steps whose log had that label's rewards)."""
+    if len(steps) < KTO_LOGS:
+        return None
+    window = {int(x) for x in steps[-KTO_LOGS:]}
+    first, last = int(steps[-KTO_LOGS]), int(steps[-1])
+    for label, seen in (("undesirable", undesirable_steps), ("desirable", desirable_steps)):
+        if not window & {int(x) for x in seen[-KTO_LOGS:]}:
+            return DoctorWarning(
+                "kto-one-label", "warning",
+                f"no batch held {'an' if label[0] in 'aeiou' else 'a'} {label} row in the last {KTO_LOGS} logs (steps {first}-{last}): KTO is learning "
+                f"from one label only, with nothing to contrast it with",
+                {"steps": [first, last], "missing_label": label},
+                ("check the label balance: ftwizard inspect DATA --kind kto (a rare label seldom lands in a "
+                 "batch; kto.desirable_weight / undesirable_weight reweigh it, more rows of it fix it)",
+                 "raise train.batch_size (or gradient_accumulation_steps) so each step sees both labels"))
+    return None
+
+
+def diagnose_preference(curves: dict[str, Curve], kto_steps: Sequence[float] = ()) -> list[DoctorWarning]:
+    """The preference rules on curves named as `train` events name them (reward_accuracy, reward_margin,
+    reward_chosen, reward_rejected; KTO: reward_desirable, reward_undesirable and `kto_steps`, the steps
+    of every KTO log)."""
+    out = []
+    acc, margin = curves.get("reward_accuracy", ((), ())), curves.get("reward_margin", ((), ()))
+    if len(kto_steps):
+        w = check_kto_one_label(kto_steps, curves.get("reward_desirable", ((), ()))[0],
+                                curves.get("reward_undesirable", ((), ()))[0])
+        return [w] if w is not None else []
+    if len(acc[1]) and len(acc[1]) == len(margin[1]):
+        w = check_preference_stuck(acc[0], acc[1], margin[1])
+        if w is not None:
+            out.append(w)
+    chosen, rejected = curves.get("reward_chosen", ((), ())), curves.get("reward_rejected", ((), ()))
+    if len(chosen[1]) and len(chosen[1]) == len(rejected[1]):
+        w = check_chosen_unlearned(chosen, rejected)
+        if w is not None:
+            out.append(w)
+    return out
+
+
 def diagnose_series(*, train: Curve = ((), ()), evals: Curve = ((), ()), grad: Curve = ((), ()),
                     tps: Curve = ((), ()), nonfinite: Sequence[tuple[int, str, float]] = (),
                     max_steps: int | None = None, train_min: float | None = None,
@@ -359,7 +477,8 @@ def diagnose_series(*, train: Curve = ((), ()), evals: Curve = ((), ()), grad: C
 
 def diagnose_events(events: Iterable[dict], vocab_size: int | None = None) -> list[DoctorWarning]:
     """Warnings from a run's events (a resumed run's repeated steps replace the earlier ones)."""
-    names = ("loss", "eval_loss", "grad_norm", "tokens_per_s", "zero_std_ratio", "reward_mean", "clipped_ratio")
+    names = ("loss", "eval_loss", "grad_norm", "tokens_per_s", "zero_std_ratio", "reward_mean", "clipped_ratio",
+             *PREFERENCE_CURVES)
     curves: dict[str, tuple[list, list]] = {k: ([], []) for k in names}
     nonfinite: list[tuple[int, str, float]] = []
     max_steps = None
@@ -386,14 +505,37 @@ def diagnose_events(events: Iterable[dict], vocab_size: int | None = None) -> li
                 xs.pop(), ys.pop()
             xs.append(step)
             ys.append(v)
-    grpo = curves["zero_std_ratio"][1] or curves["clipped_ratio"][1]
+    grpo = is_grpo(curves)
     # GRPO: a loss and grad norm of 0 are the no-signal case, said by its own rule with its own fixes
     out = diagnose_series(train=((), ()) if grpo else curves["loss"], evals=curves["eval_loss"],
                           grad=((), ()) if grpo else curves["grad_norm"], tps=curves["tokens_per_s"],
                           nonfinite=nonfinite, max_steps=max_steps, vocab_size=vocab_size)
-    if grpo:
-        (zx, zy), (_, ry), (cx, cy) = curves["zero_std_ratio"], curves["reward_mean"], curves["clipped_ratio"]
+    return out + diagnose_kind(curves)
+
+
+# the `train` event names the preference rules read (core/events.py KIND_METRICS); KTO's logs carry `kl`
+PREFERENCE_CURVES = ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "reward_desirable",
+                     "reward_undesirable", "kl")
+GRPO_CURVES = ("zero_std_ratio", "reward_mean", "clipped_ratio")
+KIND_CURVES = GRPO_CURVES + PREFERENCE_CURVES  # what `diagnose_kind` reads
+
+
+def is_grpo(curves: dict[str, Curve]) -> bool:
+    """A GRPO run's curves: its loss and grad norm near 0 are normal, not a dead model."""
+    return bool(len(curves.get("zero_std_ratio", ((), ()))[1]) or len(curves.get("clipped_ratio", ((), ()))[1]))
+
+
+def diagnose_kind(curves: dict[str, Curve]) -> list[DoctorWarning]:
+    """The training kind's own rules (GRPO, DPO/ORPO/SimPO, KTO) on curves named as `train` events name
+    them (KIND_CURVES; absent ones are empty). One home for the events' doctor and the monitor's."""
+    empty: Curve = ((), ())
+    out = []
+    if is_grpo(curves):
+        (zx, zy), (_, ry) = curves.get("zero_std_ratio", empty), curves.get("reward_mean", empty)
+        cx, cy = curves.get("clipped_ratio", empty)
         out += diagnose_grpo(zx, zy, ry if len(ry) == len(zy) else [], cy, cx)
+    out += diagnose_preference({k: curves.get(k, empty) for k in PREFERENCE_CURVES},
+                               kto_steps=curves.get("kl", empty)[0])
     return out
 
 
@@ -419,9 +561,11 @@ class Diverged(Exception):
     """Raised by the training process after the doctor ended the run (diverging, dead model)."""
 
 
-def training_callback(emit, vocab_size: int | None = None):
+def training_callback(emit, vocab_size: int | None = None, metrics: dict | None = None):
     """A TrainerCallback that runs the doctor's ending rules on the logged curves (bounded windows) and
     stops training on `END_RUN_CODES`; `.check()` after training raises `Diverged` with the reason.
+    The GRPO rules, and with `metrics` (a preference kind's TRL log name -> `train` event name, as
+    recipes/preference.py maps them) the preference and KTO rules, run on bounded windows too.
     Warnings go to `emit("warning", ...)` once per code."""
     from collections import deque
 
@@ -446,6 +590,10 @@ def training_callback(emit, vocab_size: int | None = None):
             if "frac_reward_zero_std" in logs or "completions/clipped_ratio" in logs:
                 self.on_grpo_log(step, logs, state)  # a GRPO loss near 0 is normal: its own rules
                 return
+            if metrics:
+                ours = {metrics[k]: v for k, v in logs.items() if k in metrics and _finite_number(v)}
+                if ours:
+                    self.on_preference_log(step, ours, state)
             if len(self.head) < DIVERGE_HEAD:
                 self.head.append((step, float(loss)))
             self.recent.append((step, float(loss)))
@@ -475,6 +623,37 @@ def training_callback(emit, vocab_size: int | None = None):
             for w in diagnose_grpo([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts],
                                    [p[3] for p in pts]):
                 if w.code not in self.said and state.is_world_process_zero:
+                    self.said.add(w.code)
+                    emit("warning", code=w.code, message=w.message, evidence=w.evidence, advice=list(w.advice))
+
+        pref_head: list | None = None
+
+        def on_preference_log(self, step, ours: dict, state):
+            """The preference rules on the head and the recent window of the kind's metrics."""
+            if self.pref_head is None:
+                self.pref_head, self.pref_recent, self.pref_n = [], deque(maxlen=PREF_WINDOW), 0
+                self.kto_recent = deque(maxlen=KTO_LOGS)
+                self.said = set()
+            self.pref_n += 1
+            if "kl" in ours:  # KTO: which labels this log's batches held
+                self.kto_recent.append((step, "reward_desirable" in ours, "reward_undesirable" in ours))
+                pts = list(self.kto_recent)
+                found = [check_kto_one_label([p[0] for p in pts], [p[0] for p in pts if p[1]],
+                                             [p[0] for p in pts if p[2]])]
+            else:
+                point = (step, *(float(ours.get(k, math.nan)) for k in
+                                 ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected")))
+                if len(self.pref_head) < PREF_HEAD:
+                    self.pref_head.append(point)
+                self.pref_recent.append(point)
+                pts = self.pref_head + [p for p in self.pref_recent if p[0] > self.pref_head[-1][0]]
+                col = [[p[i] for p in pts] for i in range(5)]
+                found = [check_preference_stuck(col[0], col[1], col[2], self.pref_n) if all(
+                             math.isfinite(v) for v in col[1] + col[2]) else None,
+                         check_chosen_unlearned((col[0], col[3]), (col[0], col[4]), self.pref_n) if all(
+                             math.isfinite(v) for v in col[3] + col[4]) else None]
+            for w in found:
+                if w is not None and w.code not in self.said and state.is_world_process_zero:
                     self.said.add(w.code)
                     emit("warning", code=w.code, message=w.message, evidence=w.evidence, advice=list(w.advice))
 

@@ -34,9 +34,19 @@ The peak is the largest of four moments of a step: end of forward, start of back
 backward through a layer, optimizer step. tests/test_estimate_static_memory.py measures these terms on
 CPU with real models (static bytes exact, activations per layer and a whole step's peak within ~2%).
 
-Several GPUs: the figure is per device under DDP (every GPU holds the whole model; DDP adds one
-gradient-sized bucket buffer). FSDP would divide weights, gradients and optimizer states by the
-number of GPUs, but not the activations.
+Training kinds (`Settings.kind`, KIND_MEMORY): DPO/ORPO/SimPO run chosen and rejected in one batch
+(2x the sequences); DPO/KTO/GRPO use TRL's fused LM head (tiles, no full logits); DPO/KTO run the
+reference forward after the policy's (a full fine-tune holds a frozen copy of the weights); GRPO
+generates batch x accumulation completions with a KV cache first, and has a reference only when
+beta > 0. tests/test_estimate_kinds.py.
+
+Several GPUs (`Settings.gpus`, `strategy`, `offload`): the figure is per device. DDP: everything whole
+plus a gradient-sized bucket buffer; FSDP2 full shard: weights, gradients and optimizer states 1/N, the
+root unit and the next layer all-gathered; DeepSpeed ZeRO-2: gradients and optimizer states 1/N under
+its bf16 engine (2 + 6 + 12 bytes per trainable parameter, as DeepSpeed's own estimators count), ZeRO-3
+also the weights, each module gathered as it runs; offload (fsdp/zero3) moves the three to CPU RAM
+(`Estimate.offload_ram_gib`, checked against free RAM by check_fits). Activations stay per GPU.
+tests/test_estimate_distributed.py checks FSDP2's shards on CPU and DeepSpeed's formulas.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, get_args
 
 from .catalog import ModelArch, display_name
-from .config import Method, ModelConfig, Optim
+from .config import Method, ModelConfig, Optim, Strategy, TrainingKind
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import RunConfig
@@ -58,7 +68,7 @@ ALLOCATOR_SLACK = 0.08   # reserved vs allocated: fragmentation of torch's cachi
 # CPU runs (no GPU): the trainer's peak RSS. Calibrated on real runs (tests/benchmarks/cpu_rss.py; the
 # measurements are CPU_RSS_RUNS below): the interpreter with torch, transformers, peft, trl and
 # bitsandbytes imported, and glibc's allocator keeping freed blocks of the dynamic memory.
-CPU_PROCESS_GIB = 0.5    # the tiny model's whole run peaks at 0.51 GiB: that is the floor
+CPU_PROCESS_GIB = 0.58   # the tiny model's whole run peaks at 0.59-0.61 GiB (0.51 in an older venv): the floor
 CPU_LOAD_BYTES = 4.0     # per parameter: loading (16-bit checkpoint cast to fp32) leaves a weights-sized
                          # block in RSS (freed to glibc, not to the OS)
 CPU_RSS_SLACK = 0.15     # of the dynamic memory: glibc keeps freed activation blocks
@@ -69,7 +79,7 @@ ESTIMATE_TOLERANCE = CPU_TOLERANCE
 # (label, model, seq_len, batch, measured peak RSS GiB, where). LoRA r16 all-linear, fp32, no checkpointing,
 # fused AdamW, rows at least max_length long; 2 cores shared with other jobs, torch 2.13 CPU.
 CPU_RSS_RUNS = [
-    ("tiny Llama (hidden 64, 2 layers) b4 s256", "tiny", 256, 4, 0.51, "tests/benchmarks/cpu_rss.py tiny"),
+    ("tiny Llama (hidden 64, 2 layers) b4 s256", "tiny", 256, 4, 0.61, "tests/benchmarks/cpu_rss.py tiny, 2026-12-01"),
     ("SmolLM2-135M b4 s256", "smollm2-135m", 256, 4, 4.67, "tests/benchmarks/cpu_rss.py (ru_maxrss)"),
     ("SmolLM2-135M b4 s512", "smollm2-135m", 512, 4, 8.12, "tests/benchmarks/cpu_rss.py (ru_maxrss); not "
      "used to set the constants: the independent check"),
@@ -79,6 +89,54 @@ LORA_DROPOUT_DEFAULT = 0.05
 FITS, TIGHT, NO_FIT = "fits", "tight", "does-not-fit"
 
 OPTIMIZERS = get_args(Optim)  # the allowed values are the config's (core/config.py)
+KINDS = get_args(TrainingKind)
+STRATEGIES = tuple(x for x in get_args(Strategy) if x != "auto")   # none, ddp, fsdp, zero2, zero3
+OFFLOADS = ("none", "cpu", "nvme")
+
+
+@dataclass(frozen=True)
+class KindMemory:
+    """What a training kind's TRL trainer holds beyond SFT's step (read from TRL 1.16's trainers).
+
+    rows: sequences per batch row that run the forward with gradients (DPOTrainer, ORPO's and CPO's
+      `concatenated_forward` put chosen and rejected in one batch: 2).
+    fused_head: the trainer calls the model with TRL's fused LM head (`add_fused_lm_head`,
+      `fused_lm_head=True`): per-token log-probs from [4,096 x 32,768] tiles, no [tokens x vocab]
+      logits (DPOTrainer, KTOTrainer, GRPOTrainer). ORPO/CPO (trl.experimental) and our SFT loss
+      (Trainer.compute_loss, core/speed.py) materialize the logits.
+    reference: the reference log-probs: "none" (ORPO, SimPO, SFT, CPT), "always" (DPO, KTO: a no-grad
+      forward after the policy's, its activations still held), "beta" (GRPO: only when beta > 0, a
+      no-grad forward of the completions before the policy's). With LoRA/QLoRA the reference is the base
+      with the adapter disabled (no copy); a full fine-tune holds a frozen copy of the weights
+      (core/recipes/preference.reference_copy; GRPOTrainer loads one in the model's dtype).
+    ref_rows: sequences per batch row of the largest no-grad forward (DPO: chosen + rejected; KTO: its
+      completions, then the mismatched KL completions, one forward each).
+    generation: completions sampled with the model's KV cache before the step (GRPO).
+    """
+
+    rows: int = 1
+    fused_head: bool = False
+    reference: Literal["none", "always", "beta"] = "none"
+    ref_rows: int = 0
+    generation: bool = False
+
+
+KIND_MEMORY = {
+    "sft": KindMemory(), "cpt": KindMemory(),   # CPT: SFT's step on blocks of max_length tokens
+    "dpo": KindMemory(rows=2, fused_head=True, reference="always", ref_rows=2),
+    "orpo": KindMemory(rows=2), "simpo": KindMemory(rows=2),
+    "kto": KindMemory(rows=1, fused_head=True, reference="always", ref_rows=1),
+    "grpo": KindMemory(rows=1, fused_head=True, reference="beta", ref_rows=1, generation=True),
+}
+assert set(KIND_MEMORY) == set(KINDS), "every training kind has its memory rule"
+# TRL's fused LM head tiles (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE, trl/trainer/utils.py
+# _CHUNKED_LOGPROB_CHUNK_SIZE)
+FUSED_TOKENS, FUSED_VOCAB = 4096, 32768
+# DeepSpeed communication buffers (Trainer fills reduce_bucket_size "auto" = hidden^2; our config leaves
+# allgather_bucket_size at DeepSpeed's default 5e8 elements); overlap_comm: true uses 4.5x the bucket
+# sizes (HF transformers DeepSpeed guide: "5e8 x 2Bytes x 2 x 4.5 = 9GB")
+DS_ALLGATHER_BUCKET = 5e8
+DS_OVERLAP_FACTOR = 4.5
 ATTN = tuple(a for a in get_args(ModelConfig.model_fields["attn_implementation"].annotation) if a != "auto")
 METHODS = get_args(Method)
 
@@ -123,6 +181,13 @@ class Settings:
     grad_accum: int = 1           # gradients stay allocated across micro-batches when > 1
     cuda_context_gib: float = CUDA_CONTEXT_GIB
     device: Literal["cuda", "cpu"] = "cuda"   # cpu: fp32, no CUDA context, the process's RSS (see CPU_*)
+    kind: str = "sft"             # training kind (KIND_MEMORY)
+    beta: float = 0.0             # grpo.beta: > 0 adds the reference log-probs (and a full fine-tune's copy)
+    num_generations: int = 4      # grpo.num_generations (the group; batch_size counts completions)
+    max_completion_length: int = 128  # grpo.max_completion_length (prompt budget = seq_len - this)
+    strategy: str = "ddp"         # with gpus > 1: ddp | fsdp | zero2 | zero3 (none = one process)
+    offload: str = "none"         # fsdp/zero3: cpu (zero3 also nvme) moves parameters, gradients and
+                                  # optimizer states off the GPU
 
     def check(self) -> None:
         from .errors import UserError
@@ -135,9 +200,19 @@ class Settings:
             raise UserError(f"unknown attention '{self.attn}' (allowed: {', '.join(ATTN)})", field="attn")
         if self.device not in ("cuda", "cpu"):
             raise UserError(f"unknown device '{self.device}' (allowed: cuda, cpu)", field="device")
-        for name in ("seq_len", "batch_size", "lora_rank", "gpus", "grad_accum"):
+        for name in ("seq_len", "batch_size", "lora_rank", "gpus", "grad_accum", "num_generations",
+                     "max_completion_length"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"must be at least 1, got {getattr(self, name)}", field=name.replace("_", "-"))
+        if self.kind not in KINDS:
+            raise UserError(f"unknown training kind '{self.kind}' (allowed: {', '.join(KINDS)})", field="kind")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"unknown strategy '{self.strategy}' (allowed: {', '.join(STRATEGIES)})", field="strategy")
+        if self.offload not in OFFLOADS:
+            raise UserError(f"unknown offload '{self.offload}' (allowed: {', '.join(OFFLOADS)})", field="offload")
+        if self.beta < 0:
+            raise UserError(f"must be 0 or more, got {self.beta}", field="beta")
+
 
 
 @dataclass
@@ -149,6 +224,10 @@ class Estimate:
     settings: Settings | None = field(default=None, repr=False)
     peak_phase: str = ""                 # which moment of the step is the peak
     static_gib: dict[str, float] = field(default_factory=dict)  # weights, adapters, gradients, optimizer
+    offload_ram_gib: float = 0.0         # CPU RAM the offloaded states take on the machine (all its GPUs)
+    # GiB per term at each moment of the step (g gradients, act activations, logit logits and loss, tmp
+    # optimizer temporaries, ref no-grad forward, kv/gen generation, gath all-gathered parameters)
+    moments: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def verdict(self, vram_gib: float) -> str:
         """`fits` up to 75% of the card, `tight` up to 100%, else `does-not-fit` (Unsloth's bands)."""
@@ -371,16 +450,66 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
                             else "and norms in the compute dtype (quantization.upcast_fp32: false)"))
         br["LoRA adapters (fp32)"] = gib(4 * trainable)
 
+    km = KIND_MEMORY[s.kind]
+    n_gpu = s.gpus if s.gpus > 1 else 1
+    strategy = s.strategy if n_gpu > 1 else "none"
+    if strategy == "none" and n_gpu > 1:
+        strategy = "ddp"
+    ds = strategy in ("zero2", "zero3")
     grads = 4.0 * trainable
     opt = optimizer_bytes(s.optim, tensors, matrices)
     if s.optim.startswith("paged"):
         notes.append(f"{s.optim}: counted on the GPU; paging can move it to host memory under pressure")
-    static = dict(br)  # weights (+ adapters): always resident
+    if ds:  # DeepSpeed's bf16 engine casts the module to bf16 and keeps fp32 master copies in the optimizer
+        if s.method == "full":
+            br = {"weights (bf16, DeepSpeed)": gib(2.0 * P)}
+            notes[:] = [n for n in notes if not n.startswith("full: weights loaded in fp32")]
+        else:
+            del br["LoRA adapters (fp32)"]
+            br["LoRA adapters (bf16, DeepSpeed)"] = gib(2.0 * trainable)
+        grads = 6.0 * trainable
+        opt += 4.0 * trainable
+        notes.append(f"{strategy} (DeepSpeed bf16): trainable weights in bf16; gradients in bf16 plus DeepSpeed's "
+                     "fp32 gradient partition; fp32 master copies with the optimizer states: 2 + 6 + 12 bytes per "
+                     "trainable parameter with AdamW (DeepSpeed's own estimators count 2 + 18; the ZeRO paper's "
+                     "model, Rajbhandari et al. 2020, 2 + 2 + 12)")
+    weight_keys = list(br)
+    adapter_b = sum(v for k, v in br.items() if k.startswith("LoRA")) * GIB
+    weights_b = sum(br.values()) * GIB - adapter_b
+    # A full fine-tune's frozen reference: DPO/KTO (preference.reference_copy) and GRPO with beta > 0
+    # (GRPOTrainer loads one in the model's dtype); with adapters the reference is the base, adapter off.
+    ref_on = km.reference == "always" or (km.reference == "beta" and s.beta > 0)
+    ref_copy = weights_b if (ref_on and s.method == "full") else 0.0
+    if ref_copy:
+        br["reference model (frozen copy)"] = gib(ref_copy)
+        weight_keys.append("reference model (frozen copy)")
+    if km.reference != "none":
+        notes.append(f"{s.kind}: reference log-probs " + (
+            "not computed (beta 0)" if not ref_on else
+            "from a frozen copy of the starting weights" if s.method == "full" else
+            "from the base with the adapter disabled (no copy)"))
 
-    # dynamic memory: activations and logits at four moments of a step; the peak is the worst one.
+    # several GPUs: what each strategy shards (weights: fsdp, zero3; gradients and optimizer states:
+    # fsdp, zero2, zero3), and what offload moves to CPU RAM (fsdp/zero3: all three)
+    shard_w = n_gpu if strategy in ("fsdp", "zero3") else 1
+    shard_go = n_gpu if strategy in ("fsdp", "zero2", "zero3") else 1
+    offloaded = s.offload != "none" and strategy in ("fsdp", "zero3")
+    offload_b = 0.0
+    if offloaded:
+        offload_b = sum(br[k] for k in weight_keys) * GIB / shard_w + grads / shard_go + opt / shard_go
+        for k in weight_keys:
+            del br[k]
+        grads_dev, opt_dev = 0.0, 0.0
+    else:
+        for k in weight_keys:
+            br[k if shard_w == 1 else f"{k} 1/{n_gpu}"] = br.pop(k) / shard_w
+        grads_dev, opt_dev = grads / shard_go, opt / shard_go
+
+    # dynamic memory: activations and logits at the moments of a step; the peak is the worst one.
     per_layer, transient, ckpt = _activation_bytes_per_token_layer(arch, s, s.seq_len,
                                                                     mask_bytes=s.dropout_mask_bytes)
-    V = arch.vocab
+    V, h = arch.vocab, arch.hidden
+    Tp = T * km.rows  # tokens that run the forward with gradients (chosen + rejected in one batch)
     logits_fwd = (8 + a) * V + (8 * V if s.extra_metrics else 0)
     logits_bwd = 12 * V
     if arch.family == "gemma2":  # final logit soft-capping (tanh) keeps one more copy of the logits
@@ -395,9 +524,10 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
         notes.append("no gradient checkpointing: every layer's activations kept until backward")
     # The Trainer frees gradients after each optimizer step (zero_grad(set_to_none=True)); they exist
     # during the forward pass only when gradients are accumulated over several micro-batches.
-    g_fwd = grads if s.grad_accum > 1 else 0.0
+    g_fwd = grads_dev if s.grad_accum > 1 else 0.0
     # foreach AdamW holds one fp32 temporary as big as the trainable parameters during step()
-    step_tmp = 4.0 * trainable if s.optim in ("adamw_torch", "paged_adamw_32bit") else 0.0
+    step_tmp = (4.0 * trainable / shard_go if s.optim in ("adamw_torch", "paged_adamw_32bit") else 0.0) \
+        if not offloaded else 0.0
     layer_bwd = kept + (per_layer if s.gradient_checkpointing else 0) + transient
     # DoRA (peft 0.21) builds each adapted matrix's dense LoRA weight through an identity matrix and
     # keeps, per module, a d_in x d_in identity copy and two d_out x d_in weights for backward
@@ -408,25 +538,82 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     # fp32 weights under bf16 autocast: the matmul saves its bf16 copy of the weight for backward
     # (qlora: lm_head, when upcast by peft; full: lm_head, and every linear when nothing is recomputed)
     casts = 0.0
-    if a == 2 and (s.method == "full" or (s.method == "qlora" and s.upcast_fp32)):
-        casts = 2.0 * V * arch.hidden
+    if a == 2 and not ds and (s.method == "full" or (s.method == "qlora" and s.upcast_fp32)):
+        casts = 2.0 * V * h
         if s.method == "full" and not s.gradient_checkpointing:
             casts += 2.0 * arch.linear_params
-    moments = {  # name -> (gradients held, activations, logits, step temporaries), bytes
-        "end of forward (logits and loss)": (g_fwd, kept * T + casts + dora_kept, logits_fwd * T, 0.0),
-        "start of backward (loss gradient)": (g_fwd, kept * T + casts + dora_kept, logits_bwd * T, 0.0),
-        "backward through a layer": (grads, layer_bwd * T + max(dora_kept, dora_layer), 0.0, 0.0),
-        "optimizer step": (grads, 0.0, 0.0, step_tmp),
+    if km.fused_head:  # TRL's fused LM head: the head's input saved, one [4,096 x 32,768] tile at a time
+        def head(n: int) -> float:
+            return min(n, FUSED_TOKENS) * min(V, FUSED_VOCAB) * a + (a * h + 32) * n
+        head_fwd = head(Tp)
+        head_bwd = head(Tp) + 4 * h * Tp + (4.0 * V * h if s.method == "full" else 0.0)
+    else:
+        def head(n: int) -> float:
+            return logits_fwd * n
+        head_fwd, head_bwd = logits_fwd * Tp, logits_bwd * Tp
+    # the all-gathered parameters while a layer computes: FSDP2 keeps the root unit (embeddings,
+    # lm_head, final norm) gathered for the step and prefetches the next layer; ZeRO-3 fetches each
+    # module as it runs (the largest, the embedding or lm_head, and the next one prefetched). In the
+    # compute dtype; a full fine-tune's unsharded layer gradient (fp32) before its reduce-scatter.
+    gathered = 0.0
+    if strategy in ("fsdp", "zero3"):
+        root = V * h * (1 if arch.tied_embeddings else 2) + h
+        layer_b = (weights_b - root * (weights_b / P)) / arch.layers
+        conv = (a / 4) if (s.method == "full" and not ds) else 1.0
+        if strategy == "fsdp":
+            gathered = conv * (root * weights_b / P + 2 * layer_b)
+        else:
+            gathered = 2 * conv * max(layer_b, V * h * weights_b / P)
+        if s.method == "full":
+            gathered += 4.0 * layer_b / max(weights_b / P, 1)
+    act_fwd = kept * Tp + casts + dora_kept
+    moments = {  # name -> {term: bytes}
+        "end of forward (logits and loss)": {"g": g_fwd, "act": act_fwd, "logit": head_fwd, "gath": gathered},
+        "start of backward (loss gradient)": {"g": g_fwd, "act": act_fwd, "logit": head_bwd, "gath": gathered},
+        "backward through a layer": {"g": grads_dev, "act": layer_bwd * Tp + max(dora_kept, dora_layer),
+                                     "gath": gathered},
+        "optimizer step": {"g": grads_dev, "tmp": step_tmp},
     }
-    phase = max(moments, key=lambda k: sum(moments[k]))
-    g_now, act, logit, tmp = moments[phase]
-    br["gradients (fp32)"] = gib(g_now)
-    br[f"optimizer states ({s.optim})"] = gib(opt)
-    br["activations"] = gib(act)
-    br["logits and loss"] = gib(logit)
-    if tmp:
-        br["optimizer step temporaries"] = gib(tmp)
-    dyn = act + logit + tmp
+    # no-grad forwards (reference, KTO's KL completions, GRPO's generation): a layer's working set at a time
+    nograd_tok = transient + a * (arch.q_dim + 2 * arch.kv_dim)
+    if ref_on and km.reference == "always":  # DPO/KTO: after the policy forward, its activations held
+        tr = T * km.ref_rows
+        moments["reference forward (no gradients)"] = {
+            "g": g_fwd, "act": act_fwd + (a * h * Tp if km.fused_head else 0.0), "gath": gathered,
+            "ref": nograd_tok * tr + head(tr) - (a * h * tr if km.fused_head else 0.0)}
+    if ref_on and km.reference == "beta":  # GRPO: reference log-probs of the completions before the step
+        moments["reference log-probs (no gradients)"] = {"gath": gathered, "ref": nograd_tok * T + head(T)}
+    if km.generation:
+        # GRPOTrainer generates per_device_batch x steps_per_generation (= gradient accumulation) completions
+        # at once: batch_size counts completions, (batch x accumulation) / num_generations prompts of
+        # num_generations each; each holds a KV cache of prompt + completion tokens in the weights' dtype.
+        n_gen = s.batch_size * s.grad_accum
+        wdt = 4 if (a == 4 or (s.method == "full" and not ds)) else 2
+        kv_tok = 2 * arch.layers * arch.kv_dim * wdt
+        prompt = max(0, s.seq_len - s.max_completion_length)
+        kv = n_gen * s.seq_len * kv_tok
+        # the prompt pass (prefill) runs a layer's working set for every prompt token over the prompts' cache;
+        # sampling: the last position's fp32 logits, processed and softmaxed
+        prefill = max(0.0, n_gen * prompt * (kv_tok + nograd_tok) - kv)
+        moments["generation (KV cache)"] = {"gath": gathered, "kv": kv, "gen": prefill + 3.0 * n_gen * V * 4}
+        notes.append(f"grpo: {n_gen} completions generated at once per GPU (batch {s.batch_size} x accumulation "
+                     f"{s.grad_accum}; {n_gen // max(1, s.num_generations) or 1} prompts x {s.num_generations} "
+                     f"generations), KV cache {gib(kv):.2f} GiB for {s.seq_len:,} tokens each (prompt budget "
+                     f"{prompt:,} + completion {s.max_completion_length:,})")
+    phase = max(moments, key=lambda k: sum(moments[k].values()))
+    m = moments[phase]
+    g_now = m.get("g", 0.0)
+    where = " (offloaded to CPU)" if offloaded else f" 1/{n_gpu}" if shard_go > 1 else ""
+    br[f"gradients ({'bf16' if ds else 'fp32'}){where}"] = gib(g_now)
+    br[f"optimizer states ({s.optim}){where}"] = gib(opt_dev)
+    br["activations"] = gib(m.get("act", 0.0))
+    br["logits and loss"] = gib(m.get("logit", 0.0))
+    for key, label in (("tmp", "optimizer step temporaries"), ("ref", "reference / no-grad forward"),
+                       ("kv", "generation KV cache"), ("gen", "generation prefill and sampling"),
+                       ("gath", "all-gathered parameters (" + strategy + ")")):
+        if m.get(key):
+            br[label] = gib(m[key])
+    dyn = sum(v for k, v in m.items() if k != "g")
     if s.method == "qlora":  # bitsandbytes dequantizes one weight matrix at a time to the compute dtype
         br["dequantization buffer"] = gib(max(x * y for x, y in arch.linear_shapes().values()) * a)
     if dora_layer:
@@ -435,25 +622,45 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
     if casts and phase.startswith(("start", "end")):
         notes.append(f"activations include {gib(casts):.2f} GiB of bf16 weight copies autocast saves for "
                      "backward (fp32 " + ("lm_head)" if s.method == "qlora" else "weights)"))
-    if g_now < grads:
-        notes.append(f"peak at the {phase}: gradients ({gib(grads):.2f} GiB) are not allocated yet (they are "
+    if g_now < grads_dev:
+        notes.append(f"peak at the {phase}: gradients ({gib(grads_dev):.2f} GiB) are not allocated yet (they are "
                      "freed after every optimizer step)")
-    static_gib = {"weights": sum(static.values()) - (gib(4 * trainable) if s.method != "full" else 0),
-                   "adapters": gib(4 * trainable) if s.method != "full" else 0.0,
-                   "gradients": gib(grads), "optimizer": gib(opt)}
-    notes.append(f"batch {s.batch_size} x sequence {s.seq_len} = {T:,} tokens per step per GPU, every row "
+    static_gib = {"weights": gib(weights_b / shard_w) if not offloaded else 0.0,
+                  "adapters": gib(adapter_b / shard_w) if not offloaded else 0.0,
+                  "gradients": gib(grads_dev), "optimizer": gib(opt_dev)}
+    rows = f" x {km.rows} (chosen and rejected in one batch)" if km.rows > 1 else ""
+    notes.append(f"batch {s.batch_size}{rows} x sequence {s.seq_len} = {Tp:,} tokens per step per GPU, every row "
                  "padded to the full length (the longest batch runs first)")
     notes.append(f"attention: {s.attn}" + (" (O(s) memory)" if s.attn != "eager" else
                                             " (keeps heads x s^2 scores per layer)"))
-    notes.append(f"logits: vocabulary {V:,}; the loss upcasts to fp32 ({logits_bwd * T / GIB:.2f} GiB at the "
-                 "start of backward)")
+    if km.fused_head:
+        notes.append(f"logits: TRL's fused LM head ({s.kind}): log-probs from tiles of {FUSED_TOKENS:,} tokens x "
+                     f"{min(V, FUSED_VOCAB):,} of the {V:,} vocabulary, never the whole logits")
+    else:
+        notes.append(f"logits: vocabulary {V:,}; the loss upcasts to fp32 ({logits_bwd * Tp / GIB:.2f} GiB at the "
+                     "start of backward)")
 
-    if s.gpus > 1:
-        if trainable:
-            br["DDP gradient buckets"] = gib(4 * trainable)
-        notes.append(f"{s.gpus} GPUs: per-device figure under DDP (each GPU holds the whole model; global "
-                     f"batch {s.batch_size * s.gpus}). FSDP would divide weights, gradients and optimizer "
-                     "states by the GPU count; activations stay per GPU")
+    if n_gpu > 1:
+        if strategy == "ddp" and trainable:
+            br["DDP gradient buckets"] = gib(grads)
+        elif ds:
+            reduce_b = min(h * h, trainable)
+            gather_b = min(DS_ALLGATHER_BUCKET, trainable) if strategy == "zero2" else 0
+            br["DeepSpeed communication buckets"] = gib(DS_OVERLAP_FACTOR * 2 * (reduce_b + gather_b))
+        what = {"ddp": "each GPU holds the whole model and optimizer, plus a gradient-sized bucket buffer; FSDP or "
+                       "ZeRO-3 would shard weights, gradients and optimizer states",
+                "fsdp": "FSDP2 full shard: weights, gradients and optimizer states 1/N per GPU, the root unit "
+                        "and the next layer all-gathered while computing",
+                "zero2": "ZeRO-2: gradients and optimizer states 1/N per GPU, weights whole",
+                "zero3": "ZeRO-3: weights, gradients and optimizer states 1/N per GPU, each module gathered as "
+                         "it runs"}[strategy]
+        notes.append(f"{n_gpu} GPUs, {strategy}: per-GPU figure ({what}); global batch "
+                     f"{s.batch_size * n_gpu}; activations stay per GPU")
+        if offloaded:
+            notes.append(f"offload {s.offload}: weights, gradients and optimizer states leave the GPU "
+                         f"({gib(offload_b):.2f} GiB per GPU, {gib(offload_b * n_gpu):.1f} GiB for {n_gpu} GPUs "
+                         + ("in CPU RAM" if s.offload == "cpu" else "on NVMe (pinned RAM buffers not counted)")
+                         + "); the optimizer step runs on the CPU")
     if arch.moe:
         notes.append(f"MoE: all {arch.experts} experts stored ({gib(arch.expert_params * (2 if a == 2 else 4)):.1f} "
                      f"GiB in {'bf16' if a == 2 else 'fp32'}), {arch.experts_per_tok} routed per token; transformers "
@@ -481,7 +688,9 @@ def estimate(arch: ModelArch, settings: Settings) -> Estimate:
                      f"{int(ALLOCATOR_SLACK * 100)}% of the dynamic memory")
     total = sum(br.values())
     return Estimate(total_gib=total, breakdown=br, assumptions=notes, trainable_params=trainable,
-                    settings=s, peak_phase=phase, static_gib=static_gib)
+                    settings=s, peak_phase=phase, static_gib=static_gib,
+                    offload_ram_gib=gib(offload_b * n_gpu) if s.offload == "cpu" else 0.0,
+                    moments={k: {t: gib(v) for t, v in m.items()} for k, m in moments.items()})
 
 
 # ----------------------------------------------------------------------------------- from a config
@@ -493,7 +702,12 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
     precision = ("fp32" if t.device == "cpu" else "bf16") if t.precision == "auto" else t.precision
     attn = cfg.model.attn_implementation
     attn = "sdpa" if attn == "auto" else attn
-    return Settings(method=cfg.method, seq_len=t.max_length, batch_size=t.batch_size,
+    d = cfg.distributed
+    strategy = d.strategy if d.strategy in STRATEGIES else "ddp"   # auto: resolved at run creation
+    return Settings(kind=cfg.training, beta=cfg.grpo.beta, num_generations=cfg.grpo.num_generations,
+                    max_completion_length=cfg.grpo.max_completion_length,
+                    strategy=strategy, offload=d.offload,
+                    method=cfg.method, seq_len=t.max_length, batch_size=t.batch_size,
                     lora_rank=cfg.lora.r, lora_targets=cfg.lora.target_modules,
                     lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
                     gradient_checkpointing=t.gradient_checkpointing is not False,
@@ -519,8 +733,10 @@ class MethodChoice:
 
 
 def compare_methods(arch: ModelArch, vram_gib: float | None, gpus: int = 1, base: Settings | None = None,
-                    *, prefer_full: bool = False) -> MethodChoice:
-    """Estimate full, LoRA and QLoRA with the same settings and pick one.
+                    *, prefer_full: bool = False, strategies: dict[str, str] | None = None) -> MethodChoice:
+    """Estimate full, LoRA and QLoRA with the same settings and pick one. With several GPUs each figure
+    is per GPU under `strategies[method]` (the strategy a run of that method would get; default the
+    base's), so a method that only fits sharded is judged sharded.
 
     LoRA when it fits (even tight), QLoRA when only it fits, full only when asked for (`prefer_full`:
     ample VRAM and a large domain shift) and it fits with headroom (Llama guide: start with LoRA,
@@ -529,7 +745,7 @@ def compare_methods(arch: ModelArch, vram_gib: float | None, gpus: int = 1, base
     base = base or Settings()
     rows = []
     for m in METHODS:
-        e = estimate(arch, replace(base, method=m, gpus=gpus))
+        e = estimate(arch, replace(base, method=m, gpus=gpus, strategy=(strategies or {}).get(m, base.strategy)))
         rows.append((m, e, e.verdict(vram_gib) if vram_gib else None))
     name = display_name(arch)
     if not vram_gib:
@@ -711,14 +927,12 @@ def find_fitting(arch: ModelArch, capacity_gib: float, base: Settings | None = N
 
 
 def _more_cards(arch: ModelArch, s: Settings, capacity_gib: float) -> str | None:
-    """How many cards of this size FSDP would need (weights, gradients and optimizer states sharded)."""
-    e = estimate(arch, s)
-    shardable = sum(e.static_gib.values())
-    rest = e.total_gib - shardable
-    for n in (2, 4, 8):
-        if rest + shardable / n <= capacity_gib:
-            return (f"{n} cards of {capacity_gib:g} GiB with FSDP (weights, gradients and optimizer states "
-                    f"sharded: ~{rest + shardable / n:.1f} GiB each); ftwizard trains on one process today")
+    """How many cards of this size FSDP full shard would need: the per-GPU estimate with strategy fsdp."""
+    for n in (2, 4, 8, 16, 32, 64):
+        e = estimate(arch, replace(s, gpus=n, strategy="fsdp", offload="none"))
+        if e.total_gib <= capacity_gib:
+            return (f"{n} cards of {capacity_gib:g} GiB with FSDP (weights, gradients and optimizer states sharded: "
+                    f"~{e.total_gib:.1f} GiB each; distributed.strategy: fsdp, nproc_per_node: {n} or nodes x GPUs)")
     return None
 
 
@@ -734,13 +948,20 @@ class FitCheck:
     estimate: Estimate
     verdict: str
     proposal: Proposal | None      # None when the asked settings fit
+    ram_short: str | None = None   # offload: the CPU RAM it needs is not there
 
     @property
     def ok(self) -> bool:
         return self.verdict != NO_FIT
 
     def reason(self) -> str:
+        if self.ram_short:
+            return self.ram_short
         where = "free RAM" if self.device == "cpu" else "free GPU memory"
+        if self.estimate.settings is not None and self.estimate.settings.gpus > 1:
+            st = self.estimate.settings
+            where += f" on the smallest card ({st.gpus} GPUs, {st.strategy}"
+            where += f", offload {st.offload})" if st.offload != "none" else ")"
         text = (f"the run needs ~{self.estimate.total_gib:.1f} GiB and this machine has {self.capacity_gib:.1f} GiB "
                 f"of {where} ({self.verdict})")
         if self.proposal is not None and self.proposal.fits:
@@ -751,10 +972,20 @@ class FitCheck:
         return text
 
 
+def run_world(cfg: "RunConfig") -> int:
+    """The processes a resolved run config trains with (distributed.nproc_per_node x nnodes; 1 while
+    nproc_per_node is still auto or the strategy is none)."""
+    d = cfg.distributed
+    if d.strategy == "none" or not isinstance(d.nproc_per_node, int):
+        return 1
+    return max(1, d.nproc_per_node) * d.nnodes
+
+
 def run_settings(cfg: "RunConfig", gpu: bool) -> Settings:
     """The estimator's settings for a run config on its device: the one rule the launch check and the
-    training process's own estimate share. On a CPU: fp32, no CUDA context, the process's RSS."""
-    s = settings_from_config(cfg, gpus=1)
+    training process's own estimate share. On a GPU the figure is per GPU for the run's world size and
+    distributed.strategy (and offload); on a CPU: fp32, no CUDA context, one process's RSS."""
+    s = settings_from_config(cfg, gpus=run_world(cfg) if gpu else 1)
     if not gpu:
         s = replace(s, device="cpu", gradient_checkpointing=cfg.train.gradient_checkpointing is True)
     return s
@@ -787,7 +1018,7 @@ def check_fits(cfg: "RunConfig", hardware, *, arch: ModelArch | None = None,
     from .hardware import run_gpus
 
     arch = arch or resolve_arch(cfg.model.name_or_path)
-    cards = run_gpus(hardware)
+    cards = run_gpus(hardware, cfg.distributed)
     gpu = bool(cards) and cfg.train.device != "cpu"
     s = run_settings(cfg, gpu)
     if gpu:
@@ -798,5 +1029,12 @@ def check_fits(cfg: "RunConfig", hardware, *, arch: ModelArch | None = None,
         capacity = hardware.ram_available_gib
     est = estimate(arch, s)
     verdict = est.verdict(capacity)
+    ram_short = None
+    if est.offload_ram_gib and est.offload_ram_gib > hardware.ram_available_gib:
+        # offload moves the states to CPU RAM: the machine's free RAM must hold them
+        verdict = NO_FIT
+        ram_short = (f"offload {s.offload} puts ~{est.offload_ram_gib:.1f} GiB of weights, gradients and optimizer "
+                     f"states in CPU RAM and this machine has {hardware.ram_available_gib:.1f} GiB free")
+        return FitCheck("cuda", capacity, est, verdict, None, ram_short)
     proposal = None if verdict != NO_FIT else find_fitting(arch, capacity, s, lengths=lengths)
     return FitCheck("cuda" if gpu else "cpu", capacity, est, verdict, proposal)

@@ -94,7 +94,9 @@ class TrainEvent(Event):
     tokens: int | None = None  # trained tokens so far
     elapsed_s: float | None = None  # seconds since training (this process) began
     mem: dict | None = None  # {"rss_gib": ..} on CPU; {"cuda": [{device, allocated_gib, reserved_gib, peak_gib}]}
-    world_size: int | None = None  # processes training together (mem["ranks"]: each rank's memory) when > 1
+    # processes training together when > 1; then mem["ranks"] holds each rank's latest report: its memory,
+    # the `step` it reported at and `compute_s`, its forward compute seconds per step (the slowest rank)
+    world_size: int | None = None
     mean_token_accuracy: float | None = None  # with train.extra_metrics
     entropy: float | None = None  # with train.extra_metrics
     # Preference kinds (dpo, orpo, simpo), from TRL's rewards/*: the implicit reward of each answer,

@@ -64,10 +64,12 @@ class Hardware:
 
 def run_gpus(hw: Hardware | None, dist: "DistributedConfig | None" = None) -> tuple[GPU, ...]:
     """The GPUs a run started on this machine trains on (empty: the CPU), following the config's
-    `distributed` section (None: its defaults). One process per card: nproc_per_node N takes the first
-    N cards; auto takes the cards CUDA_VISIBLE_DEVICES names (NVML lists every card, whatever that
-    variable says), else every card; strategy none takes the first card only. Every figure the
-    wizard shows (memory per card, effective batch, steps per epoch) is for these cards."""
+    `distributed` section (None: its defaults). One process per card: distributed.gpus [i, j] takes
+    those cards (the hardware step's choice; the launcher makes them the only visible ones, see
+    `cuda_env`); auto takes the cards CUDA_VISIBLE_DEVICES names (NVML lists every card, whatever that
+    variable says), else every card; then nproc_per_node N takes the first N; strategy none the first
+    card only. Every figure the wizard shows (memory per card, effective batch, steps per epoch) is
+    for these cards."""
     if hw is None or not hw.gpus:
         return ()
     from .config import DistributedConfig
@@ -75,7 +77,10 @@ def run_gpus(hw: Hardware | None, dist: "DistributedConfig | None" = None) -> tu
     dist = dist or DistributedConfig()
     gpus = hw.gpus
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
+    if isinstance(dist.gpus, list):
+        by_index = {g.index: g for g in gpus}
+        gpus = tuple(by_index[i] for i in dist.gpus if i in by_index)
+    elif visible is not None:
         wanted = [v.strip() for v in visible.split(",") if v.strip()]
         if all(v.isdigit() for v in wanted):
             gpus = tuple(g for g in gpus if str(g.index) in wanted)
@@ -84,6 +89,34 @@ def run_gpus(hw: Hardware | None, dist: "DistributedConfig | None" = None) -> tu
     if isinstance(dist.nproc_per_node, int):
         return gpus[:dist.nproc_per_node]
     return gpus
+
+
+def check_gpus(hw: Hardware, dist: "DistributedConfig", gpu: bool) -> None:
+    """distributed.gpus names cards this machine has (and the run trains on GPUs), else a one-line error."""
+    if not isinstance(dist.gpus, list):
+        return
+    from .errors import UserError
+
+    if not gpu or not hw.gpus:
+        raise UserError(f"names cards {dist.gpus} but this run trains on the CPU (no NVIDIA GPU here, or "
+                        "train.device: cpu): set it to auto", field="distributed.gpus")
+    have = {g.index for g in hw.gpus}
+    missing = [i for i in dist.gpus if i not in have]
+    if missing:
+        raise UserError(f"names card {missing[0]} but this machine has cards {sorted(have)}",
+                        field="distributed.gpus")
+
+
+def cuda_env(dist: "DistributedConfig") -> dict[str, str]:
+    """What the training processes' environment needs for distributed.gpus: CUDA_VISIBLE_DEVICES naming
+    the chosen cards, numbered as NVML (and nvidia-smi) number them: PCI bus order, which CUDA uses only
+    when CUDA_DEVICE_ORDER says so (its own default puts the fastest card first). For auto, only that
+    order (unless the environment sets one): CUDA_VISIBLE_DEVICES as the user set it then means the
+    cards `run_gpus` counted, and the trainer's device i is card i of the monitor's meters."""
+    order = {"CUDA_DEVICE_ORDER": os.environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
+    if not isinstance(dist.gpus, list):
+        return order
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in dist.gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 def run_world_size(hw: Hardware | None, dist: "DistributedConfig | None" = None) -> int:

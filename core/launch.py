@@ -68,7 +68,7 @@ def start(run_dir: Path, *, resume: bool = False) -> int:
     cmd = command(run_dir, resume=resume)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-           "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+           "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", **chosen_cards_env(run_dir)}
     log = open(run_dir / LOG, "ab")
     launched_at = time.time()  # before the process exists: every event it writes comes after this
     try:
@@ -107,6 +107,14 @@ def command(run_dir: Path, *, resume: bool = False) -> list[str]:
         return [sys.executable] + trainer
     return [sys.executable, "-m", "ftwizard.core.distlaunch", str(run_dir), "--standalone", "--nnodes", "1",
             "--nproc_per_node", str(procs)] + trainer
+
+
+def chosen_cards_env(run_dir: Path) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES for the run's distributed.gpus (hardware.cuda_env); nothing for auto."""
+    from .config import load_config
+    from .hardware import cuda_env
+
+    return cuda_env(load_config(run_dir / CONFIG, resolve_paths=False).distributed)
 
 
 def world_of(run_dir: Path) -> tuple[int, int]:

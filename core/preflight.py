@@ -11,9 +11,12 @@ and the wizard's launch (all through `launch.create_run` / `launch.resume`).
     dataset               error     the dataset cannot be read at all                      never
     kind-data             error     rows of the wrong shape for `training` (dpo/orpo/simpo    never
                                     without a rejected column, kto without labels or with
-                                    one label only)
+                                    one label only); data/kinds.py's errors: an empty
+                                    chosen/rejected/completion, chosen == rejected in every
+                                    row, every prompt too long for max_length (TRL drops it)
     prompts (grpo)        error     a row without a prompt; a column a chosen reward       never
-                                    reads is missing; a reward that does not import,
+                                    reads is missing from the first row; every prompt over
+                                    the prompt budget; a reward that does not import,
                                     has the wrong signature, fails or returns the
                                     wrong number of values on the first row
     rows                  error     rows training would refuse (the same full scan as      never
@@ -22,14 +25,17 @@ and the wizard's launch (all through `launch.create_run` / `launch.resume`).
     empty-answers         error     every assistant turn is empty: only end-of-turn        never
                                     tokens would be learnt
     mask                  error     no token would carry loss (template without            never
-                                    generation markers, answers cut by max_length)
+                                    generation markers, answers cut by max_length); SFT
+                                    only (TRL's preference trainers mask by the prompt)
     too-few-rows          error     fewer than MIN_ROWS_TO_TRAIN usable rows               yes
     batch-size            error     train.batch_size above the training rows: every step  yes
                                     is the whole dataset
     memory                error     the estimate does not fit the target's memory          yes (tight);
                                     (VRAM, or RAM on a CPU; seam for core/estimate.py)     never (> IMPOSSIBLE_FACTOR)
     (warnings)            warning   the scan's warnings (duplicates, too long, few rows
-                                    for the task, ...), an effective batch above the rows
+                                    for the task, ...), an effective batch above the rows;
+                                    the kind's (data/kinds.py): same-answers, both-cut,
+                                    prompt-too-long, unbalanced-labels, no-reward-column
 
 An error stops everything: `UserError` (one line: where, what, how to fix), exit 2, no run directory.
 With `force`, errors that are a judgement are demoted to warnings. Warnings are returned for the
@@ -48,7 +54,7 @@ from typing import Callable
 from .errors import Problem, UserError
 
 MIN_ROWS_TO_TRAIN = 10  # below this a run learns nothing worth keeping (3 rows trained to "completed")
-TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask check (the row scan itself reads every row)
+TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask and per-kind token checks (the row scan reads every row)
 IMPOSSIBLE_FACTOR = 4.0  # an estimate this many times the memory there is cannot be forced
 PREFLIGHT_FILE = "preflight.json"
 # Config keys naming files: errors about them name the config file and line as well as the path.
@@ -208,8 +214,10 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
     if local_files(d.path) is None:
         return  # a hub dataset: read by the training process, which may be the only one online
     kind_rows = None
+    tok = template = None
     if cfg.training in (*PREFERENCE_KINDS, "kto"):  # rows of the kind's own shape (cpt streams its corpus)
-        kind_rows = check_kind_data(cfg, report)
+        tok, template = _template_of(model_dir, cfg)  # the kind's token checks and the mask check below
+        kind_rows = check_kind_data(cfg, report, tok)
         if kind_rows is None:
             return
     scan = scan_dataset(d.path, columns=d.columns, format=d.format, split=d.split, max_rows=d.max_rows,
@@ -251,7 +259,10 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
         if p.severity == "warning":
             report.findings.append(Finding(p.code, "warning", p.message, file=p.file, line=p.line, field=p.field,
                                            fix=p.fix))
-    tok, template = _template_of(model_dir, cfg)
+    if kind_rows is not None:
+        return  # dpo/orpo/simpo/kto: TRL masks the prompt by its own tokens (no markers); kinds.py checked the tokens
+    if tok is None:
+        tok, template = _template_of(model_dir, cfg)
     if tok is None:
         return
     tscan = scan_dataset(d.path, tok, template, cfg.train.max_length, d.assistant_only_loss, columns=d.columns,
@@ -265,37 +276,50 @@ def check_dataset_rows(cfg, model_dir: str | None, report: Report,
             return
 
 
-def check_kind_data(cfg, report: Report) -> int | None:
+def check_kind_data(cfg, report: Report, tok=None) -> int | None:
     """The rows fit the training kind (dpo/orpo/simpo: preference pairs; kto: rows with both labels, or
-    pairs): the number of rows the kind trains on, or None after adding the error finding. The same
-    refusals as the training process's data step (data/prepare.py), made before a run exists."""
+    pairs), with that kind's problems (data/kinds.py: chosen == rejected, an empty side, both sides cut at
+    max_length, prompts TRL drops, KTO labels one-sided or unbalanced for kto.*_weight) as findings: the
+    number of rows the kind trains on, or None after adding an error finding. Token checks need `tok`,
+    the tokenizer set up as training sets it up."""
     from .data.formats import detect_source
-    from .data.prepare import kind_data_problem, kto_balance, kto_label_problem, read_trl_rows
+    from .data.kinds import kind_report
+    from .data.prepare import kind_data_problem
 
     d, kind = cfg.dataset, cfg.training
-    for path in (d.path, d.validation_path):
-        if not path:
-            continue
-        det, _, _ = detect_source(path, columns=d.columns, format=d.format, split=d.split)
+    if d.validation_path:
+        det, _, _ = detect_source(d.validation_path, columns=d.columns, format=d.format, split=d.split)
         why = kind_data_problem(kind, det)
         if why:
-            report.findings.append(Finding("kind-data", "error", why, file=path, field="training"))
+            report.findings.append(Finding("kind-data", "error", why, file=d.validation_path, field="training"))
             return None
-    det, _, _ = detect_source(d.path, columns=d.columns, format=d.format, split=d.split)
+    weights = {"desirable_weight": cfg.kto.desirable_weight, "undesirable_weight": cfg.kto.undesirable_weight} \
+        if kind == "kto" else {}
     try:
-        rows, labels = read_trl_rows(d.path, det, kind, split=d.split, max_rows=d.max_rows)
-    except UserError:
-        return 0  # bad rows: the row scan below reports them, with their lines, before this count is used
-    if labels is not None:
-        why = kto_label_problem(kto_balance(labels))
-        if why:
-            report.findings.append(Finding("kind-data", "error", why, file=d.path, field="training"))
-            return None
-    return len(rows)
-def check_prompt_rows(cfg, report: Report) -> None:
+        rep = kind_report(d.path, kind, tokenizer=tok, max_length=cfg.train.max_length, columns=d.columns,
+                          format=d.format, split=d.split, max_rows=d.max_rows, n=0, token_rows=TOKEN_SAMPLE_ROWS,
+                          **weights)
+    except UserError as exc:
+        p = exc.problems[0]
+        if p.field != "training":
+            return 0  # bad rows: the row scan reports them, with their lines, before this count is used
+        report.findings.append(Finding("kind-data", "error", p.message, file=p.file, field=p.field))
+        return None
+    for p in rep.problems:
+        report.findings.append(Finding("kind-data" if p.severity == "error" else p.code, p.severity, p.message,
+                                       file=p.file, line=p.line, field=p.field, fix=p.fix))
+    if any(p.severity == "error" for p in rep.problems):
+        return None
+    return rep.rows - rep.left_out
+
+
+def check_prompt_rows(cfg, report: Report, model_dir: str | None = None) -> None:
     """training: grpo: every row has a prompt (read in full), the columns the chosen rewards read are
-    there, and each reward loads and answers one real row with one float per completion (core/rewards.py
-    check_on_row): an import error, a wrong signature or a wrong length is an error here, not at step 1."""
+    there (data/kinds.grpo_report: absent from the first row is an error, empty in a row a warning), the
+    prompts fit the prompt budget (with the tokenizer), and each reward loads and answers one real row
+    with one float per completion (core/rewards.py check_on_row): an import error, a wrong signature or a
+    wrong length is an error here, not at step 1."""
+    from .data.kinds import grpo_report
     from .data.read import local_files
     from .recipes.grpo import read_prompt_rows
     from .rewards import check_on_row
@@ -306,18 +330,19 @@ def check_prompt_rows(cfg, report: Report) -> None:
             local_files(path)
     if local_files(d.path) is None:
         return  # a hub dataset: read by the training process
-    rows = read_prompt_rows(cfg)
-    report.rows = len(rows)
-    needs = {"exact_match": g.answer_column, "numeric_match": g.answer_column, "code": g.tests_column}
-    for ref in g.rewards:
-        col = needs.get(ref)
-        if col and col not in rows[0]:
-            raise UserError(f"reward '{ref}' reads the column '{col}', which the rows of {d.path} do not have "
-                            f"(they have: {', '.join(sorted(rows[0]))})", field="grpo.rewards")
-    check_on_row(g, rows[0], where=d.path)
-    if len(rows) < MIN_ROWS_TO_TRAIN:
+    tok, _ = _template_of(model_dir, cfg)
+    rep = grpo_report(d.path, g, tokenizer=tok, max_length=cfg.train.max_length, columns=d.columns,
+                      split=d.split, max_rows=d.max_rows, n=0)
+    report.rows = rep.rows - rep.left_out
+    for p in rep.problems:
+        if p.code == "no-reward-column" and p.severity == "error":  # the reward would fail at step 1
+            raise UserError(p.message + f" (fix: {p.fix})", field="grpo.rewards")
+        report.findings.append(Finding(p.code if p.severity == "warning" else "kind-data", p.severity, p.message,
+                                       file=p.file, line=p.line, field=p.field, fix=p.fix))
+    check_on_row(g, read_prompt_rows(cfg, limit=1)[0], where=d.path)
+    if report.rows < MIN_ROWS_TO_TRAIN:
         report.findings.append(Finding(
-            "too-few-rows", "error", f"only {len(rows)} usable rows; a run needs at least {MIN_ROWS_TO_TRAIN} "
+            "too-few-rows", "error", f"only {report.rows} usable rows; a run needs at least {MIN_ROWS_TO_TRAIN} "
             "to learn anything", file=d.path, field="dataset.path", forceable=True,
             fix="add rows, or --force to train anyway"))
 
@@ -427,7 +452,7 @@ def preflight(cfg, *, runs_root: str | Path | None = None, config_file: str | Pa
         fail(f)
     try:
         if cfg.training == "grpo":
-            check_prompt_rows(cfg, report)
+            check_prompt_rows(cfg, report, model_dir)
         else:
             check_dataset_rows(cfg, model_dir, report, progress)
     except UserError as exc:

@@ -47,6 +47,15 @@ from typing import Any, Callable
 from .errors import UserError
 
 BUILTINS = ("exact_match", "numeric_match", "format", "json_valid", "length_penalty", "code")
+# What each built-in scores, in one line (the wizard's rewards step shows these; the module doc has more).
+DESCRIPTIONS = {
+    "exact_match": "1 if the answer equals the answer column",
+    "numeric_match": "1 if its number is within tolerance",
+    "format": "1 if it matches the format pattern",
+    "json_valid": "1 if the answer parses as JSON",
+    "length_penalty": "-(tokens / max completion length)",
+    "code": "1 if its code passes the row's tests (sandboxed)",
+}
 CODE_MEMORY_BYTES = 512 * 1024 ** 2
 _ANSWER = re.compile(r"(?s)<answer>(.*?)</answer>")
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*(?:[eE][-+]?\d+)?|-?\.\d+")

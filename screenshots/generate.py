@@ -5,7 +5,9 @@
 Hardware comes from the same fake NVML cards the tests use (no GPU here), with RAM and CPU pinned, so
 the pictures do not depend on the machine. The model and data are the tiny offline ones the tests
 build; the training monitor and the finished view show a real (tiny) run trained by this script
-through the normal detached launch path. Takes about a minute.
+through the normal detached launch path. The per-kind monitors (09-monitor-dpo, 09-monitor-grpo*)
+show recorded runs (tests/recorded_runs.py: the events a DPO or GRPO run writes, with smooth made-up
+curves), since the tiny model's rewards are noise. Takes about a minute.
 """
 
 from __future__ import annotations
@@ -69,10 +71,10 @@ async def pick(pilot, selector: str, option_id: str) -> None:
 ANSWERS = ("behavior", "no", "no", "inconsistent", "1000", "pairs", "no")
 
 
-async def answer_all(pilot, n: int = len(ANSWERS)) -> None:
+async def answer_all(pilot, n: int = len(ANSWERS), answers: tuple[str, ...] = ANSWERS) -> None:
     await pilot.press("g")
     await pilot.pause()
-    for choice in ANSWERS[:n]:
+    for choice in answers[:n]:
         await pick(pilot, "#choices", choice)
         await pilot.press("enter")
         await pilot.pause()
@@ -92,11 +94,15 @@ def train_tiny_run(work: Path) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", help="only the screenshot with this name")
+    ap.add_argument("--only", action="append", help="only the screenshots with these names (repeatable)")
     ap.add_argument("--no-run", action="store_true", help="skip the screens that need a trained run")
     args = ap.parse_args()
+    from test_preference import kto_rows
+
     from ftwizard.core.catalog import CATALOG
+    from ftwizard.core.config import GrpoConfig, TrainConfig
     from ftwizard.core.selftest import make_tiny_setup
+    from ftwizard.core.tiny import corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -118,6 +124,9 @@ def main() -> int:
         async def questionnaire(pilot):
             await answer_all(pilot, 5)
 
+        async def questionnaire_kinds(pilot):  # preference data: the kinds offered, DPO first
+            await answer_all(pilot, answers=("alignment", "no", "no", "inconsistent", "1000", "preferences", "no"))
+
         async def model(pilot):
             await pick(pilot, "#catalog", "llama-3.1-8b")
 
@@ -128,6 +137,54 @@ def main() -> int:
             screen.query_one("#preview-table").focus()
             await pilot.press("down")
             await settle(pilot, lambda app: "line 2" in app.screen.query_one("#rendered-box").border_title)
+
+        async def dataset_dpo(pilot):
+            from ftwizard.core.tiny import _NUM, arith_question, write_jsonl
+
+            rows = []
+            for a, b in ((6, 6), (4, 8), (6, 4), (5, 9), (8, 2), (2, 1)):
+                q, good = arith_question(a, b)
+                rows.append({"prompt": [{"role": "user", "content": q}],
+                             "chosen": [{"role": "assistant", "content": good}],
+                             "rejected": [{"role": "assistant", "content":
+                                           f"{_NUM[a]} plus {_NUM[b]} equals {_NUM[(a + b + 1) % 19]}."}]})
+            write_jsonl(rows, "data/pairs.jsonl")
+            screen = pilot.app.screen
+            screen.query_one("#dataset-path").value = "data/pairs.jsonl"
+            await settle(pilot, lambda app: app.screen._kind_view is not None)
+            screen.query_one("#preview-table").focus()
+
+        def dataset_kind(path: str, rows):
+            async def steps(pilot):
+                from ftwizard.core.tiny import write_jsonl
+
+                write_jsonl(rows, path)
+                screen = pilot.app.screen
+                screen.query_one("#dataset-path").value = path
+                await settle(pilot, lambda app: app.screen._kind_view is not None
+                             or "block" in (app.screen.query_one("#rendered-box").border_title or ""))
+                screen.query_one("#preview-table").focus()
+            return steps
+
+        async def hyper_grpo(pilot):
+            pilot.app.screen.query_one("#hp-num_generations").focus()
+            await pilot.pause()
+            pilot.app.screen.query_one("#hp-form").scroll_end(animate=False)
+
+        async def rewards_grpo(pilot):
+            import json
+
+            Path("data/prompts.jsonl").write_text("".join(
+                json.dumps({"prompt": f"what is {a} plus {b}", "answer": str(a + b)}) + "\n" for a in range(4)
+                for b in range(4)))
+            pilot.app.go("rewards")
+            await settle(pilot)
+            screen = pilot.app.screen
+            screen.query_one("#rw-numeric_match").value = True
+            screen.query_one("#rw-format").value = True
+            screen.query_one("#rw-weight-format").value = "0.5"
+            await settle(pilot, lambda app: app.screen.is_valid())
+            screen.query_one("#rw-numeric_match").focus()
 
         async def hyper(pilot):
             pilot.app.screen.query_one("#hp-learning_rate").value = "0.001"
@@ -141,26 +198,62 @@ def main() -> int:
         async def help_(pilot):
             await pilot.press("f1")
 
+        def recorded_monitor(kind: str, model: str, then=None):
+            async def steps(pilot):
+                from recorded_runs import make_run
+
+                from ftwizard.tui.screens.monitor import MonitorScreen
+
+                run = make_run(Path("runs"), f"20261124-1412-{kind}", state="running", steps=300, max_steps=1200,
+                               kind=kind, model=model)
+                screen = MonitorScreen(run, nvml_source=fake("24gb"), show_finished=False, nvml_s=3600)
+                pilot.app.push_screen(screen)
+                await settle(pilot, lambda app: screen.up_to_date and screen.kind is not None)
+                await pilot.pause(1.0)
+                if then:
+                    await pilot.press(then)
+                    await pilot.pause(0.5)
+            return steps
+
         shots = [
             ("01-welcome", make_app("24gb"), (80, 24), nothing),
             ("02-questionnaire", make_app("24gb"), (80, 24), questionnaire),
+            ("02-questionnaire-kinds", make_app("24gb"), (80, 24), questionnaire_kinds),
             ("03-hardware-two-gpus", make_app("two-gpus"), (80, 24), go("hardware")),
             ("03-hardware-cpu-only", make_app("none"), (80, 24), go("hardware")),
             ("04-model", make_app("24gb"), (80, 24), go("model", model)),
             ("05-method-24gb", make_app("24gb", **llama), (80, 24), go("method")),
             ("05-method-8gb", make_app("8gb", **llama), (80, 24), go("method")),
             ("06-dataset", make_app("24gb", model="tiny-model"), (100, 30), go("dataset", dataset)),
+            ("06-dataset-dpo", make_app("24gb", model="tiny-model", training="dpo"), (80, 24),
+             go("dataset", dataset_dpo)),
+            ("06-dataset-kto", make_app("24gb", model="tiny-model", training="kto"), (80, 24),
+             go("dataset", dataset_kind("data/kto.jsonl", kto_rows(12, labels=(True, True, False))))),
+            ("06-dataset-grpo", make_app("24gb", model="tiny-model", training="grpo"), (80, 24),
+             go("dataset", dataset_kind("data/prompts.jsonl", [
+                {"prompt": f"what is {a} plus {b}", "answer": str(a + b)} for a in range(4) for b in range(3)]))),
+            ("06-dataset-cpt", make_app("24gb", model="tiny-model", training="cpt", train=TrainConfig(max_length=48)),
+             (80, 24), go("dataset", dataset_kind("data/corpus.jsonl", [{"text": t} for t in corpus(30)]))),
+            ("06b-rewards-grpo", make_app("24gb", training="grpo", dataset_path="data/prompts.jsonl"), (80, 24),
+             rewards_grpo),
             ("07-hyperparameters", make_app("24gb"), (80, 24), go("hyperparams", hyper)),
+            ("07-hyperparameters-grpo", make_app("24gb", training="grpo", kind_sections=(("grpo", GrpoConfig(
+                rewards=["numeric_match", "format"], reward_weights=[1.0, 0.5])),)), (80, 24),
+             go("hyperparams", hyper_grpo)),
             ("08-review-preset", make_app("none"), (80, 24), review),
             ("help", make_app("24gb", **llama), (80, 24), go("method", help_)),
             ("01-welcome-120x40", make_app("80gb"), (120, 40), nothing),
             ("05-method-120x40", make_app("80gb", **llama), (120, 40), go("method")),
+            ("09-monitor-dpo", make_app("24gb"), (80, 24), recorded_monitor("dpo", "HuggingFaceTB/SmolLM2-1.7B-Instruct")),
+            ("09-monitor-grpo", make_app("24gb"), (80, 24), recorded_monitor("grpo", "Qwen/Qwen2.5-1.5B-Instruct")),
+            ("09-monitor-grpo-completions", make_app("24gb"), (80, 24),
+             recorded_monitor("grpo", "Qwen/Qwen2.5-1.5B-Instruct", then="c")),
         ]
         for name, app, size, steps in shots:
-            if not args.only or args.only == name:
+            if not args.only or name in args.only:
                 asyncio.run(shot(name, app, size, steps))
 
-        if args.no_run or (args.only and args.only not in ("09-monitor", "10-finished", "runs")):
+        if args.no_run or (args.only and not set(args.only) & {"09-monitor", "10-finished", "runs"}):
             return 0
         print("training a tiny run for the monitor screenshots…")
         run_dir = train_tiny_run(work)
@@ -188,7 +281,7 @@ def main() -> int:
             ("runs", make_app("24gb"), (100, 30), runs),
         ]
         for name, app, size, steps in more:
-            if not args.only or args.only == name:
+            if not args.only or name in args.only:
                 asyncio.run(shot(name, app, size, steps))
     return 0
 

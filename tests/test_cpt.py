@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ftwizard.core.data.corpus import Block, build_blocks, first_block, pack
+from ftwizard.core.data.corpus import build_blocks, first_block, pack
 from ftwizard.core.data.formats import detect_source
 from ftwizard.core.errors import UserError
 from ftwizard.core.events import read_events

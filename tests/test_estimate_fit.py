@@ -59,7 +59,7 @@ def test_describe_says_what_it_costs():
 def test_no_lever_left_names_how_many_cards_would_do():
     p = find_fitting(CATALOG["llama-3.1-405b"], 80, Settings())
     assert p.verdict == NO_FIT and not p.fits
-    assert p.more_cards and "FSDP" in p.more_cards and "one process" in p.more_cards
+    assert p.more_cards and "FSDP" in p.more_cards and "distributed.strategy: fsdp" in p.more_cards
 
 
 # ------------------------------------------------------------------------------------------ CPU

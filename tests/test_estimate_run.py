@@ -69,8 +69,6 @@ def test_lora_dropout_on_fused_moe_experts_is_refused_before_a_run_exists(tmp_pa
     from transformers import AutoModelForCausalLM, Qwen3MoeConfig
 
     from ftwizard.core.config import RunConfig
-    from ftwizard.core.errors import UserError
-    from ftwizard.core.hardware import Hardware
     from ftwizard.core.preflight import Report, check_method
     from ftwizard.core.catalog import known_arch
 

@@ -7,6 +7,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from ftwizard.core.events import EventTail
 from ftwizard.core.monitor import RunView, Series, diagnose_view, downsample, fmt_duration, view_from_events
 
@@ -209,3 +211,89 @@ def test_incremental_downsampler_matches_and_follows_changes():
         before = s.xs.reads + s.ys.reads
         d.points(s, 200)
         assert s.xs.reads + s.ys.reads - before <= 512 + 8, i
+
+
+# ------------------------------------------------------------------------- per kind and per rank
+
+
+def test_kind_metrics_fold_into_series_and_rewind_with_a_resume():
+    from ftwizard.core.monitor import kind_rows
+
+    evs = [train_ev(s, 0.69, reward_chosen=0.01 * s, reward_rejected=-0.02 * s, reward_margin=0.03 * s,
+                    reward_accuracy=min(1.0, 0.5 + 0.05 * s)) for s in range(1, 11)]
+    v = view_from_events(evs)
+    rows = kind_rows(v, "dpo")
+    assert [r.label for r in rows] == ["chosen reward", "rejected reward", "margin", "accuracy"]
+    assert rows[2].series.xs == list(range(1, 11)) and math.isclose(rows[2].latest, 0.3)
+    assert rows[3].text() == "100%"
+    v.apply([train_ev(6, 0.7, reward_margin=-1.0)])  # resumed from step 5: steps 6.. again
+    assert v.kind_series["reward_margin"].xs == [1, 2, 3, 4, 5, 6] and v.kind_series["reward_margin"].ys[-1] == -1.0
+    assert v.kind_series["reward_chosen"].xs == [1, 2, 3, 4, 5]
+
+
+def test_grpo_rows_list_each_reward_function_and_kto_its_labels():
+    from ftwizard.core.monitor import kind_rows
+
+    g = view_from_events([train_ev(1, 0.0, reward_mean=-0.75, reward_std=0.5, completion_length_mean=12.0,
+                                   clipped_ratio=1.0, zero_std_ratio=0.25,
+                                   rewards={"numeric_match": 0.25, "length_penalty": -1.0})])
+    assert [(r.label, r.text()) for r in kind_rows(g, "grpo")] == [
+        ("reward mean", "-0.750"), ("reward std", "0.500"), ("· length_penalty", "-1.000"),
+        ("· numeric_match", "0.250"), ("completion len", "12"), ("no-spread groups", "25%"),
+        ("cut at max len", "100%")]
+    k = view_from_events([train_ev(1, 0.5, reward_desirable=0.2, reward_undesirable=-0.1, reward_margin=0.3, kl=0.0)])
+    assert [r.key for r in kind_rows(k, "kto")] == ["reward_desirable", "reward_undesirable", "reward_margin", "kl"]
+    c = view_from_events([train_ev(1, 2.0, perplexity=math.exp(2.0))])
+    assert [r.key for r in kind_rows(c, "cpt")] == ["perplexity"] and kind_rows(c, "dpo") == []
+
+
+def _ranks_ev(step, r0, r1, gpu=False):
+    def one(rank, compute, peak):
+        if gpu:
+            return {"rank": rank, "step": step, "compute_s": compute,
+                    "cuda": [{"device": 0, "gpu": rank + 2, "allocated_gib": peak - 1, "reserved_gib": peak + 1,
+                              "peak_gib": peak, "peak_reserved_gib": peak + 1}]}
+        return {"rank": rank, "step": step, "compute_s": compute, "rss_gib": peak, "peak_rss_gib": peak}
+    mine = one(0, *r0)
+    mem = {k: v for k, v in mine.items() if k not in ("rank", "step", "compute_s")}
+    return train_ev(step, 1.0, world_size=2, mem={**mem, "ranks": [mine, one(1, *r1)]})
+
+
+def test_every_rank_reaches_the_view_and_the_slowest_is_named_only_when_it_lags():
+    v = view_from_events([_ranks_ev(s, (0.40, 0.5), (0.42, 0.6)) for s in range(1, 6)])
+    assert v.world_size == 2 and sorted(v.ranks) == [0, 1]
+    assert v.ranks[1].memory_gib == 0.6 and v.ranks[1].compute_s == 0.42
+    assert v.slowest_rank() is None  # 5% apart: even
+    v.apply([_ranks_ev(6, (0.40, 0.5), (5.0, 0.6))])
+    assert v.slowest_rank() is None  # one slow report (a checkpoint, a noisy neighbour) names nobody
+    v.apply([_ranks_ev(6, (0.40, 0.5), (0.62, 0.6))])  # a stale report (same step) read again counts once
+    assert list(v.ranks[1].recent).count(0.62) == 0
+    v.apply([_ranks_ev(s, (0.40, 0.5), (0.62, 0.6)) for s in range(7, 10)])
+    rank, ratio = v.slowest_rank()
+    assert rank == 1 and math.isclose(ratio, 0.62 / 0.40)
+    (w,) = [w for w in diagnose_view(v) if w.code == "slow-rank"]  # the doctor line names it too
+    assert w.message.startswith("rank 1 (cpu) is the slowest: 1.5x") and "nvidia-smi" in w.advice[0]
+    # on GPUs each rank's memory lands on its own card, named by NVML index (CUDA_VISIBLE_DEVICES=2,3)
+    g = view_from_events([_ranks_ev(1, (0.3, 18.0), (0.3, 20.0), gpu=True)])
+    assert set(g.memory) == {"cuda:2", "cuda:3"} and g.memory["cuda:3"].peak_gib == 20.0
+    assert g.ranks[1].device == "cuda:3" and g.ranks[1].peak_gib == 21.0
+
+
+@pytest.mark.slow
+def test_a_real_two_process_run_reports_each_ranks_memory_and_compute(tiny_config, start_run, wait_run):
+    """Two gloo processes through the same launcher: rank 0's train events carry both ranks' memory and
+    their measured compute per step; the view has both."""
+    cfg = tiny_config(steps=6, batch_size=2, longest_first=False, eval_steps=6, save_steps=6)
+    cfg.dataset.validation = 0.0
+    cfg.distributed.nproc_per_node = 2
+    cfg.distributed.strategy = "ddp"
+    run_dir = start_run(cfg)
+    info = wait_run(run_dir)
+    assert info.state == "completed", info.reason
+    from ftwizard.core.events import read_events
+
+    v = view_from_events(read_events(run_dir))
+    assert v.world_size == 2 and sorted(v.ranks) == [0, 1]
+    for st in v.ranks.values():
+        assert st.device == "cpu" and st.memory_gib > 0.1 and st.peak_gib >= st.memory_gib
+        assert 0 < st.compute_s < 60

@@ -90,15 +90,27 @@ def test_kto_with_one_label_only_is_refused(tiny_config, tmp_path):
         create_run(cfg)
 
 
-def test_cli_refusal_is_one_line_exit_2(tiny_config, tmp_path):
+CLI_REFUSALS = {
+    "dpo-sft-rows": ("dpo", lambda: chat_rows(32), "training: dpo needs preference pairs"),
+    "dpo-no-rejected-column": ("dpo", lambda: [{"prompt": r["prompt"], "chosen": r["chosen"]} for r in pair_rows(32)],
+                               "dataset.columns.rejected: preference pairs need a 'rejected' column"),
+    "kto-no-labels": ("kto", lambda: [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pair_rows(32)],
+                      "training: kto needs rows labelled"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_REFUSALS))
+def test_train_refuses_data_of_the_wrong_shape_in_one_line_exit_2_creating_nothing(tiny_config, tmp_path, case):
     from ftwizard.core.config import save_config
 
-    cfg = kind_config(tiny_config, tmp_path, "dpo", chat_rows(32))
+    kind, rows, expected = CLI_REFUSALS[case]
+    cfg = kind_config(tiny_config, tmp_path, kind, rows())
     save_config(cfg, tmp_path / "c.yaml")
     r = subprocess.run(CLI + ["train", str(tmp_path / "c.yaml")], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "no rejected column" in r.stderr
+    assert expected in r.stderr and f"{kind}.jsonl" in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
 def test_kind_section_for_another_kind_is_refused(tiny_config, tmp_path):
@@ -184,9 +196,11 @@ def test_peer_demo_files_train_as_dpo_and_kto_as_they_are(tiny_config, tmp_path,
     runs = []
     for kind, name in (("dpo", "dpo_en_demo.json"), ("kto", "kto_en_demo.json")):
         cfg = kind_config(tiny_config, tmp_path, kind, path=peer_demo / name, steps=2)
-        cfg.dataset.max_rows = 24
-        # KTO with a validation split of these long rows (cut at max_length 128) ended with TRL's eval
-        # yielding no eval_loss (KeyError on metric_for_best_model): not yet understood, see the report.
+        # kto_en_demo's prompts are long: at max_length 128 TRL drops 17 of its first 24 rows, and the 7 left
+        # are all desirable (refused: one label); of the first 40, 14 train, with both labels
+        cfg.dataset.max_rows = 40 if kind == "kto" else 24
+        # Without a validation split here; with one, see test_kind_data.py's
+        # test_kto_peer_demo_with_a_validation_split_logs_eval_loss (prompts TRL drops, left out first).
         cfg.dataset.validation = 0.0
         runs.append((kind, start_run(cfg)))
     for kind, run_dir in runs:
@@ -234,9 +248,13 @@ def test_dpo_stop_then_resume_continues_the_same_curve(tiny_config, tmp_path, st
 def test_inspect_kind_dpo_shows_chosen_and_rejected_with_their_tokens(tiny_work, tmp_path):
     data = write_jsonl(pair_rows(12), tmp_path / "pairs.jsonl")
     r = subprocess.run(CLI + ["inspect", str(data), "--kind", "dpo", "--model", str(tiny_work / "tiny-model"),
-                              "--quick", "--rows", "2", "--json"], capture_output=True, text=True)
+                              "--rows", "2", "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    kind = json.loads(r.stdout)["kind"]
+    out = json.loads(r.stdout)
+    # what SFT would make of the pairs (prompt + chosen only) is left out of the DPO view
+    assert out["sft_note"] is None and out["rendered"] is None
+    assert not [p["code"] for p in out["problems"] if p["code"].endswith("-as-sft")]
+    kind = out["kind"]
     assert kind["rows"] == 12 and len(kind["preview"]) == 2
     first = kind["preview"][0]
     assert "equals" in first["chosen"] and "equals" in first["rejected"] and first["chosen"] != first["rejected"]

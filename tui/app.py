@@ -97,8 +97,8 @@ class WizardApp(App[int]):
         self.push_screen(screen_class(name)(**kwargs))
 
     def go_after(self, name: str) -> None:
-        """Show the step that follows `name` in the guided flow."""
-        self.go(next_step(name))
+        """Show the step that follows `name` in the guided flow of the kind being set up."""
+        self.go(next_step(name, self.state.training))
 
     def open_monitor(self, run_dir: Path) -> None:
         from ftwizard.tui.screens.monitor import MonitorScreen

@@ -13,6 +13,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pydantic costs ~0.2 s to import: not on the way to the first screen
     from ftwizard.core.config import LoraConfig, RunConfig, TrainConfig
 
+# The config sections that belong to one training kind (core/config.py RunConfig): the wizard writes the
+# section of the kind it trains and leaves the others at their defaults (core refuses any other).
+KIND_SECTIONS = ("dpo", "orpo", "simpo", "kto", "grpo")
+
+
 @dataclass(frozen=True)
 class WizardState:
     """Everything the wizard knows so far. Frozen: replace it, never mutate it."""
@@ -21,6 +26,7 @@ class WizardState:
     answers: tuple[tuple[str, str], ...] = ()
     recommendation: Any = None          # core.recommend.Recommendation, once asked
     hardware: Any = None                # core.hardware.Hardware, once detected
+    gpus: tuple[int, ...] | None = None  # the cards picked in the hardware step (NVML indices); None: auto
     model: str = ""                     # model.name_or_path
     gguf_file: str | None = None
     arch: Any = None                    # core.catalog.ModelArch of the model, once resolved
@@ -31,6 +37,9 @@ class WizardState:
     detected_format: str | None = None
     train: "TrainConfig | None" = None  # None: the config model's defaults
     lora: "LoraConfig | None" = None
+    # The section of the kind trained (dpo:, orpo:, simpo:, kto:, grpo:), e.g. DpoConfig; None: defaults.
+    # Kept per kind, so switching kinds back and forth keeps what was set for each.
+    kind_sections: tuple[tuple[str, Any], ...] = ()
     base: "RunConfig | None" = None       # a loaded preset or config file: the keys the steps don't set
     preset: str | None = None
     config_path: str | None = None      # where it was loaded from / saved to
@@ -50,6 +59,26 @@ class WizardState:
         from ftwizard.core.config import LoraConfig
 
         return self.lora if self.lora is not None else LoraConfig()
+
+    def kind_section(self, kind: str | None = None):
+        """The config section of `kind` (default: the kind trained), e.g. a DpoConfig; None for sft and cpt,
+        which have none. The preset's (or file's) section, or the config model's defaults, until a step sets it."""
+        from ftwizard.core.config import RunConfig
+
+        kind = kind or self.training
+        if kind not in KIND_SECTIONS:
+            return None
+        given = dict(self.kind_sections).get(kind)
+        if given is not None:
+            return given
+        if self.base is not None:
+            return getattr(self.base, kind).model_copy()
+        return RunConfig.model_fields[kind].default_factory()
+
+    def with_kind_section(self, section, kind: str | None = None) -> "WizardState":
+        kind = kind or self.training
+        kept = tuple((k, v) for k, v in self.kind_sections if k != kind)
+        return self.replace(kind_sections=kept + ((kind, section),))
 
     def answer(self, key: str) -> str | None:
         return dict(self.answers).get(key)
@@ -76,7 +105,26 @@ class WizardState:
         data["dataset"] = dataset
         data["train"] = self.train_config.model_dump(mode="json")
         data["lora"] = self.lora_config.model_dump(mode="json")
+        for kind in KIND_SECTIONS:  # only the trained kind's section: core refuses another kind's settings
+            data.pop(kind, None)
+        section = self.kind_section()
+        if section is not None:
+            data[self.training] = section.model_dump(mode="json")
+        if self.gpus is not None:
+            data["distributed"] = {**(data.get("distributed") or {}), "gpus": list(self.gpus)}
         return parse_config(data)
+
+    @property
+    def distributed(self):
+        """The `distributed` section a run from this state gets (the picked cards included), for
+        core.hardware.run_gpus / run_world_size: the cards and processes the run will really have."""
+        from ftwizard.core.config import DistributedConfig
+
+        base = self.base.distributed.model_dump() if self.base else {}
+        if self.gpus is not None:
+            base["gpus"] = list(self.gpus)
+        # not validated: no card picked yet (gpus == ()) is a state the hardware step blocks, not an error
+        return DistributedConfig.model_construct(**base)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, *, preset: str | None = None, config_path: str | None = None,
@@ -87,5 +135,6 @@ class WizardState:
             model=cfg.model.name_or_path, gguf_file=cfg.model.gguf_file, arch=None, method=cfg.method,
             training=cfg.training, dataset_path=cfg.dataset.path, dataset_format=cfg.dataset.format,
             train=cfg.train.model_copy(), lora=cfg.lora.model_copy(), base=cfg, preset=preset,
-            config_path=config_path,
+            config_path=config_path, kind_sections=(),
+            gpus=tuple(cfg.distributed.gpus) if isinstance(cfg.distributed.gpus, list) else None,
         )

@@ -15,6 +15,10 @@ class Step:
     name: str     # what `app.go(name)` takes
     title: str    # the title bar's and the help's
     screen: str   # "module:Class" under ftwizard.tui.screens
+    kinds: tuple[str, ...] | None = None  # the training kinds whose flow has this step (None: every kind)
+
+    def in_flow(self, training: str | None) -> bool:
+        return self.kinds is None or training in self.kinds
 
 
 STEPS: tuple[Step, ...] = (
@@ -24,6 +28,7 @@ STEPS: tuple[Step, ...] = (
     Step("model", "Model", "model:ModelScreen"),
     Step("method", "Method", "method:MethodScreen"),
     Step("dataset", "Dataset", "dataset:DatasetScreen"),
+    Step("rewards", "Rewards", "rewards:RewardsScreen", kinds=("grpo",)),
     Step("hyperparams", "Hyperparameters", "hyperparams:HyperparamsScreen"),
     Step("review", "Review and launch", "review:ReviewScreen"),
     # The last step follows a run: opened with its run directory (WizardApp.open_monitor), not by name.
@@ -37,19 +42,24 @@ def step(name: str) -> Step:
     return STEPS[_INDEX[name]]
 
 
-def number(name: str) -> int:
-    """The 1-based position of step `name`."""
-    return _INDEX[name] + 1
+def flow(training: str | None = "sft") -> tuple[Step, ...]:
+    """The steps of the guided flow for training kind `training`, in order."""
+    return tuple(s for s in STEPS if s.in_flow(training))
 
 
-def step_title(name: str) -> str:
-    """'step k of n' for step `name`."""
-    return f"step {number(name)} of {len(STEPS)}"
+def number(name: str, training: str | None = "sft") -> int:
+    """The 1-based position of step `name` in the flow of `training`."""
+    return next(i for i, s in enumerate(flow(training), 1) if s.name == name)
 
 
-def next_step(name: str) -> str:
-    """The step after `name` in the guided flow."""
-    return STEPS[_INDEX[name] + 1].name
+def step_title(name: str, training: str | None = "sft") -> str:
+    """'step k of n' for step `name` in the flow of `training`."""
+    return f"step {number(name, training)} of {len(flow(training))}"
+
+
+def next_step(name: str, training: str | None = "sft") -> str:
+    """The step after `name` in the guided flow of `training`."""
+    return next(s.name for s in STEPS[_INDEX[name] + 1:] if s.in_flow(training))
 
 
 def screen_class(name: str):

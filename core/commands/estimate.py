@@ -12,7 +12,7 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..estimate import ATTN, OPTIMIZERS
+    from ..estimate import ATTN, KINDS, OPTIMIZERS, STRATEGIES
 
     p.add_argument("--model", required=True, metavar="M", help="catalog name, hub id, or directory with config.json")
     p.add_argument("--method", required=True, choices=["full", "lora", "qlora"])
@@ -38,7 +38,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vram-gb", type=float, metavar="X",
                    help="GPU memory (GiB, as nvidia-smi shows), or free RAM with --device cpu: a verdict, and the "
                         "nearest setting that fits when it does not")
-    p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs (DDP; the figure is per GPU)")
+    p.add_argument("--kind", default="sft", choices=list(KINDS),
+                   help="training kind (default sft): dpo/orpo/simpo put chosen and rejected in one batch; dpo/kto "
+                        "add the reference forward (a full fine-tune's frozen copy); grpo adds generation")
+    p.add_argument("--beta", type=float, default=0.0, metavar="B",
+                   help="grpo: the KL weight; > 0 adds the reference log-probs (a copy for a full fine-tune). "
+                        "Default 0 (TRL's); dpo/kto always have a reference, orpo/simpo never")
+    p.add_argument("--num-generations", type=int, default=4, metavar="G",
+                   help="grpo: completions per prompt (default 4); --batch-size counts completions")
+    p.add_argument("--max-completion-length", type=int, default=128, metavar="N",
+                   help="grpo: completion tokens (default 128); prompts get --seq-len minus this")
+    p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs (the figure is per GPU)")
+    p.add_argument("--strategy", default="ddp", choices=[s for s in STRATEGIES if s != "none"],
+                   help="with --gpus > 1: ddp (a whole copy per GPU; default), fsdp (FSDP2 full shard), "
+                        "zero2 / zero3 (DeepSpeed ZeRO)")
+    p.add_argument("--offload", action="store_true",
+                   help="fsdp/zero3: weights, gradients and optimizer states in CPU RAM (checked with --ram-gb)")
+    p.add_argument("--ram-gb", type=float, metavar="X",
+                   help="free CPU RAM (GiB) the offloaded states must fit in")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -54,8 +71,16 @@ def run(args) -> int:
         targets = [t.strip() for t in targets.split(",") if t.strip()]
         if not targets:
             raise UserError("empty target list (use all-linear or e.g. q_proj,v_proj)", field="--lora-targets")
+    if args.kind == "grpo" and args.max_completion_length >= args.seq_len:
+        raise UserError(f"leaves no room for prompts in --seq-len {args.seq_len} (prompt budget = seq-len minus "
+                        "this)", field="--max-completion-length")
+    offload = "cpu" if args.offload else "none"
+    if args.gpus > 1 or args.offload:
+        _check_distributed(args.strategy if args.gpus > 1 else "none", offload)
     arch = resolve_arch(args.model)
-    s = Settings(method=args.method, seq_len=args.seq_len, batch_size=args.batch_size,
+    s = Settings(kind=args.kind, beta=args.beta, num_generations=args.num_generations,
+                 max_completion_length=args.max_completion_length, strategy=args.strategy, offload=offload,
+                 method=args.method, seq_len=args.seq_len, batch_size=args.batch_size,
                  lora_rank=args.lora_rank, lora_targets=targets, use_dora=args.dora,
                  gradient_checkpointing=args.gradient_checkpointing, optim=args.optim,
                  attn=args.attn, precision=args.precision, gpus=args.gpus,
@@ -66,8 +91,13 @@ def run(args) -> int:
     if args.vram_gb and est.verdict(args.vram_gb) == NO_FIT:
         proposal = find_fitting(arch, args.vram_gb, s)
     if args.json:
-        out = {"model": display_name(arch), "params": arch.params, "method": args.method,
+        out = {"model": display_name(arch), "params": arch.params, "method": args.method, "kind": args.kind,
+               "gpus": args.gpus, "strategy": args.strategy if args.gpus > 1 else "none", "offload": offload,
                **est.to_json(args.vram_gb)}
+        if est.offload_ram_gib:
+            out["offload_ram_gib"] = round(est.offload_ram_gib, 2)
+            if args.ram_gb is not None:
+                out["offload_ram_fits"] = est.offload_ram_gib <= args.ram_gb
         if proposal is not None:
             out["proposal"] = proposal.to_json()
         print(json.dumps(out))
@@ -76,18 +106,32 @@ def run(args) -> int:
     return 0
 
 
+def _check_distributed(strategy: str, offload: str) -> None:
+    """The config's own rule for strategy and offload (config.distributed_problems): refused the same way."""
+    from ..config import DatasetConfig, DistributedConfig, RunConfig, distributed_problems
+    from ..errors import UserError
+
+    cfg = RunConfig(dataset=DatasetConfig(path="-"), distributed=DistributedConfig(strategy=strategy, offload=offload))
+    for key, why in distributed_problems(cfg):
+        raise UserError(why, field="--offload" if key.endswith("offload") else "--strategy")
+
+
 def _print_table(arch, est, args, proposal=None) -> None:
     print(render(arch, est, method=args.method, vram_gib=args.vram_gb, device=args.device, proposal=proposal,
-                 model_arg=args.model))
+                 model_arg=args.model, ram_gib=args.ram_gb))
 
 
 def render(arch, est, *, method: str, vram_gib: float | None = None, device: str = "cuda", proposal=None,
-           model_arg: str | None = None, assumptions: int | None = None) -> str:
+           model_arg: str | None = None, assumptions: int | None = None, ram_gib: float | None = None) -> str:
     """The text `ftwizard estimate` prints (and README.md shows between its estimate-example markers)."""
     from ..catalog import display_name
 
+    s = est.settings
     per = "CPU (RAM)" if device == "cpu" else "per GPU"
-    lines = [f"  {display_name(arch)} ({arch.params / 1e9:.2f}B) · {method} · {per}"]
+    if s is not None and s.gpus > 1:
+        per += f" of {s.gpus} ({s.strategy}" + (f", offload {s.offload})" if s.offload != "none" else ")")
+    kind = f" · {s.kind}" if s is not None and s.kind != "sft" else ""
+    lines = [f"  {display_name(arch)} ({arch.params / 1e9:.2f}B) · {method}{kind} · {per}"]
     width = max(len(k) for k in est.breakdown) + 2
     for k, v in est.breakdown.items():
         lines.append(f" {k:<{width}}{v:6.2f}")
@@ -97,6 +141,11 @@ def render(arch, est, *, method: str, vram_gib: float | None = None, device: str
         what = "of free RAM" if device == "cpu" else "of the card"
         lines.append(f"{v} on {vram_gib:g} GiB ({100 * est.total_gib / vram_gib:.0f}% {what})")
     lines.append(f"peak: {est.peak_phase}")
+    if est.offload_ram_gib:
+        line = f"offloaded to CPU RAM: {est.offload_ram_gib:.1f} GiB (all GPUs of the machine)"
+        if ram_gib is not None:
+            line += " · " + ("fits" if est.offload_ram_gib <= ram_gib else "does not fit") + f" {ram_gib:g} GiB free RAM"
+        lines.append(line)
     if proposal is not None:
         flags = " ".join(f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else
                          f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in proposal.changes.items())

@@ -16,13 +16,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..data.formats import FORMATS
     from ..data.read import suffix_list
 
-    p.add_argument("data", metavar="DATA", help=f"a {suffix_list('/', '/')} file, a directory of them, or a hub id")
+    p.add_argument("data", metavar="DATA", nargs="?",
+                   help=f"a {suffix_list('/', '/')} file, a directory of them, or a hub id (with --config: its "
+                   "dataset.path when not given)")
+    p.add_argument("--config", metavar="FILE", help="check as this run config would train: its dataset, model, "
+                   "chat template, max_length, training kind, columns and kto/grpo settings (flags given win)")
     p.add_argument("--model", help="model (local dir, pkg:NAME, .gguf file or hub id) whose tokenizer renders "
                    "the rows and counts tokens")
     p.add_argument("--chat-template", help="chatml, llama3 or a Jinja string (default: the tokenizer's, with "
                    "generation markers added for known families, as training does)")
-    p.add_argument("--max-length", type=int, default=1024, help="train.max_length to check against (default 1024)")
-    p.add_argument("--format", default="auto", help=f"force a format ({', '.join(FORMATS)})")
+    p.add_argument("--max-length", type=int, default=None, help="train.max_length to check against (default 1024)")
+    p.add_argument("--format", default=None, help=f"force a format ({', '.join(FORMATS)})")
     p.add_argument("--column", action="append", default=[], metavar="OURS=YOURS",
                    help="map a column, e.g. --column instruction=question (repeatable)")
     p.add_argument("--all-tokens", action="store_true", help="train on every token (dataset.assistant_only_loss: false)")
@@ -31,13 +35,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what you train for: sets the minimum row count checked")
     p.add_argument("--rows", type=int, default=5, help="rows to show (default 5; --json: 50)")
     p.add_argument("--row", type=int, default=1, help="which preview row to render with --model (1-based)")
-    p.add_argument("--split", default="train", help="split of a hub dataset")
+    p.add_argument("--split", default=None, help="split of a hub dataset (default train)")
     p.add_argument("--quick", action="store_true", help="read only the first rows (no full scan): rows may be null")
-    p.add_argument("--kind", choices=["sft", "dpo", "orpo", "simpo", "kto", "cpt"], default="sft",
-                   help="show the rows as this training kind sees them: dpo/orpo/simpo the prompt with the chosen "
-                   "and rejected answers side by side (their tokens with --model), kto the label balance; cpt "
-                   "(with --model) the first packed block of --max-length tokens, and where documents join")
+    p.add_argument("--kind", choices=["sft", "dpo", "orpo", "simpo", "kto", "grpo", "cpt"], default=None,
+                   help="show the rows as this training kind sees them, with its problems: dpo/orpo/simpo the prompt "
+                   "with the chosen and rejected answers side by side (their tokens with --model), kto the label "
+                   "balance; grpo each prompt as generation starts from it (the chat template with --model) and the "
+                   "columns a reward receives; cpt (with --model) the first packed block of --max-length tokens, "
+                   "and where documents join (default sft)")
+    p.add_argument("--rewards", default=None, metavar="R1,R2",
+                   help="--kind grpo: the rewards you will use (grpo.rewards), to check the columns they read")
+    p.add_argument("--answer-column", default=None, help="--kind grpo: grpo.answer_column (default answer)")
+    p.add_argument("--tests-column", default=None, help="--kind grpo: grpo.tests_column (default tests)")
+    p.add_argument("--max-completion-length", type=int, default=None,
+                   help="--kind grpo: grpo.max_completion_length; the prompt budget is --max-length minus it")
+    p.add_argument("--kto-weights", default=None, metavar="DESIRABLE,UNDESIRABLE",
+                   help="--kind kto: kto.desirable_weight,kto.undesirable_weight to check the balance against "
+                   "(default 1,1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+DEFAULTS = {"max_length": 1024, "format": "auto", "split": "train", "kind": "sft"}
+
+
+def _settings(args) -> None:
+    """Fill what the flags left unset from --config (as `ftwizard train` would read it), then the defaults."""
+    from ..errors import UserError
+
+    args.config_columns, args.gguf_file, args.max_rows, args.grpo, args.kto = {}, None, None, None, None
+    if args.config:
+        from ..config import load_config
+
+        cfg = load_config(args.config)
+        d = cfg.dataset
+        given = {"data": d.path, "model": cfg.model.name_or_path, "chat_template": cfg.model.chat_template,
+                 "max_length": cfg.train.max_length, "format": d.format, "split": d.split, "kind": cfg.training,
+                 "validation_path": d.validation_path}
+        for key, value in given.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if not args.all_tokens:
+            args.all_tokens = not d.assistant_only_loss
+        args.config_columns, args.gguf_file, args.max_rows = dict(d.columns), cfg.model.gguf_file, d.max_rows
+        args.grpo, args.kto = cfg.grpo, cfg.kto
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if not args.data:
+        raise UserError("give the dataset (DATA) or a run config (--config FILE)", field="DATA")
 
 
 def _columns(pairs: list[str]) -> dict[str, str]:
@@ -56,15 +101,18 @@ def run(args) -> int:
     from ..data.preview import quick_preview, render_row
     from ..data.stats import scan_dataset
 
-    columns = _columns(args.column)
+    _settings(args)
+    columns = {**args.config_columns, **_columns(args.column)}
     n = args.rows if not args.json or args.rows != 5 else 50
+    if args.kind == "grpo":  # prompt-only rows are no dataset format: their own view
+        return _run_grpo(args, columns, n)
     prev = quick_preview(args.data, n=max(n, args.row), columns=columns, format=args.format, split=args.split)
     tok = template = why = None
     assistant_only = not args.all_tokens
     if args.model:
         from ..data.tokenize import load_tokenizer, setup_tokenizer
 
-        tok = load_tokenizer(args.model)
+        tok = load_tokenizer(args.model, args.gguf_file)
         if args.kind == "cpt":  # raw text: the tokenizer's own EOS, no chat template (as the CPT recipe)
             why = "none: raw text"
         else:
@@ -79,6 +127,7 @@ def run(args) -> int:
 
         report = scan_dataset(args.data, tok, template, args.max_length, assistant_only, columns=columns,
                               format=args.format, split=args.split, validation_path=args.validation_path,
+                              max_rows=args.max_rows,
                               task=args.task, progress=progress)
         if show:
             print("\r\033[K", end="", file=sys.stderr, flush=True)
@@ -86,7 +135,7 @@ def run(args) -> int:
     block = None
     if args.kind == "cpt" and tok is not None:
         block = _cpt_block(args, prev, tok)
-    elif tok is not None and prev.rows:
+    elif tok is not None and prev.rows and args.kind in (None, "sft"):  # another kind: its own view below
         k = min(max(args.row, 1), len(prev.rows)) - 1
         try:
             rendered = render_row(prev.rows[k], tok, template, args.max_length, assistant_only, prev.detected)
@@ -94,6 +143,12 @@ def run(args) -> int:
             rendered = str(exc)
     kind = kind_view(args, prev.detected, tok, n) if args.kind not in ("sft", "cpt") else None
     problems = report.problems if report is not None else prev.problems
+    if kind is not None:
+        from ..data.kinds import scan_problems_for_kind
+        from ..data.problems import by_severity
+
+        prev.sft_note = None  # what SFT would do with this data is not news when another kind trains on it
+        problems = by_severity(scan_problems_for_kind(problems, args.kind) + kind.pop("_problems"))
     rows = report.stats.rows if report is not None and report.stats.complete else prev.total_rows
     has_errors = any(p.severity == "error" for p in problems)
     if args.json:
@@ -116,48 +171,108 @@ def run(args) -> int:
 
 
 def kind_view(args, det, tok, n: int) -> dict:
-    """The rows in the shape `--kind` trains on (formats.to_trl), each side rendered as the model sees it
-    (the prompt through the chat template, the answers after it) with its token count when a tokenizer is
-    given; KTO: the label balance over every row. Data of the wrong shape for the kind: UserError (exit 2)."""
-    from ..data.prepare import kind_data_problem, kto_balance, kto_label_problem, read_trl_rows
-    from ..errors import UserError
+    """`data/kinds.kind_report` as JSON (the rows in the shape --kind trains on, the first `n` rendered with
+    TRL's token counts when a tokenizer is given; KTO: the label balance) plus its problems under
+    `_problems`. Data of the wrong shape for the kind: UserError (exit 2)."""
+    from ..data.kinds import kind_report
 
-    why = kind_data_problem(args.kind, det)
-    if why:
-        raise UserError(why, file=args.data, field="--kind")
-    rows, labels = read_trl_rows(args.data, det, args.kind, split=args.split)
-    sides = ("chosen", "rejected") if args.kind != "kto" else ("completion",)
-    out: dict = {"kind": args.kind, "rows": len(rows), "preview": []}
-    for row in rows[:n]:
-        prompt = _render(tok, row["prompt"], None)
-        item = {"prompt": prompt, "prompt_tokens": _count(tok, prompt)}
-        for side in sides:
-            text = _render(tok, row["prompt"], row[side])
-            text = text[len(prompt):] if text.startswith(prompt) else text
-            item[side], item[f"{side}_tokens"] = text, _count(tok, text)
-        if "label" in row:
-            item["label"] = row["label"]
-        out["preview"].append(item)
-    if labels is not None:
-        out["labels"] = kto_balance(labels)
-        out["label_problem"] = kto_label_problem(out["labels"])
+    dw, uw = _kto_weights(args.kto_weights) if args.kto_weights or args.kto is None else \
+        (args.kto.desirable_weight, args.kto.undesirable_weight)
+    rep = kind_report(args.data, args.kind, tokenizer=tok, max_length=args.max_length, split=args.split, n=n,
+                      max_rows=args.max_rows,
+                      det=det, desirable_weight=dw, undesirable_weight=uw)
+    out = rep.to_json()
+    out.pop("problems")
+    out["_problems"] = rep.problems
+    if rep.labels is None:
+        out.pop("labels")
+    else:
+        one = [p for p in rep.problems if p.code == "one-label"]
+        out["label_problem"] = one[0].message if one else None
     return out
 
 
-def _render(tok, prompt, answer) -> str:
-    """prompt (+ answer) as text: message lists through the tokenizer's chat template, strings as they are."""
-    if isinstance(prompt, list):
-        if tok is None or not getattr(tok, "chat_template", None):
-            msgs = prompt + (answer or [])
-            return "\n".join(f"{m['role']}: {m['content']}" for m in msgs) + ("" if answer else "\nassistant: ")
-        if answer is None:
-            return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return tok.apply_chat_template(prompt + answer, tokenize=False)
-    return str(prompt) + (str(answer) if answer is not None else "")
+def _kto_weights(text: str | None) -> tuple[float, float]:
+    from ..errors import UserError
+
+    if not text:
+        return 1.0, 1.0
+    try:
+        d, u = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--kto-weights expects DESIRABLE,UNDESIRABLE numbers, got {text!r}",
+                        field="--kto-weights") from None
+    return d, u
 
 
-def _count(tok, text: str) -> int | None:
-    return None if tok is None else len(tok(text, add_special_tokens=False)["input_ids"])
+def grpo_config_of(args):
+    """The grpo settings --kind grpo checks against (config.GrpoConfig's defaults for what is not given)."""
+    from ..config import GrpoConfig
+    from ..errors import UserError
+
+    base = args.grpo.model_dump() if args.grpo is not None else {}  # --config's grpo section
+    kw = {}
+    if args.rewards is not None:
+        kw["rewards"] = [r.strip() for r in args.rewards.split(",") if r.strip()]
+    for key in ("answer_column", "tests_column", "max_completion_length"):
+        if getattr(args, key) is not None:
+            kw[key] = getattr(args, key)
+    try:
+        return GrpoConfig(**{**base, **kw})
+    except Exception as exc:  # pydantic's ValidationError: one line
+        raise UserError(f"--kind grpo settings: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}",
+                        field="--max-completion-length") from None
+
+
+def _run_grpo(args, columns: dict, n: int) -> int:
+    from ..data.kinds import grpo_report
+
+    g = grpo_config_of(args)
+    tok = why = None
+    if args.model:
+        from ..data.tokenize import load_tokenizer, setup_tokenizer
+
+        tok = load_tokenizer(args.model, args.gguf_file)
+        _, why = setup_tokenizer(tok, args.chat_template, True)
+    rep = grpo_report(args.data, g, tokenizer=tok, max_length=args.max_length, columns=columns,
+                      split=args.split, max_rows=n if args.quick else args.max_rows, n=n)
+    has_errors = any(p.severity == "error" for p in rep.problems)
+    if args.json:
+        out = rep.to_json()
+        out.update({"template": why, "rewards": list(g.rewards)})
+        print(json.dumps({"kind": out, "rows": rep.rows, "problems": out.pop("problems")}, ensure_ascii=False,
+                         default=str))
+        return 1 if has_errors else 0
+    _print_grpo(args, rep, g, why)
+    return 1 if has_errors else 0
+
+
+def _print_grpo(args, rep, g, why) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+    con.print(f"{args.data} · GRPO prompts · {rep.rows} rows · {len(rep.problems)} problems")
+    reads = ", ".join(f"{r} reads '{c}'" for r, c in rep.reward_columns.items())
+    con.print("  every reward receives: prompts, completions, " + (", ".join(rep.columns) or "no other column")
+              + (f" · {reads}" if reads else "") + (f" · rewards: {', '.join(g.rewards)}" if g.rewards else ""))
+    if rep.budget is not None:
+        con.print(f"  prompt budget: {rep.budget} tokens (--max-length {args.max_length} - max completion length "
+                  f"{g.max_completion_length}) · {rep.left_out} prompts over it · template: {why}")
+    table = Table(show_edge=False, pad_edge=False, show_lines=True)
+    table.add_column("line", justify="right")
+    table.add_column("prompt as the model gets it", overflow="fold", max_width=56)
+    table.add_column("columns a reward receives", overflow="fold", max_width=40)
+    for item in rep.preview:
+        tokens = item["prompt_tokens"]
+        table.add_row(str(item["line"]), _short(item["prompt"], 400) + (f"  [{tokens} tokens]" if tokens is not None
+                                                                         else ""),
+                      "\n".join(f"{k}: {_short(v, 80)}" for k, v in item["columns"].items()))
+    con.print(table)
+    if rep.problems:
+        con.print("\nProblems:")
+        for p in rep.problems:
+            con.print(f"  {p.severity}: {p}", markup=False)
 
 
 def _print_kind(kind: dict) -> None:
@@ -256,7 +371,8 @@ def _print_text(args, prev, rows, problems, report, rendered, why, n) -> None:
     con.print(table)
     if report is not None:
         s = report.stats
-        con.print(f"  {s.used_rows} rows used ({s.skipped_rows} skipped, {s.bad_rows} bad) · length in {s.unit}: "
+        other = args.kind not in (None, "sft", "cpt", "grpo")  # the kind's own rows are counted below
+        con.print(("  as training: sft reads them:" if other else "") + f"  {s.used_rows} rows used ({s.skipped_rows} skipped, {s.bad_rows} bad) · length in {s.unit}: "
                   f"min {s.min} · median {s.median} · p95 {s.p95} · max {s.max}"
                   + (f" · {s.tokens_per_epoch:,} tokens/epoch ({s.trained_tokens_per_epoch:,} trained) · "
                      f"{s.steps_per_epoch} steps/epoch at batch 4" if s.unit == "tokens" else ""))

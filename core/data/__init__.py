@@ -31,4 +31,6 @@ Modules, lowest layer first; a module imports only from the layers below it (no 
     stats | preview     `scan_dataset` / `compute_stats` / `check_dataset` (one streaming pass: statistics
                         and located problems); `quick_preview`, `render_row`
     prepare             `prepare_training_data`, the training process's data step
+    kinds               `kind_report` / `grpo_report`: the rows as a training kind's TRL trainer sees them,
+                        with that kind's problems (chosen == rejected, prompts over budget, KTO balance, ...)
 """

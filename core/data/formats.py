@@ -20,8 +20,8 @@ Canonical rows (what `tokenize.encode_row` takes; `to_canonical`):
     {"prompt": str, "completion": str}                  plain prompt/completion
     {"text": str}                                       raw text
 
-With only SFT implemented, preference rows train on prompt + chosen and KTO rows on the desirable
-(label true) rows only; `to_trl` gives the shapes TRL's DPO/KTO trainers take (`FormatSpec.trl_kind`).
+Under training: sft, preference rows train on prompt + chosen and KTO rows on the desirable (label true)
+rows only (`sft_note`); `to_trl` gives the shapes TRL's DPO/KTO trainers take (`FormatSpec.trl_kind`).
 
 Tool calls (ShareGPT `function_call` / `observation`, OpenAI `tool_calls` / role `tool`) become text
 in the Hermes / Qwen style every chat template can render: the tool list goes into the system prompt
@@ -173,6 +173,12 @@ def detect_format(columns: list[str], sample: list[dict], mapping: dict[str, str
     det = _detect_auto(s)
     if det is not None:
         return det
+    half = [n for n in ("chosen", "rejected") if s.has(n)]
+    if len(half) == 1:  # half a preference pair: say which column is missing, not every format
+        gone = "rejected" if half == ["chosen"] else "chosen"
+        raise UserError(f"preference pairs need a '{gone}' column beside '{s.c(half[0])}', and these rows have none "
+                        f"(columns {sorted(s.cols)}): add the {gone} answer to every row, or map your column with "
+                        f"dataset.columns: {{{gone}: YOUR_COLUMN}}", field=f"dataset.columns.{gone}")
     raise UserError(f"cannot tell the dataset's format from its columns {sorted(s.cols)}: expected one of "
                     "messages (role/content turns), conversations (from/value turns), instruction/output, "
                     "prompt/completion, prompt/chosen/rejected, prompt/completion/label, text; map yours "
@@ -659,13 +665,13 @@ def _canonical_text(row: dict, det: Detected) -> dict:
 SPECS: dict[str, FormatSpec] = {fs.name: fs for fs in (  # in detection order
     FormatSpec("preference", ("prompt", "chosen", "rejected"), ("system", "tools"), _detect_preference,
                _validate_preference, _canonical_preference, trl=_trl_preference, trl_kind="dpo",
-               sft_note="preference data: SFT trains on the prompt + the chosen answer (rejected answers are "
-                        "ignored until DPO is available)",
-               sft_note_fix="nothing to do; DPO will use the rejected answers once available"),
+               sft_note="preference data: SFT trains on the prompt + the chosen answer and ignores the rejected "
+                        "ones (training: dpo, orpo, simpo or kto learns from both)",
+               sft_note_fix="set training: dpo to learn from the rejected answers too, or keep SFT"),
     FormatSpec("kto", ("prompt", "completion", "label"), ("messages", "system", "tools"), _detect_kto,
                _validate_kto, _canonical_kto, trl=_trl_kto, trl_kind="kto", keep=_keep_kto,
-               sft_note="KTO-labelled data: SFT trains on the desirable rows (label true) only; undesirable "
-                        "rows are skipped until KTO is available"),
+               sft_note="KTO-labelled data: SFT trains on the desirable rows (label true) only and skips the "
+                        "undesirable ones (training: kto learns from both)"),
     FormatSpec("messages", ("messages",), ("system", "tools"), _detect_messages,
                lambda row, det: _conversation_problems(row, det, "messages"), _canonical_messages),
     FormatSpec("sharegpt", ("conversations",), ("system", "tools"), _detect_sharegpt,

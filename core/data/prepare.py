@@ -25,7 +25,7 @@ from .formats import Detected, detect_source, keep_for_sft, to_canonical, to_trl
 from .problems import Problem
 from .read import iter_rows, source_fingerprint
 from .split import split_indices
-from .tokenize import tokenize_dataset
+from .tokenize import tokenize_dataset, trl_prompt_fills
 
 MAX_REPORTED = 10
 
@@ -175,33 +175,42 @@ PAIR_KINDS = ("dpo", "orpo", "simpo")
 
 def kind_data_problem(kind: str, det: Detected) -> str | None:
     """Why rows of format `det` cannot train as `kind` (None: they can). One home for the refusal the
-    pre-flight and the training process both make."""
+    pre-flight and the training process both make; the callers name the field (`training`), so the
+    message starts with the kind."""
     fmt = det.format
     if kind in PAIR_KINDS and fmt != "preference":
-        return (f"training: {kind} needs preference pairs (prompt, chosen and rejected answers), but this dataset is "
+        return (f"{kind} needs preference pairs (prompt, chosen and rejected answers), but this dataset is "
                 f"{fmt} ({det.evidence}) with no rejected column: use training: sft, or map your columns with "
                 "dataset.columns {chosen: ..., rejected: ...}")
     if kind == "kto" and fmt not in ("kto", "preference"):
-        return (f"training: kto needs rows labelled desirable or not (prompt/completion/label, or messages + label) "
+        return (f"kto needs rows labelled desirable or not (prompt/completion/label, or messages + label) "
                 f"or preference pairs, but this dataset is {fmt} ({det.evidence}) without labels: add a true/false "
                 "'label' column, or use training: sft")
     return None
 
 
-def read_trl_rows(source: str, det: Detected, kind: str, *, split: str = "train", max_rows: int | None = None):
-    """(rows in the shape TRL's trainer for `kind` takes, labels or None). KTO takes preference pairs as two
-    rows, the chosen answer desirable and the rejected one not. Refuses bad rows like `read_canonical`."""
-    rows = []
-    bad = _BadRows(source)
+def iter_trl_rows(source: str, det: Detected, kind: str, *, split: str = "train", max_rows: int | None = None,
+                  bad: "_BadRows | None" = None):
+    """(file, line, row) for each row in the shape TRL's trainer for `kind` takes (`formats.to_trl`); KTO takes
+    preference pairs as two rows, the chosen answer desirable and the rejected one not. Rows with errors are
+    skipped and counted in `bad` (whose `raise_if_any` refuses them after the loop)."""
+    bad = bad if bad is not None else _BadRows(source)
     for r in iter_rows(source, split=split, limit=max_rows, streaming_hub=False):
         if bad.check(r, det):
             continue
         row = to_trl(r.row, det)
         if kind == "kto" and det.format == "preference":
-            rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
-            rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+            yield r.file, r.line, {"prompt": row["prompt"], "completion": row["chosen"], "label": True}
+            yield r.file, r.line, {"prompt": row["prompt"], "completion": row["rejected"], "label": False}
         else:
-            rows.append(row)
+            yield r.file, r.line, row
+
+
+def read_trl_rows(source: str, det: Detected, kind: str, *, split: str = "train", max_rows: int | None = None):
+    """(rows in the shape TRL's trainer for `kind` takes, labels or None): `iter_trl_rows` in a list.
+    Refuses bad rows like `read_canonical`."""
+    bad = _BadRows(source)
+    rows = [row for _, _, row in iter_trl_rows(source, det, kind, split=split, max_rows=max_rows, bad=bad)]
     bad.raise_if_any()
     labels = [r["label"] for r in rows] if kind == "kto" else None
     return rows, labels
@@ -220,11 +229,17 @@ def kto_label_problem(balance: dict) -> str | None:
     return None
 
 
-def prepare_preference_data(cfg, emit: Callable[..., Any], phase: Callable[..., Any] | None = None):
+def prepare_preference_data(cfg, emit: Callable[..., Any], phase: Callable[..., Any] | None = None,
+                            tokenizer=None):
     """(train, validation or None, facts) for training: dpo|orpo|simpo|kto as `datasets.Dataset`s of TRL's
     shape ({prompt, chosen, rejected} or {prompt, completion, label}: strings, or message lists that TRL
     renders with the tokenizer's chat template). TRL tokenizes them; what is refused is refused here
-    first: data of the wrong shape for the kind, bad rows, no rows, a KTO set with one label only."""
+    first: data of the wrong shape for the kind, bad rows, no rows, a KTO set with one label only.
+
+    With the run's `tokenizer`, rows whose prompt alone fills train.max_length are left out here, before
+    the validation split (a warning event says how many): TRL would drop them silently after it, and a
+    validation split made only of such rows evaluates nothing (no eval_loss: the run failed on
+    metric_for_best_model; seen with LLaMA-Factory's kto_en_demo.json at max_length 128)."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -236,8 +251,11 @@ def prepare_preference_data(cfg, emit: Callable[..., Any], phase: Callable[..., 
     rows, labels = read_trl_rows(d.path, det, kind, split=d.split, max_rows=d.max_rows)
     if not rows:
         raise UserError("no usable rows in the dataset", file=d.path, field="dataset.path")
+    n_read = len(rows)
+    rows, labels = _prompts_that_fit(rows, labels, tokenizer, t.max_length, d.path, emit)
     info = {"path": d.path, "format": det.format, "evidence": det.evidence, "variant": det.variant,
-            "rows": len(rows), "used_rows": len(rows), "skipped_rows": 0, "kind": kind}
+            "rows": n_read, "used_rows": len(rows), "skipped_rows": 0, "kind": kind,
+            "prompt_too_long": n_read - len(rows)}
     if labels is not None:
         info["labels"] = kto_balance(labels)
         why = kto_label_problem(info["labels"])
@@ -251,6 +269,8 @@ def prepare_preference_data(cfg, emit: Callable[..., Any], phase: Callable[..., 
             raise UserError(why, file=d.validation_path, field="dataset.validation_path")
         train_rows = rows
         eval_rows, _ = read_trl_rows(d.validation_path, vdet, kind, split=d.split)
+        eval_rows, _ = _prompts_that_fit(eval_rows, None, tokenizer, t.max_length, d.validation_path, emit,
+                                         required=False)
     else:
         tr, va = split_indices(len(rows), d.validation, t.seed, labels)
         train_rows = [rows[i] for i in tr]
@@ -263,3 +283,25 @@ def prepare_preference_data(cfg, emit: Callable[..., Any], phase: Callable[..., 
     if labels is not None:
         facts["labels"] = info["labels"]
     return train_ds, eval_ds, facts
+
+
+def _prompts_that_fit(rows: list[dict], labels, tokenizer, max_length: int, source: str, emit,
+                      required: bool = True):
+    """(rows, labels) without the rows TRL's DPO/KTO trainers would drop, their prompt alone filling
+    `max_length` (tokenize.trl_prompt_fills); a warning event when any goes, a UserError when none is left
+    (`required`). Unchanged without a tokenizer."""
+    if tokenizer is None or not rows:
+        return rows, labels
+    keep = [i for i, r in enumerate(rows) if not trl_prompt_fills(tokenizer, r, max_length)]
+    if len(keep) == len(rows):
+        return rows, labels
+    gone = len(rows) - len(keep)
+    if not keep and required:
+        raise UserError(f"every prompt fills train.max_length ({max_length} tokens) or more: TRL would drop every "
+                        "row (nothing of an answer would be left); raise train.max_length or shorten the prompts "
+                        "(ftwizard inspect --kind lists them)", file=source, field="train.max_length")
+    emit("warning", code="prompt-too-long",
+         message=f"{gone} of {len(rows)} rows of {source} have a prompt of train.max_length ({max_length}) tokens or "
+         "more and were left out (TRL would drop them: nothing of their answers would be left)",
+         evidence={"left_out": gone, "rows": len(rows), "max_length": max_length})
+    return [rows[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)

@@ -16,6 +16,8 @@ message. The codes, and the module that raises each:
     mask-fallback          warning        checks (prompt tokens not a prefix of prompt + completion)
     too-long, duplicates, placeholders, validation-overlap, no-trained-tokens, all-masked,
     missing-eos, template-error, undesirable-skipped, <format>-as-sft      stats (whole-file pass)
+    same-answers, empty-side, both-cut, prompt-too-long, one-label, unbalanced-labels,
+    no-reward-column       per kind       kinds (the rows as a training kind's TRL trainer sees them)
 """
 
 from __future__ import annotations

@@ -196,3 +196,76 @@ def setup_tokenizer(tokenizer, requested_template: str | None, assistant_only: b
     if fam and tokenizer.eos_token != END_OF_TURN[fam] and END_OF_TURN[fam] in tokenizer.get_vocab():
         tokenizer.eos_token = END_OF_TURN[fam]
     return template, why
+
+
+# ------------------------------------------------------- token counts of the TRL-tokenized kinds
+# DPO/ORPO/SimPO/KTO and GRPO rows are tokenized by TRL's trainers, not encode_row: these count
+# their tokens the way TRL 1.16 does, for the checks (data/kinds.py) and the data step (prepare.py).
+
+
+def text_of(value: Any) -> str:
+    """The text of one side of a row: a string, or the contents of a message list joined."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        value = [value]
+    if isinstance(value, list):
+        return "\n".join(str(m.get("content") or "") if isinstance(m, dict) else str(m) for m in value)
+    return str(value)
+
+
+def _ids(tok, value, generation_prompt: bool = False) -> list[int]:
+    if isinstance(value, list):
+        out = tok.apply_chat_template(value, tokenize=True, add_generation_prompt=generation_prompt,
+                                      return_dict=False)
+        return list(out["input_ids"] if isinstance(out, dict) else out)
+    return list(tok(text=value)["input_ids"])
+
+
+def trl_token_counts(tok, row: dict) -> dict[str, int]:
+    """{"prompt": n, <side>: n, ...} for a row of TRL's DPO ({prompt, chosen, rejected}) or KTO ({prompt,
+    completion}) shape, counted as TRL 1.16 tokenizes it: message lists through the tokenizer's chat template
+    (the prompt with the generation prompt), strings with its special tokens and EOS appended to the
+    answer; the prompt is the common prefix of the prompt's ids and every prompt + answer, each side what
+    follows it. TRL cuts prompt + side at max_length keeping the start, and drops a row whose prompt
+    alone fills max_length."""
+    sides = [k for k in ("chosen", "rejected", "completion") if k in row]
+    prompt = row["prompt"]
+    conversational = isinstance(prompt, list)
+    eos = getattr(tok, "eos_token", None) or ""
+    prompt_ids = _ids(tok, prompt, generation_prompt=True)
+    full = {}
+    for s in sides:
+        ans = row[s]
+        if conversational:
+            answer = ans if isinstance(ans, list) else [{"role": "assistant", "content": str(ans)}]
+            full[s] = _ids(tok, prompt + answer)
+        else:
+            text = text_of(ans)
+            full[s] = _ids(tok, str(prompt) + (text if text.endswith(eos) else text + eos))
+    n = min([_common_prefix(prompt_ids, ids) for ids in full.values()] or [len(prompt_ids)])
+    return {"prompt": n, **{s: len(ids) - n for s, ids in full.items()}}
+
+
+def grpo_prompt_tokens(tok, prompt) -> int:
+    """Tokens of a GRPO prompt as generation starts from it (messages with the generation prompt; plain
+    text without special tokens). The recipe leaves out prompts longer than its budget by this count."""
+    if isinstance(prompt, list):
+        return len(_ids(tok, prompt, generation_prompt=True))
+    return len(tok(prompt, add_special_tokens=False)["input_ids"])
+
+
+def trl_prompt_tokens(tok, prompt) -> int:
+    """Tokens of a DPO/KTO prompt alone, as TRL tokenizes it (an upper bound of `trl_token_counts`'s
+    prompt: the common prefix is never longer)."""
+    return len(_ids(tok, prompt, generation_prompt=True))
+
+
+def trl_prompt_fills(tok, row: dict, max_length: int) -> bool:
+    """Whether TRL's DPO/KTO trainers drop this row: its prompt (as `trl_token_counts` counts it) fills
+    `max_length`. Tokenizes the prompt alone unless it is that long."""
+    if trl_prompt_tokens(tok, row["prompt"]) < max_length:
+        return False
+    return trl_token_counts(tok, row)["prompt"] >= max_length

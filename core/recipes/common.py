@@ -512,7 +512,7 @@ def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter, metri
     from ..doctor import training_callback
 
     guard_saves(trainer, run.events.emit)  # whole (temp name, then rename) and finite checkpoints only
-    trainer.doctor = training_callback(run.events.emit, getattr(trainer.model.config, "vocab_size", None))
+    trainer.doctor = training_callback(run.events.emit, getattr(trainer.model.config, "vocab_size", None), metrics)
     trainer.add_callback(trainer.doctor)  # diverging / dead model: ends the run (save() checks)
     if cfg.train.early_stopping_patience:
         trainer.add_callback(early_stopping(run, cfg.train.early_stopping_patience))
@@ -554,11 +554,14 @@ def events_callback(run: Run, dev: Device, counter, metrics: dict | None = None)
             self.t_last = None
             self.tokens_last = 0
             self.t0 = None
+            self.timer = None  # several processes: this rank's compute per step, for the monitor's slowest rank
 
-        def on_train_begin(self, args, state, control, **kw):
+        def on_train_begin(self, args, state, control, model=None, **kw):
             run.training_started = True
             self.t0 = self.t_last = time.time()
             self.tokens_last = counter.tokens
+            if run.world_size > 1 and model is not None and self.timer is None:
+                self.timer = ComputeTimer(model, dev.cuda, state.global_step)
             if state.is_world_process_zero:
                 run.phase("training", f"{state.max_steps} steps", max_steps=state.max_steps,
                           start_step=state.global_step)
@@ -571,7 +574,7 @@ def events_callback(run: Run, dev: Device, counter, metrics: dict | None = None)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if run.world_size > 1 and logs and "loss" in logs and not state.is_world_process_zero:
-                run.write_memory(memory(dev))  # rank 0 folds it into its next train event
+                run.write_memory(self.rank_report(state))  # rank 0 folds it into its next train event
                 return
             if not state.is_world_process_zero or not logs:
                 return
@@ -587,8 +590,9 @@ def events_callback(run: Run, dev: Device, counter, metrics: dict | None = None)
                       "elapsed_s": round(now - self.t0, 3), "mem": memory(dev)}
                 if run.world_size > 1:
                     ev["world_size"] = run.world_size
-                    run.write_memory(ev["mem"])
-                    ev["mem"] = {**ev["mem"], "ranks": run.ranks_memory(ev["mem"])}
+                    mine = self.rank_report(state, ev["mem"])
+                    run.write_memory(mine)
+                    ev["mem"] = {**ev["mem"], "ranks": run.ranks_memory(mine)}
                 for k in ("mean_token_accuracy", "entropy", "perplexity"):
                     if k in logs:
                         ev[k] = logs[k]
@@ -616,6 +620,13 @@ def events_callback(run: Run, dev: Device, counter, metrics: dict | None = None)
                 run.events.emit("eval", step=state.global_step, eval_loss=logs["eval_loss"],
                                 **({"eval_perplexity": logs["eval_perplexity"]} if "eval_perplexity" in logs else {}))
                 log(f"eval step {state.global_step} eval_loss {logs['eval_loss']:.4f}")
+
+        def rank_report(self, state, mem: dict | None = None) -> dict:
+            """This rank's memory, the step it reports at and its compute seconds per step since its last report."""
+            out = {**(mem or memory(dev)), "step": state.global_step}
+            if self.timer is not None:
+                out["compute_s"] = self.timer.per_step(state.global_step)
+            return out
 
         def on_save(self, args, state, control, **kw):
             if state.is_world_process_zero:
@@ -702,16 +713,75 @@ def _finite(x) -> bool:
 
 
 def memory(dev: Device) -> dict:
+    """This process's memory: per CUDA device it trains on (several processes: its own card only, each
+    rank reports its own), with `gpu`, the card's NVML index, when CUDA_VISIBLE_DEVICES names the
+    cards by index (so the monitor puts it on the right card's meter); on a CPU its resident memory."""
     if dev.cuda:
         import torch
 
         gib = 1024 ** 3
-        return {"cuda": [{"device": i, "allocated_gib": round(torch.cuda.memory_allocated(i) / gib, 3),
+        visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        mine = [torch.cuda.current_device()] if dev.world_size > 1 else range(torch.cuda.device_count())
+        return {"cuda": [{"device": i, **({"gpu": int(visible[i])} if i < len(visible) and visible[i].isdigit()
+                                          else {}),
+                          "allocated_gib": round(torch.cuda.memory_allocated(i) / gib, 3),
                           "reserved_gib": round(torch.cuda.memory_reserved(i) / gib, 3),
                           "peak_gib": round(torch.cuda.max_memory_allocated(i) / gib, 3),
                           "peak_reserved_gib": round(torch.cuda.max_memory_reserved(i) / gib, 3)}
-                         for i in range(torch.cuda.device_count())]}
+                         for i in mine]}
     return {"rss_gib": round(_this_process().memory_info().rss / 1024 ** 3, 3), "peak_rss_gib": peak_rss_gib()}
+
+
+class ComputeTimer:
+    """Seconds this rank spends per optimizer step in the model's forward passes while training (GRPO's
+    generation included; evaluation not). Under DDP that is the part of a step with no collective in
+    it (gradients are all-reduced in backward, where a fast rank waits for the slow one), so a rank the
+    others wait for shows here and not in the step time, which is the same on every rank. With FSDP the
+    forward's all-gathers are inside: a coarser sign. On a GPU it reads CUDA events at log time (no
+    synchronisation per step)."""
+
+    def __init__(self, model, cuda: bool, step: int):
+        self.cuda = cuda
+        self.last_step = step
+        self.total = 0.0
+        self.pending: list = []  # (start, end) CUDA events not read yet
+        self._start = None
+        model.register_forward_pre_hook(self._pre)
+        model.register_forward_hook(self._post)
+
+    def _pre(self, module, *_):
+        if not module.training:
+            self._start = None
+        elif self.cuda:
+            import torch
+
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+
+    def _post(self, *_):
+        if self._start is None:
+            return
+        if self.cuda:
+            import torch
+
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.pending.append((self._start, end))
+        else:
+            self.total += time.perf_counter() - self._start
+        self._start = None
+
+    def per_step(self, step: int) -> float | None:
+        for start, end in self.pending:
+            end.synchronize()
+            self.total += start.elapsed_time(end) / 1000
+        self.pending.clear()
+        n, self.last_step = step - self.last_step, step
+        out = round(self.total / n, 5) if n > 0 else None
+        self.total = 0.0
+        return out
 
 
 def peak_rss_gib() -> float | None:

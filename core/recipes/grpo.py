@@ -51,27 +51,13 @@ def recipe(cfg: RunConfig, run: Run, resume: bool) -> Outcome:
 
 def read_prompt_rows(cfg: RunConfig, path: str | None = None, limit: int | None = None) -> list[dict]:
     """Prompt-only rows of `path` (default dataset.path), columns renamed by dataset.columns; an unreadable
-    row or one without a usable prompt is a UserError naming its file and line."""
-    from ..data.read import iter_rows
+    row or one without a usable prompt is a UserError naming its file and line (data/kinds.py)."""
+    from ..data.kinds import iter_prompt_rows
 
     d = cfg.dataset
     source = path or d.path
-    theirs_to_ours = {v: k for k, v in d.columns.items()}
-    rows = []
-    for r in iter_rows(source, split=d.split, limit=limit if limit is not None else d.max_rows):
-        if r.error:
-            raise UserError(r.error + (f" (fix: {r.fix})" if r.fix else ""), file=r.file, line=r.line, field=r.field)
-        row = {theirs_to_ours.get(k, k): v for k, v in r.row.items()}
-        p = row.get("prompt")
-        ok = (isinstance(p, str) and p.strip()) or (
-            isinstance(p, list) and p and all(isinstance(m, dict) and "role" in m and "content" in m for m in p))
-        if not ok:
-            col = d.columns.get("prompt", "prompt")
-            raise UserError(f"GRPO needs a prompt on every row (a string, or a list of {{role, content}} messages); "
-                            f"got {type(p).__name__ if p is not None else 'no ' + repr(col) + ' column'} "
-                            f"(fix: name the column with dataset.columns: {{prompt: YOUR_COLUMN}})",
-                            file=r.file, line=r.line, field=col)
-        rows.append(row)
+    rows = [row for _, _, row in iter_prompt_rows(source, columns=d.columns, split=d.split,
+                                                  limit=limit if limit is not None else d.max_rows)]
     if not rows:
         raise UserError("no rows", file=source, field="dataset.path")
     return rows
@@ -86,7 +72,7 @@ def setup_prompts(cfg: RunConfig, tok, run: Run):
     d, g = cfg.dataset, cfg.grpo
     run.phase("loading_data", d.path)
     rows = read_prompt_rows(cfg)
-    budget = cfg.train.max_length - g.max_completion_length
+    budget = prompt_budget(cfg.train.max_length, g.max_completion_length)
     if budget < 1:
         raise UserError(f"{cfg.train.max_length} leaves no room for prompts after grpo.max_completion_length "
                         f"({g.max_completion_length}): raise it", field="train.max_length")
@@ -115,10 +101,16 @@ def setup_prompts(cfg: RunConfig, tok, run: Run):
     return Dataset.from_list(train_rows), eval_ds
 
 
+def prompt_budget(max_length: int, max_completion_length: int) -> int:
+    """The tokens a GRPO prompt may take: train.max_length less grpo.max_completion_length (longer prompts
+    are left out of training)."""
+    return max_length - max_completion_length
+
+
 def prompt_tokens(tok, prompt) -> int:
-    if isinstance(prompt, list):
-        return len(tok.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=False))
-    return len(tok(prompt, add_special_tokens=False)["input_ids"])
+    from ..data.kinds import grpo_prompt_tokens
+
+    return grpo_prompt_tokens(tok, prompt)
 
 
 # ---------------------------------------------------------------------------------------- trainer

@@ -22,12 +22,13 @@ KTO_METRICS = {"rewards/chosen": "reward_desirable", "rewards/rejected": "reward
                "rewards/margins": "reward_margin", "kl": "kl"}
 
 
-def setup_data(cfg: RunConfig, run: Run):
-    """(train, validation or None) in TRL's shape for cfg.training: dataset.*."""
+def setup_data(cfg: RunConfig, run: Run, tok=None):
+    """(train, validation or None) in TRL's shape for cfg.training: dataset.*. With the run's tokenizer,
+    rows whose prompt fills train.max_length are left out before the validation split (prepare.py)."""
     from ..data.prepare import prepare_preference_data
 
     run.phase("loading_data", cfg.dataset.path)
-    train_ds, eval_ds, facts = prepare_preference_data(cfg, run.events.emit, run.phase)
+    train_ds, eval_ds, facts = prepare_preference_data(cfg, run.events.emit, run.phase, tokenizer=tok)
     run.facts = {**facts, "max_length": cfg.train.max_length}
     if cfg.train.early_stopping_patience and eval_ds is None:
         from ..errors import UserError

@@ -25,7 +25,7 @@ def recipe(cfg: RunConfig, run: Run, resume: bool) -> Outcome:
     dev = common.device_for(cfg)
     run.events.emit("info", key="device", value=dev.event())
     model, tok, _template = common.setup_model(cfg, dev, run)
-    train_ds, eval_ds = preference.setup_data(cfg, run)
+    train_ds, eval_ds = preference.setup_data(cfg, run, tok)
     trainer = build_trainer(cfg, run, dev, model, tok, train_ds, eval_ds)
     # ---- train
     trainer.train(resume_from_checkpoint=ckpt)

@@ -31,12 +31,16 @@ def tui_classes():
 # ------------------------------------------------------------------------------------- step table
 
 def test_step_table_gives_numbers_titles_and_the_flow():
-    from ftwizard.tui.steps import STEPS, next_step, screen_class, step_title
+    from ftwizard.tui.steps import STEPS, flow, next_step, screen_class, step_title
 
     names = [s.name for s in STEPS]
     assert names[0] == "welcome" and names[-1] == "training"
-    assert step_title("questionnaire") == f"step 2 of {len(STEPS)}"
+    assert step_title("questionnaire") == f"step 2 of {len(flow('sft'))}"
     assert next_step("dataset") == "hyperparams"
+    # the rewards step is GRPO's only: in its flow, counted in its numbers, skipped by every other kind
+    assert next_step("dataset", "grpo") == "rewards" and next_step("rewards", "grpo") == "hyperparams"
+    assert len(flow("grpo")) == len(flow("dpo")) + 1 == len(STEPS)
+    assert step_title("hyperparams", "grpo") == f"step 8 of {len(STEPS)}"
     for s in STEPS:
         cls = screen_class(s.name)
         if s.name != "training":  # the monitor is opened with a run directory, not by name
@@ -44,14 +48,14 @@ def test_step_table_gives_numbers_titles_and_the_flow():
 
 
 async def test_the_title_bar_comes_from_the_step_table(make_app):
-    from ftwizard.tui.steps import STEPS, step
+    from ftwizard.tui.steps import flow, step
 
     app = make_app("24gb", pinned=True)
     async with app.run_test(size=SIZE) as pilot:
         app.go("method")
         await pilot.pause()
         assert str(app.screen.query_one("#title-text").render()) == f"ftwizard · {step('method').title}"
-        assert str(app.screen.query_one("#title-step").render()) == f"step 5 of {len(STEPS)}"
+        assert str(app.screen.query_one("#title-step").render()) == f"step 5 of {len(flow('sft'))}"
 
 
 # ------------------------------------------------------------------------------------- bindings, help

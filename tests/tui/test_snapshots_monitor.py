@@ -49,6 +49,43 @@ def test_monitor_two_gpus_wide(snap_compare, runs):
     assert snap_compare(monitor(run, TWO_A6000), terminal_size=(120, 40), run_before=monitor_ready)
 
 
+def test_monitor_dpo_rewards_beside_the_loss(snap_compare, runs):
+    run = make_run(runs, "20261124-1412-smol-dpo", state="running", steps=300, max_steps=1200, kind="dpo",
+                   model="HuggingFaceTB/SmolLM2-1.7B-Instruct")
+    assert snap_compare(monitor(run, [L4_24GB]), terminal_size=(80, 24), run_before=kind_ready)
+
+
+def test_monitor_grpo_rewards_and_reward_chart(snap_compare, runs):
+    run = make_run(runs, "20261124-1412-qwen-grpo", state="running", steps=300, max_steps=1200, kind="grpo",
+                   model="Qwen/Qwen2.5-1.5B-Instruct")
+    assert snap_compare(monitor(run, [L4_24GB]), terminal_size=(80, 24), run_before=kind_ready)
+
+
+def test_monitor_grpo_latest_completions(snap_compare, runs):
+    run = make_run(runs, "20261124-1412-qwen-grpo", state="running", steps=300, max_steps=1200, kind="grpo",
+                   model="Qwen/Qwen2.5-1.5B-Instruct")
+
+    async def ready(pilot):
+        await kind_ready(pilot)
+        await pilot.press("c")
+        await pilot.pause()
+
+    assert snap_compare(monitor(run, [L4_24GB]), terminal_size=(80, 24), run_before=ready)
+
+
+def test_monitor_two_gpus_one_rank_lagging(snap_compare, runs):
+    run = make_run(runs, "20261124-1412-llama8b-dpo", state="running", steps=300, max_steps=1200, kind="dpo",
+                   world_size=2, slow_rank=1)
+    assert snap_compare(monitor(run, TWO_A6000), terminal_size=(80, 24), run_before=kind_ready)
+
+
+async def kind_ready(pilot) -> None:
+    await monitor_ready(pilot)
+    mon = pilot.app.screen
+    await until(pilot, lambda: mon.kind is not None and mon._drawn_version == mon.view.version)
+    await pilot.pause()
+
+
 def test_monitor_before_the_first_step(snap_compare, runs):
     run = make_run(runs, "20261124-1412-llama8b-lora", state="running", steps=0, max_steps=0)
 

@@ -2,6 +2,11 @@
 rows, the detected format with its evidence, the selected row rendered exactly as training will see
 it (trained tokens marked), the problems, and whole-file statistics computed in the background.
 
+For the other training kinds the rows are shown as that kind sees them (core/data/kindview.py) and
+checked for it (the pre-flight's refusals): dpo/orpo/simpo the prompt with the chosen and rejected
+answers side by side, their trained tokens bright; kto the label balance; grpo the prompt as rendered
+and the columns a reward sees; cpt the first packed block. Data of the wrong shape blocks Next.
+
 Everything that reads data or loads a tokenizer runs in a worker (core.data does the work); the
 screen never waits. Each worker reports with one small typed message (one handler each); changing the
 path cancels the running scan through Textual's own worker cancellation.
@@ -22,6 +27,7 @@ from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
 from ftwizard.core.data.read import SUFFIXES, looks_local
+from ftwizard.core.monitor import KIND_TITLES
 
 from ..state import WizardState
 from ..widgets.path_input import PathInput
@@ -42,7 +48,19 @@ Type the path of a `.jsonl`, `.json`, `.csv`, `.tsv` or `.parquet` file (or a fo
   duplicates, steps per epoch) come from a full pass over the file in the background.
 
 `↑`/`↓` choose a row in the table.
+
+For the other training kinds (chosen at the end of the questionnaire) the row is shown as that kind
+trains on it, and the data is checked for it:
+- DPO, ORPO, SimPO: the prompt (dim), then the chosen and the rejected answer side by side, bright
+  where trained, with what max_length cuts off. Rows with chosen == rejected, an empty side, or both
+  sides cut are listed.
+- KTO: the label balance over every row (both labels are needed; the KTO paper's advice on weights
+  for an unbalanced set), each answer with its label.
+- GRPO: the prompt exactly as the model gets it before generating, the other columns (what the reward
+  functions read), and prompts longer than max_length minus the completion length (left out).
+- CPT: the first packed block of max_length tokens, every token trained, ‖ where documents join.
 """
+
 
 CELL = 38
 
@@ -97,6 +115,32 @@ class RowRendered(Message):
 
 
 @dataclass
+class KindViewed(Message):
+    """The rows as the training kind sees them (kindview.KindView, GrpoView or BlockView), or why the data
+    cannot train as that kind."""
+    seq: int
+    view: Any = None
+    error: str = ""
+
+
+@dataclass
+class GrpoRow:
+    line: int | None
+    prompt: str                   # as the model gets it before generating
+    tokens: int | None
+    columns: dict                 # what the reward functions receive besides prompts and completions
+
+
+@dataclass
+class GrpoView:
+    rows: int
+    preview: list[GrpoRow]
+    budget: int                   # train.max_length - grpo.max_completion_length
+    over_budget: int              # prompts longer than the budget (left out of training)
+    checked: int                  # prompts whose tokens were counted
+
+
+@dataclass
 class StatsProgress(Message):
     fraction: float
 
@@ -124,6 +168,9 @@ class DatasetScreen(WizardStep):
         with VerticalScroll(id="rendered-box", classes="box") as box:
             box.border_title = "as the model sees the row"
             yield Static("", id="rendered")
+            with Horizontal(id="pair-sides"):
+                yield Static("", id="side-a", classes="side")
+                yield Static("", id="side-b", classes="side")
         yield Static("", id="dataset-problems")
         with Horizontal(id="stats-line"):
             yield ProgressBar(total=1.0, show_eta=False, show_percentage=True, id="stats-progress")
@@ -138,7 +185,11 @@ class DatasetScreen(WizardStep):
         self._tok_done = False
         self._preview_seq = 0     # results of a preview for an earlier value are dropped
         self._scan_worker: Worker | None = None
+        self._kind = self.state.training
+        self._kind_view = None
+        self._kind_error = ""
         self.query_one("#stats-progress").display = False
+        self.query_one("#pair-sides").display = False
         self.load_tokenizer()
         path = self.query_one("#dataset-path", PathInput)
         path.focus()
@@ -177,6 +228,7 @@ class DatasetScreen(WizardStep):
     def _start_preview(self, source: str) -> None:
         self._source = source
         self._error = ""
+        self._kind_view, self._kind_error = None, ""  # the kind's view of the earlier source no longer holds
         self.query_one("#dataset-info", Static).update(f"Reading {source}…")
         self._preview_seq += 1
         self.preview(source, self._preview_seq)
@@ -194,6 +246,9 @@ class DatasetScreen(WizardStep):
         from ftwizard.core.data.preview import quick_preview
 
         try:
+            if self._kind == "grpo":  # prompt rows: no chat format to detect (the GRPO view checks them)
+                self._report(PreviewRead(seq, self._prompt_rows_preview(source)))
+                return
             self._report(PreviewRead(seq, quick_preview(source, n=50)))
         except Exception as exc:  # shown on this screen, beside the path
             self._report(PreviewRead(seq, error=error_text(exc)))
@@ -208,8 +263,10 @@ class DatasetScreen(WizardStep):
             return
         try:
             tok = load_tokenizer(s.model, s.gguf_file)
-            requested = s.base.model.chat_template if s.base else None
-            template, _why = setup_tokenizer(tok, requested, self._assistant_only())
+            template = None
+            if s.training != "cpt":  # CPT trains raw text: the tokenizer's own EOS, no chat template
+                requested = s.base.model.chat_template if s.base else None
+                template, _why = setup_tokenizer(tok, requested, self._assistant_only())
         except Exception as exc:
             self._report(TokenizerLoaded(error=error_text(exc)))
             return
@@ -243,12 +300,83 @@ class DatasetScreen(WizardStep):
         try:
             report = scan_dataset(source, self._tokenizer, self._template, t.max_length, self._assistant_only(),
                                   batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
-                                  world_size=run_world_size(s.hardware), progress=progress,
+                                  world_size=run_world_size(s.hardware, s.distributed), progress=progress,
                                   cancel=WorkerCancelled(get_current_worker()))
         except Exception as exc:
             self._report(StatsScanned(error=error_text(exc)))
             return
         self._report(StatsScanned(report))
+
+    @work(thread=True, exclusive=True, group="dataset-kind", exit_on_error=False)
+    def kind_view(self, source: str, det, seq: int) -> None:
+        """The rows as the training kind sees them, and its refusals (core.data.kindview, core's readers)."""
+        try:
+            self._report(KindViewed(seq, self._kind_view_of(source, det)))
+        except Exception as exc:  # UserError: the data cannot train as this kind; shown, Next blocked
+            self._report(KindViewed(seq, error=error_text(exc)))
+
+    def _kind_view_of(self, source: str, det):
+        from ftwizard.core.data import kindview
+
+        s, tok, kind = self.state, self._tokenizer, self._kind
+        t = s.train_config
+        if kind == "cpt":
+            if tok is None:
+                from ftwizard.core.data.corpus import text_format_problem
+
+                err = text_format_problem(det, source)
+                if err is not None:
+                    raise err
+                return None
+            return kindview.cpt_block(source, det, tok, t.max_length, split=self._split())
+        if kind == "grpo":
+            return self._grpo_view(source, tok)
+        section = s.kind_section("kto") if kind == "kto" else None
+        weights = (section.desirable_weight, section.undesirable_weight) if section else (1.0, 1.0)
+        return kindview.pair_view(source, det, kind, tok, t.max_length, split=self._split(),
+                                  max_rows=s.base.dataset.max_rows if s.base else None, kto_weights=weights)
+
+    def _prompt_rows_preview(self, source: str, n: int = 50):
+        """The first rows of a GRPO dataset as they are in the file (read.iter_rows, with their lines): GRPO
+        reads a prompt column and hands every other column to the rewards, whatever else the rows look like."""
+        from ftwizard.core.data.preview import Preview
+        from ftwizard.core.data.read import iter_rows
+        from ftwizard.core.errors import UserError
+
+        rows, lines, columns = [], [], []
+        for r in iter_rows(source, split=self._split(), limit=n):
+            if r.error:
+                raise UserError(r.error, file=r.file, line=r.line, field=r.field)
+            rows.append(r.row)
+            lines.append(r.line)
+            columns += [k for k in r.row if k not in columns]
+        return Preview(source, "prompt rows", "GRPO reads 'prompt'; the other columns go to the rewards", columns, {},
+                       rows, lines, [])
+
+    def _grpo_view(self, source: str, tok) -> GrpoView:
+        """GRPO's prompt rows (the recipe's own reader), each prompt as rendered, and the prompts over budget."""
+        from ftwizard.core.config import DatasetConfig, RunConfig
+        from ftwizard.core.data.kindview import TOKEN_CHECK_ROWS, prompt_text
+        from ftwizard.core.recipes.grpo import prompt_budget, prompt_tokens, read_prompt_rows
+
+        s = self.state
+        dataset = s.base.dataset.model_copy(update={"path": source}) if s.base else DatasetConfig(path=source)
+        rows = read_prompt_rows(RunConfig(dataset=dataset))
+        budget = prompt_budget(s.train_config.max_length, s.kind_section("grpo").max_completion_length)
+        lines = self._preview.lines if self._preview is not None else []
+        preview, over, checked = [], 0, 0
+        for i, row in enumerate(rows[:TOKEN_CHECK_ROWS]):
+            n = prompt_tokens(tok, row["prompt"]) if tok is not None else None
+            if n is not None:
+                checked += 1
+                over += n > budget
+            if i < 50:
+                preview.append(GrpoRow(lines[i] if i < len(lines) else None, prompt_text(tok, row["prompt"]), n,
+                                       {k: v for k, v in row.items() if k != "prompt"}))
+        return GrpoView(len(rows), preview, budget, over, checked)
+
+    def _split(self) -> str:
+        return self.state.base.dataset.split if self.state.base else "train"
 
     def _assistant_only(self) -> bool:
         return self.state.base.dataset.assistant_only_loss if self.state.base else True
@@ -261,6 +389,12 @@ class DatasetScreen(WizardStep):
     def _start_scan(self) -> None:
         if self._preview is None or not self._tok_done:
             return  # starts once both the preview and the tokenizer are ready
+        if self._kind != "sft":  # the kind's own view and checks instead of SFT's statistics
+            self._kind_view, self._kind_error = None, ""
+            self.query_one("#stats-text", Static).update(f"reading the rows as {KIND_TITLES[self._kind]} does…")
+            self.kind_view(self._source, self._preview.detected, self._preview_seq)
+            self.validity_changed()
+            return
         self._cancel_scan()
         bar = self.query_one("#stats-progress", ProgressBar)
         bar.update(progress=0)
@@ -297,6 +431,15 @@ class DatasetScreen(WizardStep):
         else:
             self._show_rendered(message.line, message.rendered)
 
+    @on(KindViewed)
+    def _kind_viewed(self, message: KindViewed) -> None:
+        if message.seq != self._preview_seq:
+            return
+        self._kind_view, self._kind_error = message.view, message.error
+        self._show_kind_summary()
+        self._render_selected()
+        self.validity_changed()
+
     @on(StatsProgress)
     def _progress(self, message: StatsProgress) -> None:
         self.query_one("#stats-progress", ProgressBar).update(progress=message.fraction)
@@ -320,10 +463,13 @@ class DatasetScreen(WizardStep):
         else:
             rows = f"{p.total_rows:,} rows" if p.total_rows is not None else f"first {len(p.rows)} rows"
             errors = sum(1 for x in p.problems if x.severity == "error")
-            info.update(f"{p.format}{' (' + p.variant + ')' if p.variant else ''} · {p.evidence} · {rows}"
+            as_kind = f" · as {KIND_TITLES[self._kind]}" if self._kind != "sft" else ""
+            info.update(f"{p.format}{' (' + p.variant + ')' if p.variant else ''}{as_kind} · {p.evidence} · {rows}"
                         + (f" · {len(p.problems)} problem{'s' if len(p.problems) != 1 else ''}" if p.problems else ""))
             info.set_classes("warn-text" if errors else "")
-            self._show_problems(p.problems, p.sft_note)
+            self._show_problems(p.problems, p.sft_note if self._kind == "sft" else None)
+            if self._kind != "sft" and (self._kind_view is not None or self._kind_error):
+                self._show_kind_summary()
         self.validity_changed()
 
     def _show_problems(self, problems, note: str | None = None) -> None:
@@ -356,6 +502,9 @@ class DatasetScreen(WizardStep):
         if p is None or not p.rows:
             return
         i = min(self.query_one("#preview-table", DataTable).cursor_row, len(p.rows) - 1)
+        if self._kind != "sft":
+            self._show_kind_row(p.lines[i])
+            return
         if self._tokenizer is None:
             why = self._tok_error or "loading the tokenizer…"
             self.query_one("#rendered", Static).update(Text(f"(row {p.lines[i]}: {why})", style="dim"))
@@ -381,6 +530,111 @@ class DatasetScreen(WizardStep):
             text.append("\n" + r.note, style="italic")
         out.update(text)
 
+    # ------------------------------------------------------------------------------ the kind's view
+
+    def _show_kind_summary(self) -> None:
+        """The kind's row count, label balance and problems (or why it cannot train on this data)."""
+        name = KIND_TITLES[self._kind]
+        problems = self.query_one("#dataset-problems", Static)
+        stats = self.query_one("#stats-text", Static)
+        v = self._kind_view
+        if self._kind_error:
+            problems.update(Text(f"✗ {self._kind_error}"))
+            stats.update(f"cannot train as {name}")
+            return
+        if v is None:  # cpt without a model: the format is right, the block needs the tokenizer
+            stats.update(f"raw text: trains as {name} (choose a model to see a block)")
+            return
+        lines = [f"⚠ {x}" for x in getattr(v, "problems", [])]
+        if self._kind == "grpo":
+            if v.over_budget:
+                lines.append(f"⚠ {v.over_budget} of {v.checked} prompts are longer than the prompt budget "
+                             f"({v.budget} tokens = max length - max completion length): left out of training")
+            stats.update(f"{v.rows:,} prompts · budget {v.budget} tokens · {len(lines)} problems")
+        elif self._kind == "cpt":
+            stats.update(f"blocks of {v.n_tokens} tokens · the first joins {v.documents_joined + 1} documents · "
+                         "partial last block dropped")
+        else:
+            unit = "pairs" if self._kind != "kto" else "rows"
+            text = f"{v.rows:,} {unit} as {name}"
+            if v.labels is not None:
+                total = max(1, v.labels["desirable"] + v.labels["undesirable"])
+                text += (f" · labels: {v.labels['desirable']} desirable ({v.labels['desirable'] / total:.0%}) · "
+                         f"{v.labels['undesirable']} undesirable ({v.labels['undesirable'] / total:.0%})")
+            stats.update(text + f" · {len(lines)} problem{'s' if len(lines) != 1 else ''}")
+        problems.update(Text("\n".join(lines[:3]) + (f"\n… and {len(lines) - 3} more" if len(lines) > 3 else "")))
+
+    def _show_kind_row(self, line: int) -> None:
+        """The table's highlighted row as the kind sees it."""
+        box = self.query_one("#rendered-box")
+        out = self.query_one("#rendered", Static)
+        sides = self.query_one("#pair-sides")
+        name = KIND_TITLES[self._kind]
+        v = self._kind_view
+        sides.display = False
+        box.border_subtitle = ""
+        if self._kind_error:
+            box.border_title = f"line {line} cannot train as {name}"
+            out.update(Text(self._kind_error, style="bold"))
+            return
+        if v is None:
+            box.border_title = f"as {name} sees it"
+            out.update(Text("reading…" if not self._tok_done or self._kind != "cpt" else
+                            "choose a model (the Model step) to see a packed block", style="dim"))
+            return
+        if self._kind == "cpt":
+            box.border_title = f"the first CPT block · {v.n_tokens} tokens, all trained · ‖ documents join"
+            text = Text()
+            for i, piece in enumerate(v.pieces):
+                if i:
+                    text.append(" ‖ ", style="reverse")
+                text.append(piece, style="bold")
+            out.update(text)
+            return
+        if self._kind == "grpo":
+            row = next((r for r in v.preview if r.line == line), None)
+            if row is None:
+                out.update(Text(f"(line {line} is beyond the rows shown)", style="dim"))
+                return
+            tokens = f" · {row.tokens} / {v.budget} prompt tokens" if row.tokens is not None else ""
+            box.border_title = f"line {line} as GRPO sees it{tokens}"
+            box.border_subtitle = "the model writes the answer; the rewards score it"
+            text = Text(row.prompt.rstrip("\n"), style="dim")
+            text.append("\ncolumns a reward sees: ", style="bold")
+            text.append(", ".join(f"{k}={cell_text(val)}" for k, val in row.columns.items()) or "none (prompt only)")
+            out.update(text)
+            return
+        rows = [r for r in v.preview if r.line == line]
+        if not rows:
+            out.update(Text(f"(line {line} is beyond the rows shown)", style="dim"))
+            return
+        first = rows[0]
+        tokens = f" · prompt {first.prompt_tokens} tokens" if first.prompt_tokens is not None else ""
+        box.border_title = f"line {line} as {name} sees it{tokens} · bright: trained"
+        out.update(Text(first.prompt.rstrip("\n"), style="dim"))
+        # pairs: chosen | rejected; KTO: one row's completion, or both halves of a pair split into labels
+        if self._kind == "kto":
+            panes = [(("desirable" if r.label else "undesirable"), r.sides["completion"]) for r in rows]
+        else:
+            panes = [(k, first.sides[k]) for k in ("chosen", "rejected")]
+        for i, widget in enumerate((self.query_one("#side-a", Static), self.query_one("#side-b", Static))):
+            if i >= len(panes):
+                widget.display = False
+                continue
+            title, side = panes[i]
+            widget.display = True
+            widget.border_title = title + (f" · {side.n_tokens} tokens" if side.n_tokens is not None else "")
+            text = Text()
+            for segment, trained in side.segments:
+                text.append(segment, style="bold" if trained else "dim")
+            text.rstrip()  # the template's newline after the end of turn: trained, but an empty line here
+            if side.cut:
+                text.append("\n✂ cut by max_length: " + side.cut_text[:120], style="italic dim")
+            if side.empty:
+                text.append("(empty)", style="italic")
+            widget.update(text)
+        sides.display = True
+
     def _show_stats(self, report) -> None:
         st = report.stats
         parts = [f"{st.rows:,} rows", f"{st.unit} min {st.min:,} · median {st.median:,} · max {st.max:,}"]
@@ -401,11 +655,19 @@ class DatasetScreen(WizardStep):
 
     def is_valid(self) -> bool:
         p = getattr(self, "_preview", None)
-        return p is not None and bool(p.rows)
+        if p is None or not p.rows:
+            return False
+        if self._kind != "sft":  # checked for the kind it trains
+            return not self._kind_error and (self._kind_view is not None or (self._kind == "cpt" and self._tok_done))
+        return True
 
     def why_invalid(self) -> str:
         if getattr(self, "_error", ""):
             return self._error
+        if getattr(self, "_kind_error", ""):
+            return f"not {KIND_TITLES[self._kind]} data: see the problem below"
+        if getattr(self, "_preview", None) is not None and getattr(self, "_preview").rows and self._kind != "sft":
+            return f"reading the rows as {KIND_TITLES[self._kind]} does…"
         if getattr(self, "_preview", None) is not None:
             return "no readable rows in this dataset"
         return "choose a dataset that can be read"

@@ -26,7 +26,9 @@ HELP = """
   quality cost; the choice when LoRA does not fit (QLoRA paper).
 
 The bars are estimates of peak memory per GPU for ftwizard's own stack (transformers + peft +
-bitsandbytes), at the current batch size and sequence length: **fits** is up to 75% of the card,
+bitsandbytes), for the run's training kind, at the current batch size and sequence length; with
+several cards, per card under the strategy each method would get (DDP when it fits one card, FSDP
+when it does not): **fits** is up to 75% of the card,
 **tight** up to 100%, **does not fit** above. The breakdown says where the memory goes and which
 settings were assumed; lowering the batch size or the max length in the Hyperparameters step
 shrinks the activations and logits terms.
@@ -60,6 +62,7 @@ class MethodScreen(WizardStep):
 
     def on_mount(self) -> None:
         self._choice = None
+        self._strategies: dict[str, tuple[str, str]] = {}  # method -> (strategy, why) with several cards
         self._proposal = None
         self._method = self.state.method
         self.query_one("#methods", OptionList).focus()
@@ -73,28 +76,43 @@ class MethodScreen(WizardStep):
     @work(thread=True, exclusive=True, group="method-estimate", exit_on_error=False)
     def compute(self):
         from ftwizard.core.catalog import resolve_arch
-        from ftwizard.core.config import DatasetConfig, RunConfig
+        from ftwizard.core.config import DatasetConfig, ModelConfig, RunConfig
         from ftwizard.core.estimate import compare_methods, settings_from_config
 
         from ftwizard.core.hardware import run_gpus, run_world_size
 
         s = self.state
         arch = s.arch or resolve_arch(s.model)
-        used = run_gpus(s.hardware)  # the cards a run started here trains on, not every card listed
-        world = run_world_size(s.hardware)
+        dist = s.distributed  # the config's section with the cards picked in the hardware step
+        used = run_gpus(s.hardware, dist)  # the cards a run started here trains on, not every card listed
+        world = run_world_size(s.hardware, dist)
         train = s.train_config
         if used and not all(g.bf16 for g in used):
             train = train.model_copy(update={"precision": "fp16"})
-        cfg = RunConfig(method=s.method, train=train, lora=s.lora_config,
-                        dataset=DatasetConfig(path=s.dataset_path or "-"))
+        # the run's kind (and its grpo settings) and distributed section: the figure a run would get
+        extra = {"grpo": s.kind_section("grpo"), "distributed": dist}
+        cfg = RunConfig(method=s.method, train=train, lora=s.lora_config, training=s.training,
+                        model=ModelConfig(name_or_path=s.model or "-"),
+                        dataset=DatasetConfig(path=s.dataset_path or "-"), **extra)
         vram = min(g.free_gib for g in used) if used else None
         settings = settings_from_config(cfg, world)
-        choice = compare_methods(arch, vram, world, settings)
+        strategies: dict[str, tuple[str, str]] = {}
+        if world > 1 and used:
+            from ftwizard.core.defaults import fits_one_card
+
+            for m in ("full", "lora", "qlora"):  # each method as `strategy: auto` would run it
+                if cfg.distributed.strategy not in ("auto", "none"):
+                    strategies[m] = (cfg.distributed.strategy, "distributed.strategy in the config")
+                else:
+                    fits, why = fits_one_card(cfg.model_copy(update={"method": m}), s.hardware)
+                    strategies[m] = ("ddp" if fits else "fsdp", why)
+        choice = compare_methods(arch, vram, world, settings,
+                                 strategies={m: st for m, (st, _) in strategies.items()})
         if vram and choice.recommended is None:  # nothing fits as asked: the nearest setting that does
             from ftwizard.core.estimate import find_fitting
 
             choice.proposal = find_fitting(arch, vram, settings)
-        return arch, vram, world, choice
+        return arch, vram, world, choice, strategies
 
     @on(Worker.StateChanged)
     def _estimated(self, event: Worker.StateChanged) -> None:
@@ -120,10 +138,11 @@ class MethodScreen(WizardStep):
         methods.highlighted = ("full", "lora", "qlora").index(self._method)
         self.validity_changed()
 
-    def _show(self, arch, vram, gpus, choice) -> None:
+    def _show(self, arch, vram, gpus, choice, strategies) -> None:
         from ftwizard.core.catalog import display_name
 
         self._choice = choice
+        self._strategies = strategies
         hw = self.state.hardware
         target = self.query_one("#method-target", Static)
         if vram:
@@ -146,6 +165,8 @@ class MethodScreen(WizardStep):
             line.append(f" {est.total_gib:6.1f} GiB  ")
             if verdict:
                 line.append(VERDICT_TEXT[verdict], style=VERDICT_STYLE[verdict])
+            if m in self._strategies:
+                line.append(f" · {self._strategies[m][0]}")
             if m == choice.recommended:
                 line.append(" · recommended", style="bold")
             methods.add_option(Option(line, id=m))
@@ -181,8 +202,12 @@ class MethodScreen(WizardStep):
         _, est, verdict = self._choice.row(self._method)
         parts = " · ".join(f"{k} {v:.2f}" for k, v in est.breakdown.items() if v >= 0.005)
         assumed = "; ".join(est.assumptions[:3])
+        per_card = ""
+        if self._method in self._strategies:  # several cards: the figure is per card, under this strategy
+            strategy, why = self._strategies[self._method]
+            per_card = f"per card of {est.settings.gpus}, strategy {strategy}: {why}\n"
         self.query_one("#breakdown", Static).update(
-            f"{self._method} breakdown (GiB): {parts}\nassumed: {assumed}")
+            f"{per_card}{self._method} breakdown (GiB): {parts}\nassumed: {assumed}")
 
     @on(OptionList.OptionHighlighted, "#methods")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:

@@ -7,8 +7,12 @@ tails `train.log`. The screen repaints on a timer, only when the view's version 
 a thousand events a second costs a handful of repaints a second. Attaching to a run that ended long
 ago is the same path: the whole history is read and every step is in the chart.
 
+Beside the loss, the training kind's own numbers (`KindMetrics`: DPO's rewards and margin, GRPO's
+rewards, ...; the kind is the run's config.yaml `training`), GRPO's latest completions on `c`, and in a
+run of several processes every rank's memory and compute per step with the slowest rank named.
+
 Keys: s stop (after a typed-y confirm; the run checkpoints and ends "stopped"), d detach (the run goes
-on), l log, w the doctor's warnings in full, ? help. Quitting asks: detach (default) or stop.
+on), l log, c completions (GRPO), w the doctor's warnings in full, ? help. Quitting asks: detach (default) or stop.
 When the run ends, the Finished view opens on top (escape comes back to the chart).
 """
 
@@ -28,12 +32,13 @@ from textual.screen import Screen
 from textual.widgets import Log, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from ftwizard.core.monitor import RunView, diagnose_view, fmt_duration, fmt_num
+from ftwizard.core.monitor import KIND_TITLES, RunView, Series, diagnose_view, fmt_duration, fmt_num, kind_rows
 from ftwizard.core.runs import LIVE_STATES, TERMINAL_STATES
 from ftwizard.tui import MONITOR_CSS, STYLES
 from ftwizard.tui.steps import step
 from ftwizard.tui.widgets.footer import Footer
 from ftwizard.tui.widgets.gpu_meter import GpuMeter
+from ftwizard.tui.widgets.kind_metrics import KindMetrics, SamplesPanel
 from ftwizard.tui.widgets.loss_chart import LossChart
 
 
@@ -44,7 +49,15 @@ wizard or the SSH session never stops it.
 - The chart shows the training loss (line) and the validation loss (dots) for every logged step.
 - The line below: latest loss, validation loss, learning rate, grad norm, tokens/s and the trainer's
   peak memory. The bar shows the steps done and the time left at the recent step rate.
+- Under the chart, the training kind's own numbers, each with its curve so far and its latest value:
+  DPO/ORPO/SimPO the implicit rewards of the chosen and rejected answers, their margin and the share of
+  pairs where chosen wins (accuracy: near 50% = nothing learned yet); KTO the same per label and the KL
+  term; GRPO the reward's mean and spread, each reward function's mean, the completion length, the
+  share of groups whose completions all scored the same (those teach nothing) and of completions cut at
+  the maximum length; CPT the perplexity. `c` (GRPO) shows the latest completions with their rewards.
 - The panels on the right: GPU memory from NVML (sampled once a second) and the trainer's own peak.
+  With several processes: each rank's card, memory and compute seconds per step; when one rank takes
+  clearly longer than the others (every rank waits for it at each step) it is named as the slowest.
 - Warnings come from the *training doctor*: validation loss rising while training loss falls
   (overfitting), a loss that never moved (learning rate too low or a data problem), exploding grad
   norm or NaN (learning rate too high), training loss near 0 (memorising), throughput collapse.
@@ -78,6 +91,7 @@ class LogRead(Message):
         self.lines = lines
 
 
+_NO_POINTS = Series(8)  # GRPO's chart has no validation dots (its evaluation has no reward)
 CHUNK_BYTES = 1 << 20  # events.jsonl is folded in slices of at most this many bytes
 
 
@@ -93,6 +107,8 @@ class MonitorScreen(Screen):
         Binding("d", "detach", "Detach", id="monitor.detach",
                 tooltip="leave the run training; `ftwizard attach RUN` comes back"),
         Binding("l", "toggle_log", "Log", id="monitor.log", tooltip="show or hide the tail of train.log"),
+        Binding("c", "toggle_samples", "Completions", id="monitor.samples",
+                tooltip="GRPO: the latest completions with what each reward gave them (arrows scroll)"),
         Binding("w", "warnings", "Warnings", id="monitor.warnings",
                 tooltip="the training doctor's warnings in full, with evidence and advice"),
         Binding("f", "finished", "Summary", show=False, id="monitor.summary",
@@ -122,6 +138,9 @@ class MonitorScreen(Screen):
         self._doctor_due = 0.0
         self._log_wanted = False
         self._finished_shown = False
+        self._samples_wanted = False
+        self.kind: str | None = None  # the run's training kind (config.yaml), from the state poll
+        self._chart_title = "loss · ⠤⠤ train · ● validation"
         self.refreshes = 0
 
     # ------------------------------------------------------------------------------ layout
@@ -133,7 +152,10 @@ class MonitorScreen(Screen):
                 yield Static("waiting for the training process to start", id="mon-phase")
                 yield LossChart(self.view.train_loss, self.view.eval_series, id="mon-chart")
                 yield Log(id="mon-log", max_lines=2000, auto_scroll=True)
-            yield VerticalScroll(id="mon-side")
+                yield SamplesPanel(id="mon-samples")
+                yield KindMetrics(id="mon-kind")
+            with VerticalScroll(id="mon-side"):
+                yield Static("", id="mon-ranks")
         yield Static("", id="mon-numbers")
         with Horizontal(id="mon-progress-row"):
             yield ProgressBar(total=None, show_eta=False, show_percentage=True, id="mon-progress")
@@ -147,7 +169,7 @@ class MonitorScreen(Screen):
 
     def on_mount(self) -> None:
         self.chart.lock = self.lock
-        self.query_one("#mon-main").border_title = "loss · ⠤⠤ train · ● validation"
+        self.query_one("#mon-main").border_title = self._chart_title
         self.add_class("-waiting")
         self.follow()
         self.set_interval(self.redraw_s, self.refresh_view)
@@ -223,6 +245,10 @@ class MonitorScreen(Screen):
         self.info = message.info
         if self.info.state != self.run_state:
             self._drawn_version = -1  # the state is in the title: redraw at the next tick
+        if self.info.training != self.kind:
+            self.kind = self.info.training
+            self._drawn_version = -1
+            self.refresh_bindings()  # `c` is GRPO's
 
     @on(GpuSampled)
     def _gpu_sampled(self, message: GpuSampled) -> None:
@@ -234,10 +260,10 @@ class MonitorScreen(Screen):
                 meter = found.first(GpuMeter)
             else:
                 meter = GpuMeter(f"cuda:{gpu.index}", id=meter_id)
-                side.mount(meter)
+                side.mount(meter, before="#mon-ranks")
             meter.add_sample(gpu)
         if not message.gpus and not side.query("#gpu-cpu"):
-            side.mount(GpuMeter("cpu", id="gpu-cpu"))
+            side.mount(GpuMeter("cpu", id="gpu-cpu"), before="#mon-ranks")
         self._update_memory()
 
     @on(Worker.StateChanged)
@@ -291,6 +317,7 @@ class MonitorScreen(Screen):
             if not started or self.finished:
                 self._set_text("#mon-phase", self._phase_text())
             self.chart.refresh_series(v.max_steps)
+            self._draw_kind()
             now = time.monotonic()
             if v.version != self._doctor_version and (now >= self._doctor_due or self.finished):
                 self._doctor_version, self._doctor_due = v.version, now + self.DOCTOR_S
@@ -375,15 +402,48 @@ class MonitorScreen(Screen):
         doctor.set_class(bool(lines), "-shown")
         doctor.set_class(any(w.severity == "error" for w in self.warnings), "-error")
 
+    def _draw_kind(self) -> None:
+        """The kind's numbers under the chart, the completions pane when open, the ranks panel (under the lock)."""
+        v = self.view
+        panel = self.query_one("#mon-kind", KindMetrics)
+        panel.set_rows(kind_rows(v, self.kind))
+        title = KIND_TITLES.get(self.kind or "", "")
+        panel.border_title = {"grpo": f"{title} · rewards and completions (c)", "cpt": f"{title} · exp(loss)",
+                              "kto": f"{title} · implicit rewards per label",
+                              }.get(self.kind or "", f"{title} · implicit rewards, chosen vs rejected")
+        reward = v.kind_series.get("reward_mean")
+        if self.kind == "grpo" and reward is not None and self.chart.train is not reward:
+            # GRPO's loss sits near 0 by design: the chart shows what it optimises (the loss stays in the numbers)
+            self.chart.set_series(reward, _NO_POINTS)
+            self._chart_title = "reward mean · ⠤⠤ per logged step"
+            if not (self._samples_wanted or self._log_wanted):
+                self.query_one("#mon-main").border_title = self._chart_title
+        if self._samples_wanted:
+            self.query_one("#mon-samples", SamplesPanel).set_samples(v.samples)
+        self._draw_ranks()
+
+    def _draw_ranks(self) -> None:
+        v = self.view
+        ranks = self._set_text("#mon-ranks", ranks_text(v))
+        ranks.set_class(v.slowest_rank() is not None, "-lagging")
+        ranks.set_class(len(v.ranks) > 1, "-shown")
+
     def _update_memory(self) -> None:
+        slow = self.view.slowest_rank()
+        on_card = {st.device: st for st in self.view.ranks.values()}
         for meter in self.query(GpuMeter):
             mem = self.view.memory.get(meter.device)
             if mem is not None:
                 meter.set_trainer_memory(mem.allocated_gib, mem.peak_gib)
+            st = on_card.get(meter.device)
+            if st is not None and meter.device != "cpu":
+                meter.set_rank(st.rank, st.typical_s or st.compute_s, slow is not None and slow[0] == st.rank)
 
     # ------------------------------------------------------------------------------ actions
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "toggle_samples":
+            return self.kind == "grpo" or bool(self.view.samples)  # hidden for the other kinds
         if action == "stop":
             return None if self.finished else True  # dimmed once the run has ended
         if action == "finished":
@@ -429,8 +489,26 @@ class MonitorScreen(Screen):
 
     def action_toggle_log(self) -> None:
         self._log_wanted = not self._log_wanted
+        if self._log_wanted:
+            self._show_samples(False)
         # on the pane, not the screen: a screen class would restyle every widget (the Footer's too)
         self.query_one("#mon-main").set_class(self._log_wanted, "-log")
+
+    def action_toggle_samples(self) -> None:
+        if self._log_wanted:
+            self.action_toggle_log()
+        self._show_samples(not self._samples_wanted)
+
+    def _show_samples(self, on: bool) -> None:
+        self._samples_wanted = on
+        main = self.query_one("#mon-main")
+        main.set_class(on, "-samples")
+        panel = self.query_one("#mon-samples", SamplesPanel)
+        main.border_title = "completions · newest first · ↑↓ · c back" if on else self._chart_title
+        if on:
+            with self.lock:
+                panel.set_samples(self.view.samples)
+            panel.focus()
 
     def action_warnings(self) -> None:
         from ftwizard.tui.dialogs.help import HelpDialog
@@ -470,6 +548,26 @@ class MonitorScreen(Screen):
 
         self.stop_requested = stop(self.run_dir)
         self.app.call_from_thread(self.app.exit, 0)
+
+
+def ranks_text(v: RunView) -> str:
+    """The ranks panel: each rank's card, compute seconds per step and memory; the slowest named."""
+    if len(v.ranks) < 2:
+        return ""
+    slow = v.slowest_rank()
+    lines = [f"[b]{len(v.ranks)} ranks[/b] [dim]s/step · mem[/dim]"]
+    for rank in sorted(v.ranks):
+        st = v.ranks[rank]
+        typical = st.typical_s or st.compute_s  # the median of its recent reports once there are a few
+        secs = f"{typical:.2f}s" if typical is not None else "-"
+        mem = f"{st.memory_gib:.1f}G" if st.memory_gib is not None else "-"
+        line = f"r{rank} {st.device:<6}{secs:>6}{mem:>6}"
+        lines.append(f"[b]{line} ◀[/b]" if slow and slow[0] == rank else line)
+    if slow:
+        lines.append(f"[b]slowest: rank {slow[0]}[/b] {slow[1]:.1f}x")
+    else:
+        lines.append("[dim]no rank lags[/dim]")
+    return "\n".join(lines)
 
 
 def warnings_markdown(warnings: list) -> str:

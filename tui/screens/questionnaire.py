@@ -28,6 +28,12 @@ domain far from the model's training data, and to distil a big model into a smal
 Answer with `↑`/`↓` and `enter`; `esc` goes back one question. The recommendation on the right
 changes as you answer; each reason names its source (OpenAI's and Meta's fine-tuning guides, the
 Axolotl decision tree, the fine-tuning reference note). Whatever it says, `^n` continues.
+
+Once every question is answered, the list offers the training kinds, the one your data calls for
+first: `enter` (or `^n`) on another one trains that kind instead. The data each kind reads:
+SFT input → output examples; DPO, ORPO and SimPO prompt + chosen + rejected answers; KTO prompt +
+answer + a true/false label; GRPO prompts (plus the columns your reward functions read, e.g. the
+right answer); CPT raw text.
 """
 
 
@@ -43,12 +49,29 @@ YES_NO = (("yes", "yes", True), ("no", "no", False))
 
 
 def wizard_kinds() -> tuple[str, ...]:
-    """The training kinds the wizard sets up end to end: every kind core trains but GRPO, whose reward
-    functions no step asks for yet (it trains from a config file). Lazy: pydantic is not on the way to
-    the first screen."""
+    """The training kinds the wizard sets up end to end: every kind core trains (GRPO with its rewards
+    step). Lazy: pydantic is not on the way to the first screen."""
     from ftwizard.core.config import IMPLEMENTED_KINDS
 
-    return tuple(k for k in IMPLEMENTED_KINDS if k != "grpo")
+    return tuple(IMPLEMENTED_KINDS)
+
+
+# The kind choice that ends the questionnaire: what each kind learns from, in plain words.
+KIND_TEXT = {
+    "sft": "SFT   input → output examples",
+    "dpo": "DPO   chosen vs rejected answers",
+    "orpo": "ORPO  SFT + preference, one loss",
+    "simpo": "SimPO length-normalised preference",
+    "kto": "KTO   answers labelled good / bad",
+    "grpo": "GRPO  a program scores answers",
+    "cpt": "CPT   raw documents (pretraining)",
+}
+
+
+def kind_choices(recommended: str | None) -> list[str]:
+    """The kinds offered once every question is answered: the recommended one first."""
+    first = recommended if recommended in wizard_kinds() else "sft"
+    return [first] + [k for k in wizard_kinds() if k != first]
 
 QUESTIONS = (
     Question("goal", "change", "What should fine-tuning change?", (
@@ -134,7 +157,7 @@ class QuestionnaireScreen(WizardStep):
     @on(OptionList.OptionSelected, "#choices")
     def _answered(self, event: OptionList.OptionSelected) -> None:
         q = self.current()
-        if q is None:  # all answered: enter continues
+        if q is None:  # all answered: enter on a kind continues with it
             self.action_next()
             return
         self._answers = self._answers + ((q.key, event.option.id),)
@@ -163,11 +186,15 @@ class QuestionnaireScreen(WizardStep):
             for cid, label, _ in q.choices:
                 choices.add_option(Option(label, id=cid))
             choices.highlighted = 0
-        else:
-            self.query_one("#question", Static).update("All answered. esc changes the last answer.")
-            choices.add_option(Option("Continue to hardware", id="-continue"))
-            choices.highlighted = 0
         self._rec = recommendation_for(self._answers)
+        if q is None:
+            recommended = self._rec.training in wizard_kinds()
+            self.query_one("#question", Static).update(
+                "Train as" + (" (★ recommended)" if recommended else "") + ": enter; esc changes the last answer")
+            for i, kind in enumerate(kind_choices(self._rec.training)):
+                mark = " ★" if i == 0 and recommended else ""
+                choices.add_option(Option(KIND_TEXT[kind] + mark, id=f"kind-{kind}"))
+            choices.highlighted = 0
         self._show_recommendation(done=q is None)
         self.validity_changed()
 
@@ -193,11 +220,6 @@ class QuestionnaireScreen(WizardStep):
                 out.append(rec.instead + "\n")
                 if done:
                     out.append("\n^n continues anyway (to learn the tool, or if you know better).", style="dim")
-            if rec.training and rec.training not in wizard_kinds():
-                out.append(f"\nThe wizard sets up {', '.join(k.upper() for k in wizard_kinds())} for now; "
-                           f"{rec.training.upper()} needs its reward functions named in a config file "
-                           f"(grpo.rewards: ftwizard config-reference), then `ftwizard train CONFIG`. The wizard "
-                           "continues with SFT.", style="italic")
         self.query_one("#recommendation", Static).update(out)
 
     # ------------------------------------------------------------------------------ validity
@@ -209,7 +231,14 @@ class QuestionnaireScreen(WizardStep):
         n = len(QUESTIONS) - len(self._answers)
         return f"{n} question{'s' if n != 1 else ''} left"
 
+    def chosen_kind(self) -> str:
+        """The kind highlighted in the final list (the recommended one unless the user moved)."""
+        choices = self.query_one("#choices", OptionList)
+        option = choices.get_option_at_index(choices.highlighted) if choices.highlighted is not None else None
+        if option is not None and option.id and option.id.startswith("kind-"):
+            return option.id.removeprefix("kind-")
+        return kind_choices(self._rec.training)[0]
+
     def commit(self) -> None:
-        rec = self._rec
-        training = rec.training if rec.training in wizard_kinds() else "sft"
-        self.wizard.set_state(self.state.replace(answers=self._answers, recommendation=rec, training=training))
+        self.wizard.set_state(self.state.replace(answers=self._answers, recommendation=self._rec,
+                                                 training=self.chosen_kind()))

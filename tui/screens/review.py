@@ -39,6 +39,22 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "run"
 
 
+def kind_line(cfg) -> str:
+    """The trained kind's own settings in one line (its section of the YAML), '' for sft."""
+    if cfg.training == "cpt":
+        return f"\ncpt: raw text packed into blocks of {cfg.train.max_length} tokens"
+    section = getattr(cfg, cfg.training, None) if cfg.training != "sft" else None
+    if section is None:
+        return ""
+    if cfg.training == "grpo":
+        names = [r.rpartition("/")[2] for r in section.rewards]
+        return (f"\ngrpo: rewards {', '.join(names) or 'none'}; {section.num_generations} answers per prompt, "
+                f"up to {section.max_completion_length} tokens")
+    values = section.model_dump()
+    return f"\n{cfg.training}: " + ", ".join(
+        f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in values.items())
+
+
 class ReviewScreen(WizardStep):
     NAME = "review"
     HELP = HELP
@@ -108,7 +124,7 @@ class ReviewScreen(WizardStep):
             where = f"preset {self.state.preset}" if self.state.preset else "your choices"
             self.query_one("#review-summary", Static).update(
                 f"From {where}: {c.method} {c.training} of {c.model.gguf_file or c.model.name_or_path} "
-                f"on {c.dataset.path}")
+                f"on {c.dataset.path}" + kind_line(c))
         else:
             self.query_one("#yaml", Static).update(f"The config is not valid yet:\n{self._problem}")
             self.query_one("#review-summary", Static).update("")

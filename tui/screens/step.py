@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 class TitleBar(Horizontal):
     """' ftwizard · <what this step is>            step k of n '"""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, training: str):
         super().__init__(id="title-bar")
-        self._name = name
+        self._name, self._training = name, training
 
     def compose(self) -> ComposeResult:
         yield Static(f"ftwizard · {step(self._name).title}", id="title-text")
-        yield Static(step_title(self._name), id="title-step")
+        yield Static(step_title(self._name, self._training), id="title-step")
 
 
 class WizardStep(Screen):
@@ -54,7 +54,7 @@ class WizardStep(Screen):
         return self.wizard.state
 
     def compose(self) -> ComposeResult:
-        yield TitleBar(self.NAME)
+        yield TitleBar(self.NAME, self.state.training)
         yield from self.compose_body()
         yield Static("", id="step-problem")
         yield Footer()

@@ -34,7 +34,7 @@ class GpuMeter(Static):
         border-title-color: $text-primary;
         padding: 0 1;
     }
-    GpuMeter.-hot {
+    GpuMeter.-hot, GpuMeter.-slow {
         border: round $warning;
     }
     """
@@ -49,6 +49,7 @@ class GpuMeter(Static):
         self.trainer_peak_gib: float | None = None
         self.trainer_now_gib: float | None = None
         self.note = ""
+        self.rank: tuple[int, float | None, bool] | None = None  # (rank on this card, compute s/step, slowest)
 
     def on_mount(self) -> None:
         self._update_title()
@@ -73,6 +74,13 @@ class GpuMeter(Static):
     def set_trainer_memory(self, now_gib: float | None, peak_gib: float | None) -> None:
         if (now_gib, peak_gib) != (self.trainer_now_gib, self.trainer_peak_gib):
             self.trainer_now_gib, self.trainer_peak_gib = now_gib, peak_gib
+            self._draw()
+
+    def set_rank(self, rank: int, compute_s: float | None, slowest: bool) -> None:
+        """The process of a distributed run that trains on this card, and whether the others wait for it."""
+        if (rank, compute_s, slowest) != self.rank:
+            self.rank = (rank, compute_s, slowest)
+            self.set_class(slowest, "-slow")
             self._draw()
 
     def set_note(self, note: str) -> None:
@@ -104,6 +112,12 @@ class GpuMeter(Static):
                     t.append("\n" + " · ".join(bits), style="dim")
             if self.trainer_peak_gib is not None:
                 t.append(f"\ntrainer peak {self.trainer_peak_gib:.1f} GB")
+            if self.rank is not None:
+                rank, secs, slowest = self.rank
+                t.append(f"\nrank {rank}" + (f" · {secs:.2f} s/step" if secs is not None else ""),
+                         style="bold" if slowest else "")
+                if slowest:
+                    t.append(" slowest", style="bold")
         self.update(t)
 
     def on_resize(self) -> None:
