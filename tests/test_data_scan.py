@@ -70,3 +70,20 @@ def test_blank_lines_keep_the_line_numbers(tmp_path):
     rep = scan_dataset(str(path))
     assert [(p.code, p.line) for p in rep.problems if p.code == "empty-answer"] == [("empty-answer", 202)]
     assert rep.stats.rows == 300
+
+
+def test_bulk_scan_gives_partials_and_stops_on_cancel_between_chunks(tmp_path):
+    import threading
+
+    path = tmp_path / "big.jsonl"
+    write_mixed(path, 9000)  # ~6 MB: two 4 MB chunks
+    cancel, progress, partials = threading.Event(), [], []
+
+    def partial(st):
+        partials.append(st)
+        cancel.set()
+
+    rep = scan_dataset(str(path), progress=progress.append, partial=partial, partial_every=0.0, cancel=cancel)
+    assert not rep.stats.complete and 0 < rep.stats.rows < 9000
+    assert progress and progress[-1] < 1.0
+    assert abs(partials[0].estimated_rows - 9000) < 900, partials[0].estimated_rows

@@ -351,7 +351,8 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                 report(min(1.0, (done + pos) / total))
                 snapshot()
             done += f.stat().st_size
-        report(1.0)
+        if not (cancel is not None and cancel.is_set()):
+            report(1.0)
     else:
         for r in iter_rows(source, split=split, limit=max_rows, progress=report, cancel=cancel):
             files.add(r.file)
