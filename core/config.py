@@ -105,6 +105,14 @@ class QuantizationConfig(_Section):
         "false: they stay in the compute dtype, as in LoRA (LLaMA-Factory's and Unsloth's default).")
 
 
+class ReplayConfig(_Section):
+    path: str = Field(
+        "general", description="General data mixed into training against forgetting: a dataset file (any format "
+        "ftwizard reads), or 'general' for the general-text sample shipped with ftwizard.")
+    fraction: float = Field(0.1, gt=0.0, le=0.5, description="Share of the training rows that come from the "
+                            "replay data (0.1: one row in ten); sampled with train.seed.")
+
+
 class DatasetConfig(_Section):
     path: str = Field(..., description="A local file (.jsonl .json .csv .parquet), a directory of them, or a hub id.")
     split: str = Field("train", description="Split to train on (hub datasets).")
@@ -117,6 +125,24 @@ class DatasetConfig(_Section):
     assistant_only_loss: bool = Field(
         True, description="Train only on the assistant's tokens (prompt tokens masked). Needs a chat "
         "template with generation markers; ftwizard adds one for known templates.")
+    replay: ReplayConfig | None = Field(
+        None, description="Mix general data into training to limit forgetting: {path, fraction} (null: off). "
+        "training: sft only.")
+
+
+Tracker = Literal["tensorboard", "wandb", "trackio", "mlflow"]
+# tracker -> the modules any of which makes it work (transformers' own availability checks)
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
+                   "mlflow": ("mlflow",)}
+
+
+def tracker_problems(report_to: list[str]) -> list[tuple[str, str]]:
+    """Trackers named in train.report_to whose package is not installed here (checked before a run is
+    made, not when a config is read: a run dir is readable on a machine without them)."""
+    import importlib.util
+
+    return [("train.report_to", f"{name} is not installed: pip install 'ftwizard[{name}]' (or remove it)")
+            for name in report_to if not any(importlib.util.find_spec(m) for m in TRACKER_MODULES[name])]
 
 
 class TrainConfig(_Section):
@@ -156,7 +182,11 @@ class TrainConfig(_Section):
     callbacks: list[str] = Field(
         default_factory=list, description="Extra transformers TrainerCallbacks as 'module:Class' import paths.")
     longest_first: bool = Field(True, description="Run the longest batch first so an out-of-memory error shows at step 1.")
-    report_to: list[str] = Field(default_factory=list, description="Extra trackers (wandb, tensorboard). events.jsonl is always written.")
+    report_to: list[Tracker] = Field(
+        default_factory=list, description="Experiment trackers the Trainer also logs to: tensorboard (logs in the "
+        "run's tensorboard/), wandb (offline unless WANDB_MODE is set), trackio, mlflow (./mlruns in the run unless "
+        "MLFLOW_TRACKING_URI is set). Each is an optional extra: pip install 'ftwizard[NAME]'. events.jsonl is "
+        "always written and stays what ftwizard shows.")
     extra_metrics: bool = Field(False, description="Also log token accuracy and entropy each step (costs time).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
 
@@ -181,10 +211,15 @@ class DistributedConfig(_Section):
         "to them, in PCI bus order). A card this machine does not have is refused.")
     nnodes: int = Field(1, ge=1, description="Machines training together (see `ftwizard launch-command` and "
                         "`ftwizard slurm`).")
-    rdzv_backend: Literal["c10d", "static"] = Field("c10d", description="torchrun's rendezvous backend.")
+    rdzv_backend: Literal["c10d", "static"] = Field(
+        "c10d", description="torchrun's rendezvous backend for nnodes > 1 (static: node ranks fixed by "
+        "`ftwizard launch-command`; a Slurm job needs c10d).")
     rdzv_endpoint: str | None = Field(
-        None, description="HOST:PORT of the rendezvous (the first machine); null: this machine (one node).")
-    rdzv_id: str | None = Field(None, description="Rendezvous id shared by every machine (null: the run id).")
+        None, description="HOST:PORT of the rendezvous (the first machine) for nnodes > 1: the default of "
+        "`ftwizard launch-command --master/--port`; refused for a Slurm job (it meets on its first node) "
+        "and for one machine (torchrun --standalone).")
+    rdzv_id: str | None = Field(None, description="Rendezvous id shared by every machine, for nnodes > 1 "
+                                "(null: the run id; on Slurm the job id).")
     offload: Literal["none", "cpu", "nvme"] = Field(
         "none", description="Move parameters and optimizer states off the GPU: cpu for fsdp and zero3, nvme "
         "for zero3 only. Slower; for models that do not fit otherwise.")
@@ -432,6 +467,9 @@ def ignored_keys(cfg: RunConfig) -> list[tuple[str, str]]:
         out += unsloth_problems(cfg)
     if cfg.training == "cpt" and cfg.model.chat_template:
         out.append(("model.chat_template", "training: cpt trains on raw text with no chat template: remove it"))
+    if d.replay is not None and cfg.training != "sft":
+        out.append(("dataset.replay", f"mixes general rows into SFT data; training: {cfg.training} reads rows of "
+                    "its own shape: remove it or set training: sft"))
     out += distributed_problems(cfg)
     out += kind_section_problems(cfg)
     out += grpo_problems(cfg)
@@ -577,6 +615,8 @@ def resolve_relative_paths(cfg: RunConfig, base: Path) -> RunConfig:
         cfg.model.name_or_path = _resolve(cfg.model.name_or_path, base)
     cfg.dataset.path = _resolve(cfg.dataset.path, base)
     cfg.dataset.validation_path = _resolve(cfg.dataset.validation_path, base)
+    if cfg.dataset.replay is not None and cfg.dataset.replay.path != "general":
+        cfg.dataset.replay.path = _resolve(cfg.dataset.replay.path, base)
     cfg.grpo.rewards = [_resolve_reward(r, base) for r in cfg.grpo.rewards]
     if cfg.runs_dir:  # always a path: relative to the config file, never to the current directory
         cfg.runs_dir = str((base / Path(cfg.runs_dir).expanduser()).resolve())

@@ -160,6 +160,52 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
 DEEPSPEED_EXTRA = "pip install 'ftwizard[deepspeed]'"
 
 
+# Probed here (tests/benchmarks/fsdp_on_cpu.py; torch 2.13 CPU, accelerate 1.15): with 2 gloo processes
+# accelerate stays in MULTI_CPU, drops the Trainer's FSDP plugin and wraps DistributedDataParallel (0 of
+# 49 parameters sharded). torch's FSDP2 does run on gloo, but only with accelerate's state forced (49/49
+# DTensors, half the elements per rank, DDP's losses), and the adapter save then fails in peft
+# ("Attempted to access the data pointer on an invalid python storage"): no supported path, so refused.
+FSDP_NEEDS_GPU = ("is fsdp but this run trains on CPU processes: accelerate applies FSDP to GPU process "
+                  "groups only (on CPU it would silently train a whole copy per process, as ddp); use ddp")
+QLORA_SHARD_BNB = "0.43.0"  # bnb_4bit_quant_storage, which FSDP and ZeRO-3 need to shard 4-bit weights
+
+
+def strategy_refusal(cfg: RunConfig, strategy: str, *, gpu: bool, world: int) -> tuple[str, str] | None:
+    """(field, reason) when the resolved strategy cannot run as asked, else None. The one home of these
+    rules: the run's creation (resolve_distributed) and the training process (device_for) ask it."""
+    if world <= 1:
+        return None
+    if strategy in ("zero2", "zero3") and not installed("deepspeed"):
+        return "distributed.strategy", f"is {strategy} (DeepSpeed ZeRO) but deepspeed is not installed: {DEEPSPEED_EXTRA}"
+    if strategy == "fsdp" and not gpu:
+        return "distributed.strategy", FSDP_NEEDS_GPU
+    if cfg.method == "qlora" and strategy in ("fsdp", "zero3"):
+        have = package_version("bitsandbytes")
+        if have is not None and _older(have, QLORA_SHARD_BNB):
+            return "method", (f"qlora with {strategy} shards the 4-bit weights, which needs bitsandbytes >= "
+                              f"{QLORA_SHARD_BNB} (bnb_4bit_quant_storage); {have} is installed: upgrade it, "
+                              "or use ddp (a whole 4-bit copy per card)")
+    return None
+
+
+def package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _older(have: str, need: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(have) < Version(need)
+    except InvalidVersion:
+        return False
+
+
 def fits_one_card(cfg: RunConfig, hw: Hardware) -> tuple[bool, str]:
     """Whether the method fits one card (with 10% headroom): the test `strategy: auto` makes."""
     from .catalog import known_arch
@@ -206,12 +252,20 @@ def resolve_distributed(cfg: RunConfig, hw: Hardware, gpu: bool, notes: list[str
             fits, why = fits_one_card(cfg, hw)
             d.strategy = "ddp" if fits else "fsdp"
         notes.append(f"distributed strategy {d.strategy}: {why}")
-    if d.strategy in ("zero2", "zero3") and not installed("deepspeed"):
-        raise UserError(f"is {d.strategy} (DeepSpeed ZeRO) but deepspeed is not installed: {DEEPSPEED_EXTRA}",
-                        field="distributed.strategy")
+    refusal = strategy_refusal(cfg, d.strategy, gpu=gpu, world=world)
+    if refusal:
+        raise UserError(refusal[1], field=refusal[0])
     if d.strategy == "none" and world > 1:
         raise UserError(f"is none but nproc_per_node is {d.nproc_per_node}: choose ddp or fsdp for several "
                         "processes", field="distributed.strategy")
+    if d.nnodes == 1:  # one machine runs torchrun --standalone: a rendezvous setting would go unused
+        for key in ("rdzv_endpoint", "rdzv_id"):
+            if getattr(d, key) is not None:
+                raise UserError("is set but nnodes is 1: one machine's processes meet on their own "
+                                "(torchrun --standalone); remove it, or set nnodes", field=f"distributed.{key}")
+        if d.rdzv_backend != "c10d":
+            raise UserError(f"is {d.rdzv_backend} but nnodes is 1: one machine's processes meet on their own "
+                            "(torchrun --standalone); remove it, or set nnodes", field="distributed.rdzv_backend")
 def resolve_grpo(cfg: RunConfig, gpu: bool) -> list[str]:
     """training: grpo: no packing (prompts are generated from, not packed); vLLM generation when a GPU
     and vllm are there (grpo.use_vllm null)."""

@@ -90,22 +90,6 @@ def kind_guidance(kind: str, section, train: "TrainConfig | None" = None) -> dic
     return out
 
 
-def kto_weight_advice(desirable: int, undesirable: int, desirable_weight: float = 1.0,
-                      undesirable_weight: float = 1.0) -> str | None:
-    """The KTO paper's advice for an unbalanced set: desirable_weight x desirable / (undesirable_weight x
-    undesirable) within 1 to 4/3. None when it holds (or a label is missing: that is an error elsewhere)."""
-    if not desirable or not undesirable:
-        return None
-    ratio = desirable_weight * desirable / (undesirable_weight * undesirable)
-    lo, hi = KTO_WEIGHT_RATIO
-    if lo <= ratio <= hi:
-        return None
-    want = undesirable_weight * undesirable / desirable  # desirable_weight that makes the ratio 1
-    return (f"desirable x weight / undesirable x weight = {ratio:.2f}, outside the KTO paper's 1-4/3: "
-            f"set kto.desirable_weight to {want:.2g}-{want * hi:.2g} (with undesirable_weight "
-            f"{undesirable_weight:g})")
-
-
 def guidance(method: str, train: "TrainConfig", lora: "LoraConfig") -> dict[str, str]:
     """Warnings for values outside the usual ranges, keyed by field name (`learning_rate`, `epochs`,
     `r`, `alpha`). Empty when all is usual."""

@@ -58,7 +58,8 @@ TOKEN_SAMPLE_ROWS = 256  # rows tokenized for the mask and per-kind token checks
 IMPOSSIBLE_FACTOR = 4.0  # an estimate this many times the memory there is cannot be forced
 PREFLIGHT_FILE = "preflight.json"
 # Config keys naming files: errors about them name the config file and line as well as the path.
-FILE_KEYS = ("model.name_or_path", "model.gguf_file", "dataset.path", "dataset.validation_path", "grpo.rewards")
+FILE_KEYS = ("model.name_or_path", "model.gguf_file", "dataset.path", "dataset.validation_path", "grpo.rewards",
+             "dataset.replay.path")
 
 
 @dataclass
@@ -455,10 +456,18 @@ def preflight(cfg, *, runs_root: str | Path | None = None, config_file: str | Pa
             check_prompt_rows(cfg, report, model_dir)
         else:
             check_dataset_rows(cfg, model_dir, report, progress)
+            if cfg.dataset.replay is not None:  # the replay file is readable before any run dir exists
+                from .data.prepare import replay_source
+
+                replay_source(cfg.dataset.replay)
     except UserError as exc:
         p = exc.problems[0]
         fail(Finding("dataset", "error", p.message, file=p.file, line=p.line, field=p.field))
     check_settings(cfg, report)
+    from .config import tracker_problems
+
+    for key, message in tracker_problems(cfg.train.report_to):
+        fail(Finding("tracker", "error", message, field=key))
     from .guidance import config_guidance
 
     for key, message in config_guidance(cfg):  # the wizard's usual ranges: a warning, the run starts

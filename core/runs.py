@@ -317,6 +317,8 @@ def derive_state(run_dir: Path, *, status: dict, launch: dict, end, step: int = 
     state = status.get("state")
     if state in TERMINAL_STATES and status.get("updated", 0) >= launched:
         return RunState(state, status.get("reason"), diagnosis=status.get("diagnosis"))
+    if launch.get("slurm_job"):
+        return _slurm_state(run_dir, launch, state, step)
     pid = launch.get("pid") or status.get("pid")
     if process_alive(pid, launch.get("create_time")):
         return RunState("running" if state == "running" or step else "starting")
@@ -334,6 +336,37 @@ def derive_state(run_dir: Path, *, status: dict, launch: dict, end, step: int = 
     return RunState("failed", reason, diagnosis=diag or {"kind": "killed", "message": reason, "fixes": []})
 
 
+def _slurm_state(run_dir: Path, launch: dict, state: str | None, step: int) -> RunState:
+    """A run submitted to Slurm that has not said how it ended: no local pid means anything here (its
+    processes are on the nodes), so Slurm is asked. A live job is starting (pending, or before step 1)
+    or running; Slurm that cannot be asked from here never makes a run dead; a job that ended without
+    the trainer's final event failed, with Slurm's state (or stopped, when `ftwizard stop` cancelled it
+    after its grace period)."""
+    from .slurm import job_state
+
+    job = launch["slurm_job"]
+    js = job_state(job)
+    if js is None:
+        live = "running" if state == "running" or step else "starting"
+        return RunState(live, f"Slurm job {job}: Slurm cannot be asked from here (squeue); as its status.json says")
+    if js.live:
+        if js.state == "PENDING":
+            return RunState("starting", f"Slurm job {job} pending" + (f" ({js.reason})" if js.reason else ""))
+        return RunState("running" if state == "running" or step else "starting")
+    if launch.get("cancelled_after_stop"):
+        return RunState("stopped", f"Slurm job {job} cancelled by ftwizard stop after its grace period; resume "
+                        "continues from the newest checkpoint")
+    from .diagnose import diagnose_log
+
+    diag = diagnose_log(run_dir / LOG)
+    if diag and diag.get("kind") != "killed":
+        return RunState("failed", diag["message"], diagnosis=diag)
+    reason = f"Slurm job {job} ended {js.state} without the trainer's final event" + (
+        f" ({js.reason})" if js.reason else "")
+    return RunState("failed", reason, diagnosis={"kind": "slurm", "message": reason, "slurm_state": js.state,
+                                                 "fixes": ["see train.log", f"sacct -j {job} (if accounting is on)"]})
+
+
 def run_info(run_dir: str | Path, events: list[dict] | None = None, *, fold: RunFold | None = None) -> RunInfo:
     """Everything known about a run, rebuilt from its directory. `fold`: the caller's own fold of the
     run's events (the monitor's view), so the file is not read twice; `events`: the events to fold."""
@@ -347,6 +380,8 @@ def run_info(run_dir: str | Path, events: list[dict] | None = None, *, fold: Run
     info.created = launch.get("created") or datetime.fromtimestamp(
         run_dir.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
     info.pid = launch.get("pid") or status.get("pid")  # launch.json names the latest process (torchrun's)
+    if launch.get("slurm_job"):  # its processes are on the nodes: a pid means nothing here
+        info.pid, info.extra["slurm_job"] = None, launch["slurm_job"]
     if status.get("world_size"):
         info.world_size = status["world_size"]
     info.phase, info.step, info.max_steps, info.last_loss = fold.phase, fold.step, fold.max_steps, fold.loss

@@ -92,11 +92,79 @@ def train_tiny_run(work: Path) -> Path:
     return run_dir
 
 
+def chat(run_dir: Path):
+    async def steps(pilot):
+        from ftwizard.tui.screens.chat import ChatScreen
+
+        screen = ChatScreen(run_dir)
+        pilot.app.push_screen(screen)
+        await settle(pilot, lambda app: screen.tuned is not None)
+        for text in ("What is two plus three?", "And four plus one?"):
+            screen.query_one("#chat-input").value = text
+            await pilot.press("enter")
+            await settle(pilot, lambda app: not screen.generating, tries=600)
+    return steps
+
+
+def base_vs_tuned(run_dir: Path):
+    async def steps(pilot):
+        from ftwizard.tui.screens.compare import CompareScreen
+
+        screen = CompareScreen(run_dir, prompts=2, max_new_tokens=16)
+        pilot.app.push_screen(screen)
+        await settle(pilot, lambda app: len(screen.rows) == 2, tries=600)
+    return steps
+
+
+def export(run_dir: Path):
+    async def steps(pilot):
+        from ftwizard.tui.screens.export import ExportScreen
+
+        screen = ExportScreen(run_dir)
+        pilot.app.push_screen(screen)
+        await settle(pilot)
+        await pilot.press("ctrl+e")
+        await settle(pilot, lambda app: screen.result is not None, tries=600)
+    return steps
+
+
+def evaluate(run_dir: Path):
+    async def steps(pilot):
+        from ftwizard.tui.screens.evaluate import EvaluateScreen
+
+        screen = EvaluateScreen(run_dir, generations=2)
+        pilot.app.push_screen(screen)
+        await settle(pilot)
+        await pilot.press("ctrl+e")
+        await settle(pilot, lambda app: screen.result is not None and "done" in str(
+            screen.query_one("#eval-status").render()), tries=900)
+    return steps
+
+
+def compare_runs(work: Path):
+    """Two recorded runs (tests/recorded_runs.py): their curves overlaid, their configs' differences."""
+    async def steps(pilot):
+        from recorded_runs import make_run
+
+        from ftwizard.tui.screens.compare_runs import CompareRunsScreen
+
+        root = work / "recorded"
+        a = make_run(root, "20261124-0900-llama8b-lora", steps=300, max_steps=300, eval_every=50)
+        b = make_run(root, "20261124-1000-llama8b-qlora", steps=200, max_steps=300, method="qlora",
+                     state="stopped", eval_every=50)
+        screen = CompareRunsScreen([a, b], runs_dir=root)
+        pilot.app.push_screen(screen)
+        await settle(pilot, lambda app: screen.result is not None)
+    return steps
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", action="append", help="only the screenshots with these names (repeatable)")
+    ap.add_argument("--only", action="append",
+                    help="only the screenshots with these names (repeatable, or comma-separated)")
     ap.add_argument("--no-run", action="store_true", help="skip the screens that need a trained run")
     args = ap.parse_args()
+    only = {n for o in (args.only or []) for n in o.split(",")}
     from test_preference import kto_rows
 
     from ftwizard.core.catalog import CATALOG
@@ -250,10 +318,14 @@ def main() -> int:
              recorded_monitor("grpo", "Qwen/Qwen2.5-1.5B-Instruct", then="c")),
         ]
         for name, app, size, steps in shots:
-            if not args.only or name in args.only:
+            if not args.only or name in only:
                 asyncio.run(shot(name, app, size, steps))
 
-        if args.no_run or (args.only and not set(args.only) & {"09-monitor", "10-finished", "runs"}):
+        after_recorded = ("14-compare-runs",)
+        if not args.only or only & set(after_recorded):
+            asyncio.run(shot("14-compare-runs", make_app("24gb"), (80, 24), compare_runs(work)))
+        with_run = {"09-monitor", "10-finished", "runs", "11-chat", "12-base-vs-tuned", "13-export", "15-evaluate"}
+        if args.no_run or (args.only and not only & with_run):
             return 0
         print("training a tiny run for the monitor screenshots…")
         run_dir = train_tiny_run(work)
@@ -279,9 +351,13 @@ def main() -> int:
             ("09-monitor", make_app("24gb"), (100, 30), monitor_steps()),
             ("10-finished", make_app("24gb"), (100, 30), monitor_steps(finished)),
             ("runs", make_app("24gb"), (100, 30), runs),
+            ("11-chat", make_app("24gb"), (80, 24), chat(run_dir)),
+            ("12-base-vs-tuned", make_app("24gb"), (80, 24), base_vs_tuned(run_dir)),
+            ("13-export", make_app("24gb"), (80, 24), export(run_dir)),
+            ("15-evaluate", make_app("24gb"), (80, 24), evaluate(run_dir)),
         ]
         for name, app, size, steps in more:
-            if not args.only or name in args.only:
+            if not args.only or name in only:
                 asyncio.run(shot(name, app, size, steps))
     return 0
 

@@ -79,6 +79,12 @@ def test_zero_without_deepspeed_names_the_extra():
         resolve_defaults(cfg(strategy="zero3"), two(A100))
 
 
+@pytest.mark.parametrize("key, value", [("rdzv_endpoint", "head:29400"), ("rdzv_id", "x"), ("rdzv_backend", "static")])
+def test_a_rendezvous_setting_on_one_machine_is_refused(key, value):
+    with pytest.raises(UserError, match=rf"distributed.{key}.*nnodes is 1"):
+        resolve_defaults(cfg(strategy="ddp", nproc_per_node=2, **{key: value}), CPU)
+
+
 def test_offload_with_ddp_is_refused_with_the_key():
     with pytest.raises(UserError, match="distributed.offload"):
         cfg(strategy="ddp", offload="cpu")
@@ -227,3 +233,83 @@ def test_sighup_to_the_group_does_not_end_a_two_process_run(tiny_config, start_r
     os.killpg(os.getpgid(pid), signal.SIGHUP)
     info = wait_run(run_dir)
     assert info.state == "completed", info.reason
+
+
+# ------------------------------------------------------------------------------------------- FSDP, QLoRA
+# FSDP2 on CPU processes, tried for real here (tests/benchmarks/fsdp_on_cpu.py: 2 gloo processes, the tiny
+# model, LoRA, strategy fsdp): the run completed but no parameter was sharded (0 of 49 DTensors on either
+# rank, the model wrapped in DistributedDataParallel): accelerate 1.15's AcceleratorState enters
+# DistributedType.FSDP only from the multi-GPU types; from MULTI_CPU it drops the Trainer's fsdp_plugin
+# without a word. torch itself shards on gloo: with accelerate's state forced to FSDP (the probe's
+# --force-fsdp) 49/49 parameters were DTensors, 77,984 of 155,968 elements per rank, losses equal to DDP's;
+# the adapter save then failed in peft ("Attempted to access the data pointer on an invalid python
+# storage"). So fsdp on a CPU is refused, and what the Trainer would receive on GPUs is checked below
+# through transformers' and accelerate's own argument processing.
+
+
+def test_fsdp_on_cpu_processes_is_refused_with_the_reason():
+    with pytest.raises(UserError, match=r"distributed.strategy.*accelerate applies FSDP to GPU process groups"):
+        resolve_defaults(cfg(strategy="fsdp", nproc_per_node=2), CPU)
+
+
+def fsdp_device(offload="none"):
+    from ftwizard.core.recipes.common import Device
+
+    return Device(cuda=False, precision="fp32", attn="sdpa", liger=False, packing=False, optim="adamw_torch",
+                  gradient_checkpointing=False, n_gpus=0, strategy="fsdp", world_size=2, offload=offload)
+
+
+
+FSDP_ARGS = """
+import json, sys
+import torch.distributed as dist
+from accelerate.utils import FullyShardedDataParallelPlugin
+from transformers import TrainingArguments
+from ftwizard.core.recipes.common import Device, distributed_arguments
+
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1] + "/store", rank=0, world_size=1)
+dev = Device(cuda=False, precision="fp32", attn="sdpa", liger=False, packing=False, optim="adamw_torch",
+             gradient_checkpointing=False, n_gpus=0, strategy="fsdp", world_size=2, offload=sys.argv[2])
+args = TrainingArguments(output_dir=sys.argv[1], use_cpu=True, report_to=[], **distributed_arguments(dev))
+plugin = FullyShardedDataParallelPlugin(**args.fsdp_plugin_args)
+print(json.dumps({"args": args.fsdp_plugin_args, "version": plugin.fsdp_version,
+                  "reshard": plugin.reshard_after_forward, "offload": type(plugin.cpu_offload).__name__}, default=str))
+"""
+
+
+@pytest.mark.parametrize("offload", ["none", "cpu"])
+def test_fsdp_arguments_become_an_fsdp2_full_shard_plugin(tmp_path, offload):
+    """transformers' TrainingArguments turn distributed_arguments into accelerate's FSDP plugin arguments
+    (it needs a process group to exist: one gloo process of its own, in a fresh interpreter)."""
+    out = subprocess.run([sys.executable, "-c", FSDP_ARGS, str(tmp_path), offload], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["args"]["fsdp_version"] == 2 and got["args"]["reshard_after_forward"] is True
+    assert got["args"]["state_dict_type"] == "SHARDED_STATE_DICT"
+    assert got["args"].get("cpu_offload", False) is (offload == "cpu")
+    assert (got["version"], got["reshard"], got["offload"]) == (2, True, "CPUOffloadPolicy" if offload == "cpu" else "OffloadPolicy")
+
+
+def test_qlora_sharded_stores_4bit_weights_in_the_model_dtype_and_ddp_in_the_compute_dtype():
+    import dataclasses
+
+    import torch
+
+    from ftwizard.core.recipes.common import quant_storage
+
+    fsdp = fsdp_device()
+    assert quant_storage(fsdp, torch.bfloat16, torch.float16) is torch.bfloat16
+    assert quant_storage(dataclasses.replace(fsdp, strategy="zero3"), torch.bfloat16, torch.float16) is torch.bfloat16
+    assert quant_storage(dataclasses.replace(fsdp, strategy="ddp"), torch.bfloat16, torch.float16) is torch.float16
+
+
+def test_qlora_across_cards_is_refused_where_bitsandbytes_cannot_shard_it(monkeypatch):
+    from ftwizard.core import defaults
+
+    qlora = cfg(strategy="fsdp").model_copy(update={"method": "qlora"})
+    assert defaults.strategy_refusal(qlora, "fsdp", gpu=True, world=2) is None  # bitsandbytes here is new
+    monkeypatch.setattr(defaults, "package_version", lambda name: "0.42.0")
+    field, why = defaults.strategy_refusal(qlora, "fsdp", gpu=True, world=2)
+    assert field == "method" and "bitsandbytes >= 0.43.0" in why and "0.42.0 is installed" in why
+    assert defaults.strategy_refusal(qlora, "ddp", gpu=True, world=2) is None  # a whole copy per card

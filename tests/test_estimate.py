@@ -460,7 +460,6 @@ if __name__ == "__main__":
 
 def test_cli_on_a_saved_model_directory(tiny_work):
     """A real `save_pretrained` directory: the parameter count from its config.json equals the model's."""
-    import torch  # noqa: F401  (the tiny model fixture already needs it)
     from transformers import AutoModelForCausalLM
 
     model_dir = tiny_work / "tiny-model"

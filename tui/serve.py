@@ -79,11 +79,11 @@ def run(args) -> int:
         title = f"ftwizard: {run_dir.name}"
     elif args.runs_dir:
         command += ["--runs-dir", str(Path(args.runs_dir).expanduser().resolve())]
-    try:
-        import textual_serve  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("textual_serve") is None:
         raise UserError("textual-serve is not installed; `pip install 'ftwizard[serve]'` adds it",
-                        field="serve") from None
+                        field="serve")
     server = make_server(
         "exec " + shlex.join(command), host=args.host, port=args.port, title=title,
         token=secrets.token_urlsafe(24), max_sessions=args.max_sessions,

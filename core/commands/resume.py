@@ -1,5 +1,6 @@
 """Continue a stopped or failed run from its newest whole and finite checkpoint, in the same run
-directory; checkpoints cut short or holding NaN are skipped, and the command says which and why.
+directory; checkpoints cut short or holding NaN are skipped, and the command says which and why. A Slurm
+run (`ftwizard slurm`) continues as a new job, submitted with the job spec the run was made with.
 
 Optimizer, scheduler, RNG and data position come back from the checkpoint; events continue in the
 same events.jsonl with the same step numbers. A completed run is final: refused (exit 2). To train it
@@ -25,8 +26,8 @@ def run(args) -> int:
     import sys
 
     from ..checkpoints import resume_checkpoint
-    from ..follow import detach_or_follow
-    from ..launch import extend, resume, start
+    from ..follow import detach_or_follow, follow
+    from ..launch import extend, is_slurm_run, resume, start
     from ..preflight import print_warnings
     from ..runs import resolve_run
 
@@ -41,4 +42,10 @@ def run(args) -> int:
         print(f"ftwizard: skipped {name}: {why}", file=sys.stderr)
     print(f"ftwizard: resuming from {ckpt and ckpt.rsplit('/', 1)[-1]}", file=sys.stderr)
     print_warnings(run_dir)
+    if is_slurm_run(run_dir):  # a new Slurm job: `pid` is its id
+        print(f"ftwizard: submitted Slurm job {pid}", file=sys.stderr)
+        if args.detach:
+            print(run_dir)
+            return 0
+        return follow(run_dir)
     return detach_or_follow(run_dir, pid, "resumed", args.detach)

@@ -32,7 +32,8 @@ def run(args) -> int:
     print(f"{info.id}: {info.state}" + (f" ({info.reason})" if info.reason else ""))
     loss = f"{info.last_loss:.4f}" if info.last_loss is not None else "-"
     best = f"  best validation {info.best_eval_loss:.4f}" if info.best_eval_loss is not None else ""
-    print(f"  step {step}  last loss {loss}{best}  pid {info.pid}  phase {info.phase}")
+    where = f"Slurm job {info.extra['slurm_job']}" if info.extra.get("slurm_job") else f"pid {info.pid}"
+    print(f"  step {step}  last loss {loss}{best}  {where}  phase {info.phase}")
     if info.extra.get("metrics"):  # the training kind's latest numbers (dpo: rewards, margin, accuracy)
         from ..monitor import kind_summary
 

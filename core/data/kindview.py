@@ -20,13 +20,12 @@ prompt that fills max_length (TRL drops the row), one KTO label only or a far-fr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
 from .formats import Detected
-from .prepare import PAIR_KINDS, kind_data_problem, kto_balance, kto_label_problem, read_trl_rows
+from .prepare import PAIR_KINDS, kind_data_problem, read_trl_rows
 from .read import iter_rows
 
 TOKEN_CHECK_ROWS = 200  # rows tokenized for the max_length checks (the whole set is read for the rest)
@@ -60,7 +59,7 @@ class KindView:
     rows: int                     # rows this kind trains on (KTO: pairs count twice)
     preview: list[KindRow]
     labels: dict | None = None    # kto: {"desirable": n, "undesirable": n}
-    problems: list[str] = field(default_factory=list)
+    problems: list = field(default_factory=list)   # data.problems.Problem, kinds.kind_report's
     tokens_checked: int = 0       # rows whose token lengths were checked against max_length
 
 
@@ -115,64 +114,31 @@ def _lines(source: str, split: str, n: int) -> list[int]:
 def pair_view(source: str, det: Detected, kind: str, tokenizer, max_length: int, *, n: int = 50,
               split: str = "train", max_rows: int | None = None, kto_weights: tuple[float, float] = (1.0, 1.0)) -> KindView:
     """The rows as training `kind` (dpo, orpo, simpo or kto) takes them; UserError when the data cannot train
-    as this kind (the pre-flight's and the training process's own refusal) or a row is bad."""
-    from ..guidance import kto_weight_advice
+    as this kind (the pre-flight's and the training process's own refusal) or a row is bad. The row count,
+    KTO label balance and problems are kinds.kind_report's (the pre-flight's and `inspect --kind`'s own,
+    over the first TOKEN_CHECK_ROWS rows for the token checks); this adds each previewed side's trained and
+    cut text."""
+    from .kinds import kind_report
 
     why = kind_data_problem(kind, det)
     if why:
         raise UserError(why, file=source, field="training")
-    rows, labels = read_trl_rows(source, det, kind, split=split, max_rows=max_rows)
+    rep = kind_report(source, kind, tokenizer=tokenizer, max_length=max_length, split=split, max_rows=max_rows,
+                      n=0, det=det, token_rows=TOKEN_CHECK_ROWS, desirable_weight=kto_weights[0],
+                      undesirable_weight=kto_weights[1])
+    refused = [p for p in rep.problems if p.code == "one-label"]
+    if refused:
+        raise UserError(refused[0].message, file=source, field="training")
+    rows, _ = read_trl_rows(source, det, kind, split=split, max_rows=n if max_rows is None else min(n, max_rows))
     per_source_row = 2 if kind == "kto" and det.format == "preference" else 1
     lines = _lines(source, split, n)
-    view = KindView(kind, len(rows), [])
+    view = KindView(kind, rep.rows, [], labels=rep.labels, problems=list(rep.problems),
+                    tokens_checked=min(rep.rows, TOKEN_CHECK_ROWS) if tokenizer is not None else 0)
     names = ("chosen", "rejected") if kind in PAIR_KINDS else ("completion",)
-    same = empty = both_cut = prompt_full = 0
-    first: dict[str, int | None] = {}
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows[:n]):
         line = lines[i // per_source_row] if i // per_source_row < len(lines) else None
-        if kind in PAIR_KINDS:
-            if json.dumps(row["chosen"], sort_keys=True) == json.dumps(row["rejected"], sort_keys=True):
-                same += 1
-                first.setdefault("same", line)
-        if any(not _answer_text(row[k]).strip() for k in names):
-            empty += 1
-            first.setdefault("empty", line)
-        if i >= max(n, TOKEN_CHECK_ROWS) or (tokenizer is None and i >= n):
-            continue
         prompt, n_prompt, sides = _sides(tokenizer, row["prompt"], {k: row[k] for k in names}, max_length)
-        if tokenizer is not None and i < TOKEN_CHECK_ROWS:
-            view.tokens_checked += 1
-            if n_prompt >= max_length:
-                prompt_full += 1
-                first.setdefault("prompt_full", line)
-            elif all(s.cut for s in sides.values()) and kind in PAIR_KINDS:
-                both_cut += 1
-                first.setdefault("both_cut", line)
-        if i < n:
-            view.preview.append(KindRow(line, prompt, n_prompt, sides, row.get("label")))
-
-    def at(key: str) -> str:
-        return f" (first: line {first[key]})" if first.get(key) is not None else ""
-
-    if same:
-        view.problems.append(f"{same} rows have chosen == rejected{at('same')}: they teach nothing; fix or drop them")
-    if empty:
-        view.problems.append(f"{empty} rows have an empty {' or '.join(names)}{at('empty')}")
-    checked = f" of the first {view.tokens_checked}" if view.tokens_checked < len(rows) else ""
-    if prompt_full:
-        view.problems.append(f"{prompt_full}{checked} rows have a prompt of max_length {max_length} tokens or more"
-                             f"{at('prompt_full')}: TRL drops them; raise max_length")
-    if both_cut:
-        view.problems.append(f"{both_cut}{checked} rows have both answers cut at max_length {max_length}"
-                             f"{at('both_cut')}: the ends that differ may not be compared; raise max_length")
-    if labels is not None:
-        view.labels = kto_balance(labels)
-        why = kto_label_problem(view.labels)
-        if why:
-            raise UserError(why, file=source, field="training")
-        advice = kto_weight_advice(view.labels["desirable"], view.labels["undesirable"], *kto_weights)
-        if advice:
-            view.problems.append(advice)
+        view.preview.append(KindRow(line, prompt, n_prompt, sides, row.get("label")))
     return view
 
 

@@ -142,6 +142,8 @@ def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[.
         emit("warning", code="rows-truncated",
              message=f"{facts['truncated_rows']} rows are longer than max_length {t.max_length} and were "
              "truncated (the cut part is not trained)", evidence=facts)
+    if d.replay is not None:
+        train_ds = _mix_replay(cfg, train_ds, tokenizer, template, emit)
     eval_ds = None
     if eval_rows:
         vfp = _fingerprint(d.validation_path or d.path, det, [d.max_rows, split_key, "validation"])
@@ -151,6 +153,51 @@ def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[.
         emit("info", key="tokenized_validation", value=efacts)
     facts = {**facts, "format": det.format, "skipped_rows": skipped}
     return train_ds, eval_ds, facts
+
+
+def replay_source(replay) -> tuple[str, Detected]:
+    """(file, detected format) of dataset.replay.path; 'general' is the sample shipped with ftwizard."""
+    from ..forgetting import GENERAL_SAMPLE, general_sample_path
+
+    path = str(general_sample_path()) if replay.path == GENERAL_SAMPLE else replay.path
+    try:
+        det, _, _ = detect_source(path)
+    except UserError as exc:
+        p = exc.problems[0]
+        raise UserError(BaseProblem(p.message, file=p.file or path, line=p.line, field="dataset.replay.path")) from None
+    return path, det
+
+
+def replay_count(replay, n_train: int) -> int:
+    """Replay rows so that they are `fraction` of the mixed training rows (at least one)."""
+    return max(1, round(n_train * replay.fraction / (1.0 - replay.fraction)))
+
+
+def _mix_replay(cfg, train_ds, tokenizer, template, emit):
+    """dataset.replay: rows of general data sampled (train.seed) and tokenized with their own format's
+    masking, appended to the tokenized training rows (the Trainer shuffles them in)."""
+    import random
+
+    import datasets
+
+    r = cfg.dataset.replay
+    path, det = replay_source(r)
+    rows = read_canonical(path, det)[0]
+    if not rows:
+        raise UserError("no usable rows in the replay data", file=path, field="dataset.replay.path")
+    want = replay_count(r, len(train_ds))
+    picked = random.Random(cfg.train.seed).sample(range(len(rows)), min(want, len(rows)))
+    if want > len(rows):
+        emit("warning", code="replay-short", message=f"dataset.replay asked for {want} rows but {path} has "
+             f"{len(rows)}: all are used ({len(rows) / (len(rows) + len(train_ds)):.0%} of training rows)",
+             evidence={"wanted": want, "rows": len(rows)})
+    fp = _fingerprint(path, det, ["replay", sorted(picked)])
+    replay_ds, facts = tokenize_dataset(datasets.Dataset.from_list([rows[i] for i in sorted(picked)]), tokenizer,
+                                        template, cfg.train.max_length, det.spec.masks_prompt(
+                                            cfg.dataset.assistant_only_loss), data_fingerprint=fp, name="replay")
+    emit("info", key="replay", value={"path": path, "format": det.format, "rows": len(replay_ds),
+                                      "train_rows": len(train_ds), "fraction": r.fraction, "tokens": facts["tokens"]})
+    return datasets.concatenate_datasets([train_ds, replay_ds])
 
 
 def _warn_overlap(rows, where, eval_rows, vwhere, emit) -> None:

@@ -200,12 +200,11 @@ def device_for(cfg: RunConfig) -> Device:
     strategy = cfg.distributed.strategy
     if world > 1 and strategy == "none":
         raise UserError(f"is none but {world} processes were started: use ddp or fsdp", field="distributed.strategy")
-    if strategy in ("zero2", "zero3"):
-        from ..defaults import DEEPSPEED_EXTRA, installed
+    from ..defaults import strategy_refusal
 
-        if not installed("deepspeed"):
-            raise UserError(f"is {strategy} but deepspeed is not installed: {DEEPSPEED_EXTRA}",
-                            field="distributed.strategy")
+    refusal = strategy_refusal(cfg, strategy, gpu=cuda, world=world)
+    if refusal:  # a config.yaml written by hand, or moved to another machine
+        raise UserError(refusal[1], field=refusal[0])
     if cuda and world > 1:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return Device(cuda=cuda, precision=t.precision, attn=cfg.model.attn_implementation,
@@ -305,6 +304,14 @@ def model_dtype(cfg: RunConfig, dev: Device):
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dev.precision]
 
 
+def quant_storage(dev: Device, dtype, compute_dtype):
+    """bnb_4bit_quant_storage. Sharded (fsdp, zero3): the dtype of the model's other weights, a floating
+    one, so FSDP2 / ZeRO-3 shard the packed 4-bit weights with the rest (with uint8 storage accelerate
+    leaves them out of sharding: a whole quantized copy per card) and transformers sets FSDP's mixed
+    precision to it. One process or a whole copy per card (ddp, zero2): the compute dtype."""
+    return dtype if dev.strategy in ("fsdp", "zero3") else compute_dtype
+
+
 def load_tokenizer_and_model(cfg: RunConfig, dev: Device, path: str):
     import torch
     from transformers import AutoModelForCausalLM
@@ -323,7 +330,7 @@ def load_tokenizer_and_model(cfg: RunConfig, dev: Device, path: str):
         compute_dtype = dtype if q.compute_dtype == "auto" else getattr(torch, q.compute_dtype)
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
-            bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype)
+            bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=quant_storage(dev, dtype, compute_dtype))
     if dev.cuda:
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -463,10 +470,26 @@ def trainer_arguments(cfg: RunConfig, dev: Device, run: Run, steps: int, has_eva
         # is kept beside the last save_total_limit ones.
         save_strategy="steps", save_steps=t.save_steps or eval_steps, save_total_limit=t.save_total_limit,
         metric_for_best_model="eval_loss" if has_eval else None, greater_is_better=False,
-        report_to=t.report_to or "none", disable_tqdm=True,
+        report_to=tracker_setup(cfg, run), run_name=run.dir.name, disable_tqdm=True,
         remove_unused_columns=True, dataloader_num_workers=0, use_liger_kernel=dev.liger,
         **distributed_arguments(dev),
     )
+
+
+def tracker_setup(cfg: RunConfig, run: Run) -> list[str] | str:
+    """train.report_to for the Trainer, with each tracker's files in the run dir unless the environment
+    says otherwise: TensorBoard in tensorboard/, MLflow in mlruns/, W&B offline (WANDB_MODE) in wandb/."""
+    names = cfg.train.report_to
+    if "tensorboard" in names:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run.dir / "tensorboard"))
+    if "wandb" in names:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(run.dir))
+        os.environ.setdefault("WANDB_PROJECT", "ftwizard")
+    if "mlflow" in names:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (run.dir / "mlruns").as_uri())
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "ftwizard")
+    return list(names) or "none"
 
 
 def distributed_arguments(dev: Device) -> dict:
@@ -475,9 +498,13 @@ def distributed_arguments(dev: Device) -> dict:
         return {}
     out: dict[str, Any] = {"ddp_backend": "nccl" if dev.cuda else "gloo", "ddp_find_unused_parameters": False}
     if dev.strategy == "fsdp":
-        out["fsdp"] = "full_shard auto_wrap" + (" offload" if dev.offload == "cpu" else "")
+        # FSDP2 full shard (reshard after forward), through transformers' `fsdp=True` + fsdp_config (the
+        # string form "full_shard auto_wrap offload" is deprecated). Accelerate applies it to GPU process
+        # groups only: on CPU processes it would silently train whole DDP copies, so fsdp on a CPU is
+        # refused before this (FSDP_NEEDS_GPU).
+        out["fsdp"] = True
         out["fsdp_config"] = {"version": 2, "reshard_after_forward": True, "state_dict_type": "SHARDED_STATE_DICT",
-                              "cpu_ram_efficient_loading": False}
+                              "cpu_ram_efficient_loading": False, "cpu_offload": dev.offload == "cpu"}
     elif dev.strategy in ("zero2", "zero3"):
         out["deepspeed"] = deepspeed_config(dev)
     return out
@@ -516,6 +543,11 @@ def add_callbacks(trainer, cfg: RunConfig, run: Run, dev: Device, counter, metri
     trainer.add_callback(trainer.doctor)  # diverging / dead model: ends the run (save() checks)
     if cfg.train.early_stopping_patience:
         trainer.add_callback(early_stopping(run, cfg.train.early_stopping_patience))
+    if run.rank == 0 and trainer.processing_class is not None:  # forgetting.json: base vs tuned on general text
+        from ..forgetting import training_callback as forgetting_check
+
+        tok = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+        trainer.add_callback(forgetting_check(run.dir, tok, cfg.train.max_length, dev.world_size))
     for ref in cfg.train.callbacks:
         trainer.add_callback(import_callback(ref))
 
@@ -532,6 +564,10 @@ def save(trainer, tok, cfg: RunConfig, run: Run) -> Outcome:
     stopped = run.stop_requested
     run.phase("saving", "adapter" if cfg.method != "full" else "model")
     out = run.dir / "output"
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # Checkpoints stay sharded (SHARDED_STATE_DICT); with that type save_model writes no weights at
+        # all (transformers saves FSDP weights for FULL_STATE_DICT only): gather them for output/.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(out))  # every rank: FSDP / ZeRO-3 gather the shards; rank 0 writes
     if run.rank == 0:
         tok.save_pretrained(str(out))

@@ -150,8 +150,8 @@ async def test_dpo_dataset_step_lists_pairs_that_teach_nothing_and_sides_cut_at_
         await open_dataset(app, pilot, data)
         screen = app.screen
         problems = str(screen.query_one("#dataset-problems").render())
-        assert "1 rows have chosen == rejected (first: line 3)" in problems
-        assert "8 rows have both answers cut at max_length 20 (first: line 1)" in problems
+        assert "1 row has the same chosen and rejected answer (line 3)" in problems
+        assert "8 rows are cut at max_length 20 on both sides (lines 1, 2, 3, 4, 5, ...)" in problems
         assert "✂ cut by max_length" in screen.query_one("#side-a").render().plain
 
 
@@ -165,7 +165,7 @@ async def test_kto_dataset_step_shows_the_label_balance_and_refuses_one_label(ma
         screen = app.screen
         stats = str(screen.query_one("#stats-text").render())
         assert "labels: 8 desirable (67%) · 4 undesirable (33%)" in stats
-        assert "set kto.desirable_weight to 0.5-0.67" in str(screen.query_one("#dataset-problems").render())
+        assert "fix: set kto.desirable_weight: 0.58" in str(screen.query_one("#dataset-problems").render())
         assert screen.query_one("#side-a").border_title.startswith("desirable")
         assert screen.check_action("next", ()) is True
         await open_dataset(app, pilot, write_jsonl(kto_rows(12, labels=(True,)), tmp_path / "one.jsonl"))

@@ -545,7 +545,8 @@ class DatasetScreen(WizardStep):
         if v is None:  # cpt without a model: the format is right, the block needs the tokenizer
             stats.update(f"raw text: trains as {name} (choose a model to see a block)")
             return
-        lines = [f"⚠ {x}" for x in getattr(v, "problems", [])]
+        lines = [f"{'✗' if x.severity == 'error' else '⚠'} {x.message}" + (f" - fix: {x.fix}" if x.fix else "")
+                 for x in getattr(v, "problems", [])]  # kinds.kind_report's Problems; the file is the step's own
         if self._kind == "grpo":
             if v.over_budget:
                 lines.append(f"⚠ {v.over_budget} of {v.checked} prompts are longer than the prompt budget "

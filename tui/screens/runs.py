@@ -20,6 +20,7 @@ from textual.worker import Worker, WorkerState
 from ftwizard.core.runs import LIVE_STATES, disk_usage
 from ftwizard.core.runs import fmt_bytes as core_fmt_bytes
 from ftwizard.tui import MONITOR_CSS
+from ftwizard.tui.screens.finished import AFTER_BINDINGS, after_screen, has_model
 from ftwizard.tui.widgets.footer import Footer
 
 HELP = """
@@ -28,6 +29,9 @@ HELP = """
 A run's state is derived from its process and its files: a run whose process vanished is shown as
 failed, with the reason.
 
+For a run with a trained model: **c** chat, **b** base vs tuned, **v** evaluate, **e** export, **p** push.
+**space** marks runs and **m** compares the marked ones (or the selected one with others you pick):
+their loss curves overlaid and their config differences.
 """
 
 # What matters most first: at 80 columns run, state, step, loss and disk fit; model and method follow
@@ -58,6 +62,8 @@ class RunsScreen(Screen):
         Binding("escape", "back", "Back", key_display="esc", id="runs.back", tooltip="back to where you came from"),
         Binding("question_mark", "help", "Help", key_display="?", id="runs.help",
                 tooltip="help for this list: what it shows and its keys"),
+        Binding("space", "mark", "Mark", id="runs.mark", tooltip="mark the run for m (compare runs)"),
+        *AFTER_BINDINGS,
     ]
 
     def __init__(self, runs_dir: str | Path | None = None, nvml_source: Any = None):
@@ -67,12 +73,14 @@ class RunsScreen(Screen):
         self.runs: list = []  # core.runs.RunInfo, in table order
         self.sizes: dict[str, int] = {}
         self.loaded = False
+        self.marked: list[str] = []  # run paths marked with space, for m
 
     def compose(self) -> ComposeResult:
         yield Static("runs", id="runs-title")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("No runs yet. Start one from the wizard, or `ftwizard train CONFIG`.", id="runs-empty")
         yield Static("", id="runs-status")
+        yield Static("", id="runs-keys")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -133,7 +141,7 @@ class RunsScreen(Screen):
         for i in self.runs:
             step = f"{i.step:,}/{i.max_steps:,}" if i.max_steps else (f"{i.step:,}" if i.step else "-")
             loss = f"{i.last_loss:.4f}" if isinstance(i.last_loss, (int, float)) else "-"
-            table.add_row(i.id, i.state, step, loss, fmt_bytes(self.sizes.get(i.path)),
+            table.add_row(("✓ " if i.path in self.marked else "") + i.id, i.state, step, loss, fmt_bytes(self.sizes.get(i.path)),
                           short_model(i.model), i.method or "?", key=i.id)
         if self.runs:
             table.move_cursor(row=min(max(cursor, 0), len(self.runs) - 1))
@@ -156,6 +164,17 @@ class RunsScreen(Screen):
         if info is not None:
             text += f" · {short_model(info.model)} · {info.method or '?'}"
         self.query_one("#runs-status", Static).update(text)
+        self.query_one("#runs-keys", Static).update(self._keys_text(info))
+
+    def _keys_text(self, info) -> str:
+        """The after-training keys (not in the footer: 80 columns cannot hold them) for the selected run."""
+        marked = f" ({len(self.marked)} marked)" if self.marked else ""
+        tail = f"[b]space[/b] mark  [b]m[/b] compare runs{marked}"
+        if info is None:
+            return ""
+        if not has_model(info.state, info.output):
+            return f"no trained model in this run · {tail}"
+        return "[b]c[/b] chat  [b]b[/b] vs base  [b]v[/b] evaluate  [b]e[/b] export  [b]p[/b] push  " + tail
 
     # ------------------------------------------------------------------------------ actions
 
@@ -216,6 +235,34 @@ class RunsScreen(Screen):
         self.app.call_from_thread(self.notify, f"Deleted {p.name}.", title="Delete")
         self.app.call_from_thread(self.load)
         return path
+
+    def action_mark(self) -> None:
+        info = self.selected()
+        if info is None:
+            return
+        if info.path in self.marked:
+            self.marked.remove(info.path)
+        else:
+            self.marked.append(info.path)
+        table = self.query_one(DataTable)
+        table.update_cell(info.id, "run", ("✓ " if info.path in self.marked else "") + info.id)
+        self._status()
+
+    def action_after(self, what: str) -> None:
+        info = self.selected()
+        if what == "compare_runs":
+            paths = self.marked or ([info.path] if info is not None else [])
+            from ftwizard.tui.screens.compare_runs import CompareRunsScreen
+
+            self.app.push_screen(CompareRunsScreen(paths, runs_dir=self.runs_dir))
+            return
+        if info is None:
+            return
+        if not has_model(info.state, info.output):
+            self.notify(f"{info.id} is {info.state} and has no trained model to use", title="Runs",
+                        severity="warning")
+            return
+        self.app.push_screen(after_screen(what, Path(info.path), self.runs_dir))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:
