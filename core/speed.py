@@ -5,6 +5,7 @@ Each one keeps results identical (tests/test_speed_defaults.py) and was measured
                                counted once; gradients clipped over the trainable tensors only
     skip_module_walks          model.train() / zero_grad() without walking every module each step
     LongestFirstSampler        the longest batch first (train.longest_first): an OOM shows at step 1
+    PackedRowsCollator         train.packing on SDPA/eager: packed rows kept apart by position_ids
     TokenCounter               tokens/s counted on the CPU as batches are built: no GPU sync per step
 Nothing here imports torch or transformers at module level.
 """
@@ -150,6 +151,27 @@ class LongestFirstSampler:
             first = set(longest)
             order = longest + [i for i in order if i not in first]
         return iter(order)
+
+
+class PackedRowsCollator:
+    """Batches of packed rows (train.packing without flash attention): each row holds several sequences,
+    position_ids restart at every sequence and no attention_mask is passed, so transformers' masking
+    (create_causal_mask -> find_packed_sequence_indices) builds a causal mask per sequence: rows packed
+    together never attend to each other (tests/test_packing.py: same per-row loss as unpacked). The label
+    of each sequence's first token is dropped, as TRL's padding-free collator does, so no sequence is
+    trained to predict the start of the next one. Rows stay rows (not flattened into one): SDPA's mask
+    and attention cost stay batch x max_length^2, not (batch x max_length)^2 as one flat row would cost."""
+
+    def __init__(self, pad_token_id: int):
+        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+        self.inner = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, return_position_ids=True)
+
+    def __call__(self, examples):
+        out = self.inner(examples)
+        del out["attention_mask"]  # with a 2D mask transformers ignores the per-sequence position_ids
+        out["labels"][out["position_ids"] == 0] = -100
+        return out
 
 
 class TokenCounter:

