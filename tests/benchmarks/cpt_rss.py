@@ -102,7 +102,7 @@ def watch_trainer(run_dir: Path, cache: Path, every_s: float = SAMPLE_S) -> subp
         kib = {k: int(v.split()[0]) for k, v in (ln.split(":", 1) for ln in status.splitlines())
                if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
         blocks = max((f.stat().st_size for f in cache.rglob("blocks.arrow*") if f.is_file()), default=0)
-        print(f"  {time.time() - t0:6.0f} s: trainer RSS {kib.get('VmRSS', 0) / 1024:.0f} MiB, "
+        print(f"  {time.time() - t0:6.0f} s: trainer RSS {kib.get('VmRSS', 0) / 1024:.0f} MiB "
               f"(anon {kib.get('RssAnon', 0) / 1024:.0f}, file {kib.get('RssFile', 0) / 1024:.0f}), "
               f"peak {kib.get('VmHWM', 0) / 1024:.0f} MiB, blocks written {blocks / 1e9:.2f} GB", flush=True)
     proc.wait()
