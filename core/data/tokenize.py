@@ -8,15 +8,18 @@ second run on the same data starts training at once.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 
-ENCODING_VERSION = "3"  # bump when canonical rows or encode_row change: old caches are not reused
+ENCODING_VERSION = "4"  # bump when canonical rows or encode_row change: old caches are not reused
 IGNORE = -100
+ROW_COLUMN = "row"  # a dataset of canonical rows as JSON strings (prepare.spool_canonical): any nesting, one type
 
 
 @dataclass
@@ -124,8 +127,11 @@ def tokenize_dataset(canonical, tokenizer, template: str | None, max_length: int
         ds = datasets.load_from_disk(str(path))
         return ds, {"cache": "hit", "cache_key": key, **_facts(ds, len(canonical))}
 
+    as_json = canonical.column_names == [ROW_COLUMN]
+
     def enc(row):
-        e = encode_row(row, tokenizer, template, max_length, assistant_only)
+        e = encode_row(json.loads(row[ROW_COLUMN]) if as_json else row, tokenizer, template, max_length,
+                       assistant_only)
         return {"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids),
                 "trained": e.trained, "truncated": e.truncated, "mask_fallback": e.mask_fallback}
 
@@ -145,7 +151,8 @@ def tokenize_dataset(canonical, tokenizer, template: str | None, max_length: int
     try:
         os.replace(tmp, path)
     except OSError:
-        pass  # another process cached it first: fine
+        shutil.rmtree(tmp, ignore_errors=True)  # another process cached it first: fine
+    ds = datasets.load_from_disk(str(path))  # memory-mapped from the cache, not the map's working files
     return ds, {"cache": "miss", "cache_key": key, **_facts(ds, total)}
 
 
