@@ -111,7 +111,10 @@ class Series:
 def _min_max(xs, chunk, lo: int, out_x: list, out_y: list) -> None:
     """Append a bucket's minimum and maximum (one point when they coincide), in x order."""
     vmin, vmax = min(chunk), max(chunk)
-    imin, imax = lo + chunk.index(vmin), lo + chunk.index(vmax)
+    _emit(xs, lo + chunk.index(vmin), vmin, lo + chunk.index(vmax), vmax, out_x, out_y)
+
+
+def _emit(xs, imin: int, vmin: float, imax: int, vmax: float, out_x: list, out_y: list) -> None:
     if imin == imax:
         out_x.append(xs[imin])
         out_y.append(vmin)
@@ -151,56 +154,64 @@ def downsample(xs: Sequence[float], ys: Sequence[float], n: int) -> tuple[list[f
 
 
 class Downsampler:
-    """`downsample` for a series that only grows at its end, in O(new points) per call.
+    """`downsample` for a series that only grows at its end: each point is read once, when it arrives.
 
     Buckets hold a power-of-two number of points, chosen so that there are between n/4 and n/2 of
-    them (so 2 points per bucket gives at most n points, plus the latest point); a bucket's min and max are computed once
-    when it is complete and kept. Only the open last bucket and new complete buckets are computed on
-    each call; a truncated or compacted series (its `generation` moved) or a new bucket size starts
-    over. 100k points: the first call ~5 ms, later calls ~0.1 ms.
+    them (so 2 points per bucket gives at most n points, plus the latest point). The open last bucket
+    keeps its running min and max (with their positions); a call reads only the points that arrived
+    since the last one, closes the buckets they complete and copies the <= n kept points. So a frame
+    costs O(new points + n) whatever the history (`touched`: the series elements the last call read).
+    A truncated or compacted series (its `generation` moved) or a new bucket size starts over.
     """
 
     def __init__(self):
         self._key = None
-        self._done = 0  # points covered by complete buckets
+        self._scan = 0  # points folded so far (complete buckets + the open one)
+        self._open: tuple[int, float, int, float] | None = None  # the open bucket's (imin, min, imax, max)
         self._xs: list[float] = []
         self._ys: list[float] = []
+        self.touched = 0
 
     def points(self, series: Series, n: int) -> tuple[list[float], list[float]]:
         xs, ys = series.xs, series.ys
         total = len(xs)
         if total <= n:
+            self.touched = total
             return list(xs), list(ys)
         size = 1
         while total / size > n // 2:
             size *= 2
         key = (id(series), series.generation, size)
-        if key != self._key or self._done > total:
-            self._key, self._done, self._xs, self._ys = key, 0, [], []
-        complete = (total // size) * size
-        if complete > self._done:
-            bx, by = _buckets(xs, ys, self._done, complete, size)
-            self._xs += bx
-            self._ys += by
-            self._done = complete
+        if key != self._key or self._scan > total:
+            self._key, self._scan, self._open, self._xs, self._ys = key, 0, None, [], []
+        self.touched = 0
+        while self._scan < total:
+            lo = self._scan
+            end = (lo // size + 1) * size
+            hi = min(end, total)
+            chunk = ys[lo:hi]
+            vmin, vmax = min(chunk), max(chunk)
+            imin, imax = lo + chunk.index(vmin), lo + chunk.index(vmax)
+            if self._open is not None:  # the bucket's earlier points (the first of equal values wins)
+                oimin, omin, oimax, omax = self._open
+                if omin <= vmin:
+                    imin, vmin = oimin, omin
+                if omax >= vmax:
+                    imax, vmax = oimax, omax
+            self.touched += hi - lo
+            self._scan = hi
+            if hi == end:
+                _emit(xs, imin, vmin, imax, vmax, self._xs, self._ys)
+                self._open = None
+            else:
+                self._open = (imin, vmin, imax, vmax)
         out_x, out_y = list(self._xs), list(self._ys)
-        if complete < total:
-            tx, ty = _buckets(xs, ys, complete, total, total - complete)
-            out_x += tx
-            out_y += ty
+        if self._open is not None:
+            _emit(xs, *self._open, out_x, out_y)
         if out_x[-1] != xs[-1]:  # the line always ends at the latest point
             out_x.append(xs[-1])
             out_y.append(ys[-1])
         return out_x, out_y
-
-
-def _buckets(xs, ys, start: int, stop: int, size: int) -> tuple[list[float], list[float]]:
-    out_x: list[float] = []
-    out_y: list[float] = []
-    for lo in range(start, stop, size):
-        hi = min(lo + size, stop)
-        _min_max(xs, ys[lo:hi], lo, out_x, out_y)
-    return out_x, out_y
 
 
 @dataclass

@@ -160,7 +160,8 @@ def test_train_refuses_a_cpu_run_that_would_not_fit_free_ram(tmp_path, monkeypat
     from ftwizard.core.config import load_config
     from ftwizard.core.errors import UserError
 
-    monkeypatch.setattr(hardware, "detect", lambda source=None: machine(ram_available_gib=6.0))
+    # 6.5 GiB free: the demo estimates 4.6 GiB (rows counted at max_length; measured 2.9), under 75% of it
+    monkeypatch.setattr(hardware, "detect", lambda source=None: machine(ram_available_gib=6.5))
     big = tmp_path / "big.yaml"
     big.write_text((ROOT / "presets" / "cpu-demo.yaml").read_text().replace("max_length: 256", "max_length: 1024"))
     (tmp_path / "data").symlink_to(ROOT / "presets" / "data")
@@ -173,4 +174,4 @@ def test_train_refuses_a_cpu_run_that_would_not_fit_free_ram(tmp_path, monkeypat
     from ftwizard.core.preflight import preflight
 
     demo = preflight(load_config(ROOT / "presets" / "cpu-demo.yaml"), hardware=hardware.detect())
-    assert not [f for f in demo.findings if f.code == "memory"]  # the demo passes on 6 GiB free
+    assert not [f for f in demo.findings if f.code == "memory"]  # the demo passes on 6.5 GiB free

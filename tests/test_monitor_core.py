@@ -202,15 +202,39 @@ def test_incremental_downsampler_matches_and_follows_changes():
     s.truncate_from(40_000)  # a resume rewinds: the cache must not show the dropped points
     xs3, ys3 = d.points(s, 200)
     assert xs3[-1] == 39_999 and max(xs3) < 40_000 and min(ys3) > -5.0
-    # each new point costs at most a bucket's worth of reads (512 points here), not the series' 40,000
+
+
+def test_a_chart_frame_reads_the_new_points_only_whatever_the_history():
+    """The incremental downsampler reads each point once, when it arrives: a frame after k new points
+    reads k + at most 8 elements (the kept extremes' x, the last point) with 1,000 points of history as
+    with 100,000 (it used to re-read the open bucket: up to history / (width / 4) points a frame), and
+    draws the same points as a fresh downsampler would."""
     from reads import Reads
 
-    s.xs, s.ys = Reads(s.xs), Reads(s.ys)
-    for i in range(40_000, 40_010):
-        s.append(i, 0.0)
-        before = s.xs.reads + s.ys.reads
+    from ftwizard.core.monitor import Downsampler
+
+    per_frame = {}
+    for history in (1_000, 100_000):
+        s, d = Series(cap=1_000_000), Downsampler()
+        for i in range(1, history + 1):
+            s.append(i, math.sin(i / 300))
         d.points(s, 200)
-        assert s.xs.reads + s.ys.reads - before <= 512 + 8, i
+        s.xs, s.ys = Reads(s.xs), Reads(s.ys)
+        reads = []
+        for frame in range(40):
+            for i in range(7):  # 7 new points a frame, one of them a new extreme now and then
+                step = history + frame * 7 + i + 1
+                s.append(step, 5.0 if step % 97 == 0 else math.cos(step))
+            before = s.xs.reads + s.ys.reads
+            got = d.points(s, 200)
+            reads.append(s.xs.reads + s.ys.reads - before)
+            assert d.touched == 7
+            plain = Series(cap=1_000_000)
+            plain.xs, plain.ys = list(s.xs), list(s.ys)
+            assert got == Downsampler().points(plain, 200), (history, frame)
+        per_frame[history] = max(reads)
+    # 7 new points + the x of up to 3 extremes' pairs (a closed bucket, the open one) + the last point
+    assert max(per_frame.values()) <= 7 + 8, per_frame
 
 
 # ------------------------------------------------------------------------- per kind and per rank

