@@ -31,7 +31,7 @@ from pathlib import Path
 GIB = 1024 ** 3
 BOUND_GIB = 1.5  # the trainer's peak RSS must stay under this, whatever the corpus size
 RATE_SAMPLE_MB = 20  # the slice the per-tokenizer rates are measured on
-SAMPLE_S = 60.0  # how often the trainer's RSS and the blocks written so far are printed
+SAMPLE_S = float(os.environ.get("CPT_RSS_SAMPLE_S", 60.0))  # how often the trainer's RSS and the blocks written so far are printed
 
 
 def write_corpus(path: Path, size_bytes: int, seed: int = 0) -> int:
@@ -100,9 +100,10 @@ def watch_trainer(run_dir: Path, cache: Path, every_s: float = SAMPLE_S) -> subp
         except OSError:
             break
         kib = {k: int(v.split()[0]) for k, v in (ln.split(":", 1) for ln in status.splitlines())
-               if k in ("VmRSS", "VmHWM")}
+               if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
         blocks = max((f.stat().st_size for f in cache.rglob("blocks.arrow*") if f.is_file()), default=0)
-        print(f"  {time.time() - t0:6.0f} s: trainer RSS {kib.get('VmRSS', 0) / 1024:.0f} MiB, "
+        print(f"  {time.time() - t0:6.0f} s: trainer RSS {kib.get('VmRSS', 0) / 1024:.0f} MiB "
+              f"(anon {kib.get('RssAnon', 0) / 1024:.0f}, file {kib.get('RssFile', 0) / 1024:.0f}), "
               f"peak {kib.get('VmHWM', 0) / 1024:.0f} MiB, blocks written {blocks / 1e9:.2f} GB", flush=True)
     proc.wait()
     log.close()
