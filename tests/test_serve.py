@@ -290,9 +290,22 @@ def _wait_screen(browser, text: str, timeout: float = TIMEOUT) -> str:
 
 
 def _type(browser, keys: str) -> None:
+    """Keys to the terminal as a user's keyboard sends them: xterm.js's hidden helper textarea is focused
+    and the keys go to the focused element (newer chromedrivers refuse `send_keys` on a hidden element:
+    "element not interactable")."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    browser.find_element(By.CSS_SELECTOR, ".xterm-helper-textarea").send_keys(keys)
+    from selenium.webdriver.common.keys import Keys
+
+    area = browser.find_element(By.CSS_SELECTOR, ".xterm-helper-textarea")
+    browser.execute_script("arguments[0].focus();", area)
+    chain = ActionChains(browser)
+    if keys.startswith(Keys.CONTROL):  # a chord: ctrl held while the rest is typed
+        chain.key_down(Keys.CONTROL).send_keys(keys[1:]).key_up(Keys.CONTROL)
+    else:
+        chain.send_keys(keys)
+    chain.perform()
 
 
 def test_browser_shows_the_welcome_screen_and_a_key_opens_the_questionnaire(serve, browser, tmp_path):
