@@ -16,12 +16,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Input, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from ftwizard.tui import AFTER_CSS
 from ftwizard.tui.widgets.footer import Footer
+from ftwizard.tui.screens.page import PageScreen
 
 HELP = """
 **Chat** with the tuned model of this run. Type a message and press enter; the answer appears token by
@@ -51,7 +51,7 @@ class ModelReady(Message):
         self.tuned = tuned
 
 
-class ModelScreen(Screen):
+class ModelScreen(PageScreen):
     """A screen that loads the run's model in a worker (group "model") and shows the progress."""
 
     CSS_PATH = AFTER_CSS
@@ -111,17 +111,6 @@ class ModelScreen(Screen):
             self.query_one("#model-status", Static).update(f"[b]cannot load the model:[/b] {escape(text)}")
         self.notify(text, title=self.STEP_NAME, severity="error")
 
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.dismiss()
-
-    def action_help(self) -> None:
-        from ftwizard.tui.dialogs.help import HelpDialog
-
-        self.app.push_screen(HelpDialog.for_screen(self, self.STEP_NAME.lower()))
-
-    def handle_quit(self) -> bool:
-        return False
 
 
 class Piece(Message):

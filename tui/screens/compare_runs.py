@@ -12,13 +12,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import SelectionList, Static
 from textual.worker import Worker, WorkerState
 
 from ftwizard.tui import AFTER_CSS
 from ftwizard.tui.widgets.footer import Footer
 from ftwizard.tui.widgets.overlay_chart import MARKS, OverlayChart
+from ftwizard.tui.screens.page import PageScreen
 
 HELP = """
 **Compare runs** overlays the loss curves of the runs ticked on the left (space ticks or unticks one):
@@ -39,7 +39,7 @@ def screen_table(res: dict) -> list[str]:
     return [lines[0]] + lines[blank + 1:] + [""] + lines[1:blank]
 
 
-class CompareRunsScreen(Screen):
+class CompareRunsScreen(PageScreen):
     CSS_PATH = AFTER_CSS
     STEP_NAME = "Compare runs"
     HELP = HELP
@@ -119,14 +119,3 @@ class CompareRunsScreen(Screen):
             else:
                 self.query_one("#cruns-table", Static).update(escape("\n".join(screen_table(res))))
 
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.dismiss()
-
-    def action_help(self) -> None:
-        from ftwizard.tui.dialogs.help import HelpDialog
-
-        self.app.push_screen(HelpDialog.for_screen(self, "compare runs"))
-
-    def handle_quit(self) -> bool:
-        return False

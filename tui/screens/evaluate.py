@@ -14,12 +14,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
 from ftwizard.tui import AFTER_CSS
 from ftwizard.tui.widgets.footer import Footer
+from ftwizard.tui.screens.page import PageScreen
 
 HELP = """
 **Evaluate** compares the base and the tuned model on the run's validation rows: loss and perplexity
@@ -36,7 +36,7 @@ class EvalProgress(Message):
         self.text = text
 
 
-class EvaluateScreen(Screen):
+class EvaluateScreen(PageScreen):
     CSS_PATH = AFTER_CSS
     STEP_NAME = "Evaluate"
     HELP = HELP
@@ -119,14 +119,3 @@ class EvaluateScreen(Screen):
             status.add_class("-error")
             self.notify(text, title="Evaluate", severity="error")
 
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.dismiss()
-
-    def action_help(self) -> None:
-        from ftwizard.tui.dialogs.help import HelpDialog
-
-        self.app.push_screen(HelpDialog.for_screen(self, "evaluate"))
-
-    def handle_quit(self) -> bool:
-        return False

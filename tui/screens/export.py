@@ -13,12 +13,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
 from ftwizard.tui import AFTER_CSS
 from ftwizard.tui.widgets.footer import Footer
+from ftwizard.tui.screens.page import PageScreen
 
 HELP = """
 **Export** makes the run's model deployable: a merged standalone model (the adapter folded into the
@@ -51,7 +51,7 @@ def check_lines(check: dict) -> list[str]:
     return out
 
 
-class ExportScreen(Screen):
+class ExportScreen(PageScreen):
     CSS_PATH = AFTER_CSS
     STEP_NAME = "Export"
     HELP = HELP
@@ -121,14 +121,3 @@ class ExportScreen(Screen):
             status.add_class("-error")
             self.notify(text, title="Export", severity="error")
 
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.dismiss()
-
-    def action_help(self) -> None:
-        from ftwizard.tui.dialogs.help import HelpDialog
-
-        self.app.push_screen(HelpDialog.for_screen(self, "export"))
-
-    def handle_quit(self) -> bool:
-        return False

@@ -19,6 +19,7 @@ from textual.widgets import Static
 from ftwizard.core.monitor import RunView, fmt_duration, fmt_num
 from ftwizard.tui import AFTER_CSS, MONITOR_CSS
 from ftwizard.tui.widgets.footer import Footer
+from ftwizard.tui.screens.page import PageScreen
 
 HELP = """
 **The run has ended.** Completed runs show their final and best losses and where the adapter (LoRA,
@@ -110,7 +111,7 @@ def has_model(state: str, output: str | None) -> bool:
     return state in ("completed", "stopped") and bool(output) and Path(output).is_dir()
 
 
-class FinishedScreen(Screen):
+class FinishedScreen(PageScreen):
     CSS_PATH = [MONITOR_CSS, AFTER_CSS]
     STEP_NAME = "Finished"
     HELP = HELP
@@ -227,14 +228,3 @@ class FinishedScreen(Screen):
         return "\n".join(f"[b]{s[0]}[/b]{escape(s[1:])}" if s[1:3] == "  " else f"· {escape(s)}"
                          for s in next_steps(self.run_id, self.run_dir, self.state, self.output, self.info.method))
 
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.dismiss()
-
-    def action_help(self) -> None:
-        from ftwizard.tui.dialogs.help import HelpDialog
-
-        self.app.push_screen(HelpDialog.for_screen(self, "finished"))
-
-    def handle_quit(self) -> bool:
-        return False

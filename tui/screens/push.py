@@ -11,12 +11,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Checkbox, Input, Select, Static
 from textual.worker import Worker, WorkerState
 
 from ftwizard.tui import AFTER_CSS
 from ftwizard.tui.widgets.footer import Footer
+from ftwizard.tui.screens.page import PageScreen
 
 HELP = """
 **Push** uploads the adapter, the merged model or the GGUF (the last two after an export) to the Hugging
@@ -27,7 +27,7 @@ ctrl+p uploads after you type y. The token comes from HF_TOKEN or `hf auth login
 WHATS = ("adapter", "merged", "gguf")
 
 
-class PushScreen(Screen):
+class PushScreen(PageScreen):
     CSS_PATH = AFTER_CSS
     STEP_NAME = "Push"
     HELP = HELP
@@ -115,14 +115,3 @@ class PushScreen(Screen):
         elif w.group == "push":
             status.update(f"pushed: {escape(str(w.result))}")
 
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.dismiss()
-
-    def action_help(self) -> None:
-        from ftwizard.tui.dialogs.help import HelpDialog
-
-        self.app.push_screen(HelpDialog.for_screen(self, "push"))
-
-    def handle_quit(self) -> bool:
-        return False

@@ -13,7 +13,6 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
@@ -22,6 +21,7 @@ from ftwizard.core.runs import fmt_bytes as core_fmt_bytes
 from ftwizard.tui import MONITOR_CSS
 from ftwizard.tui.screens.finished import AFTER_BINDINGS, after_screen, has_model
 from ftwizard.tui.widgets.footer import Footer
+from ftwizard.tui.screens.page import PageScreen
 
 HELP = """
 **Runs** lists every training run of yours, wherever it was made (the default runs directory,
@@ -49,7 +49,7 @@ def short_model(name: str | None) -> str:
     return Path(str(name)).name or str(name)
 
 
-class RunsScreen(Screen):
+class RunsScreen(PageScreen):
     CSS_PATH = MONITOR_CSS
     STEP_NAME = "Runs"
     HELP = HELP
@@ -264,14 +264,3 @@ class RunsScreen(Screen):
             return
         self.app.push_screen(after_screen(what, Path(info.path), self.runs_dir))
 
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.dismiss()
-
-    def action_help(self) -> None:
-        from ftwizard.tui.dialogs.help import HelpDialog
-
-        self.app.push_screen(HelpDialog.for_screen(self, "runs"))
-
-    def handle_quit(self) -> bool:
-        return False
