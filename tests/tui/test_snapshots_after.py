@@ -55,6 +55,10 @@ def test_push_screen_dry_run(snap_compare, runs):
         pilot.app.screen.query_one("#push-repo").value = "someone/llama8b-support"
         await pilot.press("ctrl+d")
         await until(pilot, lambda: pilot.app.screen.plan is not None)
+        # the plan is shown and the card's pane focused in the same handler: wait for both to be painted
+        await until(pilot, lambda: pilot.app.focused is not None and pilot.app.focused.id == "push-body")
+        await pilot.pause()
+        await pilot.pause()
 
     assert snap_compare(MonitorApp(lambda: PushScreen(run)), terminal_size=(80, 24), run_before=ready)
 
