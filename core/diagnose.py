@@ -43,7 +43,7 @@ _PATTERNS: list[tuple[str, re.Pattern, str, list[str]]] = [
                                            "check that the answers are not all masked (dataset.assistant_only_loss)"]),
     ("model-missing", re.compile(r"(is not a local folder and is not a valid model identifier|"
                                  r"Repository Not Found|does not appear to have a file named|"
-                                 r"We couldn't connect to|offline mode)", re.I),
+                                 r"We couldn't connect to|offline mode is enabled|OfflineModeIsEnabled)", re.I),
      "the model could not be found or downloaded", ["check model.name_or_path (a local directory with "
                                                     "config.json, or a hub id with network access)"]),
 ]

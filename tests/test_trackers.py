@@ -36,7 +36,9 @@ def test_wandb_is_offline_unless_the_environment_says_otherwise(monkeypatch, tin
     cfg = tiny_config()
     cfg.train.report_to = ["wandb"]
     run = type("R", (), {"dir": tmp_path})()
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    # tracker_setup writes os.environ (the training process's own): a copy here, so nothing leaks into the
+    # trainers later tests spawn (a leaked WANDB_MODE makes transformers print "offline mode" into train.log)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")})
     assert tracker_setup(cfg, run) == ["wandb"] and os.environ["WANDB_MODE"] == "offline"
     monkeypatch.setenv("WANDB_MODE", "online")
     tracker_setup(cfg, run)

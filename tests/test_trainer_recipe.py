@@ -82,7 +82,9 @@ def test_early_stopping_stops_before_max_steps_with_its_warning(tiny_config, sta
 def test_epoch_based_run_takes_steps_per_epoch_times_epochs(tiny_config, start_run, wait_run):
     run_dir = start_run(tiny_config(steps=-1, epochs=2, eval_steps=1000))
     finished(run_dir, wait_run)
-    rows = info(run_dir, "tokenized")["rows"]
+    # the rows the Trainer iterates: after packing (on by default where exact) when it packed
+    packing = [e["value"] for e in read_events(run_dir) if e["type"] == "info" and e["key"] == "packing"]
+    rows = packing[0]["rows_after_packing"] if packing else info(run_dir, "tokenized")["rows"]
     per_epoch = math.ceil(rows / 4)  # batch 4, no accumulation, one process
     train = train_events(run_dir)
     assert [e["step"] for e in train] == list(range(1, 2 * per_epoch + 1))
