@@ -180,6 +180,31 @@ def run_bare(work: Path, model: Path, data: Path, steps: int) -> dict:
     return {"steps_per_s": (len(times) - 1) / (times[-1] - times[0])}
 
 
+def start_ftwizard(config: Path) -> Path:
+    """`ftwizard train CONFIG --detach` as a user starts it; its run directory."""
+    r = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "train", str(config), "--detach"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"ftwizard train failed: {r.stderr}")
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+def wait_completed(run_dir: Path, timeout: float, tick=None) -> None:
+    """Wait for the run's end the way the TRL script is waited for, without using the CPU: status.json
+    read every 0.5 s (`tick()` called each time); SystemExit with its log's tail unless it completed."""
+    from ftwizard.core.runs import STATUS, read_json, run_info
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and (read_json(run_dir / STATUS) or {}).get("state") not in (
+            "completed", "failed", "stopped"):
+        if tick is not None:
+            tick()
+        time.sleep(0.5)
+    info = run_info(run_dir)
+    if info.state != "completed":
+        raise SystemExit(f"ftwizard run {info.state}: {info.reason}\n{(run_dir / 'train.log').read_text()[-3000:]}")
+
+
 def run_ftwizard(work: Path, model: Path, data: Path, steps: int, gpu: bool = False) -> dict:
     import yaml
 
@@ -197,24 +222,13 @@ def run_ftwizard(work: Path, model: Path, data: Path, steps: int, gpu: bool = Fa
     path = work / "ftwizard.yaml"
     path.write_text(yaml.safe_dump(cfg))
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "train", str(path), "--detach"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"ftwizard train failed: {r.stderr}")
-    run_dir = Path(r.stdout.strip().splitlines()[-1])
+    run_dir = start_ftwizard(path)
     from ftwizard.core.events import read_events
-    from ftwizard.core.runs import STATUS, read_json, run_info
 
     # Wait the way the TRL script is waited for: without using the CPU. (This used to rebuild the whole
     # run state from events.jsonl and config.yaml every 50 ms, on a 2-core machine: a third of a core
     # taken from the training it was timing. The step times come from the events either way.)
-    deadline = time.time() + 600
-    while time.time() < deadline and (read_json(run_dir / STATUS) or {}).get("state") not in (
-            "completed", "failed", "stopped"):
-        time.sleep(0.5)
-    info = run_info(run_dir)
-    if info.state != "completed":
-        raise SystemExit(f"ftwizard run {info.state}: {info.reason}\n{(run_dir / 'train.log').read_text()[-3000:]}")
+    wait_completed(run_dir, 600)
     train = [e for e in read_events(run_dir) if e["type"] == "train"]
     times = [e["t"] for e in train]
     peak = max((d["peak_gib"] for e in train for d in e["mem"].get("cuda", [])), default=None)
@@ -443,32 +457,25 @@ def real_ftwizard(work: Path, model: Path, data_alpaca: Path) -> dict:
     path = work / "ftwizard-real.yaml"
     path.write_text(yaml.safe_dump(cfg))
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "train", str(path), "--detach"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"ftwizard train failed: {r.stderr}")
-    run_dir = Path(r.stdout.strip().splitlines()[-1])
+    run_dir = start_ftwizard(path)
     from ftwizard.core.events import read_events
-    from ftwizard.core.runs import STATUS, read_json, run_info
 
     import psutil
 
-    from ftwizard.core.runs import LAUNCH
+    from ftwizard.core.runs import LAUNCH, read_json
 
     proc = psutil.Process(read_json(run_dir / LAUNCH)["pid"])  # detached: not our child, so its CPU time is sampled
     cpu_s = 0.0
-    deadline = time.time() + 7200
-    while time.time() < deadline and (read_json(run_dir / STATUS) or {}).get("state") not in (
-            "completed", "failed", "stopped"):
+
+    def sample() -> None:
+        nonlocal cpu_s
         try:
             c = proc.cpu_times()
             cpu_s = c.user + c.system
         except psutil.Error:
             pass
-        time.sleep(0.5)
-    info = run_info(run_dir)
-    if info.state != "completed":
-        raise SystemExit(f"ftwizard run {info.state}: {info.reason}\n{(run_dir / 'train.log').read_text()[-3000:]}")
+
+    wait_completed(run_dir, 7200, sample)
     events = read_events(run_dir)
     train = [e for e in events if e["type"] == "train"]
     begin = next(e["t"] for e in events if e["type"] == "phase" and e.get("phase") == "training")
