@@ -152,8 +152,9 @@ class TrainConfig(_Section):
     micro_batch_size: int | None = Field(
         None, ge=1, description="Rows per forward pass: the batch_size rows of a step are run in passes of this "
         "many and their gradients accumulated, averaged over the whole batch's tokens (the same step, less "
-        "memory). Must divide batch_size; sft and cpt only. null: 1 on a CPU for sft and cpt (less memory and "
-        "faster there: tests/benchmarks/micro_batch.py), batch_size otherwise.")
+        "memory). Must divide batch_size; sft and cpt only. null: 1 on a CPU for sft and cpt when a whole batch's "
+        "activations would pass 0.5 GiB (less memory and faster there: tests/benchmarks/micro_batch.py), "
+        "batch_size otherwise.")
     epochs: float = Field(1.0, gt=0, description="Passes over the data (1-3 is typical).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     learning_rate: float = Field(2e-4, gt=0, lt=1.0, description="Peak learning rate. LoRA 1e-4..3e-4; full 1e-5..5e-5.")
@@ -520,19 +521,6 @@ def kind_section_problems(cfg: RunConfig) -> list[tuple[str, str]]:
 
 
 MICRO_BATCH_KINDS = ("sft", "cpt")  # token-mean losses: a batch split into passes gives the same step
-
-
-def default_micro_batch(cfg: RunConfig, gpu: bool) -> tuple[int, str]:
-    """Rows per forward pass when train.micro_batch_size is null. On a CPU, sft and cpt run one row per pass
-    and accumulate the batch: the same step (the loss is averaged over the whole batch's tokens), and on
-    SmolLM2-135M with 4 packed rows of 512 tokens, 2.5x less peak memory (3.6 vs 9.2 GiB) and ~15% less CPU
-    time per step (tests/benchmarks/micro_batch.py). On a GPU whole batches keep the card busy."""
-    b = cfg.train.batch_size
-    if gpu or cfg.training not in MICRO_BATCH_KINDS or b == 1:
-        return b, ("the whole batch in one pass" + (" (GPU)" if gpu else f" ({cfg.training} computes its loss "
-                   "over the whole batch)" if cfg.training not in MICRO_BATCH_KINDS else ""))
-    return 1, ("one row per pass on a CPU, the batch's gradients accumulated: the same step with a fraction "
-               "of the activations, and faster on a CPU")
 
 
 def micro_batch_problems(cfg: RunConfig) -> list[tuple[str, str]]:

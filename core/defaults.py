@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .config import RunConfig, default_micro_batch
+from .config import RunConfig
 from .errors import Problem, UserError
 from .hardware import Hardware
 
@@ -146,6 +146,8 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
             ("not installed (pip install liger-kernel: ~20% faster, less memory)" if gpu else "GPU only")))
     resolve_distributed(cfg, hw, gpu, notes)
     if t.micro_batch_size is None:
+        from .estimate import default_micro_batch
+
         t.micro_batch_size, why = default_micro_batch(cfg, gpu)
         notes.append(f"micro-batch {t.micro_batch_size} of {t.batch_size} rows a step: {why}")
     if t.gradient_checkpointing is None:

@@ -996,13 +996,46 @@ def run_world(cfg: "RunConfig") -> int:
     return max(1, d.nproc_per_node) * d.nnodes
 
 
+SPLIT_BATCH_GIB = 0.5  # a whole batch's activations and logits above which a CPU runs it a row per pass
+
+
+def default_micro_batch(cfg: "RunConfig", gpu: bool) -> tuple[int, str]:
+    """Rows per forward pass when train.micro_batch_size is null, and why. On a CPU, sft and cpt take a
+    batch one row per pass, accumulating its gradients (the same step: the loss is averaged over the whole
+    batch's tokens), when the whole batch's activations and logits would pass SPLIT_BATCH_GIB: on
+    SmolLM2-135M, 4 packed rows of 512 tokens peaked at 9.2 GiB in one pass and 3.6 GiB a row at a time,
+    with ~15% less CPU per step (tests/benchmarks/micro_batch.py). Below that (the tiny test model) the
+    extra passes cost more than they save. On a GPU whole batches keep the card busy."""
+    from .catalog import known_arch
+    from .config import MICRO_BATCH_KINDS
+
+    b = cfg.train.batch_size
+    if gpu:
+        return b, "the whole batch in one pass (GPU)"
+    if cfg.training not in MICRO_BATCH_KINDS:
+        return b, f"the whole batch in one pass ({cfg.training} computes its loss over the whole batch)"
+    if b == 1:
+        return 1, "a batch of one row"
+    arch = known_arch(cfg.model.name_or_path)
+    if arch is None:
+        return 1, ("one row per pass on a CPU, the batch's gradients accumulated: the same step, and the "
+                   "estimator cannot size this model's activations, so the choice that holds least")
+    whole = cfg.model_copy(deep=True)
+    whole.train.micro_batch_size = b
+    br = estimate(arch, run_settings(whole, False)).breakdown
+    act = br.get("activations", 0.0) + br.get("logits and loss", 0.0)
+    if act < SPLIT_BATCH_GIB:
+        return b, (f"the whole batch in one pass: its activations are ~{act * 1024:.0f} MiB, too little for "
+                   "extra passes to pay")
+    return 1, (f"one row per pass on a CPU, the batch's gradients accumulated: the same step with ~{act / b:.1f} "
+               f"of the batch's {act:.1f} GiB of activations, and less CPU time per step")
+
+
 def run_settings(cfg: "RunConfig", gpu: bool) -> Settings:
     """The estimator's settings for a run config on its device: the one rule the launch check and the
     training process's own estimate share. On a GPU the figure is per GPU for the run's world size and
     distributed.strategy (and offload); on a CPU: fp32, no CUDA context, one process's RSS."""
     if cfg.train.micro_batch_size is None:  # a config not yet resolved: the micro-batch it would get here
-        from .config import default_micro_batch
-
         cfg = cfg.model_copy(deep=True)
         cfg.train.micro_batch_size = default_micro_batch(cfg, gpu)[0]
     s = settings_from_config(cfg, gpus=run_world(cfg) if gpu else 1)

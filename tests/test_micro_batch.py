@@ -2,8 +2,9 @@
 gradients accumulated, is the same optimizer step. Checked on real tiny runs: the per-step losses and
 gradient norms of micro-batch 1 and of the whole batch agree (tolerance 1e-4 relative: fp32 summation
 order; dropout 0 so both draw nothing random), and the first step really ran one pass per row.
-Defaults: 1 on a CPU for sft and cpt, the whole batch on a GPU and for kinds whose loss is over the
-batch; an explicit value that would not divide the batch or would change a kind's loss is refused."""
+Defaults: 1 on a CPU for sft and cpt when a whole batch's activations are big (SmolLM2 at max_length
+1024), the whole batch for the tiny model, on a GPU and for kinds whose loss is over the batch; an
+explicit value that would not divide the batch or would change a kind's loss is refused."""
 
 from __future__ import annotations
 
@@ -24,17 +25,28 @@ def cfg(**kw) -> RunConfig:
     return RunConfig.model_validate({"dataset": {"path": "d.jsonl"}, "train": train, **kw})
 
 
-@pytest.mark.parametrize("kind, hw, want", [
-    ("sft", Hardware(cpu_count=2), 1),
-    ("cpt", Hardware(cpu_count=2), 1),
-    ("sft", Hardware(gpus=(A100_80GB,)), 4),
-    ("dpo", Hardware(cpu_count=2), 4),
-    ("kto", Hardware(cpu_count=2), 4),
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from ftwizard.core.tiny import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.mark.parametrize("kind, hw, model, want, why", [
+    ("sft", Hardware(cpu_count=2), "smollm2", 1, "one row per pass on a CPU"),
+    ("cpt", Hardware(cpu_count=2), "smollm2", 1, "one row per pass on a CPU"),
+    ("sft", Hardware(cpu_count=2), "tiny", 4, "too little for extra passes to pay"),
+    ("sft", Hardware(gpus=(A100_80GB,)), "smollm2", 4, "(GPU)"),
+    ("dpo", Hardware(cpu_count=2), "smollm2", 4, "computes its loss over the whole batch"),
+    ("kto", Hardware(cpu_count=2), "smollm2", 4, "computes its loss over the whole batch"),
 ])
-def test_micro_batch_defaults_to_one_row_on_a_cpu_for_token_mean_kinds(kind, hw, want):
-    resolved, notes = resolve_defaults(cfg(training=kind, train={"batch_size": 4}), hw)
+def test_micro_batch_defaults_to_one_row_on_a_cpu_where_activations_are_big(tiny, kind, hw, model, want, why):
+    name = tiny if model == "tiny" else "HuggingFaceTB/SmolLM2-135M-Instruct"
+    resolved, notes = resolve_defaults(cfg(training=kind, model={"name_or_path": name},
+                                           train={"batch_size": 4, "max_length": 1024}), hw)
     assert resolved.train.micro_batch_size == want
-    assert any(n.startswith(f"micro-batch {want} of 4 rows a step") for n in notes)
+    (note,) = [n for n in notes if n.startswith(f"micro-batch {want} of 4 rows a step")]
+    assert why in note
 
 
 def test_explicit_micro_batch_is_kept():
