@@ -328,27 +328,31 @@ class ArrowTurns:
     clean: Any          # numpy bool per row: no problem at all under `_check_turns` (the rest: per row)
     chars: Any          # numpy int per row: length of the canonical text ("\n".join of the contents)
     roles: dict         # canonical role -> turns, over the clean rows
-    keys: list          # per row: canonical turns as one string (role \0 content, \1 between turns)
+    keys: Any           # pyarrow string array, per row: `canonical_key` (role \0 content, \1 between turns)
     braces: Any         # numpy bool per row: some content holds "{{" (placeholder candidates)
 
 
-def arrow_messages(chunk: bytes, det: Detected) -> ArrowTurns | None:
+def arrow_messages(chunk: bytes, det: Detected, lines: int | None = None) -> ArrowTurns | None:
     """The rules of `_check_turns` on Arrow columns, for a JSONL chunk of a messages dataset: a row is
     clean when its turns are a non-empty list of {role, content} strings with known roles and at least
     one assistant turn with text, so `validate_row` finds nothing and `to_canonical` only maps the roles.
     None when Arrow cannot take the chunk as such rows (bad JSON, blank lines, other fields, a system or
-    tools column): the caller reads it row by row. Rows that are not clean are left to `validate_row`."""
+    tools column): the caller reads it row by row. Rows that are not clean are left to `validate_row`.
+    `lines`: the chunk's line count when the caller has it (one pass over the bytes less)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.json as pj
 
     col = det.col("messages")
-    try:
-        table = pj.read_json(pa.BufferReader(chunk))
+    try:  # one block, one thread: threads cost more CPU than they save on chunks this size
+        table = pj.read_json(pa.BufferReader(chunk), read_options=pj.ReadOptions(
+            use_threads=False, block_size=min(max(len(chunk), 1 << 20), (1 << 31) - 1)))
     except (pa.ArrowException, ValueError):
         return None
-    if table.num_rows != chunk.count(b"\n") + (not chunk.endswith(b"\n")):
+    if lines is None:
+        lines = chunk.count(b"\n")
+    if table.num_rows != lines + (not chunk.endswith(b"\n")):
         return None  # blank lines (Arrow skips them): line numbers would drift
     names = set(table.column_names)
     if col not in names or det.col("system") in names or det.col("tools") in names:
@@ -370,7 +374,10 @@ def arrow_messages(chunk: bytes, det: Detected) -> ArrowTurns | None:
     known = pc.fill_null(pc.is_in(roles, value_set=pa.array(list(MESSAGE_ROLES))), False)
     ok = pc.and_(pc.and_(turns.is_valid(), known), contents.is_valid())
     asst = pc.fill_null(pc.equal(roles, "assistant"), False)
-    clen = pc.fill_null(pc.utf8_length(contents), 0).to_numpy(zero_copy_only=False)
+    text = _string_bytes(contents)  # every content's bytes, for the two byte-level shortcuts below
+    ascii_only = not len(text) or int(text.max()) < 0x80
+    clen = pc.fill_null((pc.binary_length if ascii_only else pc.utf8_length)(contents), 0).to_numpy(
+        zero_copy_only=False)
     blank = pc.fill_null(pc.utf8_is_space(contents), True).to_numpy(zero_copy_only=False) | (clen == 0)
     answered = asst.to_numpy(zero_copy_only=False) & ~blank
     bad = ~ok.to_numpy(zero_copy_only=False) | (asst.to_numpy(zero_copy_only=False) & ~answered)
@@ -385,13 +392,25 @@ def arrow_messages(chunk: bytes, det: Detected) -> ArrowTurns | None:
     counted = pc.value_counts(mapped.filter(pa.array(in_clean)))
     role_counts = {v["values"]: v["counts"] for v in counted.to_pylist() if v["values"] is not None}
     pair = pc.binary_join_element_wise(pc.fill_null(mapped, ""), pc.fill_null(contents, ""), "\x00")
-    keys = pc.binary_join(pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pair), "\x01").to_pylist()
-    if b"{{" in chunk:
+    keys = pc.binary_join(pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pair), "\x01")
+    opening = np.flatnonzero(text == 0x7B)  # "{": none, or no two in a row, means no "{{" anywhere
+    if len(opening) and (np.diff(opening) == 1).any():
         hits = pc.fill_null(pc.match_substring(contents, "{{"), False).to_numpy(zero_copy_only=False)
         braces = np.bincount(parents[hits], minlength=n) > 0
     else:
         braces = np.zeros(n, dtype=bool)
     return ArrowTurns(n, clean, chars, role_counts, keys, braces)
+
+
+def _string_bytes(arr):
+    """The bytes an Arrow string array's values occupy, as numpy uint8 (no copy)."""
+    import numpy as np
+
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
+    data = arr.buffers()[2]
+    if data is None:
+        return np.zeros(0, np.uint8)
+    return np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]]
 
 
 def canonical_key(canon: dict) -> str:

@@ -72,31 +72,162 @@ class Report:
     detected: Detected | None = None
 
 
-def percentile(sorted_vals: list[int], q: float) -> int:
-    if not sorted_vals:
+def percentile(sorted_vals, q: float) -> int:
+    """`sorted_vals` a sorted list or numpy array."""
+    if not len(sorted_vals):
         return 0
     k = min(len(sorted_vals) - 1, max(0, math.ceil(q * len(sorted_vals)) - 1))
-    return sorted_vals[k]
+    return int(sorted_vals[k])
 
 
-def histogram(vals: list[int], bins: int = 12) -> list[tuple[int, int, int]]:
-    """Equal-width bins over [min, max]: (from, to inclusive, count)."""
-    if not vals:
+def histogram(vals, bins: int = 12) -> list[tuple[int, int, int]]:
+    """Equal-width bins over [min, max]: (from, to inclusive, count). `vals`: ints, a list or numpy array."""
+    import numpy as np
+
+    vals = np.asarray(vals, dtype=np.int64)
+    if not len(vals):
         return []
-    lo, hi = min(vals), max(vals)
+    lo, hi = int(vals.min()), int(vals.max())
     if lo == hi:
         return [(lo, hi, len(vals))]
     width = max(1, math.ceil((hi - lo + 1) / bins))
-    counts = Counter((v - lo) // width for v in vals)
-    return [(lo + i * width, min(hi, lo + (i + 1) * width - 1), counts.get(i, 0))
-            for i in range(math.ceil((hi - lo + 1) / width))]
+    n = math.ceil((hi - lo + 1) / width)
+    counts = np.bincount((vals - lo) // width, minlength=n).tolist()
+    return [(lo + i * width, min(hi, lo + (i + 1) * width - 1), counts[i]) for i in range(n)]
 
 
-def _arrow_pieces(first: int, chunk: bytes, det: Detected, smallest: int = 1 << 16):
-    """(first line, lines, `arrow_messages` of them or None) covering `chunk`: a chunk Arrow refuses
-    (a bad line in it) is halved until the pieces Arrow refuses are small, so a few bad lines cost their
-    own piece read row by row, not the whole chunk."""
-    got = arrow_messages(chunk, det)
+class _Lengths:
+    """Row lengths as read: numpy arrays from the bulk path, ints from the row path."""
+
+    def __init__(self):
+        self.parts: list = []
+        self.ints: list[int] = []
+
+    def append(self, n: int) -> None:
+        self.ints.append(n)
+
+    def extend(self, arr) -> None:
+        self.parts.append(arr)
+
+    def sorted(self):
+        import numpy as np
+
+        return np.sort(np.concatenate([*self.parts, np.asarray(self.ints, dtype=np.int64)]))
+
+
+class _Seen:
+    """Exact duplicates, fast: rows are looked up by a 64-bit digest of their `canonical_key` (UTF-8), and
+    a row whose digest was seen counts as a repeat only when its key equals the earlier row's key, so a
+    digest collision never makes a false duplicate (nor hides a true one: the colliding row is kept too).
+    Keys of earlier rows come from a bounded cache, else `reread(ids) -> {id: key}` (the file read again);
+    without `reread` every first key is kept. A row id is `file index << 40 | line`."""
+
+    BUDGET = 64 << 20  # bytes of cached keys before the cache is emptied
+
+    def __init__(self, reread: Callable[[set], dict] | None = None):
+        self.first: dict[int, int] = {}          # digest -> id of the first row with it
+        self.others: dict[int, list[int]] = {}   # digest -> ids of rows with it but another key (collisions)
+        self.cache: dict[int, bytes] = {}
+        self.cached = 0
+        self.reread = reread
+        self.count = 0                           # rows that repeat an earlier one
+        self.listed: list[tuple[int, int]] = []  # the first MAX_LISTED (id, id of the row it repeats)
+        self.digest = _digest()
+
+    def add(self, ids, keys: list) -> None:
+        """Rows in file order: their ids (list or numpy int64) and keys (UTF-8 bytes)."""
+        import numpy as np
+
+        if not len(keys):
+            return
+        ids = np.asarray(ids, dtype=np.int64)
+        hs = list(map(self.digest, keys))
+        ids_l = ids.tolist()
+        first_at = dict(zip(reversed(hs), reversed(ids_l)))
+        if self.reread is None:  # nothing to read back from: keep the key of every new digest
+            self._keep({i: keys[k] for k, i in enumerate(ids_l)
+                        if first_at[hs[k]] == i and hs[k] not in self.first})
+        if len(first_at) == len(hs) and self.first.keys().isdisjoint(first_at):  # the common piece
+            self.first.update(first_at)
+            return
+        known = first_at.keys() & self.first.keys()
+        first_at.update(zip(known, map(self.first.__getitem__, known)))  # the earliest row of each digest
+        self.first.update(first_at)
+        earlier = np.fromiter(map(first_at.__getitem__, hs), np.int64, len(hs))
+        cand = np.flatnonzero(earlier != ids)
+        if not len(cand):
+            return
+        here = dict(zip(ids_l, range(len(ids_l))))
+        before = earlier[cand].tolist()
+        self._fetch(set(before), {e: keys[here[e]] for e in set(before) if e in here})
+        mine = [keys[k] for k in cand.tolist()]
+        same = list(map(bytes.__eq__, mine, map(self.cache.__getitem__, before)))
+        if all(same):
+            self._repeats(ids[cand], earlier[cand])
+            return
+        for k, e, key, eq in zip(cand.tolist(), before, mine, same):
+            if not eq:
+                e = self._other(hs[k], ids_l[k], key)
+            if e is not None:
+                self._repeats(ids[k:k + 1], np.array([e]))
+
+    def find(self, key: bytes) -> int | None:
+        """The id of the first row whose key is `key`, or None."""
+        h = self.digest(key)
+        ids = [self.first[h], *self.others.get(h, ())] if h in self.first else []
+        self._fetch(set(ids))
+        return next((i for i in ids if self.cache[i] == key), None)
+
+    def _other(self, h: int, i: int, key: bytes) -> int | None:
+        """A row whose digest matched a row with another key: an earlier row of the same key, else None
+        (and the row is remembered under that digest)."""
+        ids = self.others.setdefault(h, [])
+        self._fetch(set(ids))
+        hit = next((o for o in ids if self.cache[o] == key), None)
+        if hit is None:
+            ids.append(i)
+            self._keep({i: key})
+        return hit
+
+    def _repeats(self, ids, earlier) -> None:
+        self.count += len(ids)
+        if len(self.listed) < MAX_LISTED:
+            self.listed.extend(zip(ids[:MAX_LISTED].tolist(), earlier[:MAX_LISTED].tolist()))
+            del self.listed[MAX_LISTED:]
+
+    def _keep(self, keys: dict) -> None:
+        self.cache.update(keys)
+        self.cached += sum(map(len, keys.values()))
+
+    def _fetch(self, ids: set, local: dict | None = None) -> None:
+        """Put the keys of `ids` in the cache: from `local` (rows at hand), else read back."""
+        if self.reread is not None and self.cached > self.BUDGET:
+            self.cache.clear()
+            self.cached = 0
+        if local:
+            self._keep({k: v for k, v in local.items() if k not in self.cache})
+        missing = ids - self.cache.keys()
+        if missing:
+            self._keep(self.reread(missing))
+
+
+def _digest():
+    """64-bit digest of a key's bytes: xxh3 (installed with `datasets`), else Python's hash."""
+    try:
+        from xxhash import xxh3_64_intdigest
+    except ImportError:  # pragma: no cover - datasets depends on xxhash
+        return hash
+    return xxh3_64_intdigest
+
+
+LINE_BITS = 40  # a row id: file index << LINE_BITS | line
+
+
+def _arrow_pieces(first: int, chunk: bytes, det: Detected, lines: int, smallest: int = 1 << 16):
+    """(first line, lines, `arrow_messages` of them or None) covering `chunk` (`lines` newlines): a chunk
+    Arrow refuses (a bad line in it) is halved until the pieces Arrow refuses are small, so a few bad
+    lines cost their own piece read row by row, not the whole chunk."""
+    got = arrow_messages(chunk, det, lines)
     if got is not None or len(chunk) <= smallest:
         yield first, chunk, got
         return
@@ -104,8 +235,43 @@ def _arrow_pieces(first: int, chunk: bytes, det: Detected, smallest: int = 1 << 
     if mid == 0:
         yield first, chunk, None
         return
-    yield from _arrow_pieces(first, chunk[:mid], det, smallest)
-    yield from _arrow_pieces(first + chunk.count(b"\n", 0, mid), chunk[mid:], det, smallest)
+    head = chunk.count(b"\n", 0, mid)
+    yield from _arrow_pieces(first, chunk[:mid], det, head, smallest)
+    yield from _arrow_pieces(first + head, chunk[mid:], det, lines - head, smallest)
+
+
+def _key_bytes(keys) -> list[bytes]:
+    """Per row of an Arrow string array, its UTF-8 bytes."""
+    import numpy as np
+
+    n = len(keys)
+    offsets = np.frombuffer(keys.buffers()[1], np.int32, n + 1, keys.offset * 4).tolist()
+    data = keys.buffers()[2]
+    data = data.to_pybytes() if data is not None else b""
+    return list(map(data.__getitem__, map(slice, offsets[:-1], offsets[1:])))
+
+
+def _reread(ids: set, files: list, spans: list, det: Detected) -> dict[int, bytes]:
+    """Canonical keys (UTF-8) of rows `ids` (file index << LINE_BITS | line), read again from the
+    JSONL chunks they were in (`spans`: per file, (first line, byte offset, bytes) of each chunk)."""
+    import bisect
+
+    mask = (1 << LINE_BITS) - 1
+    wanted: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i in ids:
+        fid = i >> LINE_BITS
+        c = bisect.bisect_right(spans[fid], ((i & mask), 1 << 62)) - 1
+        wanted[fid, c].append(i)
+    out = {}
+    for (fid, c), rows in wanted.items():
+        first, start, size = spans[fid][c]
+        with open(files[fid], "rb") as fh:
+            fh.seek(start)
+            lines = fh.read(size).split(b"\n")
+        for i in rows:
+            r = chunk_line(str(files[fid]), first, lines, (i & mask) - first)
+            out[i] = canonical_key(to_canonical(r.row, det)).encode()
+    return out
 
 
 def _arrow_files(source: str, det: Detected, tokenizer, max_rows: int | None) -> list | None:
@@ -186,9 +352,11 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         eos = None
     template_blocks = False
     is_chat_rows = None  # decided from the first converted row
-    seen: dict[int, int] = {}  # hash of canonical_key -> first line
-    dup_lines: list[tuple[int, int]] = []
-    lengths: list[int] = []
+    arrow = _arrow_files(source, det, tokenizer, max_rows)
+    spans: list[list[tuple[int, int, int]]] = []  # per Arrow file: (first line, byte offset, bytes) of its chunks
+    seen = _Seen(None if arrow is None else lambda ids: _reread(ids, arrow, spans, det))
+    fids: dict[str, int] = {}
+    lengths = _Lengths()
     zero_lines: list[int] = []
     long_lines: list[int] = []
     no_eos_lines: list[int] = []
@@ -221,15 +389,9 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             _finish(snap, lengths, roles, t0, fraction=read_fraction[0], rows_at=read_fraction[1], **shape)
             partial(snap)
 
-    def seen_row(line: int, key: str) -> None:
-        h = hash(key)
-        if h in seen:
-            dup_lines.append((line, seen[h]))
-        else:
-            seen[h] = line
-
-    def one(r) -> None:
-        """Statistics and problems of one row as read (everything but the whole-file checks)."""
+    def one(r, keys: list) -> None:
+        """Statistics and problems of one row as read (everything but the whole-file checks); the row's
+        (id, canonical key) goes to `keys` when it counts for duplicates."""
         nonlocal is_chat_rows, template_blocks
         WORK["python_rows"] += 1
         issues = row_problems(r, det)
@@ -262,7 +424,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                 if p is not None:
                     col.add(p)
                     template_blocks = True
-        seen_row(r.line, canonical_key(canon))
+        keys.append((fids.setdefault(r.file, len(fids)) << LINE_BITS | r.line, canonical_key(canon).encode()))
         if "messages" in canon:
             roles.update(m["role"] for m in canon["messages"])
         text = _canon_text(canon)
@@ -298,61 +460,64 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         elif eos is not None and not enc.truncated and eos not in [t for t in enc.labels if t != -100]:
             no_eos_lines.append(r.line)
 
-    def bulk(name: str, first: int, chunk: bytes, got) -> None:
+    def bulk(fid: int, name: str, first: int, chunk: bytes, got) -> None:
         """The rows of a JSONL piece: clean rows from Arrow's figures, the others one by one, in line order."""
+        import numpy as np
+
+        fids.setdefault(name, fid)
+        base = fid << LINE_BITS
         if got is None:
             lines = chunk.split(b"\n")
+            keys: list = []
             for k in range(len(lines)):
                 r = chunk_line(name, first, lines, k)
                 if r is not None:
-                    one(r)
+                    one(r, keys)
+            seen.add([i for i, _ in keys], [key for _, key in keys])
             return
-        import numpy as np
-
         clean = got.clean
         n_clean = int(clean.sum())
         WORK["arrow_rows"] += n_clean
         st.rows += n_clean
         st.used_rows += n_clean
-        lengths.extend(got.chars[clean].tolist())
+        lengths.extend(got.chars[clean])
         roles.update(got.roles)
-        bad = set(np.flatnonzero(~clean).tolist())
-        braces = set(np.flatnonzero(got.braces & clean).tolist())
-        special = bad | braces
-        if not special:  # the common piece: when no row repeats an earlier one, record them all at C speed
-            first_at = dict(zip(map(hash, reversed(got.keys)), range(first + got.rows - 1, first - 1, -1)))
-            if len(first_at) == got.rows and seen.keys().isdisjoint(first_at):
-                seen.update(first_at)
-                return
-        lines = chunk.split(b"\n") if special else None
-        for k, key in enumerate(got.keys):
-            if special and k in special:
-                if k in bad:
-                    r = chunk_line(name, first, lines, k)
-                    if r is not None:
-                        one(r)
-                    continue
-                found = PLACEHOLDER_STRICT.findall(_canon_text(to_canonical(json.loads(lines[k]), det)))
-                if found:
-                    placeholder_lines.append(first + k)
-                    placeholder_names.update({x.replace(" ", "") for x in found})
-            h = hash(key)
-            if h in seen:
-                dup_lines.append((first + k, seen[h]))
-            else:
-                seen[h] = first + k
+        views = _key_bytes(got.keys)
+        ids = np.arange(base + first, base + first + got.rows, dtype=np.int64)
+        if n_clean == got.rows and not got.braces.any():  # the common piece
+            seen.add(ids, views)
+            return
+        lines = chunk.split(b"\n")
+        for k in np.flatnonzero(got.braces & clean).tolist():
+            found = PLACEHOLDER_STRICT.findall(_canon_text(to_canonical(json.loads(lines[k]), det)))
+            if found:
+                placeholder_lines.append(first + k)
+                placeholder_names.update({x.replace(" ", "") for x in found})
+        keys = []
+        for k in np.flatnonzero(~clean).tolist():
+            r = chunk_line(name, first, lines, k)
+            if r is not None:
+                one(r, keys)
+        recorded = clean.copy()
+        other = {i - base - first: key for i, key in keys}
+        recorded[list(other)] = True
+        rows = np.flatnonzero(recorded)
+        seen.add(ids[rows], [other[k] if k in other else views[k] for k in rows.tolist()])
 
-    arrow = _arrow_files(source, det, tokenizer, max_rows)
     if arrow is not None:  # plain messages JSONL without a tokenizer: Arrow reads it, clean rows in bulk
         total = sum(f.stat().st_size for f in arrow) or 1
         done = 0
-        for f in arrow:
+        for fid, f in enumerate(arrow):
             files.add(str(f))
-            for first, chunk, pos in jsonl_chunks(f):
+            spans.append([])
+            start = 0
+            for first, chunk, pos, n_lines in jsonl_chunks(f):
                 if cancel is not None and cancel.is_set():
                     break
-                for piece in _arrow_pieces(first, chunk, det):
-                    bulk(str(f), *piece)
+                spans[-1].append((first, start, len(chunk)))
+                start += len(chunk)
+                for piece in _arrow_pieces(first, chunk, det, n_lines):
+                    bulk(fid, str(f), *piece)
                 report(min(1.0, (done + pos) / total))
                 snapshot()
             done += f.stat().st_size
@@ -362,7 +527,10 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         for r in iter_rows(source, split=split, limit=max_rows, progress=report, cancel=cancel):
             files.add(r.file)
             snapshot()
-            one(r)
+            keys = []
+            one(r, keys)
+            if keys:
+                seen.add([keys[0][0]], [keys[0][1]])
     st.complete = not (cancel is not None and cancel.is_set())
     file = next(iter(files)) if len(files) == 1 else source
 
@@ -371,10 +539,11 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         p = too_few_rows_problem(st.used_rows, det.format, task, file)
         if p:
             col.add(p)
-    if dup_lines:
-        col.add(Problem(f"{len(dup_lines)} exact duplicate rows (line {dup_lines[0][0]} repeats line "
-                        f"{dup_lines[0][1]})", file=file, line=dup_lines[0][0], code="duplicates",
-                        severity="warning", count=len(dup_lines), lines=[a for a, _ in dup_lines[:MAX_LISTED]],
+    if seen.count:
+        (a, b), mask = seen.listed[0], (1 << LINE_BITS) - 1
+        col.add(Problem(f"{seen.count} exact duplicate rows (line {a & mask} repeats line {b & mask})",
+                        file=file, line=a & mask, code="duplicates", severity="warning", count=seen.count,
+                        lines=[i & mask for i, _ in seen.listed],
                         fix="remove the repeats (they weigh those examples more and leak into validation)"))
     # a placeholder is a name left unfilled in many rows (identity data), not code quoted in one answer
     common = [n for n, k in placeholder_names.most_common(5) if k >= max(3, st.used_rows // 100)]
@@ -397,12 +566,13 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                         fix=det.spec.sft_note_fix))
     if tokenizer is not None and st.used_rows:
         if long_lines:
+            vals = lengths.sorted()
             over = len(long_lines)
-            col.add(Problem(f"{over} rows are longer than max_length {max_length} (longest {max(lengths)} "
+            col.add(Problem(f"{over} rows are longer than max_length {max_length} (longest {vals[-1]} "
                             "tokens): they are truncated and the cut part is not trained", file=file,
                             line=long_lines[0], field="train.max_length", code="too-long", severity="warning",
                             count=over, lines=long_lines[:MAX_LISTED],
-                            fix=_too_long_fix(sorted(lengths), max_length, over)))
+                            fix=_too_long_fix(vals, max_length, over)))
         if zero_lines and not template_blocks:
             if st.zero_trained_rows == st.used_rows:
                 col.add(Problem(f"every row would train on 0 tokens (all {st.used_rows} are masked): "
@@ -437,13 +607,14 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
     return Report(st, col.result(), det)
 
 
-def _finish(st: Stats, lengths: list[int], roles: Counter, t0: float, *, fraction: float, rows_at: int, validation_path,
+def _finish(st: Stats, lengths: _Lengths, roles: Counter, t0: float, *, fraction: float, rows_at: int, validation_path,
             validation: float, batch_size: int, gradient_accumulation_steps: int, world_size: int,
             packing: bool = False, max_length: int = 1024) -> None:
     """Fill the derived numbers (length summary, histogram, steps per epoch; estimates when partial)."""
-    vals = sorted(lengths)
-    if vals:
-        st.min, st.max, st.median, st.p95 = vals[0], vals[-1], percentile(vals, 0.5), percentile(vals, 0.95)
+    vals = lengths.sorted()
+    if len(vals):
+        st.min, st.max = int(vals[0]), int(vals[-1])
+        st.median, st.p95 = percentile(vals, 0.5), percentile(vals, 0.95)
         st.histogram = histogram(vals)
     st.roles = dict(roles)
     st.fraction = round(fraction, 4)
@@ -482,15 +653,15 @@ def _round_up(n: int) -> int:
     return int(math.ceil(n / 1024) * 1024)
 
 
-def _overlap(validation_path: str, det: Detected, seen: dict[int, int], col: _Collector, split: str,
+def _overlap(validation_path: str, det: Detected, seen: _Seen, col: _Collector, split: str,
              cancel) -> None:
     hits = []
     for r in iter_rows(validation_path, split=split, cancel=cancel):
         if r.error or validate_row(r.row, det) or not keep_for_sft(r.row, det):
             continue
-        h = hash(canonical_key(to_canonical(r.row, det)))
-        if h in seen:
-            hits.append((r.line, seen[h], r.file))
+        i = seen.find(canonical_key(to_canonical(r.row, det)).encode())
+        if i is not None:
+            hits.append((r.line, i & ((1 << LINE_BITS) - 1), r.file))
     if hits:
         col.add(Problem(f"{len(hits)} validation rows also appear in the training data (line {hits[0][0]} = "
                         f"training line {hits[0][1]}): validation loss will look better than it is",
