@@ -328,17 +328,18 @@ class ArrowTurns:
     clean: Any          # numpy bool per row: no problem at all under `_check_turns` (the rest: per row)
     chars: Any          # numpy int per row: length of the canonical text ("\n".join of the contents)
     roles: dict         # canonical role -> turns, over the clean rows
-    keys: Any           # pyarrow string array, per row: `canonical_key` (role \0 content, \1 between turns)
+    texts: Any          # pyarrow binary array, per row: `canonical_key`'s first half (a view, no copy)
+    shapes: Any         # pyarrow binary array, per row: `canonical_key`'s second half
     braces: Any         # numpy bool per row: some content holds "{{" (placeholder candidates)
 
 
-def arrow_messages(chunk: bytes, det: Detected, lines: int | None = None) -> ArrowTurns | None:
+def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     """The rules of `_check_turns` on Arrow columns, for a JSONL chunk of a messages dataset: a row is
     clean when its turns are a non-empty list of {role, content} strings with known roles and at least
     one assistant turn with text, so `validate_row` finds nothing and `to_canonical` only maps the roles.
     None when Arrow cannot take the chunk as such rows (bad JSON, blank lines, other fields, a system or
     tools column): the caller reads it row by row. Rows that are not clean are left to `validate_row`.
-    `lines`: the chunk's line count when the caller has it (one pass over the bytes less)."""
+    `chunk`: bytes or a memoryview, `lines`: how many newlines it holds."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -350,9 +351,7 @@ def arrow_messages(chunk: bytes, det: Detected, lines: int | None = None) -> Arr
             use_threads=False, block_size=min(max(len(chunk), 1 << 20), (1 << 31) - 1)))
     except (pa.ArrowException, ValueError):
         return None
-    if lines is None:
-        lines = chunk.count(b"\n")
-    if table.num_rows != lines + (not chunk.endswith(b"\n")):
+    if table.num_rows != lines + (chunk[-1:] != b"\n"):
         return None  # blank lines (Arrow skips them): line numbers would drift
     names = set(table.column_names)
     if col not in names or det.col("system") in names or det.col("tools") in names:
@@ -391,15 +390,21 @@ def arrow_messages(chunk: bytes, det: Detected, lines: int | None = None) -> Arr
     in_clean = clean[parents]
     counted = pc.value_counts(mapped.filter(pa.array(in_clean)))
     role_counts = {v["values"]: v["counts"] for v in counted.to_pylist() if v["values"] is not None}
-    pair = pc.binary_join_element_wise(pc.fill_null(mapped, ""), pc.fill_null(contents, ""), "\x00")
-    keys = pc.binary_join(pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pair), "\x01")
-    opening = np.flatnonzero(text == 0x7B)  # "{": none, or no two in a row, means no "{{" anywhere
-    if len(opening) and (np.diff(opening) == 1).any():
+    # canonical_key without copying the text: a row's contents lie end to end in the contents buffer
+    co = np.frombuffer(contents.buffers()[1], np.int32, len(contents) + 1, contents.offset * 4)
+    texts = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(np.ascontiguousarray(co[offs])),
+                                                   contents.buffers()[2]])
+    codes = np.array([ROLE_CODES.get(MESSAGE_ROLES.get(r, r), 0) for r in enc.dictionary.to_pylist()] or [0],
+                     dtype="<u8")  # unknown or missing roles (code 0 or any) are in rows that are not clean
+    shape = codes[pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)] << 32 | np.diff(co).astype("<u8")
+    shapes = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer((offs * 8).astype(np.int32)),
+                                                    pa.py_buffer(shape)])
+    if len(text) and bytes(text).find(b"{") >= 0:  # memchr: rare in text, then look for "{{" per turn
         hits = pc.fill_null(pc.match_substring(contents, "{{"), False).to_numpy(zero_copy_only=False)
         braces = np.bincount(parents[hits], minlength=n) > 0
     else:
         braces = np.zeros(n, dtype=bool)
-    return ArrowTurns(n, clean, chars, role_counts, keys, braces)
+    return ArrowTurns(n, clean, chars, role_counts, texts, shapes, braces)
 
 
 def _string_bytes(arr):
@@ -413,12 +418,22 @@ def _string_bytes(arr):
     return np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]]
 
 
-def canonical_key(canon: dict) -> str:
-    """One string per canonical row, equal for equal rows (duplicates, validation overlap); for messages
-    the same string `arrow_messages` builds."""
-    if "messages" in canon and all(set(m) == {"role", "content"} for m in canon["messages"]):
-        return "\x01".join(f"{m['role']}\x00{m['content']}" for m in canon["messages"])
-    return json.dumps(canon, sort_keys=True, ensure_ascii=False)
+ROLE_CODES = {"system": 1, "user": 2, "assistant": 3, "tool": 4}  # canonical roles in `canonical_key`
+
+
+def canonical_key(canon: dict) -> tuple[bytes, bytes]:
+    """One value per canonical row, equal for equal rows (duplicates, validation overlap). Turns of
+    {role, content} strings: (the contents' UTF-8 end to end, the shape: per turn `ROLE_CODES[role] << 32
+    | content bytes` as little-endian uint64), the pair `arrow_messages` builds without copying the text.
+    Other rows: (sorted JSON, b"J"), never equal to a shape (a multiple of 8 bytes)."""
+    msgs = canon.get("messages")
+    if msgs is not None and all(set(m) == {"role", "content"} and m["role"] in ROLE_CODES
+                                and isinstance(m["content"], str) for m in msgs):
+        parts = [m["content"].encode() for m in msgs]
+        if all(len(b) < 1 << 32 for b in parts):
+            return b"".join(parts), b"".join(((ROLE_CODES[m["role"]] << 32) | len(b)).to_bytes(8, "little")
+                                             for m, b in zip(msgs, parts))
+    return json.dumps(canon, sort_keys=True, ensure_ascii=False).encode(), b"J"
 
 
 def _conversation(row: dict, col: str, out: list[Problem]) -> None:

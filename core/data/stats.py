@@ -115,38 +115,62 @@ class _Lengths:
         return np.sort(np.concatenate([*self.parts, np.asarray(self.ints, dtype=np.int64)]))
 
 
+class _Keys:
+    """A batch of `canonical_key`s for `_Seen.add`, from two Arrow binary arrays (texts, shapes) or pairs."""
+
+    def __init__(self, texts=None, shapes=None, pairs: list | None = None):
+        self.arrays, self.list = (texts, shapes), pairs
+        self.halves: tuple[list, list] | None = None
+
+    def texts(self) -> list[bytes]:
+        return self.list_halves()[0]
+
+    def list_halves(self) -> tuple[list[bytes], list[bytes]]:
+        if self.halves is None:
+            if self.list is not None:
+                self.halves = [t for t, _ in self.list], [sh for _, sh in self.list]
+            else:
+                self.halves = _row_bytes(self.arrays[0]), _row_bytes(self.arrays[1])
+        return self.halves
+
+    def pairs(self, idx: list[int]) -> list[tuple[bytes, bytes]]:
+        texts, shapes = self.list_halves()
+        return [(texts[k], shapes[k]) for k in idx]
+
+
 class _Seen:
-    """Exact duplicates, fast: rows are looked up by a 64-bit digest of their `canonical_key` (UTF-8), and
-    a row whose digest was seen counts as a repeat only when its key equals the earlier row's key, so a
-    digest collision never makes a false duplicate (nor hides a true one: the colliding row is kept too).
-    Keys of earlier rows come from a bounded cache, else `reread(ids) -> {id: key}` (the file read again);
-    without `reread` every first key is kept. A row id is `file index << 40 | line`."""
+    """Exact duplicates, fast: rows are looked up by a 64-bit digest of their text (`canonical_key`'s
+    first half), and a row whose digest was seen counts as a repeat only when its whole key equals the
+    earlier row's, so a digest collision never makes a false duplicate (nor hides a true one: the
+    colliding row is kept too). Keys of earlier rows come from a bounded cache, else `reread(ids) ->
+    {id: key}` (the file read again); without `reread` every first key is kept. A row id is
+    `file index << LINE_BITS | line`."""
 
     BUDGET = 64 << 20  # bytes of cached keys before the cache is emptied
 
     def __init__(self, reread: Callable[[set], dict] | None = None):
         self.first: dict[int, int] = {}          # digest -> id of the first row with it
         self.others: dict[int, list[int]] = {}   # digest -> ids of rows with it but another key (collisions)
-        self.cache: dict[int, bytes] = {}
+        self.cache: dict[int, tuple[bytes, bytes]] = {}
         self.cached = 0
         self.reread = reread
         self.count = 0                           # rows that repeat an earlier one
         self.listed: list[tuple[int, int]] = []  # the first MAX_LISTED (id, id of the row it repeats)
         self.digest = _digest()
 
-    def add(self, ids, keys: list) -> None:
-        """Rows in file order: their ids (list or numpy int64) and keys (UTF-8 bytes)."""
+    def add(self, ids, keys: _Keys) -> None:
+        """Rows in file order: their ids (list or numpy int64) and keys."""
         import numpy as np
 
-        if not len(keys):
+        hs = list(map(self.digest, keys.texts()))
+        if not hs:
             return
         ids = np.asarray(ids, dtype=np.int64)
-        hs = list(map(self.digest, keys))
         ids_l = ids.tolist()
         first_at = dict(zip(reversed(hs), reversed(ids_l)))
         if self.reread is None:  # nothing to read back from: keep the key of every new digest
-            self._keep({i: keys[k] for k, i in enumerate(ids_l)
-                        if first_at[hs[k]] == i and hs[k] not in self.first})
+            new = [k for k, i in enumerate(ids_l) if first_at[hs[k]] == i and hs[k] not in self.first]
+            self._keep(dict(zip([ids_l[k] for k in new], keys.pairs(new))))
         if len(first_at) == len(hs) and self.first.keys().isdisjoint(first_at):  # the common piece
             self.first.update(first_at)
             return
@@ -159,9 +183,11 @@ class _Seen:
             return
         here = dict(zip(ids_l, range(len(ids_l))))
         before = earlier[cand].tolist()
-        self._fetch(set(before), {e: keys[here[e]] for e in set(before) if e in here})
-        mine = [keys[k] for k in cand.tolist()]
-        same = list(map(bytes.__eq__, mine, map(self.cache.__getitem__, before)))
+        local = [e for e in set(before) if e in here]
+        self._fetch(set(before), dict(zip(local, keys.pairs([here[e] for e in local]))))
+        WORK["key_compares"] += len(cand)
+        mine = keys.pairs(cand.tolist())
+        same = list(map(tuple.__eq__, mine, map(self.cache.__getitem__, before)))
         if all(same):
             self._repeats(ids[cand], earlier[cand])
             return
@@ -171,14 +197,14 @@ class _Seen:
             if e is not None:
                 self._repeats(ids[k:k + 1], np.array([e]))
 
-    def find(self, key: bytes) -> int | None:
-        """The id of the first row whose key is `key`, or None."""
-        h = self.digest(key)
+    def find(self, key: tuple[bytes, bytes]) -> int | None:
+        """The id of the first row whose `canonical_key` is `key`, or None."""
+        h = self.digest(key[0])
         ids = [self.first[h], *self.others.get(h, ())] if h in self.first else []
         self._fetch(set(ids))
         return next((i for i in ids if self.cache[i] == key), None)
 
-    def _other(self, h: int, i: int, key: bytes) -> int | None:
+    def _other(self, h: int, i: int, key: tuple) -> int | None:
         """A row whose digest matched a row with another key: an earlier row of the same key, else None
         (and the row is remembered under that digest)."""
         ids = self.others.setdefault(h, [])
@@ -197,7 +223,7 @@ class _Seen:
 
     def _keep(self, keys: dict) -> None:
         self.cache.update(keys)
-        self.cached += sum(map(len, keys.values()))
+        self.cached += sum(len(a) + len(b) for a, b in keys.values())
 
     def _fetch(self, ids: set, local: dict | None = None) -> None:
         """Put the keys of `ids` in the cache: from `local` (rows at hand), else read back."""
@@ -212,7 +238,7 @@ class _Seen:
 
 
 def _digest():
-    """64-bit digest of a key's bytes: xxh3 (installed with `datasets`), else Python's hash."""
+    """64-bit digest of bytes: xxh3 (installed with `datasets`), else Python's hash."""
     try:
         from xxhash import xxh3_64_intdigest
     except ImportError:  # pragma: no cover - datasets depends on xxhash
@@ -223,7 +249,7 @@ def _digest():
 LINE_BITS = 40  # a row id: file index << LINE_BITS | line
 
 
-def _arrow_pieces(first: int, chunk: bytes, det: Detected, lines: int, smallest: int = 1 << 16):
+def _arrow_pieces(first: int, chunk, det: Detected, lines: int, smallest: int = 1 << 16):
     """(first line, lines, `arrow_messages` of them or None) covering `chunk` (`lines` newlines): a chunk
     Arrow refuses (a bad line in it) is halved until the pieces Arrow refuses are small, so a few bad
     lines cost their own piece read row by row, not the whole chunk."""
@@ -231,6 +257,7 @@ def _arrow_pieces(first: int, chunk: bytes, det: Detected, lines: int, smallest:
     if got is not None or len(chunk) <= smallest:
         yield first, chunk, got
         return
+    chunk = bytes(chunk)
     mid = chunk.rfind(b"\n", 0, len(chunk) // 2) + 1
     if mid == 0:
         yield first, chunk, None
@@ -240,19 +267,19 @@ def _arrow_pieces(first: int, chunk: bytes, det: Detected, lines: int, smallest:
     yield from _arrow_pieces(first + head, chunk[mid:], det, lines - head, smallest)
 
 
-def _key_bytes(keys) -> list[bytes]:
-    """Per row of an Arrow string array, its UTF-8 bytes."""
+def _row_bytes(arr) -> list[bytes]:
+    """Per row of an Arrow binary array, its bytes."""
     import numpy as np
 
-    n = len(keys)
-    offsets = np.frombuffer(keys.buffers()[1], np.int32, n + 1, keys.offset * 4).tolist()
-    data = keys.buffers()[2]
-    data = data.to_pybytes() if data is not None else b""
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
+    data = arr.buffers()[2]
+    data = data.to_pybytes()[offsets[0]:offsets[-1]] if data is not None else b""
+    offsets = (offsets - offsets[0]).tolist()
     return list(map(data.__getitem__, map(slice, offsets[:-1], offsets[1:])))
 
 
-def _reread(ids: set, files: list, spans: list, det: Detected) -> dict[int, bytes]:
-    """Canonical keys (UTF-8) of rows `ids` (file index << LINE_BITS | line), read again from the
+def _reread(ids: set, files: list, spans: list, det: Detected) -> dict[int, tuple[bytes, bytes]]:
+    """`canonical_key`s of rows `ids` (file index << LINE_BITS | line), read again from the
     JSONL chunks they were in (`spans`: per file, (first line, byte offset, bytes) of each chunk)."""
     import bisect
 
@@ -270,7 +297,7 @@ def _reread(ids: set, files: list, spans: list, det: Detected) -> dict[int, byte
             lines = fh.read(size).split(b"\n")
         for i in rows:
             r = chunk_line(str(files[fid]), first, lines, (i & mask) - first)
-            out[i] = canonical_key(to_canonical(r.row, det)).encode()
+            out[i] = canonical_key(to_canonical(r.row, det))
     return out
 
 
@@ -424,7 +451,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                 if p is not None:
                     col.add(p)
                     template_blocks = True
-        keys.append((fids.setdefault(r.file, len(fids)) << LINE_BITS | r.line, canonical_key(canon).encode()))
+        keys.append((fids.setdefault(r.file, len(fids)) << LINE_BITS | r.line, canonical_key(canon)))
         if "messages" in canon:
             roles.update(m["role"] for m in canon["messages"])
         text = _canon_text(canon)
@@ -460,20 +487,20 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         elif eos is not None and not enc.truncated and eos not in [t for t in enc.labels if t != -100]:
             no_eos_lines.append(r.line)
 
-    def bulk(fid: int, name: str, first: int, chunk: bytes, got) -> None:
+    def bulk(fid: int, name: str, first: int, chunk, got) -> None:
         """The rows of a JSONL piece: clean rows from Arrow's figures, the others one by one, in line order."""
         import numpy as np
 
         fids.setdefault(name, fid)
         base = fid << LINE_BITS
         if got is None:
-            lines = chunk.split(b"\n")
+            lines = bytes(chunk).split(b"\n")
             keys: list = []
             for k in range(len(lines)):
                 r = chunk_line(name, first, lines, k)
                 if r is not None:
                     one(r, keys)
-            seen.add([i for i, _ in keys], [key for _, key in keys])
+            seen.add([i for i, _ in keys], _Keys(pairs=[key for _, key in keys]))
             return
         clean = got.clean
         n_clean = int(clean.sum())
@@ -482,12 +509,11 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         st.used_rows += n_clean
         lengths.extend(got.chars[clean])
         roles.update(got.roles)
-        views = _key_bytes(got.keys)
         ids = np.arange(base + first, base + first + got.rows, dtype=np.int64)
         if n_clean == got.rows and not got.braces.any():  # the common piece
-            seen.add(ids, views)
+            seen.add(ids, _Keys(got.texts, got.shapes))
             return
-        lines = chunk.split(b"\n")
+        lines = bytes(chunk).split(b"\n")
         for k in np.flatnonzero(got.braces & clean).tolist():
             found = PLACEHOLDER_STRICT.findall(_canon_text(to_canonical(json.loads(lines[k]), det)))
             if found:
@@ -502,7 +528,8 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         other = {i - base - first: key for i, key in keys}
         recorded[list(other)] = True
         rows = np.flatnonzero(recorded)
-        seen.add(ids[rows], [other[k] if k in other else views[k] for k in rows.tolist()])
+        texts, shapes = _Keys(got.texts, got.shapes).list_halves()
+        seen.add(ids[rows], _Keys(pairs=[other[k] if k in other else (texts[k], shapes[k]) for k in rows.tolist()]))
 
     if arrow is not None:  # plain messages JSONL without a tokenizer: Arrow reads it, clean rows in bulk
         total = sum(f.stat().st_size for f in arrow) or 1
@@ -524,13 +551,15 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         if not (cancel is not None and cancel.is_set()):
             report(1.0)
     else:
+        keys = []  # (id, key) of rows read, handed to `seen` a few thousand at a time
         for r in iter_rows(source, split=split, limit=max_rows, progress=report, cancel=cancel):
             files.add(r.file)
             snapshot()
-            keys = []
             one(r, keys)
-            if keys:
-                seen.add([keys[0][0]], [keys[0][1]])
+            if len(keys) >= 4096:
+                seen.add([i for i, _ in keys], _Keys(pairs=[key for _, key in keys]))
+                keys.clear()
+        seen.add([i for i, _ in keys], _Keys(pairs=[key for _, key in keys]))
     st.complete = not (cancel is not None and cancel.is_set())
     file = next(iter(files)) if len(files) == 1 else source
 
@@ -659,7 +688,7 @@ def _overlap(validation_path: str, det: Detected, seen: _Seen, col: _Collector, 
     for r in iter_rows(validation_path, split=split, cancel=cancel):
         if r.error or validate_row(r.row, det) or not keep_for_sft(r.row, det):
             continue
-        i = seen.find(canonical_key(to_canonical(r.row, det)).encode())
+        i = seen.find(canonical_key(to_canonical(r.row, det)))
         if i is not None:
             hits.append((r.line, i & ((1 << LINE_BITS) - 1), r.file))
     if hits:
