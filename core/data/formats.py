@@ -328,8 +328,10 @@ class ArrowTurns:
     clean: Any          # numpy bool per row: no problem at all under `_check_turns` (the rest: per row)
     chars: Any          # numpy int per row: length of the canonical text ("\n".join of the contents)
     roles: dict         # canonical role -> turns, over the clean rows
-    texts: Any          # pyarrow binary array, per row: `canonical_key`'s first half (a view, no copy)
-    shapes: Any         # pyarrow binary array, per row: `canonical_key`'s second half
+    text: bytes         # `canonical_key`'s first half of every row, end to end
+    text_at: Any        # numpy int32: row k's is text[text_at[k]:text_at[k + 1]]
+    shape: bytes        # `canonical_key`'s second half of every row, end to end (8 bytes a turn)
+    shape_at: Any       # numpy int32, as text_at
     braces: Any         # numpy bool per row: some content holds "{{" (placeholder candidates)
 
 
@@ -370,52 +372,37 @@ def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     turns = msgs.values.slice(0, int(offs[-1]))
     parents = np.repeat(np.arange(n), np.diff(offs))
     roles, contents = turns.field("role"), turns.field("content")
-    known = pc.fill_null(pc.is_in(roles, value_set=pa.array(list(MESSAGE_ROLES))), False)
-    ok = pc.and_(pc.and_(turns.is_valid(), known), contents.is_valid())
-    asst = pc.fill_null(pc.equal(roles, "assistant"), False)
-    text = _string_bytes(contents)  # every content's bytes, for the two byte-level shortcuts below
-    ascii_only = not len(text) or int(text.max()) < 0x80
+    enc = pc.dictionary_encode(roles)
+    names = enc.dictionary.to_pylist()
+    role_code = np.array([ROLE_CODES[MESSAGE_ROLES[r]] if r in MESSAGE_ROLES else 0 for r in names] + [0],
+                         dtype="<u8")  # per turn below: 0 for an unknown or missing role
+    code = role_code[pc.fill_null(enc.indices, len(names)).to_numpy(zero_copy_only=False)]
+    ok = (code != 0) & turns.is_valid().to_numpy(zero_copy_only=False) & contents.is_valid().to_numpy(
+        zero_copy_only=False)
+    asst = code == ROLE_CODES["assistant"]
+    # every content's bytes end to end (row by row: canonical_key's first half), one copy
+    co = np.frombuffer(contents.buffers()[1], np.int32, len(contents) + 1, contents.offset * 4)
+    data = contents.buffers()[2]
+    text = bytes(memoryview(data)[co[0]:co[-1]]) if data is not None else b""
+    ascii_only = text.isascii()
     clen = pc.fill_null((pc.binary_length if ascii_only else pc.utf8_length)(contents), 0).to_numpy(
         zero_copy_only=False)
     blank = pc.fill_null(pc.utf8_is_space(contents), True).to_numpy(zero_copy_only=False) | (clen == 0)
-    answered = asst.to_numpy(zero_copy_only=False) & ~blank
-    bad = ~ok.to_numpy(zero_copy_only=False) | (asst.to_numpy(zero_copy_only=False) & ~answered)
+    answered = asst & ~blank
+    bad = ~ok | (asst & ~answered)
     count = np.diff(offs)
     clean = (msgs.is_valid().to_numpy(zero_copy_only=False) & (count > 0)
              & (np.bincount(parents[bad], minlength=n) == 0) & (np.bincount(parents[answered], minlength=n) > 0))
     chars = np.bincount(parents, weights=clen, minlength=n).astype(np.int64) + np.maximum(count - 1, 0)
-    enc = pc.dictionary_encode(roles)
-    mapped = pc.take(pa.array([MESSAGE_ROLES.get(r, r) for r in enc.dictionary.to_pylist()], pa.string()),
-                     enc.indices)
-    in_clean = clean[parents]
-    counted = pc.value_counts(mapped.filter(pa.array(in_clean)))
-    role_counts = {v["values"]: v["counts"] for v in counted.to_pylist() if v["values"] is not None}
-    # canonical_key without copying the text: a row's contents lie end to end in the contents buffer
-    co = np.frombuffer(contents.buffers()[1], np.int32, len(contents) + 1, contents.offset * 4)
-    texts = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(np.ascontiguousarray(co[offs])),
-                                                   contents.buffers()[2]])
-    codes = np.array([ROLE_CODES.get(MESSAGE_ROLES.get(r, r), 0) for r in enc.dictionary.to_pylist()] or [0],
-                     dtype="<u8")  # unknown or missing roles (code 0 or any) are in rows that are not clean
-    shape = codes[pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)] << 32 | np.diff(co).astype("<u8")
-    shapes = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer((offs * 8).astype(np.int32)),
-                                                    pa.py_buffer(shape)])
-    if len(text) and bytes(text).find(b"{") >= 0:  # memchr: rare in text, then look for "{{" per turn
+    counted = np.bincount(code[clean[parents]].astype(np.int64), minlength=len(ROLE_CODES) + 1).tolist()
+    role_counts = {r: counted[c] for r, c in ROLE_CODES.items() if counted[c]}
+    shape = code << 32 | np.diff(co).astype("<u8")
+    if b"{" in text:  # memchr: rare in text; then look for "{{" turn by turn
         hits = pc.fill_null(pc.match_substring(contents, "{{"), False).to_numpy(zero_copy_only=False)
         braces = np.bincount(parents[hits], minlength=n) > 0
     else:
         braces = np.zeros(n, dtype=bool)
-    return ArrowTurns(n, clean, chars, role_counts, texts, shapes, braces)
-
-
-def _string_bytes(arr):
-    """The bytes an Arrow string array's values occupy, as numpy uint8 (no copy)."""
-    import numpy as np
-
-    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
-    data = arr.buffers()[2]
-    if data is None:
-        return np.zeros(0, np.uint8)
-    return np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]]
+    return ArrowTurns(n, clean, chars, role_counts, text, co[offs] - co[0], shape.tobytes(), offs * 8, braces)
 
 
 ROLE_CODES = {"system": 1, "user": 2, "assistant": 3, "tool": 4}  # canonical roles in `canonical_key`

@@ -116,26 +116,36 @@ class _Lengths:
 
 
 class _Keys:
-    """A batch of `canonical_key`s for `_Seen.add`, from two Arrow binary arrays (texts, shapes) or pairs."""
+    """A batch of `canonical_key`s for `_Seen`: rows `rows` (default all) of an `ArrowTurns`, or pairs."""
 
-    def __init__(self, texts=None, shapes=None, pairs: list | None = None):
-        self.arrays, self.list = (texts, shapes), pairs
-        self.halves: tuple[list, list] | None = None
+    def __init__(self, got=None, pairs: list | None = None, rows=None):
+        self.got, self.list, self.rows = got, pairs, rows
+        self._texts: list | None = None
 
-    def texts(self) -> list[bytes]:
-        return self.list_halves()[0]
-
-    def list_halves(self) -> tuple[list[bytes], list[bytes]]:
-        if self.halves is None:
+    def texts(self) -> list:
+        """The first halves of the keys, as bytes or memoryviews."""
+        if self._texts is None:
             if self.list is not None:
-                self.halves = [t for t, _ in self.list], [sh for _, sh in self.list]
+                self._texts = [t for t, _ in self.list]
             else:
-                self.halves = _row_bytes(self.arrays[0]), _row_bytes(self.arrays[1])
-        return self.halves
+                at, text = self.got.text_at, memoryview(self.got.text)
+                if self.rows is None:
+                    self._texts = list(map(text.__getitem__, map(slice, at[:-1].tolist(), at[1:].tolist())))
+                else:
+                    self._texts = list(map(text.__getitem__, map(slice, at[self.rows].tolist(),
+                                                                 at[self.rows + 1].tolist())))
+        return self._texts
+
+    def shapes(self, idx: list[int]) -> list[bytes]:
+        if self.list is not None:
+            return [self.list[k][1] for k in idx]
+        at, shape = self.got.shape_at, self.got.shape
+        rows = idx if self.rows is None else self.rows[idx].tolist()
+        return [shape[at[k]:at[k + 1]] for k in rows]
 
     def pairs(self, idx: list[int]) -> list[tuple[bytes, bytes]]:
-        texts, shapes = self.list_halves()
-        return [(texts[k], shapes[k]) for k in idx]
+        texts = self.texts()
+        return list(zip([bytes(texts[k]) for k in idx], self.shapes(idx)))
 
 
 class _Seen:
@@ -157,45 +167,82 @@ class _Seen:
         self.count = 0                           # rows that repeat an earlier one
         self.listed: list[tuple[int, int]] = []  # the first MAX_LISTED (id, id of the row it repeats)
         self.digest = _digest()
+        self.repeating = False                   # the last batch repeated rows of its own
 
     def add(self, ids, keys: _Keys) -> None:
         """Rows in file order: their ids (list or numpy int64) and keys."""
         import numpy as np
 
+        ids = np.asarray(ids, dtype=np.int64)
+        earliest = self._resolve(ids, keys)
+        if earliest is not None:
+            self._repeats(ids, earliest)
+
+    def add_rows(self, ids, got) -> None:
+        """All rows of an `ArrowTurns` (ids: numpy int64). When rows repeat within their chunk (the batch
+        before did), Arrow's hash table finds those repeats exactly and only one row of each text is
+        looked up here."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.repeating:
+            return self.add(ids, _Keys(got))
+        texts = pa.Array.from_buffers(pa.binary(), got.rows, [None, pa.py_buffer(got.text_at), pa.py_buffer(got.text)])
+        shapes = pa.Array.from_buffers(pa.binary(), got.rows, [None, pa.py_buffer(got.shape_at),
+                                                               pa.py_buffer(got.shape)])
+        enc = pc.dictionary_encode(texts)
+        group = enc.indices.to_numpy(zero_copy_only=False)
+        _, rows = np.unique(group, return_index=True)  # the first row of each text (in row order)
+        lead = rows[group]
+        if not pc.all(pc.equal(shapes, shapes.take(pa.array(lead)))).as_py():  # same text, other turns
+            return self.add(ids, _Keys(got))
+        WORK["arrow_repeats"] += got.rows - len(rows)
+        earliest = self._resolve(ids[rows], _Keys(got, rows=rows))
+        earliest = ids[rows] if earliest is None else earliest
+        self._repeats(ids, earliest[group])
+        self.repeating = len(rows) < got.rows
+
+    def _resolve(self, ids, keys: _Keys):
+        """Per row, the id of the first row with its key (its own id when new); None: all new."""
+        import numpy as np
+
         hs = list(map(self.digest, keys.texts()))
         if not hs:
-            return
-        ids = np.asarray(ids, dtype=np.int64)
+            return None
         ids_l = ids.tolist()
         first_at = dict(zip(reversed(hs), reversed(ids_l)))
+        self.repeating = len(first_at) < len(hs)
         if self.reread is None:  # nothing to read back from: keep the key of every new digest
             new = [k for k, i in enumerate(ids_l) if first_at[hs[k]] == i and hs[k] not in self.first]
             self._keep(dict(zip([ids_l[k] for k in new], keys.pairs(new))))
-        if len(first_at) == len(hs) and self.first.keys().isdisjoint(first_at):  # the common piece
+        if not self.repeating and self.first.keys().isdisjoint(first_at):  # the common piece
             self.first.update(first_at)
-            return
+            return None
         known = first_at.keys() & self.first.keys()
         first_at.update(zip(known, map(self.first.__getitem__, known)))  # the earliest row of each digest
         self.first.update(first_at)
         earlier = np.fromiter(map(first_at.__getitem__, hs), np.int64, len(hs))
         cand = np.flatnonzero(earlier != ids)
         if not len(cand):
-            return
+            return None
         here = dict(zip(ids_l, range(len(ids_l))))
         before = earlier[cand].tolist()
         local = [e for e in set(before) if e in here]
         self._fetch(set(before), dict(zip(local, keys.pairs([here[e] for e in local]))))
         WORK["key_compares"] += len(cand)
-        mine = keys.pairs(cand.tolist())
-        same = list(map(tuple.__eq__, mine, map(self.cache.__getitem__, before)))
-        if all(same):
-            self._repeats(ids[cand], earlier[cand])
-            return
-        for k, e, key, eq in zip(cand.tolist(), before, mine, same):
-            if not eq:
+        cand_l = cand.tolist()
+        texts, shapes = list(map(keys.texts().__getitem__, cand_l)), keys.shapes(cand_l)
+        theirs = list(map(self.cache.__getitem__, before))
+        their_texts = [t for t, _ in theirs]
+        if (shapes == [sh for _, sh in theirs] and list(map(len, texts)) == list(map(len, their_texts))
+                and b"".join(texts) == b"".join(their_texts)):  # all the same: three comparisons at C speed
+            return earlier
+        for k, key, theirs_k in zip(cand_l, zip(map(bytes, texts), shapes), theirs):
+            if key != theirs_k:
                 e = self._other(hs[k], ids_l[k], key)
-            if e is not None:
-                self._repeats(ids[k:k + 1], np.array([e]))
+                earlier[k] = ids_l[k] if e is None else e
+        return earlier
 
     def find(self, key: tuple[bytes, bytes]) -> int | None:
         """The id of the first row whose `canonical_key` is `key`, or None."""
@@ -215,15 +262,19 @@ class _Seen:
             self._keep({i: key})
         return hit
 
-    def _repeats(self, ids, earlier) -> None:
-        self.count += len(ids)
+    def _repeats(self, ids, earliest) -> None:
+        """Rows `ids` and the first rows with their keys: those that differ are repeats."""
+        import numpy as np
+
+        hit = np.flatnonzero(earliest != ids)
+        self.count += len(hit)
         if len(self.listed) < MAX_LISTED:
-            self.listed.extend(zip(ids[:MAX_LISTED].tolist(), earlier[:MAX_LISTED].tolist()))
+            self.listed.extend(zip(ids[hit[:MAX_LISTED]].tolist(), earliest[hit[:MAX_LISTED]].tolist()))
             del self.listed[MAX_LISTED:]
 
     def _keep(self, keys: dict) -> None:
         self.cache.update(keys)
-        self.cached += sum(len(a) + len(b) for a, b in keys.values())
+        self.cached += sum(map(len, (t for t, _ in keys.values()))) + 8 * len(keys)
 
     def _fetch(self, ids: set, local: dict | None = None) -> None:
         """Put the keys of `ids` in the cache: from `local` (rows at hand), else read back."""
@@ -265,17 +316,6 @@ def _arrow_pieces(first: int, chunk, det: Detected, lines: int, smallest: int = 
     head = chunk.count(b"\n", 0, mid)
     yield from _arrow_pieces(first, chunk[:mid], det, head, smallest)
     yield from _arrow_pieces(first + head, chunk[mid:], det, lines - head, smallest)
-
-
-def _row_bytes(arr) -> list[bytes]:
-    """Per row of an Arrow binary array, its bytes."""
-    import numpy as np
-
-    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4)
-    data = arr.buffers()[2]
-    data = data.to_pybytes()[offsets[0]:offsets[-1]] if data is not None else b""
-    offsets = (offsets - offsets[0]).tolist()
-    return list(map(data.__getitem__, map(slice, offsets[:-1], offsets[1:])))
 
 
 def _reread(ids: set, files: list, spans: list, det: Detected) -> dict[int, tuple[bytes, bytes]]:
@@ -511,7 +551,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         roles.update(got.roles)
         ids = np.arange(base + first, base + first + got.rows, dtype=np.int64)
         if n_clean == got.rows and not got.braces.any():  # the common piece
-            seen.add(ids, _Keys(got.texts, got.shapes))
+            seen.add_rows(ids, got)
             return
         lines = bytes(chunk).split(b"\n")
         for k in np.flatnonzero(got.braces & clean).tolist():
@@ -528,8 +568,8 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         other = {i - base - first: key for i, key in keys}
         recorded[list(other)] = True
         rows = np.flatnonzero(recorded)
-        texts, shapes = _Keys(got.texts, got.shapes).list_halves()
-        seen.add(ids[rows], _Keys(pairs=[other[k] if k in other else (texts[k], shapes[k]) for k in rows.tolist()]))
+        clean_keys = _Keys(got)
+        seen.add(ids[rows], _Keys(pairs=[other[k] if k in other else clean_keys.pairs([k])[0] for k in rows.tolist()]))
 
     if arrow is not None:  # plain messages JSONL without a tokenizer: Arrow reads it, clean rows in bulk
         total = sum(f.stat().st_size for f in arrow) or 1
