@@ -169,26 +169,27 @@ def _iter_jsonl(path: Path, report) -> Iterator[RawRow]:
 
 def jsonl_chunks(path: Path, size: int = 4 << 20) -> Iterator[tuple[int, bytes | memoryview, int, int]]:
     """A JSONL file in whole lines: (number of the chunk's first line, the lines as bytes or a memoryview
-    of them, bytes of the file read so far, newlines in the chunk). For readers that take many rows at
-    once (the Arrow scan in `stats`). No copy: a block's unfinished last line is read again with the
-    next block."""
+    valid until the next item, bytes of the file read so far, newlines in the chunk). For readers that
+    take many rows at once (the Arrow scan in `stats`). One buffer for the whole file: a block's
+    unfinished last line is read again with the next block."""
     import numpy as np
 
     line = 1
+    buf, newline = bytearray(size), np.empty(size, dtype=bool)
     with open(path, "rb") as fh:
         while True:
-            block = fh.read(size)
-            if not block:
+            got = fh.readinto(buf)
+            if not got:
                 return
-            cut = block.rfind(b"\n") + 1
+            cut = buf.rfind(b"\n", 0, got) + 1
             if cut == 0:  # one line longer than `size` (or the last line, without its newline)
-                chunk = block + fh.readline()
-            elif cut < len(block):
-                fh.seek(cut - len(block), 1)
-                chunk = memoryview(block)[:cut]
+                chunk = bytes(buf[:got]) + fh.readline()
+                lines = chunk.count(b"\n")
             else:
-                chunk = block
-            lines = int(np.count_nonzero(np.frombuffer(chunk, np.uint8) == 10))  # 3x bytes.count
+                if cut < got:
+                    fh.seek(cut - got, 1)
+                chunk = memoryview(buf)[:cut]
+                lines = int(np.count_nonzero(np.equal(np.frombuffer(chunk, np.uint8), 10, out=newline[:cut])))
             yield line, chunk, fh.tell(), lines
             line += lines
 
