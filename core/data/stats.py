@@ -143,6 +143,19 @@ class _Keys:
         rows = idx if self.rows is None else self.rows[idx].tolist()
         return [shape[at[k]:at[k + 1]] for k in rows]
 
+    def shapes_joined(self, idx: list[int]) -> tuple[bytes, list[int]]:
+        """The shapes of rows `idx` end to end, and their lengths (one gather, no object per row)."""
+        import numpy as np
+
+        if self.list is not None:
+            shapes = self.shapes(idx)
+            return b"".join(shapes), list(map(len, shapes))
+        rows = np.asarray(idx) if self.rows is None else self.rows[idx]
+        start, end = self.got.shape_at[rows] // 8, self.got.shape_at[rows + 1] // 8
+        count = end - start
+        turn = np.arange(int(count.sum())) + np.repeat(start - (np.cumsum(count) - count), count)
+        return np.frombuffer(self.got.shape, "<u8")[turn].tobytes(), (count * 8).tolist()
+
     def pairs(self, idx: list[int]) -> list[tuple[bytes, bytes]]:
         texts = self.texts()
         return list(zip([bytes(texts[k]) for k in idx], self.shapes(idx)))
@@ -161,7 +174,8 @@ class _Seen:
     def __init__(self, reread: Callable[[set], dict] | None = None):
         self.first: dict[int, int] = {}          # digest -> id of the first row with it
         self.others: dict[int, list[int]] = {}   # digest -> ids of rows with it but another key (collisions)
-        self.cache: dict[int, tuple[bytes, bytes]] = {}
+        self.texts: dict[int, bytes] = {}        # cached keys: id -> text, id -> shape
+        self.shapes: dict[int, bytes] = {}
         self.cached = 0
         self.reread = reread
         self.count = 0                           # rows that repeat an earlier one
@@ -232,14 +246,14 @@ class _Seen:
         self._fetch(set(before), dict(zip(local, keys.pairs([here[e] for e in local]))))
         WORK["key_compares"] += len(cand)
         cand_l = cand.tolist()
-        texts, shapes = list(map(keys.texts().__getitem__, cand_l)), keys.shapes(cand_l)
-        theirs = list(map(self.cache.__getitem__, before))
-        their_texts = [t for t, _ in theirs]
-        if (shapes == [sh for _, sh in theirs] and list(map(len, texts)) == list(map(len, their_texts))
-                and b"".join(texts) == b"".join(their_texts)):  # all the same: three comparisons at C speed
-            return earlier
-        for k, key, theirs_k in zip(cand_l, zip(map(bytes, texts), shapes), theirs):
-            if key != theirs_k:
+        texts = keys.texts() if len(cand_l) == len(hs) else list(map(keys.texts().__getitem__, cand_l))
+        their_texts, their_shapes = list(map(self.texts.__getitem__, before)), list(map(self.shapes.__getitem__, before))
+        shapes, shape_lens = keys.shapes_joined(cand_l)
+        if (list(map(len, texts)) == list(map(len, their_texts)) and shape_lens == list(map(len, their_shapes))
+                and shapes == b"".join(their_shapes) and b"".join(texts) == b"".join(their_texts)):
+            return earlier  # all the same, found with four comparisons at C speed
+        for k, key, theirs in zip(cand_l, keys.pairs(cand_l), zip(their_texts, their_shapes)):
+            if key != theirs:
                 e = self._other(hs[k], ids_l[k], key)
                 earlier[k] = ids_l[k] if e is None else e
         return earlier
@@ -249,14 +263,14 @@ class _Seen:
         h = self.digest(key[0])
         ids = [self.first[h], *self.others.get(h, ())] if h in self.first else []
         self._fetch(set(ids))
-        return next((i for i in ids if self.cache[i] == key), None)
+        return next((i for i in ids if (self.texts[i], self.shapes[i]) == key), None)
 
     def _other(self, h: int, i: int, key: tuple) -> int | None:
         """A row whose digest matched a row with another key: an earlier row of the same key, else None
         (and the row is remembered under that digest)."""
         ids = self.others.setdefault(h, [])
         self._fetch(set(ids))
-        hit = next((o for o in ids if self.cache[o] == key), None)
+        hit = next((o for o in ids if (self.texts[o], self.shapes[o]) == key), None)
         if hit is None:
             ids.append(i)
             self._keep({i: key})
@@ -273,17 +287,19 @@ class _Seen:
             del self.listed[MAX_LISTED:]
 
     def _keep(self, keys: dict) -> None:
-        self.cache.update(keys)
-        self.cached += sum(map(len, (t for t, _ in keys.values()))) + 8 * len(keys)
+        self.texts.update(zip(keys, (t for t, _ in keys.values())))
+        self.shapes.update(zip(keys, (sh for _, sh in keys.values())))
+        self.cached += sum(len(t) + len(sh) for t, sh in keys.values())
 
     def _fetch(self, ids: set, local: dict | None = None) -> None:
         """Put the keys of `ids` in the cache: from `local` (rows at hand), else read back."""
         if self.reread is not None and self.cached > self.BUDGET:
-            self.cache.clear()
+            self.texts.clear()
+            self.shapes.clear()
             self.cached = 0
         if local:
-            self._keep({k: v for k, v in local.items() if k not in self.cache})
-        missing = ids - self.cache.keys()
+            self._keep({k: v for k, v in local.items() if k not in self.texts})
+        missing = ids - self.texts.keys()
         if missing:
             self._keep(self.reread(missing))
 
