@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import random
 
-from ftwizard.core.data.stats import WORK, scan_dataset
+from ftwizard.core.data.stats import CHUNK_BYTES, WORK, scan_dataset
 
 
 def chat(q: str, a: str, system: str | None = None) -> dict:
@@ -76,7 +76,8 @@ def test_bulk_scan_gives_partials_and_stops_on_cancel_between_chunks(tmp_path):
     import threading
 
     path = tmp_path / "big.jsonl"
-    write_mixed(path, 9000)  # ~6 MB: two 4 MB chunks
+    rows = CHUNK_BYTES * 3 // 2 // 700  # rows of ~700 bytes: one chunk and a half
+    write_mixed(path, rows)
     cancel, progress, partials = threading.Event(), [], []
 
     def partial(st):
@@ -84,6 +85,6 @@ def test_bulk_scan_gives_partials_and_stops_on_cancel_between_chunks(tmp_path):
         cancel.set()
 
     rep = scan_dataset(str(path), progress=progress.append, partial=partial, partial_every=0.0, cancel=cancel)
-    assert not rep.stats.complete and 0 < rep.stats.rows < 9000
+    assert not rep.stats.complete and 0 < rep.stats.rows < rows
     assert progress and progress[-1] < 1.0
-    assert abs(partials[0].estimated_rows - 9000) < 900, partials[0].estimated_rows
+    assert abs(partials[0].estimated_rows - rows) < rows / 10, partials[0].estimated_rows

@@ -30,6 +30,7 @@ from .tokenize import encode_row
 PLACEHOLDER_STRICT = re.compile(r"\{\{\s*[A-Za-z_]\w*\s*\}\}")  # {{name}}, not {{a.b}} (code)
 MAX_LISTED = 20  # individual problems per kind before they are summed up
 WORK: Counter = Counter()  # rows read in bulk by Arrow (arrow_rows) and one by one (python_rows): for tests
+CHUNK_BYTES = 16 << 20  # JSONL bytes Arrow reads at once: fewer, larger calls cost less CPU (4 MB: +10%)
 
 
 @dataclass
@@ -594,7 +595,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             files.add(str(f))
             spans.append([])
             start = 0
-            for first, chunk, pos, n_lines in jsonl_chunks(f):
+            for first, chunk, pos, n_lines in jsonl_chunks(f, CHUNK_BYTES):
                 if cancel is not None and cancel.is_set():
                     break
                 spans[-1].append((first, start, len(chunk)))
