@@ -358,7 +358,8 @@ def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     names = set(table.column_names)
     if col not in names or det.col("system") in names or det.col("tools") in names:
         return None
-    msgs = table.column(col).combine_chunks()
+    msgs = table.column(col)
+    msgs = msgs.chunk(0) if msgs.num_chunks == 1 else msgs.combine_chunks()
     t = msgs.type
     if not pa.types.is_list(t) or not pa.types.is_struct(t.value_type) or msgs.offset:
         return None
@@ -384,7 +385,7 @@ def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     co = np.frombuffer(contents.buffers()[1], np.int32, len(contents) + 1, contents.offset * 4)
     data = contents.buffers()[2]
     text = bytes(memoryview(data)[co[0]:co[-1]]) if data is not None else b""
-    ascii_only = text.isascii()
+    ascii_only = not text or int(np.frombuffer(text, np.uint8).max()) < 0x80
     clen = pc.fill_null((pc.binary_length if ascii_only else pc.utf8_length)(contents), 0).to_numpy(
         zero_copy_only=False)
     blank = pc.fill_null(pc.utf8_is_space(contents), True).to_numpy(zero_copy_only=False) | (clen == 0)

@@ -182,7 +182,7 @@ class _Seen:
         self.count = 0                           # rows that repeat an earlier one
         self.listed: list[tuple[int, int]] = []  # the first MAX_LISTED (id, id of the row it repeats)
         self.digest = _digest()
-        self.repeating = False                   # the last batch repeated rows of its own
+        self.repeating = True                    # the last batch repeated rows of its own (the first: unknown)
 
     def add(self, ids, keys: _Keys) -> None:
         """Rows in file order: their ids (list or numpy int64) and keys."""
