@@ -213,13 +213,14 @@ class _Seen:
         if not pc.all(pc.equal(shapes, shapes.take(pa.array(lead)))).as_py():  # same text, other turns
             return self.add(ids, _Keys(got))
         WORK["arrow_repeats"] += got.rows - len(rows)
-        earliest = self._resolve(ids[rows], _Keys(got, rows=rows))
+        earliest = self._resolve(ids[rows], _Keys(got, rows=rows), keep=True)
         earliest = ids[rows] if earliest is None else earliest
         self._repeats(ids, earliest[group])
         self.repeating = len(rows) < got.rows
 
-    def _resolve(self, ids, keys: _Keys):
-        """Per row, the id of the first row with its key (its own id when new); None: all new."""
+    def _resolve(self, ids, keys: _Keys, keep: bool = False):
+        """Per row, the id of the first row with its key (its own id when new); None: all new. `keep`:
+        cache the keys of new rows (their chunk repeats rows: later chunks may too)."""
         import numpy as np
 
         hs = list(map(self.digest, keys.texts()))
@@ -228,9 +229,9 @@ class _Seen:
         ids_l = ids.tolist()
         first_at = dict(zip(reversed(hs), reversed(ids_l)))
         self.repeating = len(first_at) < len(hs)
-        if self.reread is None:  # nothing to read back from: keep the key of every new digest
+        if keep or self.reread is None:  # without a file to read back from, keep every new key
             new = [k for k, i in enumerate(ids_l) if first_at[hs[k]] == i and hs[k] not in self.first]
-            self._keep(dict(zip([ids_l[k] for k in new], keys.pairs(new))))
+            self._fetch(set(), dict(zip([ids_l[k] for k in new], keys.pairs(new))))
         if not self.repeating and self.first.keys().isdisjoint(first_at):  # the common piece
             self.first.update(first_at)
             return None
