@@ -318,33 +318,6 @@ def _digest():
 LINE_BITS = 40  # a row id: file index << LINE_BITS | line
 
 
-def _ahead(items, work: Callable):
-    """(item's summary, work(item)) for each item, the next one prepared in a second thread meanwhile
-    (Arrow parses the next chunk, without the GIL, while this one is counted). `work` returns
-    (summary, result) and must not keep the item (its buffer is read into again)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def step():
-        item = next(items, None)
-        return None if item is None else work(item)
-
-    with ThreadPoolExecutor(1, thread_name_prefix="ftwizard-scan") as pool:
-        job = pool.submit(step)
-        while (done := job.result()) is not None:
-            job = pool.submit(step)
-            yield done
-
-
-def _parsed(first: int, chunk, pos: int, lines: int, det: Detected):
-    """((first line, bytes, bytes read), pieces) of a `jsonl_chunks` item: the pieces of `_arrow_pieces`,
-    with their lines as bytes where rows will be read one by one (None where Arrow read them all)."""
-    pieces = []
-    for at, piece, got in _arrow_pieces(first, chunk, det, lines):
-        plain = got is not None and bool(got.clean.all()) and not got.braces.any()
-        pieces.append((at, None if plain else bytes(piece), got))
-    return (first, len(chunk), pos), pieces
-
-
 def _arrow_pieces(first: int, chunk, det: Detected, lines: int, smallest: int = 1 << 16):
     """(first line, lines, `arrow_messages` of them or None) covering `chunk` (`lines` newlines): a chunk
     Arrow refuses (a bad line in it) is halved until the pieces Arrow refuses are small, so a few bad
@@ -623,13 +596,13 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             files.add(str(f))
             spans.append([])
             start = 0
-            for (first, size, pos), pieces in _ahead(jsonl_chunks(f, CHUNK_BYTES), lambda c: _parsed(*c, det)):
+            for first, chunk, pos, n_lines in jsonl_chunks(f, CHUNK_BYTES):
                 if cancel is not None and cancel.is_set():
                     break
-                spans[-1].append((first, start, size))
-                start += size
-                for piece in pieces:
-                    bulk(fid, str(f), *piece)
+                spans[-1].append((first, start, len(chunk)))
+                start += len(chunk)
+                for piece in _arrow_pieces(first, chunk, det, n_lines):  # (a second thread parsing the
+                    bulk(fid, str(f), *piece)  # next chunk meanwhile cost more CPU than it saved)
                 report(min(1.0, (done + pos) / total))
                 snapshot()
             done += f.stat().st_size
