@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import random
 
-from ftwizard.core.data.stats import CHUNK_BYTES, WORK, scan_dataset
+from ftwizard.core.data import stats
+from ftwizard.core.data.stats import WORK, scan_dataset
 
 
 def chat(q: str, a: str, system: str | None = None) -> dict:
@@ -72,11 +73,12 @@ def test_blank_lines_keep_the_line_numbers(tmp_path):
     assert rep.stats.rows == 300
 
 
-def test_bulk_scan_gives_partials_and_stops_on_cancel_between_chunks(tmp_path):
+def test_bulk_scan_gives_partials_and_stops_on_cancel_between_chunks(tmp_path, monkeypatch):
     import threading
 
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)  # 1 MB chunks: a small file has several
     path = tmp_path / "big.jsonl"
-    rows = CHUNK_BYTES * 3 // 2 // 700  # rows of ~700 bytes: one chunk and a half
+    rows = 3000  # ~2 MB of rows of ~700 bytes
     write_mixed(path, rows)
     cancel, progress, partials = threading.Event(), [], []
 
@@ -88,3 +90,61 @@ def test_bulk_scan_gives_partials_and_stops_on_cancel_between_chunks(tmp_path):
     assert not rep.stats.complete and 0 < rep.stats.rows < rows
     assert progress and progress[-1] < 1.0
     assert abs(partials[0].estimated_rows - rows) < rows / 10, partials[0].estimated_rows
+
+
+def write_repeats(path, n: int = 3000) -> None:
+    """n rows of ~700 bytes (some not ASCII), every 7th repeating a row 1,000 lines above, one row read
+    one by one (a bad line next to it) repeating a row read in bulk, and a bad line."""
+    rng = random.Random(1)
+    words = "the model data answer question token loss step café 東京 naïve 🙂".split()
+    lines = []
+    for i in range(n):
+        if i % 7 == 0 and i >= 1000:
+            lines.append(lines[i - 1000])
+            continue
+        q = " ".join(rng.choice(words) for _ in range(40))
+        lines.append(json.dumps(chat(f"{i} {q}", " ".join(rng.choice(words) for _ in range(80)),
+                                     "be brief" if i % 5 == 0 else None), ensure_ascii=i % 2 == 0))
+    lines[1500] = '{"messages": [{"role": "user"'  # cut off: its 64 KB piece is read row by row
+    lines[1501] = lines[10]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_repeats_are_the_row_by_row_ones_across_chunks_and_paths(tmp_path, monkeypatch):
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    path = tmp_path / "repeats.jsonl"
+    write_repeats(path)
+    WORK.clear()
+    bulk = scan_dataset(str(path))
+    work = dict(WORK)
+    one_by_one = scan_dataset(str(path), max_rows=10**9)
+    assert report_json(bulk) == report_json(one_by_one)
+    (dup,) = [p for p in bulk.problems if p.code == "duplicates"]
+    assert dup.message.startswith("287 exact duplicate rows (line 1002 repeats line 2)"), dup.message
+    # 286 lines repeating the row 1,000 above, and line 1502 (read one by one) repeating line 11 (in bulk)
+    assert work["arrow_rows"] > 2500 and 0 < work["python_rows"] < 200, work
+    assert work["key_compares"] + work["arrow_repeats"] == 287, work  # each repeat confirmed once
+
+
+def test_a_digest_collision_never_makes_a_duplicate(tmp_path, monkeypatch):
+    """Rows are found by a 64-bit digest and confirmed on their whole key: with a digest that collides
+    all the time (the text's length mod 3), the report is still the exact one."""
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    path = tmp_path / "repeats.jsonl"
+    write_repeats(path)
+    exact = report_json(scan_dataset(str(path)))
+    monkeypatch.setattr(stats, "_digest", lambda: lambda b: len(b) % 3)
+    WORK.clear()
+    assert report_json(scan_dataset(str(path))) == exact
+    assert WORK["key_compares"] > 2900, dict(WORK)  # nearly every row met a colliding one
+
+
+def test_repeats_of_rows_no_longer_cached_are_read_back_from_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    monkeypatch.setattr(stats._Seen, "BUDGET", 0)  # the cache is emptied before every look-up
+    path = tmp_path / "repeats.jsonl"
+    write_repeats(path)
+    WORK.clear()
+    rep = scan_dataset(str(path))
+    assert WORK["reread_rows"] >= 200, dict(WORK)
+    assert report_json(rep) == report_json(scan_dataset(str(path), max_rows=10**9))

@@ -29,7 +29,8 @@ from .tokenize import encode_row
 
 PLACEHOLDER_STRICT = re.compile(r"\{\{\s*[A-Za-z_]\w*\s*\}\}")  # {{name}}, not {{a.b}} (code)
 MAX_LISTED = 20  # individual problems per kind before they are summed up
-WORK: Counter = Counter()  # rows read in bulk by Arrow (arrow_rows) and one by one (python_rows): for tests
+WORK: Counter = Counter()  # for tests: rows read in bulk by Arrow (arrow_rows) and one by one (python_rows),
+# repeats Arrow found within a chunk (arrow_repeats), keys compared (key_compares) and read back (reread_rows)
 CHUNK_BYTES = 16 << 20  # JSONL bytes Arrow reads at once: fewer, larger calls cost less CPU (4 MB: +10%)
 
 
@@ -356,6 +357,7 @@ def _reread(ids: set, files: list, spans: list, det: Detected) -> dict[int, tupl
         for i in rows:
             r = chunk_line(str(files[fid]), first, lines, (i & mask) - first)
             out[i] = canonical_key(to_canonical(r.row, det))
+    WORK["reread_rows"] += len(out)
     return out
 
 
