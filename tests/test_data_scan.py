@@ -148,3 +148,21 @@ def test_repeats_of_rows_no_longer_cached_are_read_back_from_the_file(tmp_path, 
     rep = scan_dataset(str(path))
     assert WORK["reread_rows"] >= 200, dict(WORK)
     assert report_json(rep) == report_json(scan_dataset(str(path), max_rows=10**9))
+
+
+def test_rows_repeating_earlier_chunks_are_found_by_arrow(tmp_path, monkeypatch):
+    """A file of 300 rows over and over (~3 chunks): after the first chunk each row is found among the
+    texts that repeated before, by Arrow's hash table, and the report is the row-by-row one."""
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    path = tmp_path / "cycle.jsonl"
+    rng = random.Random(2)
+    words = "the model data answer question token loss step".split()
+    block = [json.dumps(chat(f"{i} " + " ".join(rng.choices(words, k=40)), " ".join(rng.choices(words, k=80))))
+             for i in range(300)]
+    path.write_text("\n".join(block[i % 300] for i in range(4000)) + "\n", encoding="utf-8")
+    WORK.clear()
+    bulk = scan_dataset(str(path))
+    work = dict(WORK)
+    assert report_json(bulk) == report_json(scan_dataset(str(path), max_rows=10**9))
+    assert [p.count for p in bulk.problems if p.code == "duplicates"] == [3700]
+    assert work["arrow_repeats"] == 3700 and not work.get("key_compares"), work  # none compared in Python

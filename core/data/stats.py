@@ -172,6 +172,7 @@ class _Seen:
     `file index << LINE_BITS | line`."""
 
     BUDGET = 64 << 20  # bytes of cached keys before the cache is emptied
+    HOT = 16 << 20     # bytes of texts that repeated, handed to Arrow with each chunk
 
     def __init__(self, reread: Callable[[set], dict] | None = None):
         self.first: dict[int, int] = {}          # digest -> id of the first row with it
@@ -184,6 +185,7 @@ class _Seen:
         self.listed: list[tuple[int, int]] = []  # the first MAX_LISTED (id, id of the row it repeats)
         self.digest = _digest()
         self.repeating = True                    # the last batch repeated rows of its own (the first: unknown)
+        self.hot: tuple = (None, None, [])       # texts, shapes (Arrow) and first ids of rows that repeated
 
     def add(self, ids, keys: _Keys) -> None:
         """Rows in file order: their ids (list or numpy int64) and keys."""
@@ -195,9 +197,10 @@ class _Seen:
             self._repeats(ids, earliest)
 
     def add_rows(self, ids, got) -> None:
-        """All rows of an `ArrowTurns` (ids: numpy int64). When rows repeat within their chunk (the batch
-        before did), Arrow's hash table finds those repeats exactly and only one row of each text is
-        looked up here."""
+        """All rows of an `ArrowTurns` (ids: numpy int64). Once rows repeat (in the chunk before), Arrow's
+        hash table takes the chunk with the texts that repeated before (`hot`): rows repeating those, or
+        an earlier row of their chunk, are found there exactly, and one row of each other text is looked
+        up here."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -209,15 +212,34 @@ class _Seen:
                                                                pa.py_buffer(got.shape)])
         enc = pc.dictionary_encode(texts)
         group = enc.indices.to_numpy(zero_copy_only=False)
-        _, rows = np.unique(group, return_index=True)  # the first row of each text (in row order)
-        lead = rows[group]
-        if not pc.all(pc.equal(shapes, shapes.take(pa.array(lead)))).as_py():  # same text, other turns
+        _, lead = np.unique(group, return_index=True)  # the first row of each text (in row order)
+        if not pc.all(pc.equal(shapes, shapes.take(pa.array(lead[group])))).as_py():  # same text, other turns
             return self.add(ids, _Keys(got))
-        WORK["arrow_repeats"] += got.rows - len(rows)
-        earliest = self._resolve(ids[rows], _Keys(got, rows=rows), keep=True)
-        earliest = ids[rows] if earliest is None else earliest
+        hot_texts, hot_shapes, hot_ids = self.hot
+        at = np.full(len(lead), -1, dtype=np.int64)  # per text: its row in `hot`, or -1
+        if len(hot_ids):
+            at = pc.fill_null(pc.index_in(enc.dictionary, value_set=hot_texts), -1).to_numpy(
+                zero_copy_only=False).astype(np.int64)
+            hit = np.flatnonzero(at >= 0)
+            same = pc.equal(shapes.take(pa.array(lead[hit])), hot_shapes.take(pa.array(at[hit])))
+            at[hit[~same.to_numpy(zero_copy_only=False)]] = -1
+        new = lead[at < 0]  # rows of this chunk with a text not seen in `hot`
+        earliest = np.empty(len(lead), dtype=np.int64)
+        earliest[at >= 0] = np.asarray(hot_ids, dtype=np.int64)[at[at >= 0]]
+        found = self._resolve(ids[new], _Keys(got, rows=new), keep=True)
+        earliest[at < 0] = ids[new] if found is None else found
+        WORK["arrow_repeats"] += got.rows - len(new)
         self._repeats(ids, earliest[group])
-        self.repeating = len(rows) < got.rows
+        self.repeating = len(new) < got.rows
+        repeated = (at < 0) & ((np.bincount(group, minlength=len(lead)) > 1) | (earliest != ids[lead]))
+        if repeated.any():  # texts that repeated: the next chunks are looked up in them first
+            take = pa.array(lead[repeated])
+            more = (texts.take(take), shapes.take(take), earliest[repeated].tolist())
+            if len(hot_ids) and hot_texts.nbytes + more[0].nbytes <= self.HOT:
+                more = (pa.concat_arrays([hot_texts, more[0]]), pa.concat_arrays([hot_shapes, more[1]]),
+                        hot_ids + more[2])
+            if more[0].nbytes <= self.HOT:
+                self.hot = more
 
     def _resolve(self, ids, keys: _Keys, keep: bool = False):
         """Per row, the id of the first row with its key (its own id when new); None: all new. `keep`:
