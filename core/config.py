@@ -149,6 +149,12 @@ class TrainConfig(_Section):
     max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer rows are truncated.")
     batch_size: int = Field(4, ge=1, description="Rows per device per step.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps to accumulate: effective batch = batch_size x this x GPUs.")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Rows per forward pass: the batch_size rows of a step are run in passes of this "
+        "many and their gradients accumulated, averaged over the whole batch's tokens (the same step, less "
+        "memory). Must divide batch_size; sft and cpt only. null: 1 on a CPU for sft and cpt when a whole batch's "
+        "activations would pass 0.5 GiB (less memory and faster there: tests/benchmarks/micro_batch.py), "
+        "batch_size otherwise.")
     epochs: float = Field(1.0, gt=0, description="Passes over the data (1-3 is typical).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     learning_rate: float = Field(2e-4, gt=0, lt=1.0, description="Peak learning rate. LoRA 1e-4..3e-4; full 1e-5..5e-5.")
@@ -472,6 +478,7 @@ def ignored_keys(cfg: RunConfig) -> list[tuple[str, str]]:
                     "its own shape: remove it or set training: sft"))
     out += distributed_problems(cfg)
     out += kind_section_problems(cfg)
+    out += micro_batch_problems(cfg)
     out += grpo_problems(cfg)
     return out
 
@@ -511,6 +518,22 @@ def kind_section_problems(cfg: RunConfig) -> list[tuple[str, str]]:
     if cfg.training in PREFERENCE_KINDS + ("kto",) and cfg.train.packing:
         out.append(("train.packing", f"is for sft: {cfg.training} batches whole rows; set it to false"))
     return out
+
+
+MICRO_BATCH_KINDS = ("sft", "cpt")  # token-mean losses: a batch split into passes gives the same step
+
+
+def micro_batch_problems(cfg: RunConfig) -> list[tuple[str, str]]:
+    """train.micro_batch_size: a divisor of batch_size, for the kinds whose loss splits exactly."""
+    t, micro = cfg.train, cfg.train.micro_batch_size
+    if micro is None or micro == t.batch_size:
+        return []
+    if cfg.training not in MICRO_BATCH_KINDS:
+        return [("train.micro_batch_size", f"splits a batch into passes for sft and cpt only; {cfg.training} "
+                 "computes its loss over the whole batch: set it to null")]
+    if t.batch_size % micro:
+        return [("train.micro_batch_size", f"is {micro}, which does not divide train.batch_size ({t.batch_size})")]
+    return []
 
 
 def grpo_problems(cfg: RunConfig) -> list[tuple[str, str]]:

@@ -145,6 +145,11 @@ def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]
             "liger-kernel is installed" if t.use_liger_kernel else
             ("not installed (pip install liger-kernel: ~20% faster, less memory)" if gpu else "GPU only")))
     resolve_distributed(cfg, hw, gpu, notes)
+    if t.micro_batch_size is None:
+        from .estimate import default_micro_batch
+
+        t.micro_batch_size, why = default_micro_batch(cfg, gpu)
+        notes.append(f"micro-batch {t.micro_batch_size} of {t.batch_size} rows a step: {why}")
     if t.gradient_checkpointing is None:
         t.gradient_checkpointing, why = checkpointing_needed(cfg, hw, gpu)
         notes.append(f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}: {why}")
@@ -309,7 +314,7 @@ def unresolved_keys(cfg: RunConfig) -> list[tuple[str, object]]:
     t, out = cfg.train, []
     for key, value in (("train.device", t.device), ("train.precision", t.precision),
                        ("model.attn_implementation", cfg.model.attn_implementation), ("train.packing", t.packing),
-                       ("train.use_liger_kernel", t.use_liger_kernel),
+                       ("train.use_liger_kernel", t.use_liger_kernel), ("train.micro_batch_size", t.micro_batch_size),
                        ("train.gradient_checkpointing", t.gradient_checkpointing), ("train.optim", t.optim),
                        ("distributed.strategy", cfg.distributed.strategy),
                        ("distributed.nproc_per_node", cfg.distributed.nproc_per_node)):

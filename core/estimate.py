@@ -704,17 +704,19 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
     attn = "sdpa" if attn == "auto" else attn
     d = cfg.distributed
     strategy = d.strategy if d.strategy in STRATEGIES else "ddp"   # auto: resolved at run creation
+    micro = t.micro_batch_size or t.batch_size  # activations are a pass's; the batch's passes accumulate
     return Settings(kind=cfg.training, beta=cfg.grpo.beta, num_generations=cfg.grpo.num_generations,
                     max_completion_length=cfg.grpo.max_completion_length,
                     strategy=strategy, offload=d.offload,
-                    method=cfg.method, seq_len=t.max_length, batch_size=t.batch_size,
+                    method=cfg.method, seq_len=t.max_length, batch_size=micro,
                     lora_rank=cfg.lora.r, lora_targets=cfg.lora.target_modules,
                     lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
                     gradient_checkpointing=t.gradient_checkpointing is not False,
                     optim=t.optim,
                     precision=precision, attn=attn, gpus=max(1, gpus),
                     double_quant=cfg.quantization.double_quant, upcast_fp32=cfg.quantization.upcast_fp32,
-                    extra_metrics=t.extra_metrics, grad_accum=t.gradient_accumulation_steps,
+                    extra_metrics=t.extra_metrics,
+                    grad_accum=t.gradient_accumulation_steps * max(1, t.batch_size // micro),
                     device="cpu" if t.device == "cpu" else "cuda")
 
 
@@ -806,6 +808,19 @@ class Proposal:
     steps: list[str] = field(default_factory=list)     # each lever pulled, in order, in words
     rows_cut_pct: float | None = None                  # rows longer than the proposed max_length
     more_cards: str | None = None                      # when nothing fits on one card: how many would
+    split_batch: bool = False                          # the config runs its batch in passes (micro_batch_size)
+
+    def config_changes(self) -> dict[str, object]:
+        """The changes as config keys. The estimator's batch is the rows of one pass: a config that sets
+        train.micro_batch_size gets a smaller one, its batch and accumulation kept; otherwise batch_size and
+        gradient_accumulation_steps (the same step either way)."""
+        out: dict[str, object] = {}
+        for key, value in self.changes.items():
+            if self.split_batch and key == "batch_size":
+                out["train.micro_batch_size"] = value
+            elif not (self.split_batch and key == "gradient_accumulation_steps"):
+                out[CONFIG_KEYS[key]] = value
+        return out
 
     @property
     def fits(self) -> bool:
@@ -965,7 +980,7 @@ class FitCheck:
         text = (f"the run needs ~{self.estimate.total_gib:.1f} GiB and this machine has {self.capacity_gib:.1f} GiB "
                 f"of {where} ({self.verdict})")
         if self.proposal is not None and self.proposal.fits:
-            keys = ", ".join(f"{CONFIG_KEYS[k]}: {v}" for k, v in self.proposal.changes.items())
+            keys = ", ".join(f"{k}: {v}" for k, v in self.proposal.config_changes().items())
             text += f"; {self.proposal.describe()}" + (f" ({keys})" if keys else "")
         elif self.proposal is not None and self.proposal.more_cards:
             text += f"; it would take {self.proposal.more_cards}"
@@ -981,10 +996,48 @@ def run_world(cfg: "RunConfig") -> int:
     return max(1, d.nproc_per_node) * d.nnodes
 
 
+SPLIT_BATCH_GIB = 0.5  # a whole batch's activations and logits above which a CPU runs it a row per pass
+
+
+def default_micro_batch(cfg: "RunConfig", gpu: bool) -> tuple[int, str]:
+    """Rows per forward pass when train.micro_batch_size is null, and why. On a CPU, sft and cpt take a
+    batch one row per pass, accumulating its gradients (the same step: the loss is averaged over the whole
+    batch's tokens), when the whole batch's activations and logits would pass SPLIT_BATCH_GIB: on
+    SmolLM2-135M, 4 packed rows of 512 tokens peaked at 9.2 GiB in one pass and 3.6 GiB a row at a time,
+    with ~15% less CPU per step (tests/benchmarks/micro_batch.py). Below that (the tiny test model) the
+    extra passes cost more than they save. On a GPU whole batches keep the card busy."""
+    from .catalog import known_arch
+    from .config import MICRO_BATCH_KINDS
+
+    b = cfg.train.batch_size
+    if gpu:
+        return b, "the whole batch in one pass (GPU)"
+    if cfg.training not in MICRO_BATCH_KINDS:
+        return b, f"the whole batch in one pass ({cfg.training} computes its loss over the whole batch)"
+    if b == 1:
+        return 1, "a batch of one row"
+    arch = known_arch(cfg.model.name_or_path)
+    if arch is None:
+        return 1, ("one row per pass on a CPU, the batch's gradients accumulated: the same step, and the "
+                   "estimator cannot size this model's activations, so the choice that holds least")
+    whole = cfg.model_copy(deep=True)
+    whole.train.micro_batch_size = b
+    br = estimate(arch, run_settings(whole, False)).breakdown
+    act = br.get("activations", 0.0) + br.get("logits and loss", 0.0)
+    if act < SPLIT_BATCH_GIB:
+        return b, (f"the whole batch in one pass: its activations are ~{act * 1024:.0f} MiB, too little for "
+                   "extra passes to pay")
+    return 1, (f"one row per pass on a CPU, the batch's gradients accumulated: the same step with ~{act / b:.1f} "
+               f"of the batch's {act:.1f} GiB of activations, and less CPU time per step")
+
+
 def run_settings(cfg: "RunConfig", gpu: bool) -> Settings:
     """The estimator's settings for a run config on its device: the one rule the launch check and the
     training process's own estimate share. On a GPU the figure is per GPU for the run's world size and
     distributed.strategy (and offload); on a CPU: fp32, no CUDA context, one process's RSS."""
+    if cfg.train.micro_batch_size is None:  # a config not yet resolved: the micro-batch it would get here
+        cfg = cfg.model_copy(deep=True)
+        cfg.train.micro_batch_size = default_micro_batch(cfg, gpu)[0]
     s = settings_from_config(cfg, gpus=run_world(cfg) if gpu else 1)
     if not gpu:
         s = replace(s, device="cpu", gradient_checkpointing=cfg.train.gradient_checkpointing is True)
@@ -1037,4 +1090,8 @@ def check_fits(cfg: "RunConfig", hardware, *, arch: ModelArch | None = None,
                      f"states in CPU RAM and this machine has {hardware.ram_available_gib:.1f} GiB free")
         return FitCheck("cuda", capacity, est, verdict, None, ram_short)
     proposal = None if verdict != NO_FIT else find_fitting(arch, capacity, s, lengths=lengths)
+    if proposal is not None:
+        # a micro_batch_size the config gives is what the proposal's rows per pass change (null: resolved
+        # afresh, so batch_size with accumulation is as good)
+        proposal.split_batch = cfg.train.micro_batch_size is not None
     return FitCheck("cuda" if gpu else "cpu", capacity, est, verdict, proposal)

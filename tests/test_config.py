@@ -110,6 +110,20 @@ def test_reference_lists_every_key():
     assert all(ln.rstrip(" |").split("|")[-1].strip() for ln in rows), "a key without a description"
 
 
+def test_readme_config_reference_is_the_generated_table():
+    """README's "Config reference" is `ftwizard config-reference` verbatim (it had fallen 30 keys behind)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    start = readme.index("| key | default | meaning |")
+    table = []
+    for line in readme[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    assert table == [ln for ln in reference_markdown().splitlines() if ln.startswith("|")]
+
+
 # ------------------------------------------------------------------ accepted keys: honoured or refused
 
 

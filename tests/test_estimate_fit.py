@@ -91,13 +91,21 @@ def test_the_cpu_demo_preset_passes_the_check():
 
 
 def test_a_cpu_run_that_would_not_fit_free_ram_gets_the_setting_that_does():
-    cfg = _demo_cfg(max_length=1024)
+    # whole batches of 4 per pass (train.micro_batch_size 4): the proposal takes them in smaller passes
+    cfg = _demo_cfg(max_length=1024, micro_batch_size=4)
     c = check_fits(cfg, machine(ram_available_gib=6.0), arch=CATALOG["smollm2-135m"])
     assert c.device == "cpu" and c.verdict == NO_FIT and not c.ok
     assert c.proposal is not None and c.proposal.fits and c.proposal.settings.device == "cpu"
-    assert c.proposal.changes.get("batch_size", 4) < 4 or "seq_len" in c.proposal.changes
+    assert c.proposal.changes.get("batch_size", 4) < 4
+    changes = c.proposal.config_changes()
+    assert "train.batch_size" not in changes and 4 % changes["train.micro_batch_size"] == 0
     text = c.reason()
-    assert "free RAM" in text and "train.batch_size" in text
+    assert "free RAM" in text and "train.micro_batch_size" in text
+    # applied, the config is valid and passes the same check
+    fixed = cfg.model_copy(deep=True)
+    for key, value in changes.items():
+        setattr(fixed.train, key.split(".")[1], value)
+    assert check_fits(fixed, machine(ram_available_gib=6.0), arch=CATALOG["smollm2-135m"]).ok
     # the proposal, estimated again, fits the same free RAM
     assert estimate(CATALOG["smollm2-135m"], c.proposal.settings).verdict(6.0) in (FITS, TIGHT)
 
@@ -163,13 +171,14 @@ def test_train_refuses_a_cpu_run_that_would_not_fit_free_ram(tmp_path, monkeypat
     # 6.5 GiB free: the demo estimates 4.6 GiB (rows counted at max_length; measured 2.9), under 75% of it
     monkeypatch.setattr(hardware, "detect", lambda source=None: machine(ram_available_gib=6.5))
     big = tmp_path / "big.yaml"
-    big.write_text((ROOT / "presets" / "cpu-demo.yaml").read_text().replace("max_length: 256", "max_length: 1024"))
+    big.write_text((ROOT / "presets" / "cpu-demo.yaml").read_text().replace("max_length: 256", "max_length: 1024")
+                   .replace("batch_size: 4", "batch_size: 4\n  micro_batch_size: 4"))
     (tmp_path / "data").symlink_to(ROOT / "presets" / "data")
     args = argparse.Namespace(config=str(big), detach=True, runs_dir=str(tmp_path / "runs"), name=None, force=False)
     with pytest.raises(UserError) as e:
         train.run(args)
     msg = str(e.value)
-    assert "would not fit" in msg and "free RAM" in msg and "train.batch_size" in msg and "--force" in msg
+    assert "would not fit" in msg and "free RAM" in msg and "train.micro_batch_size" in msg and "--force" in msg
     assert not (tmp_path / "runs").exists()
     from ftwizard.core.preflight import preflight
 

@@ -63,6 +63,7 @@ def test_gradient_checkpointing_really_recomputes(tiny_config, start_run, wait_r
     probe = info(run_dir, "first_step")
     assert probe["gradient_checkpointing"] is checkpointing
     # the first decoder layer runs forward once per micro-batch, twice when its activations are recomputed
+    # (the tiny model's batch is one pass: too few activations for train.micro_batch_size to split it)
     assert probe["micro_batches"] == 1
     assert probe["layer_forwards"] == (2 if checkpointing else 1)
     assert probe["lm_head_dtype"] == "float32"  # fp32 on a CPU by default: no autocast
@@ -95,8 +96,9 @@ def test_epoch_based_run_takes_steps_per_epoch_times_epochs(tiny_config, start_r
 def test_gradient_accumulation_matches_the_larger_batch(tiny_config, start_run, wait_run):
     """4 rows x 2 accumulated = one batch of 8: same rows (a plain seeded order), same loss per step."""
     common = dict(steps=3, longest_first=False, eval_steps=1000)
-    acc = start_run(tiny_config(batch_size=4, gradient_accumulation_steps=2, **common))
-    big = start_run(tiny_config(batch_size=8, **common))
+    # whole batches per pass (a CPU would take them a row at a time: tests/test_micro_batch.py)
+    acc = start_run(tiny_config(batch_size=4, micro_batch_size=4, gradient_accumulation_steps=2, **common))
+    big = start_run(tiny_config(batch_size=8, micro_batch_size=8, **common))
     finished(acc, wait_run)
     finished(big, wait_run)
     assert info(acc, "first_step")["micro_batches"] == 2 and info(big, "first_step")["micro_batches"] == 1

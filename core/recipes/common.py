@@ -454,14 +454,20 @@ def planned_steps(cfg: RunConfig, n_rows: int) -> int:
     return total_steps(steps_per_epoch(n_rows, eff), t.epochs, t.max_steps)
 
 
+def micro_batch_size(t) -> int:
+    """Rows per forward pass (config.yaml of runs made before the key existed: the whole batch)."""
+    return t.micro_batch_size or t.batch_size
+
+
 def trainer_arguments(cfg: RunConfig, dev: Device, run: Run, steps: int, has_eval: bool) -> dict:
     """TrainingArguments every recipe shares: train.* and the device, exactly as config.yaml says."""
     t = cfg.train
     eval_steps = t.eval_steps or max(1, steps // 10)
     return dict(
         output_dir=str(run.dir / "checkpoints"),
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        # train.micro_batch_size rows per pass, the batch's passes accumulated: the same optimizer step
+        per_device_train_batch_size=micro_batch_size(t), per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps * (t.batch_size // micro_batch_size(t)),
         num_train_epochs=t.epochs, max_steps=t.max_steps,
         # transformers 5 takes the warmup ratio as warmup_steps < 1.
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,

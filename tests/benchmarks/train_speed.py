@@ -25,7 +25,8 @@ every tool is given that same directory, never the GGUF, and trains it in float3
 file when present, else presets/data/cpu-demo-chat.jsonl), one epoch over the same rows for each tool.
 Shared settings: LoRA r16/alpha32/dropout 0.05 all-linear, batch 4, max_length 512, lr 2e-4 cosine,
 warmup 0.03, fp32 on CPU, seed 42, loss on the answers only. Everything else is each tool's default:
-ftwizard's resolved defaults (packing on where exact, no gradient checkpointing on a CPU, the loss as
+ftwizard's resolved defaults (packing on where exact, one row per pass on a CPU with the batch's
+gradients accumulated, no gradient checkpointing on a CPU, the loss as
 the Trainer computes it) vs plain SFTTrainer's (padded batches, gradient checkpointing on, its fused
 LM head with entropy and accuracy). Trained tokens = the answers' tokens of the training rows (the
 loss-bearing, non-pad tokens), the same count for every tool; trained tokens/s = that / the time
@@ -484,6 +485,7 @@ def real_ftwizard(work: Path, model: Path, data_alpaca: Path) -> dict:
             "final_loss": train[-1]["loss"], "adapter": run_dir / "output",
             "peak_rss_gib": max(e["mem"].get("peak_rss_gib") or 0 for e in train),
             "packing": resolved["packing"], "gradient_checkpointing": resolved["gradient_checkpointing"],
+            "micro_batch_size": resolved.get("micro_batch_size"),
             "cpu_s": cpu_s}
 
 
@@ -532,6 +534,7 @@ def real_main(args) -> None:
                 "row_tokens_min_max": [min(lengths), max(lengths)], "data": source, "model": "smollm2",
                 "ftwizard_packing": res["ftwizard"]["packing"],
                 "ftwizard_gradient_checkpointing": res["ftwizard"]["gradient_checkpointing"],
+                "ftwizard_micro_batch_size": res["ftwizard"]["micro_batch_size"],
                 "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
                 "loadavg_1m_end": round(os.getloadavg()[0], 1)})
     print(json.dumps(out))

@@ -235,12 +235,10 @@ class MethodScreen(WizardStep):
         if p is None or p.method != self._method:
             self.wizard.set_state(self.state.replace(method=self._method))
             return
-        # the setting that fits, into the config the later steps show (keys: estimate.CONFIG_KEYS)
-        from ftwizard.core.estimate import CONFIG_KEYS
-
+        # the setting that fits, into the config the later steps show (Proposal.config_changes)
         train, lora = {}, {}
-        for key, value in p.changes.items():
-            section, name = CONFIG_KEYS[key].split(".")
+        for key, value in p.config_changes().items():
+            section, name = key.split(".")
             (train if section == "train" else lora)[name] = value
         self.wizard.set_state(self.state.replace(
             method=self._method, train=self.state.train_config.model_copy(update=train),
