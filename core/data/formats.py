@@ -396,7 +396,12 @@ def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     ascii_only = not text or int(np.frombuffer(text, np.uint8).max()) < 0x80
     clen = pc.fill_null((pc.binary_length if ascii_only else pc.utf8_length)(contents), 0).to_numpy(
         zero_copy_only=False)
-    blank = pc.fill_null(pc.utf8_is_space(contents), True).to_numpy(zero_copy_only=False) | (clen == 0)
+    # a blank answer: only an assistant turn that starts with a space, a control or a non-ASCII byte can be
+    start = np.frombuffer(text, np.uint8)[np.minimum(co[:-1] - co[0], max(len(text) - 1, 0))] if text else clen
+    maybe = np.flatnonzero(asst & ((clen == 0) | (start <= 0x20) | (start >= 0x7F)))
+    blank = np.zeros(len(contents), dtype=bool)
+    blank[maybe] = pc.fill_null(pc.utf8_is_space(contents.take(pa.array(maybe))), True).to_numpy(
+        zero_copy_only=False) | (clen[maybe] == 0)
     answered = asst & ~blank
     bad = ~ok | (asst & ~answered)
     count = np.diff(offs)
