@@ -168,7 +168,8 @@ class _Seen:
     first half), and a row whose digest was seen counts as a repeat only when its whole key equals the
     earlier row's, so a digest collision never makes a false duplicate (nor hides a true one: the
     colliding row is kept too). Keys of earlier rows come from a bounded cache, else `reread(ids) ->
-    {id: key}` (the file read again); without `reread` every first key is kept. A row id is
+    {id: key}` (the file read again); without `reread` every first key is kept. Chunks that repeat
+    rows go through Arrow's hash table first (`add_rows`), exact by itself. A row id is
     `file index << LINE_BITS | line`."""
 
     BUDGET = 64 << 20  # bytes of cached keys before the cache is emptied
