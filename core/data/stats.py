@@ -227,7 +227,7 @@ class _Seen:
         new = lead[at < 0]  # rows of this chunk with a text not seen in `hot`
         earliest = np.empty(len(lead), dtype=np.int64)
         earliest[at >= 0] = np.asarray(hot_ids, dtype=np.int64)[at[at >= 0]]
-        found = self._resolve(ids[new], _Keys(got, rows=new), keep=True)
+        found = self._resolve(ids[new], _Keys(got, rows=new), keep=len(new) < got.rows)
         earliest[at < 0] = ids[new] if found is None else found
         WORK["arrow_repeats"] += got.rows - len(new)
         self._repeats(ids, earliest[group])
