@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import random
 
-from ftwizard.core.data import stats
+import pytest
+
+from ftwizard.core.data import formats, stats
 from ftwizard.core.data.stats import WORK, scan_dataset
 
 
@@ -43,7 +45,9 @@ def report_json(rep) -> str:
     return json.dumps({"stats": st, "problems": [p.to_json() for p in rep.problems]}, sort_keys=True)
 
 
-def test_full_scan_reads_clean_rows_in_bulk_and_reports_as_row_by_row(tmp_path):
+@pytest.mark.parametrize("block", [1 << 20, 1 << 14])  # pyarrow's blocks: one per chunk, or many
+def test_full_scan_reads_clean_rows_in_bulk_and_reports_as_row_by_row(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(formats, "ARROW_BLOCK", block)
     path = tmp_path / "mixed.jsonl"
     write_mixed(path)
     WORK.clear()
@@ -110,8 +114,10 @@ def write_repeats(path, n: int = 3000) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def test_repeats_are_the_row_by_row_ones_across_chunks_and_paths(tmp_path, monkeypatch):
+@pytest.mark.parametrize("block", [1 << 20, 1 << 14])
+def test_repeats_are_the_row_by_row_ones_across_chunks_and_paths(tmp_path, monkeypatch, block):
     monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    monkeypatch.setattr(formats, "ARROW_BLOCK", block)
     path = tmp_path / "repeats.jsonl"
     write_repeats(path)
     WORK.clear()
