@@ -10,6 +10,7 @@ applies them in one pass and adds the whole-file ones (duplicates, lengths, mask
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -30,7 +31,8 @@ from .tokenize import encode_row
 PLACEHOLDER_STRICT = re.compile(r"\{\{\s*[A-Za-z_]\w*\s*\}\}")  # {{name}}, not {{a.b}} (code)
 MAX_LISTED = 20  # individual problems per kind before they are summed up
 WORK: Counter = Counter()  # for tests: rows read in bulk by Arrow (arrow_rows) and one by one (python_rows),
-# repeats Arrow found within a chunk (arrow_repeats), keys compared (key_compares) and read back (reread_rows)
+# repeats Arrow found within a chunk (arrow_repeats), keys compared (key_compares) and read back (reread_rows),
+# row by row past the key cache's budget: rows confirmed on the second digest (second_digest_compares)
 CHUNK_BYTES = 16 << 20  # JSONL bytes Arrow reads at once: fewer, larger calls cost less CPU (4 MB: +10%)
 
 
@@ -168,7 +170,8 @@ class _Seen:
     first half), and a row whose digest was seen counts as a repeat only when its whole key equals the
     earlier row's, so a digest collision never makes a false duplicate (nor hides a true one: the
     colliding row is kept too). Keys of earlier rows come from a bounded cache, else `reread(ids) ->
-    {id: key}` (the file read again); without `reread` every first key is kept. Chunks that repeat
+    {id: key}` (the file read again). Without `reread` (row by row, any source) the keys are kept up to
+    the budget, then a second, independent 64-bit digest of each new key stands for it. Chunks that repeat
     rows go through Arrow's hash table first (`add_rows`), exact by itself. A row id is
     `file index << LINE_BITS | line`."""
 
@@ -185,6 +188,8 @@ class _Seen:
         self.count = 0                           # rows that repeat an earlier one
         self.listed: list[tuple[int, int]] = []  # the first MAX_LISTED (id, id of the row it repeats)
         self.digest = _digest()
+        self.second: dict[int, int] = {}         # row by row: id -> a second digest of the whole key
+        self._second = _second_digest()
         self.repeating = True                    # the last batch repeated rows of its own (the first: unknown)
         self.hot: tuple = (None, None, [])       # texts, shapes (Arrow) and first ids of rows that repeated
 
@@ -255,7 +260,10 @@ class _Seen:
         self.repeating = len(first_at) < len(hs)
         if keep or self.reread is None:  # without a file to read back from, keep every new key
             new = [k for k, i in enumerate(ids_l) if first_at[hs[k]] == i and hs[k] not in self.first]
-            self._fetch(set(), dict(zip([ids_l[k] for k in new], keys.pairs(new))))
+            pairs = dict(zip([ids_l[k] for k in new], keys.pairs(new)))
+            if self.reread is None:
+                self.second.update(zip(pairs, map(self._second, pairs.values())))
+            self._fetch(set(), pairs)
         if not self.repeating and self.first.keys().isdisjoint(first_at):  # the common piece
             self.first.update(first_at)
             return None
@@ -272,34 +280,46 @@ class _Seen:
         self._fetch(set(before), dict(zip(local, keys.pairs([here[e] for e in local]))))
         WORK["key_compares"] += len(cand)
         cand_l = cand.tolist()
-        texts = keys.texts() if len(cand_l) == len(hs) else list(map(keys.texts().__getitem__, cand_l))
-        their_texts, their_shapes = list(map(self.texts.__getitem__, before)), list(map(self.shapes.__getitem__, before))
-        shapes, shape_lens = keys.shapes_joined(cand_l)
-        if (list(map(len, texts)) == list(map(len, their_texts)) and shape_lens == list(map(len, their_shapes))
-                and shapes == b"".join(their_shapes) and b"".join(texts) == b"".join(their_texts)):
-            return earlier  # all the same, found with four comparisons at C speed
-        for k, key, theirs in zip(cand_l, keys.pairs(cand_l), zip(their_texts, their_shapes)):
-            if key != theirs:
+        if self.texts.keys() >= set(before):
+            texts = keys.texts() if len(cand_l) == len(hs) else list(map(keys.texts().__getitem__, cand_l))
+            their_texts = list(map(self.texts.__getitem__, before))
+            their_shapes = list(map(self.shapes.__getitem__, before))
+            shapes, shape_lens = keys.shapes_joined(cand_l)
+            if (list(map(len, texts)) == list(map(len, their_texts)) and shape_lens == list(map(len, their_shapes))
+                    and shapes == b"".join(their_shapes) and b"".join(texts) == b"".join(their_texts)):
+                return earlier  # all the same, found with four comparisons at C speed
+        for k, key, e in zip(cand_l, keys.pairs(cand_l), before):
+            if not self._matches(e, key):
                 e = self._other(hs[k], ids_l[k], key)
                 earlier[k] = ids_l[k] if e is None else e
         return earlier
+
+    def _matches(self, i: int, key: tuple[bytes, bytes]) -> bool:
+        """Row `i`'s key is `key`: compared whole, or (row by row, past the cache's budget) on a second,
+        independent 64-bit digest."""
+        if i in self.texts:
+            return (self.texts[i], self.shapes[i]) == key
+        WORK["second_digest_compares"] += 1
+        return self.second[i] == self._second(key)
 
     def find(self, key: tuple[bytes, bytes]) -> int | None:
         """The id of the first row whose `canonical_key` is `key`, or None."""
         h = self.digest(key[0])
         ids = [self.first[h], *self.others.get(h, ())] if h in self.first else []
         self._fetch(set(ids))
-        return next((i for i in ids if (self.texts[i], self.shapes[i]) == key), None)
+        return next((i for i in ids if self._matches(i, key)), None)
 
     def _other(self, h: int, i: int, key: tuple) -> int | None:
         """A row whose digest matched a row with another key: an earlier row of the same key, else None
         (and the row is remembered under that digest)."""
         ids = self.others.setdefault(h, [])
         self._fetch(set(ids))
-        hit = next((o for o in ids if (self.texts[o], self.shapes[o]) == key), None)
+        hit = next((o for o in ids if self._matches(o, key)), None)
         if hit is None:
             ids.append(i)
             self._keep({i: key})
+            if self.reread is None:
+                self.second[i] = self._second(key)
         return hit
 
     def _repeats(self, ids, earliest) -> None:
@@ -313,6 +333,10 @@ class _Seen:
             del self.listed[MAX_LISTED:]
 
     def _keep(self, keys: dict) -> None:
+        if self.reread is None:  # row by row: up to the budget, then `second` stands for the keys
+            sizes = [len(t) + len(sh) for t, sh in keys.values()]
+            fits = sum(1 for total in itertools.accumulate(sizes) if total <= self.BUDGET - self.cached)
+            keys = dict(itertools.islice(keys.items(), fits))
         self.texts.update(zip(keys, (t for t, _ in keys.values())))
         self.shapes.update(zip(keys, (sh for _, sh in keys.values())))
         self.cached += sum(len(t) + len(sh) for t, sh in keys.values())
@@ -326,7 +350,7 @@ class _Seen:
         if local:
             self._keep({k: v for k, v in local.items() if k not in self.texts})
         missing = ids - self.texts.keys()
-        if missing:
+        if missing and self.reread is not None:  # (row by row: `second` stands for keys not kept)
             self._keep(self.reread(missing))
 
 
@@ -337,6 +361,15 @@ def _digest():
     except ImportError:  # pragma: no cover - datasets depends on xxhash
         return hash
     return xxh3_64_intdigest
+
+
+def _second_digest():
+    """A second 64-bit digest of a whole key (text, shape), independent of `_digest`'s."""
+    try:
+        from xxhash import xxh3_64_intdigest as x3
+    except ImportError:  # pragma: no cover - datasets depends on xxhash
+        return lambda key: hash((b"2", bytes(key[0]), key[1]))
+    return lambda key: x3(key[0], x3(key[1], 0x9E3779B97F4A7C15))
 
 
 LINE_BITS = 40  # a row id: file index << LINE_BITS | line
