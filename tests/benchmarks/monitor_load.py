@@ -166,7 +166,7 @@ async def bench(args) -> dict:
         deadline = time.perf_counter() + 10
         while mon.view.step < last_step and time.perf_counter() < deadline:
             await pilot.pause(0.05)
-        if mon.query_one("#mon-main").has_class("-log"):
+        if mon.chart.showing_log:
             await pilot.press("l")
         mon.refresh_view()
         await pilot.pause(0.3)

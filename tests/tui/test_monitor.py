@@ -76,7 +76,7 @@ async def test_live_points_then_stop_via_the_dialog(tiny_config, start_run, wait
         # before step 1 the screen says what the process is doing, never a blank
         if not mon.view.started_training:
             assert mon.has_class("-waiting")
-            assert str(mon.query_one("#mon-phase").render()).strip()
+            assert str(mon.chart.render()).strip()
         await until(pilot, lambda: len(mon.view.train_loss) >= 3)
         first = len(mon.view.train_loss)
         await until(pilot, lambda: len(mon.view.train_loss) >= first + 5)
@@ -187,7 +187,7 @@ async def test_before_the_first_step_it_says_what_happens(tmp_path):
         mon = the_monitor(app)
         await until(pilot, lambda: mon.up_to_date)
         assert mon.run_state == "running" and mon.has_class("-waiting")
-        phase = str(mon.query_one("#mon-phase").render())
+        phase = str(mon.chart.render())
         assert "tokenizing: 1204 rows, max_length 2048" in phase
         assert "loading model" in phase and "20,971,520 trainable" in phase
         assert "tokenizing" in str(mon.query_one("#mon-title").render())
@@ -218,10 +218,14 @@ async def test_doctor_warning_with_evidence_and_gpu_panels(tmp_path):
         await pilot.press("w")
         assert "Evidence" in app.screen._text and "eval_steps" in app.screen._text
         await pilot.press("escape")
+        draws = mon.chart.draws
         await pilot.press("l")
-        assert mon.query_one("#mon-main").has_class("-log")
-        await until(pilot, lambda: mon.query_one("#mon-log").line_count > 0)
-        assert "loss" in mon.query_one("#mon-log").lines[-1]
+        assert mon.chart.showing_log
+        await until(pilot, lambda: len(mon.chart.log_lines) > 0)
+        assert "loss" in mon.chart.log_lines[-1]
+        await pilot.pause()
+        assert "loss" in str(mon.chart.render())  # the tail drawn in the chart's place, not the chart
+        assert mon.chart.draws == draws
         await pilot.press("d")
         await pilot.pause()
 

@@ -203,6 +203,6 @@ async def test_completions_scroll_by_keyboard_at_80x24(tmp_path):
         await pilot.pause()
         assert panel.scroll_y > 0
         await pilot.press("l")  # the log replaces the completions; c comes back to them
-        assert mon.query_one("#mon-main").has_class("-log") and not mon.query_one("#mon-main").has_class("-samples")
+        assert mon.chart.showing_log and not mon.query_one("#mon-main").has_class("-samples")
         await pilot.press("c")
-        assert mon.query_one("#mon-main").has_class("-samples") and not mon.query_one("#mon-main").has_class("-log")
+        assert mon.query_one("#mon-main").has_class("-samples") and not mon.chart.showing_log

@@ -8,14 +8,20 @@ next repaint, at most once per refresh however many events arrived.
 The canvas is drawn here, straight into a Rich `Text` (braille cells, 2x4 dots each), rather than with
 plotext: plotext's build plus parsing its ANSI output took 15-30 ms per frame on the 2-core test
 machine, over the 20 ms budget; this takes ~2-5 ms for the same picture (docs/monitor.md).
+
+The same widget shows the run's phase before the first step (`set_phase`) and the tail of train.log in
+the chart's place (`show_log`, the monitor's `l`): one widget whose content changes, because in
+Textual 8 any change of a widget's `display` re-arranges the screen and re-renders every visible widget
+(16-19 ms of a key's ~20 ms at 80x24 here), where a content change repaints this widget alone.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from contextlib import nullcontext
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from rich.text import Text
 from textual.widget import Widget
@@ -140,6 +146,9 @@ def render_chart(width: int, height: int, train: tuple[Sequence[float], Sequence
     return text
 
 
+LOG_LINES = 2000  # train.log lines kept for the log view
+
+
 class LossChart(Widget):
     COMPONENT_CLASSES = {"loss-chart--train", "loss-chart--val", "loss-chart--axis"}
     DEFAULT_CSS = """
@@ -171,6 +180,26 @@ class LossChart(Widget):
         self.draws = 0
         self.points_drawn = 0
         self._sampler = Downsampler()  # keeps the complete buckets: O(new points) per frame
+        self.phase: str | None = None  # markup shown instead of the chart until the first step
+        self.showing_log = False
+        self.log_lines: deque[str] = deque(maxlen=LOG_LINES)
+
+    def set_phase(self, markup: str | None) -> None:
+        """The phase text (console markup) in the chart's place, or None once training has started."""
+        if markup != self.phase:
+            self.phase = markup
+            self.refresh()
+
+    def show_log(self, on: bool) -> None:
+        """The tail of train.log in the chart's place (on) or the chart again."""
+        if on != self.showing_log:
+            self.showing_log = on
+            self.refresh()
+
+    def add_log_lines(self, lines: Iterable[str]) -> None:
+        self.log_lines.extend(lines)
+        if self.showing_log:
+            self.refresh()
 
     def set_series(self, train: Series, evals: Series) -> None:
         self.train, self.evals = train, evals
@@ -190,6 +219,19 @@ class LossChart(Widget):
         return train, evals
 
     def render(self) -> Text:
+        if self.showing_log:
+            # the newest lines that fit, cut (not wrapped) at the width, as the Log widget showed them
+            h, w = self.size.height, self.size.width
+            tail = list(self.log_lines)[-h:] if h > 0 else []
+            return Text("\n".join(line[:w] for line in tail) or "train.log is empty so far", no_wrap=True,
+                        overflow="crop", style="" if tail else "dim")
+        if self.phase is not None:  # a blank line above, two spaces before each line
+            out = Text("\n")
+            for line in Text.from_markup(self.phase).split("\n"):
+                out.append("  ")
+                out.append_text(line)
+                out.append("\n")
+            return out
         t0 = time.perf_counter()
         if not self.train and not self.evals:
             return Text("no steps yet", style="dim")
