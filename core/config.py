@@ -152,9 +152,9 @@ class TrainConfig(_Section):
     micro_batch_size: int | None = Field(
         None, ge=1, description="Rows per forward pass: the batch_size rows of a step are run in passes of this "
         "many and their gradients accumulated, averaged over the whole batch's tokens (the same step, less "
-        "memory). Must divide batch_size; sft and cpt only. null: 1 on a CPU for sft and cpt when a whole batch's "
-        "activations would pass 0.5 GiB (less memory and faster there: tests/benchmarks/micro_batch.py), "
-        "batch_size otherwise.")
+        "memory). Must divide batch_size; sft and cpt only. null: on a CPU for sft and cpt, passes of ~512 tokens "
+        "when a whole batch's activations would pass 0.5 GiB (less memory, and that size trained fastest: "
+        "tests/benchmarks/micro_batch.py); batch_size otherwise.")
     epochs: float = Field(1.0, gt=0, description="Passes over the data (1-3 is typical).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     learning_rate: float = Field(2e-4, gt=0, lt=1.0, description="Peak learning rate. LoRA 1e-4..3e-4; full 1e-5..5e-5.")

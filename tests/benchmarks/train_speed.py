@@ -25,7 +25,7 @@ every tool is given that same directory, never the GGUF, and trains it in float3
 file when present, else presets/data/cpu-demo-chat.jsonl), one epoch over the same rows for each tool.
 Shared settings: LoRA r16/alpha32/dropout 0.05 all-linear, batch 4, max_length 512, lr 2e-4 cosine,
 warmup 0.03, fp32 on CPU, seed 42, loss on the answers only. Everything else is each tool's default:
-ftwizard's resolved defaults (packing on where exact, one row per pass on a CPU with the batch's
+ftwizard's resolved defaults (packing on where exact, passes of ~512 tokens on a CPU with the batch's
 gradients accumulated, no gradient checkpointing on a CPU, the loss as
 the Trainer computes it) vs plain SFTTrainer's (padded batches, gradient checkpointing on, its fused
 LM head with entropy and accuracy). Trained tokens = the answers' tokens of the training rows (the
