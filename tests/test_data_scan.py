@@ -184,3 +184,39 @@ def test_row_by_row_past_the_key_budget_keeps_the_report(tmp_path, monkeypatch):
     WORK.clear()
     assert report_json(scan_dataset(str(path), max_rows=10**9)) == exact
     assert WORK["second_digest_compares"] >= 280, dict(WORK)
+
+
+def test_alpaca_rows_are_read_in_bulk_and_reported_as_row_by_row(tmp_path, monkeypatch):
+    """instruction/input/output JSONL takes the Arrow path too: the canonical row (instruction, a blank
+    line and the input when it has text; the output) is built on the columns, duplicates and
+    placeholders are found as row by row, and rows with a problem are read one by one."""
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    rng = random.Random(4)
+    words = "the model data answer question token loss step café 東京".split()
+    rows = []
+    for i in range(3000):
+        row = {"instruction": f"{i} " + " ".join(rng.choices(words, k=30)),
+               "output": " ".join(rng.choices(words, k=60))}
+        if i % 3 == 0:
+            row["input"] = " ".join(rng.choices(words, k=10))
+        elif i % 3 == 1:
+            row["input"] = "  " if i % 2 else ""  # blank input: the instruction alone is the prompt
+        rows.append(json.dumps(row, ensure_ascii=i % 2 == 0))
+    rows[99] = json.dumps({"instruction": "", "input": "the input alone", "output": "fine"})  # valid, not clean
+    rows[500] = json.dumps({"instruction": "q", "output": "   "})  # output missing
+    rows[900] = '{"instruction": "cut off'
+    rows[1200] = json.dumps({"instruction": "hi", "input": None, "output": "x"})
+    rows[2600] = rows[100]  # repeats line 101
+    for k in range(2800, 2840):
+        rows[k] = json.dumps({"instruction": f"who are you {k}", "output": "I am {{name}}."})
+    path = tmp_path / "alpaca.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    WORK.clear()
+    bulk = scan_dataset(str(path))
+    work = dict(WORK)
+    one_by_one = scan_dataset(str(path), max_rows=10**9)
+    assert bulk.stats.format == "alpaca"
+    assert report_json(bulk) == report_json(one_by_one)
+    codes = {(p.code, p.line) for p in bulk.problems}
+    assert {("unreadable", 901), ("missing-field", 501), ("duplicates", 2601), ("placeholders", 2801)} <= codes, codes
+    assert work["arrow_rows"] > 2800 and work["python_rows"] < 200, work

@@ -338,19 +338,17 @@ class ArrowTurns:
     braces: Any         # numpy bool per row: some content holds "{{" (placeholder candidates)
 
 
-def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
-    """The rules of `_check_turns` on Arrow columns, for a JSONL chunk of a messages dataset: a row is
-    clean when its turns are a non-empty list of {role, content} strings with known roles and at least
-    one assistant turn with text, so `validate_row` finds nothing and `to_canonical` only maps the roles.
-    None when Arrow cannot take the chunk as such rows (bad JSON, blank lines, other fields, a system or
-    tools column): the caller reads it row by row. Rows that are not clean are left to `validate_row`.
-    `chunk`: bytes or a memoryview, `lines`: how many newlines it holds."""
-    import numpy as np
+def arrow_rows(chunk, det: Detected, lines: int) -> ArrowTurns | None:
+    """`arrow_messages` or `arrow_alpaca`, by the dataset's format (`ARROW_FORMATS`)."""
+    return (arrow_messages if det.format == "messages" else arrow_alpaca)(chunk, det, lines)
+
+
+def _arrow_table(chunk, lines: int):
+    """pyarrow's table of a JSONL chunk (bytes or a memoryview holding `lines` newlines), one row a line;
+    None when Arrow refuses it (bad JSON) or its rows are not the lines (blank lines, which Arrow skips)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.json as pj
 
-    col = det.col("messages")
     def read(block: int):  # one thread: threads cost more CPU than they save
         return pj.read_json(pa.BufferReader(chunk), read_options=pj.ReadOptions(use_threads=False,
                                                                               block_size=block))
@@ -364,8 +362,24 @@ def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
             table = read(min(len(chunk), (1 << 31) - 1))  # a row longer than the block
     except (pa.ArrowException, ValueError):
         return None
-    if table.num_rows != lines + (chunk[-1:] != b"\n"):
-        return None  # blank lines (Arrow skips them): line numbers would drift
+    return table if table.num_rows == lines + (chunk[-1:] != b"\n") else None
+
+
+def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
+    """The rules of `_check_turns` on Arrow columns, for a JSONL chunk of a messages dataset: a row is
+    clean when its turns are a non-empty list of {role, content} strings with known roles and at least
+    one assistant turn with text, so `validate_row` finds nothing and `to_canonical` only maps the roles.
+    None when Arrow cannot take the chunk as such rows (bad JSON, blank lines, other fields, a system or
+    tools column): the caller reads it row by row. Rows that are not clean are left to `validate_row`.
+    `chunk`: bytes or a memoryview, `lines`: how many newlines it holds."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = det.col("messages")
+    table = _arrow_table(chunk, lines)
+    if table is None:
+        return None
     names = set(table.column_names)
     if col not in names or det.col("system") in names or det.col("tools") in names:
         return None
@@ -423,6 +437,66 @@ def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
 
 
 ROLE_CODES = {"system": 1, "user": 2, "assistant": 3, "tool": 4}  # canonical roles in `canonical_key`
+
+
+def arrow_alpaca(chunk, det: Detected, lines: int) -> ArrowTurns | None:
+    """The rules of `_validate_alpaca` on Arrow columns, for a JSONL chunk of an alpaca dataset: a row is
+    clean when its instruction and output are strings with text and its input a string or missing, so
+    `validate_row` finds nothing; `to_canonical` makes it [user: instruction (+ "\\n\\n" + input when the
+    input has text), assistant: output]. None when Arrow cannot take the chunk as such rows (bad JSON,
+    blank lines, columns of other types, a history, system or tools column): read row by row."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = _arrow_table(chunk, lines)
+    if table is None:
+        return None
+    c, names, n = det.col, set(table.column_names), table.num_rows
+    if c("instruction") not in names or c("output") not in names or (
+            {c("history"), c("system"), c("tools")} & names):
+        return None
+    cols = {}
+    for key in ("instruction", "input", "output"):
+        if c(key) not in names:
+            cols[key] = pa.nulls(n, pa.string())
+            continue
+        col = table.column(c(key)).combine_chunks()
+        if not (pa.types.is_string(col.type) or pa.types.is_null(col.type)):
+            return None
+        cols[key] = col.cast(pa.string())
+
+    def has_text(a):  # a string that is not empty or all spaces (`_text_field`)
+        return (a.is_valid().to_numpy(zero_copy_only=False) & (pc.fill_null(pc.binary_length(a), 0).to_numpy(
+            zero_copy_only=False) > 0) & ~pc.fill_null(pc.utf8_is_space(a), True).to_numpy(zero_copy_only=False))
+
+    clean = has_text(cols["instruction"]) & has_text(cols["output"])
+    extra = pc.if_else(pa.array(has_text(cols["input"])),
+                       pc.binary_join_element_wise("\n\n", pc.fill_null(cols["input"], ""), ""), "")
+    prompt = pc.binary_join_element_wise(pc.fill_null(cols["instruction"], ""), extra, "")
+    output = pc.fill_null(cols["output"], "")
+    texts = pc.binary_join_element_wise(prompt, output, "")
+    at = np.frombuffer(texts.buffers()[1], np.int32, n + 1, texts.offset * 4)
+    data = texts.buffers()[2]
+    text = bytes(memoryview(data)[at[0]:at[-1]]) if data is not None else b""
+    plen = pc.binary_length(prompt).to_numpy(zero_copy_only=False).astype("<u8")
+    olen = pc.binary_length(output).to_numpy(zero_copy_only=False).astype("<u8")
+    shape = np.empty(2 * n, dtype="<u8")
+    shape[0::2] = ROLE_CODES["user"] << 32 | plen
+    shape[1::2] = ROLE_CODES["assistant"] << 32 | olen
+    if not text or int(np.frombuffer(text, np.uint8).max()) < 0x80:
+        chars = (plen + olen + 1).astype(np.int64)
+    else:
+        chars = (pc.utf8_length(prompt).to_numpy(zero_copy_only=False)
+                 + pc.utf8_length(output).to_numpy(zero_copy_only=False) + 1).astype(np.int64)
+    k = int(clean.sum())
+    braces = (pc.match_substring(texts, "{{").to_numpy(zero_copy_only=False) if b"{" in text
+              else np.zeros(n, dtype=bool))
+    return ArrowTurns(n, clean, chars, {"user": k, "assistant": k} if k else {}, text, at - at[0],
+                      shape.tobytes(), np.arange(n + 1, dtype=np.int32) * 16, braces)
+
+
+ARROW_FORMATS = ("messages", "alpaca")  # formats `arrow_rows` reads
 
 
 def canonical_key(canon: dict) -> tuple[bytes, bytes]:

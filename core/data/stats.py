@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..schedule import effective_batch, steps_per_epoch
 from .checks import generation_marker_problem, mask_fallback_problem, row_problems, too_few_rows_problem
-from .formats import (Detected, arrow_messages, canonical_key, detect_source, keep_for_sft, to_canonical,
+from .formats import (ARROW_FORMATS, Detected, arrow_rows, canonical_key, detect_source, keep_for_sft, to_canonical,
                       validate_row)
 from .problems import Problem, by_severity
 from .read import EXTENSIONS, chunk_line, iter_rows, jsonl_chunks, local_files
@@ -376,10 +376,10 @@ LINE_BITS = 40  # a row id: file index << LINE_BITS | line
 
 
 def _arrow_pieces(first: int, chunk, det: Detected, lines: int, smallest: int = 1 << 16):
-    """(first line, lines, `arrow_messages` of them or None) covering `chunk` (`lines` newlines): a chunk
+    """(first line, lines, `arrow_rows` of them or None) covering `chunk` (`lines` newlines): a chunk
     Arrow refuses (a bad line in it) is halved until the pieces Arrow refuses are small, so a few bad
     lines cost their own piece read row by row, not the whole chunk."""
-    got = arrow_messages(chunk, det, lines)
+    got = arrow_rows(chunk, det, lines)
     if got is not None or len(chunk) <= smallest:
         yield first, chunk, got
         return
@@ -418,9 +418,9 @@ def _reread(ids: set, files: list, spans: list, det: Detected) -> dict[int, tupl
 
 
 def _arrow_files(source: str, det: Detected, tokenizer, max_rows: int | None) -> list | None:
-    """The files the Arrow path reads (`formats.arrow_messages`): local JSONL of a messages dataset, no
-    tokenizer (token counts need the tokenizer row by row), no row limit. None: read row by row."""
-    if tokenizer is not None or max_rows is not None or det.format != "messages":
+    """The files the Arrow path reads (`formats.arrow_rows`): local JSONL of a messages or alpaca dataset,
+    no tokenizer (token counts need the tokenizer row by row), no row limit. None: read row by row."""
+    if tokenizer is not None or max_rows is not None or det.format not in ARROW_FORMATS:
         return None
     files = local_files(source)
     if not files or any(EXTENSIONS.get(f.suffix.lower()) != "jsonl" for f in files):
