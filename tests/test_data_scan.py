@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
+from ftwizard.core.data import formats, stats
 from ftwizard.core.data.stats import WORK, scan_dataset
 
 
@@ -42,7 +45,9 @@ def report_json(rep) -> str:
     return json.dumps({"stats": st, "problems": [p.to_json() for p in rep.problems]}, sort_keys=True)
 
 
-def test_full_scan_reads_clean_rows_in_bulk_and_reports_as_row_by_row(tmp_path):
+@pytest.mark.parametrize("block", [1 << 20, 1 << 14])  # pyarrow's blocks: one per chunk, or many
+def test_full_scan_reads_clean_rows_in_bulk_and_reports_as_row_by_row(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(formats, "ARROW_BLOCK", block)
     path = tmp_path / "mixed.jsonl"
     write_mixed(path)
     WORK.clear()
@@ -72,11 +77,13 @@ def test_blank_lines_keep_the_line_numbers(tmp_path):
     assert rep.stats.rows == 300
 
 
-def test_bulk_scan_gives_partials_and_stops_on_cancel_between_chunks(tmp_path):
+def test_bulk_scan_gives_partials_and_stops_on_cancel_between_chunks(tmp_path, monkeypatch):
     import threading
 
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)  # 1 MB chunks: a small file has several
     path = tmp_path / "big.jsonl"
-    write_mixed(path, 9000)  # ~6 MB: two 4 MB chunks
+    rows = 3000  # ~2 MB of rows of ~700 bytes
+    write_mixed(path, rows)
     cancel, progress, partials = threading.Event(), [], []
 
     def partial(st):
@@ -84,6 +91,132 @@ def test_bulk_scan_gives_partials_and_stops_on_cancel_between_chunks(tmp_path):
         cancel.set()
 
     rep = scan_dataset(str(path), progress=progress.append, partial=partial, partial_every=0.0, cancel=cancel)
-    assert not rep.stats.complete and 0 < rep.stats.rows < 9000
+    assert not rep.stats.complete and 0 < rep.stats.rows < rows
     assert progress and progress[-1] < 1.0
-    assert abs(partials[0].estimated_rows - 9000) < 900, partials[0].estimated_rows
+    assert abs(partials[0].estimated_rows - rows) < rows / 10, partials[0].estimated_rows
+
+
+def write_repeats(path, n: int = 3000) -> None:
+    """n rows of ~700 bytes (some not ASCII), every 7th repeating a row 1,000 lines above, one row read
+    one by one (a bad line next to it) repeating a row read in bulk, and a bad line."""
+    rng = random.Random(1)
+    words = "the model data answer question token loss step café 東京 naïve 🙂".split()
+    lines = []
+    for i in range(n):
+        if i % 7 == 0 and i >= 1000:
+            lines.append(lines[i - 1000])
+            continue
+        q = " ".join(rng.choice(words) for _ in range(40))
+        lines.append(json.dumps(chat(f"{i} {q}", " ".join(rng.choice(words) for _ in range(80)),
+                                     "be brief" if i % 5 == 0 else None), ensure_ascii=i % 2 == 0))
+    lines[1500] = '{"messages": [{"role": "user"'  # cut off: its 64 KB piece is read row by row
+    lines[1501] = lines[10]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("block", [1 << 20, 1 << 14])
+def test_repeats_are_the_row_by_row_ones_across_chunks_and_paths(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    monkeypatch.setattr(formats, "ARROW_BLOCK", block)
+    path = tmp_path / "repeats.jsonl"
+    write_repeats(path)
+    WORK.clear()
+    bulk = scan_dataset(str(path))
+    work = dict(WORK)
+    one_by_one = scan_dataset(str(path), max_rows=10**9)
+    assert report_json(bulk) == report_json(one_by_one)
+    (dup,) = [p for p in bulk.problems if p.code == "duplicates"]
+    assert dup.message.startswith("287 exact duplicate rows (line 1002 repeats line 2)"), dup.message
+    # 286 lines repeating the row 1,000 above, and line 1502 (read one by one) repeating line 11 (in bulk)
+    assert work["arrow_rows"] > 2500 and 0 < work["python_rows"] < 200, work
+    assert work["key_compares"] + work["arrow_repeats"] == 287, work  # each repeat confirmed once
+
+
+def test_a_digest_collision_never_makes_a_duplicate(tmp_path, monkeypatch):
+    """Rows are found by a 64-bit digest and confirmed on their whole key: with a digest that collides
+    all the time (the text's length mod 3), the report is still the exact one."""
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    path = tmp_path / "repeats.jsonl"
+    write_repeats(path)
+    exact = report_json(scan_dataset(str(path)))
+    monkeypatch.setattr(stats, "_digest", lambda: lambda b: len(b) % 3)
+    WORK.clear()
+    assert report_json(scan_dataset(str(path))) == exact
+    assert WORK["key_compares"] > 2900, dict(WORK)  # nearly every row met a colliding one
+
+
+def test_repeats_of_rows_no_longer_cached_are_read_back_from_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    monkeypatch.setattr(stats._Seen, "BUDGET", 0)  # the cache is emptied before every look-up
+    path = tmp_path / "repeats.jsonl"
+    write_repeats(path)
+    WORK.clear()
+    rep = scan_dataset(str(path))
+    assert WORK["reread_rows"] >= 200, dict(WORK)
+    assert report_json(rep) == report_json(scan_dataset(str(path), max_rows=10**9))
+
+
+def test_rows_repeating_earlier_chunks_are_found_by_arrow(tmp_path, monkeypatch):
+    """A file of 300 rows over and over (~3 chunks): after the first chunk each row is found among the
+    texts that repeated before, by Arrow's hash table, and the report is the row-by-row one."""
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    path = tmp_path / "cycle.jsonl"
+    rng = random.Random(2)
+    words = "the model data answer question token loss step".split()
+    block = [json.dumps(chat(f"{i} " + " ".join(rng.choices(words, k=40)), " ".join(rng.choices(words, k=80))))
+             for i in range(300)]
+    path.write_text("\n".join(block[i % 300] for i in range(4000)) + "\n", encoding="utf-8")
+    WORK.clear()
+    bulk = scan_dataset(str(path))
+    work = dict(WORK)
+    assert report_json(bulk) == report_json(scan_dataset(str(path), max_rows=10**9))
+    assert [p.count for p in bulk.problems if p.code == "duplicates"] == [3700]
+    assert work["arrow_repeats"] == 3700 and not work.get("key_compares"), work  # none compared in Python
+
+
+def test_row_by_row_past_the_key_budget_keeps_the_report(tmp_path, monkeypatch):
+    """Row by row nothing can be read back: keys are kept up to a budget, then a second, independent
+    digest of each new key stands for it (memory stays bounded); the report does not change."""
+    path = tmp_path / "repeats.jsonl"
+    write_repeats(path)
+    exact = report_json(scan_dataset(str(path), max_rows=10**9))
+    monkeypatch.setattr(stats._Seen, "BUDGET", 0)
+    WORK.clear()
+    assert report_json(scan_dataset(str(path), max_rows=10**9)) == exact
+    assert WORK["second_digest_compares"] >= 280, dict(WORK)
+
+
+def test_alpaca_rows_are_read_in_bulk_and_reported_as_row_by_row(tmp_path, monkeypatch):
+    """instruction/input/output JSONL takes the Arrow path too: the canonical row (instruction, a blank
+    line and the input when it has text; the output) is built on the columns, duplicates and
+    placeholders are found as row by row, and rows with a problem are read one by one."""
+    monkeypatch.setattr(stats, "CHUNK_BYTES", 1 << 20)
+    rng = random.Random(4)
+    words = "the model data answer question token loss step café 東京".split()
+    rows = []
+    for i in range(3000):
+        row = {"instruction": f"{i} " + " ".join(rng.choices(words, k=30)),
+               "output": " ".join(rng.choices(words, k=60))}
+        if i % 3 == 0:
+            row["input"] = " ".join(rng.choices(words, k=10))
+        elif i % 3 == 1:
+            row["input"] = "  " if i % 2 else ""  # blank input: the instruction alone is the prompt
+        rows.append(json.dumps(row, ensure_ascii=i % 2 == 0))
+    rows[99] = json.dumps({"instruction": "", "input": "the input alone", "output": "fine"})  # valid, not clean
+    rows[500] = json.dumps({"instruction": "q", "output": "   "})  # output missing
+    rows[900] = '{"instruction": "cut off'
+    rows[1200] = json.dumps({"instruction": "hi", "input": None, "output": "x"})
+    rows[2600] = rows[100]  # repeats line 101
+    for k in range(2800, 2840):
+        rows[k] = json.dumps({"instruction": f"who are you {k}", "output": "I am {{name}}."})
+    path = tmp_path / "alpaca.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    WORK.clear()
+    bulk = scan_dataset(str(path))
+    work = dict(WORK)
+    one_by_one = scan_dataset(str(path), max_rows=10**9)
+    assert bulk.stats.format == "alpaca"
+    assert report_json(bulk) == report_json(one_by_one)
+    codes = {(p.code, p.line) for p in bulk.problems}
+    assert {("unreadable", 901), ("missing-field", 501), ("duplicates", 2601), ("placeholders", 2801)} <= codes, codes
+    assert work["arrow_rows"] > 2800 and work["python_rows"] < 200, work

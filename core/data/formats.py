@@ -320,6 +320,9 @@ def _check_turns(turns: list[dict], col: str, out: list[Problem], need_answer: b
                            code="no-assistant-turn", fix="end each conversation with the assistant's answer"))
 
 
+ARROW_BLOCK = 1 << 20  # bytes pyarrow parses at a time: 1 MB blocks cost ~12% less CPU than one per chunk
+
+
 @dataclass
 class ArrowTurns:
     """Rows of a JSONL chunk read by Arrow (`arrow_messages`): which are plain, and their figures."""
@@ -328,32 +331,60 @@ class ArrowTurns:
     clean: Any          # numpy bool per row: no problem at all under `_check_turns` (the rest: per row)
     chars: Any          # numpy int per row: length of the canonical text ("\n".join of the contents)
     roles: dict         # canonical role -> turns, over the clean rows
-    keys: list          # per row: canonical turns as one string (role \0 content, \1 between turns)
+    text: bytes         # `canonical_key`'s first half of every row, end to end
+    text_at: Any        # numpy int32: row k's is text[text_at[k]:text_at[k + 1]]
+    shape: bytes        # `canonical_key`'s second half of every row, end to end (8 bytes a turn)
+    shape_at: Any       # numpy int32, as text_at
     braces: Any         # numpy bool per row: some content holds "{{" (placeholder candidates)
 
 
-def arrow_messages(chunk: bytes, det: Detected) -> ArrowTurns | None:
+def arrow_rows(chunk, det: Detected, lines: int) -> ArrowTurns | None:
+    """`arrow_messages` or `arrow_alpaca`, by the dataset's format (`ARROW_FORMATS`)."""
+    return (arrow_messages if det.format == "messages" else arrow_alpaca)(chunk, det, lines)
+
+
+def _arrow_table(chunk, lines: int):
+    """pyarrow's table of a JSONL chunk (bytes or a memoryview holding `lines` newlines), one row a line;
+    None when Arrow refuses it (bad JSON) or its rows are not the lines (blank lines, which Arrow skips)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    def read(block: int):  # one thread: threads cost more CPU than they save
+        return pj.read_json(pa.BufferReader(chunk), read_options=pj.ReadOptions(use_threads=False,
+                                                                              block_size=block))
+
+    try:
+        try:
+            table = read(ARROW_BLOCK)
+        except (pa.ArrowException, ValueError) as exc:
+            if "straddl" not in str(exc) or len(chunk) <= ARROW_BLOCK:
+                raise
+            table = read(min(len(chunk), (1 << 31) - 1))  # a row longer than the block
+    except (pa.ArrowException, ValueError):
+        return None
+    return table if table.num_rows == lines + (chunk[-1:] != b"\n") else None
+
+
+def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     """The rules of `_check_turns` on Arrow columns, for a JSONL chunk of a messages dataset: a row is
     clean when its turns are a non-empty list of {role, content} strings with known roles and at least
     one assistant turn with text, so `validate_row` finds nothing and `to_canonical` only maps the roles.
     None when Arrow cannot take the chunk as such rows (bad JSON, blank lines, other fields, a system or
-    tools column): the caller reads it row by row. Rows that are not clean are left to `validate_row`."""
+    tools column): the caller reads it row by row. Rows that are not clean are left to `validate_row`.
+    `chunk`: bytes or a memoryview, `lines`: how many newlines it holds."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.json as pj
 
     col = det.col("messages")
-    try:
-        table = pj.read_json(pa.BufferReader(chunk))
-    except (pa.ArrowException, ValueError):
+    table = _arrow_table(chunk, lines)
+    if table is None:
         return None
-    if table.num_rows != chunk.count(b"\n") + (not chunk.endswith(b"\n")):
-        return None  # blank lines (Arrow skips them): line numbers would drift
     names = set(table.column_names)
     if col not in names or det.col("system") in names or det.col("tools") in names:
         return None
-    msgs = table.column(col).combine_chunks()
+    msgs = table.column(col)
+    msgs = msgs.chunk(0) if msgs.num_chunks == 1 else msgs.combine_chunks()
     t = msgs.type
     if not pa.types.is_list(t) or not pa.types.is_struct(t.value_type) or msgs.offset:
         return None
@@ -367,39 +398,120 @@ def arrow_messages(chunk: bytes, det: Detected) -> ArrowTurns | None:
     turns = msgs.values.slice(0, int(offs[-1]))
     parents = np.repeat(np.arange(n), np.diff(offs))
     roles, contents = turns.field("role"), turns.field("content")
-    known = pc.fill_null(pc.is_in(roles, value_set=pa.array(list(MESSAGE_ROLES))), False)
-    ok = pc.and_(pc.and_(turns.is_valid(), known), contents.is_valid())
-    asst = pc.fill_null(pc.equal(roles, "assistant"), False)
-    clen = pc.fill_null(pc.utf8_length(contents), 0).to_numpy(zero_copy_only=False)
-    blank = pc.fill_null(pc.utf8_is_space(contents), True).to_numpy(zero_copy_only=False) | (clen == 0)
-    answered = asst.to_numpy(zero_copy_only=False) & ~blank
-    bad = ~ok.to_numpy(zero_copy_only=False) | (asst.to_numpy(zero_copy_only=False) & ~answered)
+    enc = pc.dictionary_encode(roles)
+    names = enc.dictionary.to_pylist()
+    role_code = np.array([ROLE_CODES[MESSAGE_ROLES[r]] if r in MESSAGE_ROLES else 0 for r in names] + [0],
+                         dtype="<u8")  # per turn below: 0 for an unknown or missing role
+    code = role_code[pc.fill_null(enc.indices, len(names)).to_numpy(zero_copy_only=False)]
+    ok = (code != 0) & turns.is_valid().to_numpy(zero_copy_only=False) & contents.is_valid().to_numpy(
+        zero_copy_only=False)
+    asst = code == ROLE_CODES["assistant"]
+    # every content's bytes end to end (row by row: canonical_key's first half), one copy
+    co = np.frombuffer(contents.buffers()[1], np.int32, len(contents) + 1, contents.offset * 4)
+    data = contents.buffers()[2]
+    text = bytes(memoryview(data)[co[0]:co[-1]]) if data is not None else b""
+    ascii_only = not text or int(np.frombuffer(text, np.uint8).max()) < 0x80
+    clen = pc.fill_null((pc.binary_length if ascii_only else pc.utf8_length)(contents), 0).to_numpy(
+        zero_copy_only=False)
+    # a blank answer: only an assistant turn that starts with a space, a control or a non-ASCII byte can be
+    start = np.frombuffer(text, np.uint8)[np.minimum(co[:-1] - co[0], max(len(text) - 1, 0))] if text else clen
+    maybe = np.flatnonzero(asst & ((clen == 0) | (start <= 0x20) | (start >= 0x7F)))
+    blank = np.zeros(len(contents), dtype=bool)
+    blank[maybe] = pc.fill_null(pc.utf8_is_space(contents.take(pa.array(maybe))), True).to_numpy(
+        zero_copy_only=False) | (clen[maybe] == 0)
+    answered = asst & ~blank
+    bad = ~ok | (asst & ~answered)
     count = np.diff(offs)
     clean = (msgs.is_valid().to_numpy(zero_copy_only=False) & (count > 0)
              & (np.bincount(parents[bad], minlength=n) == 0) & (np.bincount(parents[answered], minlength=n) > 0))
     chars = np.bincount(parents, weights=clen, minlength=n).astype(np.int64) + np.maximum(count - 1, 0)
-    enc = pc.dictionary_encode(roles)
-    mapped = pc.take(pa.array([MESSAGE_ROLES.get(r, r) for r in enc.dictionary.to_pylist()], pa.string()),
-                     enc.indices)
-    in_clean = clean[parents]
-    counted = pc.value_counts(mapped.filter(pa.array(in_clean)))
-    role_counts = {v["values"]: v["counts"] for v in counted.to_pylist() if v["values"] is not None}
-    pair = pc.binary_join_element_wise(pc.fill_null(mapped, ""), pc.fill_null(contents, ""), "\x00")
-    keys = pc.binary_join(pa.ListArray.from_arrays(pa.array(offs, pa.int32()), pair), "\x01").to_pylist()
-    if b"{{" in chunk:
+    counted = np.bincount(code[clean[parents]].astype(np.int64), minlength=len(ROLE_CODES) + 1).tolist()
+    role_counts = {r: counted[c] for r, c in ROLE_CODES.items() if counted[c]}
+    shape = code << 32 | np.diff(co).astype("<u8")
+    if b"{" in text:  # memchr: rare in text; then look for "{{" turn by turn
         hits = pc.fill_null(pc.match_substring(contents, "{{"), False).to_numpy(zero_copy_only=False)
         braces = np.bincount(parents[hits], minlength=n) > 0
     else:
         braces = np.zeros(n, dtype=bool)
-    return ArrowTurns(n, clean, chars, role_counts, keys, braces)
+    return ArrowTurns(n, clean, chars, role_counts, text, co[offs] - co[0], shape.tobytes(), offs * 8, braces)
 
 
-def canonical_key(canon: dict) -> str:
-    """One string per canonical row, equal for equal rows (duplicates, validation overlap); for messages
-    the same string `arrow_messages` builds."""
-    if "messages" in canon and all(set(m) == {"role", "content"} for m in canon["messages"]):
-        return "\x01".join(f"{m['role']}\x00{m['content']}" for m in canon["messages"])
-    return json.dumps(canon, sort_keys=True, ensure_ascii=False)
+ROLE_CODES = {"system": 1, "user": 2, "assistant": 3, "tool": 4}  # canonical roles in `canonical_key`
+
+
+def arrow_alpaca(chunk, det: Detected, lines: int) -> ArrowTurns | None:
+    """The rules of `_validate_alpaca` on Arrow columns, for a JSONL chunk of an alpaca dataset: a row is
+    clean when its instruction and output are strings with text and its input a string or missing, so
+    `validate_row` finds nothing; `to_canonical` makes it [user: instruction (+ "\\n\\n" + input when the
+    input has text), assistant: output]. None when Arrow cannot take the chunk as such rows (bad JSON,
+    blank lines, columns of other types, a history, system or tools column): read row by row."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = _arrow_table(chunk, lines)
+    if table is None:
+        return None
+    c, names, n = det.col, set(table.column_names), table.num_rows
+    if c("instruction") not in names or c("output") not in names or (
+            {c("history"), c("system"), c("tools")} & names):
+        return None
+    cols = {}
+    for key in ("instruction", "input", "output"):
+        if c(key) not in names:
+            cols[key] = pa.nulls(n, pa.string())
+            continue
+        col = table.column(c(key)).combine_chunks()
+        if not (pa.types.is_string(col.type) or pa.types.is_null(col.type)):
+            return None
+        cols[key] = col.cast(pa.string())
+
+    def has_text(a):  # a string that is not empty or all spaces (`_text_field`)
+        return (a.is_valid().to_numpy(zero_copy_only=False) & (pc.fill_null(pc.binary_length(a), 0).to_numpy(
+            zero_copy_only=False) > 0) & ~pc.fill_null(pc.utf8_is_space(a), True).to_numpy(zero_copy_only=False))
+
+    clean = has_text(cols["instruction"]) & has_text(cols["output"])
+    extra = pc.if_else(pa.array(has_text(cols["input"])),
+                       pc.binary_join_element_wise("\n\n", pc.fill_null(cols["input"], ""), ""), "")
+    prompt = pc.binary_join_element_wise(pc.fill_null(cols["instruction"], ""), extra, "")
+    output = pc.fill_null(cols["output"], "")
+    texts = pc.binary_join_element_wise(prompt, output, "")
+    at = np.frombuffer(texts.buffers()[1], np.int32, n + 1, texts.offset * 4)
+    data = texts.buffers()[2]
+    text = bytes(memoryview(data)[at[0]:at[-1]]) if data is not None else b""
+    plen = pc.binary_length(prompt).to_numpy(zero_copy_only=False).astype("<u8")
+    olen = pc.binary_length(output).to_numpy(zero_copy_only=False).astype("<u8")
+    shape = np.empty(2 * n, dtype="<u8")
+    shape[0::2] = ROLE_CODES["user"] << 32 | plen
+    shape[1::2] = ROLE_CODES["assistant"] << 32 | olen
+    if not text or int(np.frombuffer(text, np.uint8).max()) < 0x80:
+        chars = (plen + olen + 1).astype(np.int64)
+    else:
+        chars = (pc.utf8_length(prompt).to_numpy(zero_copy_only=False)
+                 + pc.utf8_length(output).to_numpy(zero_copy_only=False) + 1).astype(np.int64)
+    k = int(clean.sum())
+    braces = (pc.match_substring(texts, "{{").to_numpy(zero_copy_only=False) if b"{" in text
+              else np.zeros(n, dtype=bool))
+    return ArrowTurns(n, clean, chars, {"user": k, "assistant": k} if k else {}, text, at - at[0],
+                      shape.tobytes(), np.arange(n + 1, dtype=np.int32) * 16, braces)
+
+
+ARROW_FORMATS = ("messages", "alpaca")  # formats `arrow_rows` reads
+
+
+def canonical_key(canon: dict) -> tuple[bytes, bytes]:
+    """One value per canonical row, equal for equal rows (duplicates, validation overlap). Turns of
+    {role, content} strings: (the contents' UTF-8 end to end, the shape: per turn `ROLE_CODES[role] << 32
+    | content bytes` as little-endian uint64), the pair `arrow_messages` builds without copying the text.
+    Other rows: (sorted JSON, b"J"), never equal to a shape (a multiple of 8 bytes)."""
+    msgs = canon.get("messages")
+    if msgs is not None and all(set(m) == {"role", "content"} and m["role"] in ROLE_CODES
+                                and isinstance(m["content"], str) for m in msgs):
+        parts = [m["content"].encode() for m in msgs]
+        if all(len(b) < 1 << 32 for b in parts):
+            return b"".join(parts), b"".join(((ROLE_CODES[m["role"]] << 32) | len(b)).to_bytes(8, "little")
+                                             for m, b in zip(msgs, parts))
+    return json.dumps(canon, sort_keys=True, ensure_ascii=False).encode(), b"J"
 
 
 def _conversation(row: dict, col: str, out: list[Problem]) -> None:

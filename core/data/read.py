@@ -167,26 +167,31 @@ def _iter_jsonl(path: Path, report) -> Iterator[RawRow]:
             yield _parse_line(name, i, raw)
 
 
-def jsonl_chunks(path: Path, size: int = 4 << 20) -> Iterator[tuple[int, bytes, int]]:
-    """A JSONL file in whole lines: (number of the chunk's first line, the lines as bytes, bytes of the
-    file read so far). For readers that take many rows at once (the Arrow scan in `stats`)."""
-    line, pos, rest = 1, 0, b""
+def jsonl_chunks(path: Path, size: int = 4 << 20) -> Iterator[tuple[int, bytes | memoryview, int, int]]:
+    """A JSONL file in whole lines: (number of the chunk's first line, the lines as bytes or a memoryview
+    valid until the next item, bytes of the file read so far, newlines in the chunk). For readers that
+    take many rows at once (the Arrow scan in `stats`). One buffer for the whole file: a block's
+    unfinished last line is read again with the next block."""
+    import numpy as np
+
+    line = 1
+    buf, newline = bytearray(size), np.empty(size, dtype=bool)
     with open(path, "rb") as fh:
         while True:
-            block = fh.read(size)
-            if not block:
-                if rest:
-                    yield line, rest, pos
+            got = fh.readinto(buf)
+            if not got:
                 return
-            pos += len(block)
-            data = rest + block if rest else block
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                rest = data
-                continue
-            chunk, rest = data[:cut], data[cut:]
-            yield line, chunk, pos
-            line += chunk.count(b"\n")
+            cut = buf.rfind(b"\n", 0, got) + 1
+            if cut == 0:  # one line longer than `size` (or the last line, without its newline)
+                chunk = bytes(buf[:got]) + fh.readline()
+                lines = chunk.count(b"\n")
+            else:
+                if cut < got:
+                    fh.seek(cut - got, 1)
+                chunk = memoryview(buf)[:cut]
+                lines = int(np.count_nonzero(np.equal(np.frombuffer(chunk, np.uint8), 10, out=newline[:cut])))
+            yield line, chunk, fh.tell(), lines
+            line += lines
 
 
 def chunk_line(name: str, first_line: int, lines: list[bytes], i: int) -> RawRow | None:

@@ -10,6 +10,7 @@ applies them in one pass and adds the whole-file ones (duplicates, lengths, mask
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -21,7 +22,7 @@ from typing import Callable
 
 from ..schedule import effective_batch, steps_per_epoch
 from .checks import generation_marker_problem, mask_fallback_problem, row_problems, too_few_rows_problem
-from .formats import (Detected, arrow_messages, canonical_key, detect_source, keep_for_sft, to_canonical,
+from .formats import (ARROW_FORMATS, Detected, arrow_rows, canonical_key, detect_source, keep_for_sft, to_canonical,
                       validate_row)
 from .problems import Problem, by_severity
 from .read import EXTENSIONS, chunk_line, iter_rows, jsonl_chunks, local_files
@@ -29,7 +30,10 @@ from .tokenize import encode_row
 
 PLACEHOLDER_STRICT = re.compile(r"\{\{\s*[A-Za-z_]\w*\s*\}\}")  # {{name}}, not {{a.b}} (code)
 MAX_LISTED = 20  # individual problems per kind before they are summed up
-WORK: Counter = Counter()  # rows read in bulk by Arrow (arrow_rows) and one by one (python_rows): for tests
+WORK: Counter = Counter()  # for tests: rows read in bulk by Arrow (arrow_rows) and one by one (python_rows),
+# repeats Arrow found within a chunk (arrow_repeats), keys compared (key_compares) and read back (reread_rows),
+# row by row past the key cache's budget: rows confirmed on the second digest (second_digest_compares)
+CHUNK_BYTES = 16 << 20  # JSONL bytes Arrow reads at once: fewer, larger calls cost less CPU (4 MB: +10%)
 
 
 @dataclass
@@ -72,46 +76,351 @@ class Report:
     detected: Detected | None = None
 
 
-def percentile(sorted_vals: list[int], q: float) -> int:
-    if not sorted_vals:
+def percentile(sorted_vals, q: float) -> int:
+    """`sorted_vals` a sorted list or numpy array."""
+    if not len(sorted_vals):
         return 0
     k = min(len(sorted_vals) - 1, max(0, math.ceil(q * len(sorted_vals)) - 1))
-    return sorted_vals[k]
+    return int(sorted_vals[k])
 
 
-def histogram(vals: list[int], bins: int = 12) -> list[tuple[int, int, int]]:
-    """Equal-width bins over [min, max]: (from, to inclusive, count)."""
-    if not vals:
+def histogram(vals, bins: int = 12) -> list[tuple[int, int, int]]:
+    """Equal-width bins over [min, max]: (from, to inclusive, count). `vals`: ints, a list or numpy array."""
+    import numpy as np
+
+    vals = np.asarray(vals, dtype=np.int64)
+    if not len(vals):
         return []
-    lo, hi = min(vals), max(vals)
+    lo, hi = int(vals.min()), int(vals.max())
     if lo == hi:
         return [(lo, hi, len(vals))]
     width = max(1, math.ceil((hi - lo + 1) / bins))
-    counts = Counter((v - lo) // width for v in vals)
-    return [(lo + i * width, min(hi, lo + (i + 1) * width - 1), counts.get(i, 0))
-            for i in range(math.ceil((hi - lo + 1) / width))]
+    n = math.ceil((hi - lo + 1) / width)
+    counts = np.bincount((vals - lo) // width, minlength=n).tolist()
+    return [(lo + i * width, min(hi, lo + (i + 1) * width - 1), counts[i]) for i in range(n)]
 
 
-def _arrow_pieces(first: int, chunk: bytes, det: Detected, smallest: int = 1 << 16):
-    """(first line, lines, `arrow_messages` of them or None) covering `chunk`: a chunk Arrow refuses
-    (a bad line in it) is halved until the pieces Arrow refuses are small, so a few bad lines cost their
-    own piece read row by row, not the whole chunk."""
-    got = arrow_messages(chunk, det)
+class _Lengths:
+    """Row lengths as read: numpy arrays from the bulk path, ints from the row path."""
+
+    def __init__(self):
+        self.parts: list = []
+        self.ints: list[int] = []
+
+    def append(self, n: int) -> None:
+        self.ints.append(n)
+
+    def extend(self, arr) -> None:
+        self.parts.append(arr)
+
+    def sorted(self):
+        import numpy as np
+
+        return np.sort(np.concatenate([*self.parts, np.asarray(self.ints, dtype=np.int64)]))
+
+
+class _Keys:
+    """A batch of `canonical_key`s for `_Seen`: rows `rows` (default all) of an `ArrowTurns`, or pairs."""
+
+    def __init__(self, got=None, pairs: list | None = None, rows=None):
+        self.got, self.list, self.rows = got, pairs, rows
+        self._texts: list | None = None
+
+    def texts(self) -> list:
+        """The first halves of the keys, as bytes or memoryviews."""
+        if self._texts is None:
+            if self.list is not None:
+                self._texts = [t for t, _ in self.list]
+            else:
+                at, text = self.got.text_at, memoryview(self.got.text)
+                if self.rows is None:
+                    self._texts = list(map(text.__getitem__, map(slice, at[:-1].tolist(), at[1:].tolist())))
+                else:
+                    self._texts = list(map(text.__getitem__, map(slice, at[self.rows].tolist(),
+                                                                 at[self.rows + 1].tolist())))
+        return self._texts
+
+    def shapes(self, idx: list[int]) -> list[bytes]:
+        if self.list is not None:
+            return [self.list[k][1] for k in idx]
+        at, shape = self.got.shape_at, self.got.shape
+        rows = idx if self.rows is None else self.rows[idx].tolist()
+        return [shape[at[k]:at[k + 1]] for k in rows]
+
+    def shapes_joined(self, idx: list[int]) -> tuple[bytes, list[int]]:
+        """The shapes of rows `idx` end to end, and their lengths (one gather, no object per row)."""
+        import numpy as np
+
+        if self.list is not None:
+            shapes = self.shapes(idx)
+            return b"".join(shapes), list(map(len, shapes))
+        rows = np.asarray(idx) if self.rows is None else self.rows[idx]
+        start, end = self.got.shape_at[rows] // 8, self.got.shape_at[rows + 1] // 8
+        count = end - start
+        turn = np.arange(int(count.sum())) + np.repeat(start - (np.cumsum(count) - count), count)
+        return np.frombuffer(self.got.shape, "<u8")[turn].tobytes(), (count * 8).tolist()
+
+    def pairs(self, idx: list[int]) -> list[tuple[bytes, bytes]]:
+        texts = self.texts()
+        return list(zip([bytes(texts[k]) for k in idx], self.shapes(idx)))
+
+
+class _Seen:
+    """Exact duplicates, fast: rows are looked up by a 64-bit digest of their text (`canonical_key`'s
+    first half), and a row whose digest was seen counts as a repeat only when its whole key equals the
+    earlier row's, so a digest collision never makes a false duplicate (nor hides a true one: the
+    colliding row is kept too). Keys of earlier rows come from a bounded cache, else `reread(ids) ->
+    {id: key}` (the file read again). Without `reread` (row by row, any source) the keys are kept up to
+    the budget, then a second, independent 64-bit digest of each new key stands for it. Chunks that repeat
+    rows go through Arrow's hash table first (`add_rows`), exact by itself. A row id is
+    `file index << LINE_BITS | line`."""
+
+    BUDGET = 64 << 20  # bytes of cached keys before the cache is emptied
+    HOT = 16 << 20     # bytes of texts that repeated, handed to Arrow with each chunk
+
+    def __init__(self, reread: Callable[[set], dict] | None = None):
+        self.first: dict[int, int] = {}          # digest -> id of the first row with it
+        self.others: dict[int, list[int]] = {}   # digest -> ids of rows with it but another key (collisions)
+        self.texts: dict[int, bytes] = {}        # cached keys: id -> text, id -> shape
+        self.shapes: dict[int, bytes] = {}
+        self.cached = 0
+        self.reread = reread
+        self.count = 0                           # rows that repeat an earlier one
+        self.listed: list[tuple[int, int]] = []  # the first MAX_LISTED (id, id of the row it repeats)
+        self.digest = _digest()
+        self.second: dict[int, int] = {}         # row by row: id -> a second digest of the whole key
+        self._second = _second_digest()
+        self.repeating = True                    # the last batch repeated rows of its own (the first: unknown)
+        self.hot: tuple = (None, None, [])       # texts, shapes (Arrow) and first ids of rows that repeated
+
+    def add(self, ids, keys: _Keys) -> None:
+        """Rows in file order: their ids (list or numpy int64) and keys."""
+        import numpy as np
+
+        ids = np.asarray(ids, dtype=np.int64)
+        earliest = self._resolve(ids, keys)
+        if earliest is not None:
+            self._repeats(ids, earliest)
+
+    def add_rows(self, ids, got) -> None:
+        """All rows of an `ArrowTurns` (ids: numpy int64). Once rows repeat (in the chunk before), Arrow's
+        hash table takes the chunk with the texts that repeated before (`hot`): rows repeating those, or
+        an earlier row of their chunk, are found there exactly, and one row of each other text is looked
+        up here."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.repeating:
+            return self.add(ids, _Keys(got))
+        texts = pa.Array.from_buffers(pa.binary(), got.rows, [None, pa.py_buffer(got.text_at), pa.py_buffer(got.text)])
+        shapes = pa.Array.from_buffers(pa.binary(), got.rows, [None, pa.py_buffer(got.shape_at),
+                                                               pa.py_buffer(got.shape)])
+        enc = pc.dictionary_encode(texts)
+        group = enc.indices.to_numpy(zero_copy_only=False)
+        _, lead = np.unique(group, return_index=True)  # the first row of each text (in row order)
+        if not pc.all(pc.equal(shapes, shapes.take(pa.array(lead[group])))).as_py():  # same text, other turns
+            return self.add(ids, _Keys(got))
+        hot_texts, hot_shapes, hot_ids = self.hot
+        at = np.full(len(lead), -1, dtype=np.int64)  # per text: its row in `hot`, or -1
+        if len(hot_ids):
+            at = pc.fill_null(pc.index_in(enc.dictionary, value_set=hot_texts), -1).to_numpy(
+                zero_copy_only=False).astype(np.int64)
+            hit = np.flatnonzero(at >= 0)
+            same = pc.equal(shapes.take(pa.array(lead[hit])), hot_shapes.take(pa.array(at[hit])))
+            at[hit[~same.to_numpy(zero_copy_only=False)]] = -1
+        new = lead[at < 0]  # rows of this chunk with a text not seen in `hot`
+        earliest = np.empty(len(lead), dtype=np.int64)
+        earliest[at >= 0] = np.asarray(hot_ids, dtype=np.int64)[at[at >= 0]]
+        found = self._resolve(ids[new], _Keys(got, rows=new), keep=len(new) < got.rows)
+        earliest[at < 0] = ids[new] if found is None else found
+        WORK["arrow_repeats"] += got.rows - len(new)
+        self._repeats(ids, earliest[group])
+        self.repeating = len(new) < got.rows
+        repeated = (at < 0) & ((np.bincount(group, minlength=len(lead)) > 1) | (earliest != ids[lead]))
+        if repeated.any():  # texts that repeated: the next chunks are looked up in them first
+            take = pa.array(lead[repeated])
+            more = (texts.take(take), shapes.take(take), earliest[repeated].tolist())
+            if len(hot_ids) and hot_texts.nbytes + more[0].nbytes <= self.HOT:
+                more = (pa.concat_arrays([hot_texts, more[0]]), pa.concat_arrays([hot_shapes, more[1]]),
+                        hot_ids + more[2])
+            if more[0].nbytes <= self.HOT:
+                self.hot = more
+
+    def _resolve(self, ids, keys: _Keys, keep: bool = False):
+        """Per row, the id of the first row with its key (its own id when new); None: all new. `keep`:
+        cache the keys of new rows (their chunk repeats rows: later chunks may too)."""
+        import numpy as np
+
+        hs = list(map(self.digest, keys.texts()))
+        if not hs:
+            return None
+        ids_l = ids.tolist()
+        first_at = dict(zip(reversed(hs), reversed(ids_l)))
+        self.repeating = len(first_at) < len(hs)
+        if keep or self.reread is None:  # without a file to read back from, keep every new key
+            new = [k for k, i in enumerate(ids_l) if first_at[hs[k]] == i and hs[k] not in self.first]
+            pairs = dict(zip([ids_l[k] for k in new], keys.pairs(new)))
+            if self.reread is None:
+                self.second.update(zip(pairs, map(self._second, pairs.values())))
+            self._fetch(set(), pairs)
+        if not self.repeating and self.first.keys().isdisjoint(first_at):  # the common piece
+            self.first.update(first_at)
+            return None
+        known = first_at.keys() & self.first.keys()
+        first_at.update(zip(known, map(self.first.__getitem__, known)))  # the earliest row of each digest
+        self.first.update(first_at)
+        earlier = np.fromiter(map(first_at.__getitem__, hs), np.int64, len(hs))
+        cand = np.flatnonzero(earlier != ids)
+        if not len(cand):
+            return None
+        here = dict(zip(ids_l, range(len(ids_l))))
+        before = earlier[cand].tolist()
+        local = [e for e in set(before) if e in here]
+        self._fetch(set(before), dict(zip(local, keys.pairs([here[e] for e in local]))))
+        WORK["key_compares"] += len(cand)
+        cand_l = cand.tolist()
+        if self.texts.keys() >= set(before):
+            texts = keys.texts() if len(cand_l) == len(hs) else list(map(keys.texts().__getitem__, cand_l))
+            their_texts = list(map(self.texts.__getitem__, before))
+            their_shapes = list(map(self.shapes.__getitem__, before))
+            shapes, shape_lens = keys.shapes_joined(cand_l)
+            if (list(map(len, texts)) == list(map(len, their_texts)) and shape_lens == list(map(len, their_shapes))
+                    and shapes == b"".join(their_shapes) and b"".join(texts) == b"".join(their_texts)):
+                return earlier  # all the same, found with four comparisons at C speed
+        for k, key, e in zip(cand_l, keys.pairs(cand_l), before):
+            if not self._matches(e, key):
+                e = self._other(hs[k], ids_l[k], key)
+                earlier[k] = ids_l[k] if e is None else e
+        return earlier
+
+    def _matches(self, i: int, key: tuple[bytes, bytes]) -> bool:
+        """Row `i`'s key is `key`: compared whole, or (row by row, past the cache's budget) on a second,
+        independent 64-bit digest."""
+        if i in self.texts:
+            return (self.texts[i], self.shapes[i]) == key
+        WORK["second_digest_compares"] += 1
+        return self.second[i] == self._second(key)
+
+    def find(self, key: tuple[bytes, bytes]) -> int | None:
+        """The id of the first row whose `canonical_key` is `key`, or None."""
+        h = self.digest(key[0])
+        ids = [self.first[h], *self.others.get(h, ())] if h in self.first else []
+        self._fetch(set(ids))
+        return next((i for i in ids if self._matches(i, key)), None)
+
+    def _other(self, h: int, i: int, key: tuple) -> int | None:
+        """A row whose digest matched a row with another key: an earlier row of the same key, else None
+        (and the row is remembered under that digest)."""
+        ids = self.others.setdefault(h, [])
+        self._fetch(set(ids))
+        hit = next((o for o in ids if self._matches(o, key)), None)
+        if hit is None:
+            ids.append(i)
+            self._keep({i: key})
+            if self.reread is None:
+                self.second[i] = self._second(key)
+        return hit
+
+    def _repeats(self, ids, earliest) -> None:
+        """Rows `ids` and the first rows with their keys: those that differ are repeats."""
+        import numpy as np
+
+        hit = np.flatnonzero(earliest != ids)
+        self.count += len(hit)
+        if len(self.listed) < MAX_LISTED:
+            self.listed.extend(zip(ids[hit[:MAX_LISTED]].tolist(), earliest[hit[:MAX_LISTED]].tolist()))
+            del self.listed[MAX_LISTED:]
+
+    def _keep(self, keys: dict) -> None:
+        if self.reread is None:  # row by row: up to the budget, then `second` stands for the keys
+            sizes = [len(t) + len(sh) for t, sh in keys.values()]
+            fits = sum(1 for total in itertools.accumulate(sizes) if total <= self.BUDGET - self.cached)
+            keys = dict(itertools.islice(keys.items(), fits))
+        self.texts.update(zip(keys, (t for t, _ in keys.values())))
+        self.shapes.update(zip(keys, (sh for _, sh in keys.values())))
+        self.cached += sum(len(t) + len(sh) for t, sh in keys.values())
+
+    def _fetch(self, ids: set, local: dict | None = None) -> None:
+        """Put the keys of `ids` in the cache: from `local` (rows at hand), else read back."""
+        if self.reread is not None and self.cached > self.BUDGET:
+            self.texts.clear()
+            self.shapes.clear()
+            self.cached = 0
+        if local:
+            self._keep({k: v for k, v in local.items() if k not in self.texts})
+        missing = ids - self.texts.keys()
+        if missing and self.reread is not None:  # (row by row: `second` stands for keys not kept)
+            self._keep(self.reread(missing))
+
+
+def _digest():
+    """64-bit digest of bytes: xxh3 (installed with `datasets`), else Python's hash."""
+    try:
+        from xxhash import xxh3_64_intdigest
+    except ImportError:  # pragma: no cover - datasets depends on xxhash
+        return hash
+    return xxh3_64_intdigest
+
+
+def _second_digest():
+    """A second 64-bit digest of a whole key (text, shape), independent of `_digest`'s."""
+    try:
+        from xxhash import xxh3_64_intdigest as x3
+    except ImportError:  # pragma: no cover - datasets depends on xxhash
+        return lambda key: hash((b"2", bytes(key[0]), key[1]))
+    return lambda key: x3(key[0], x3(key[1], 0x9E3779B97F4A7C15))
+
+
+LINE_BITS = 40  # a row id: file index << LINE_BITS | line
+
+
+def _arrow_pieces(first: int, chunk, det: Detected, lines: int, smallest: int = 1 << 16):
+    """(first line, lines, `arrow_rows` of them or None) covering `chunk` (`lines` newlines): a chunk
+    Arrow refuses (a bad line in it) is halved until the pieces Arrow refuses are small, so a few bad
+    lines cost their own piece read row by row, not the whole chunk."""
+    got = arrow_rows(chunk, det, lines)
     if got is not None or len(chunk) <= smallest:
         yield first, chunk, got
         return
+    chunk = bytes(chunk)
     mid = chunk.rfind(b"\n", 0, len(chunk) // 2) + 1
     if mid == 0:
         yield first, chunk, None
         return
-    yield from _arrow_pieces(first, chunk[:mid], det, smallest)
-    yield from _arrow_pieces(first + chunk.count(b"\n", 0, mid), chunk[mid:], det, smallest)
+    head = chunk.count(b"\n", 0, mid)
+    yield from _arrow_pieces(first, chunk[:mid], det, head, smallest)
+    yield from _arrow_pieces(first + head, chunk[mid:], det, lines - head, smallest)
+
+
+def _reread(ids: set, files: list, spans: list, det: Detected) -> dict[int, tuple[bytes, bytes]]:
+    """`canonical_key`s of rows `ids` (file index << LINE_BITS | line), read again from the
+    JSONL chunks they were in (`spans`: per file, (first line, byte offset, bytes) of each chunk)."""
+    import bisect
+
+    mask = (1 << LINE_BITS) - 1
+    wanted: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i in ids:
+        fid = i >> LINE_BITS
+        c = bisect.bisect_right(spans[fid], ((i & mask), 1 << 62)) - 1
+        wanted[fid, c].append(i)
+    out = {}
+    for (fid, c), rows in wanted.items():
+        first, start, size = spans[fid][c]
+        with open(files[fid], "rb") as fh:
+            fh.seek(start)
+            lines = fh.read(size).split(b"\n")
+        for i in rows:
+            r = chunk_line(str(files[fid]), first, lines, (i & mask) - first)
+            out[i] = canonical_key(to_canonical(r.row, det))
+    WORK["reread_rows"] += len(out)
+    return out
 
 
 def _arrow_files(source: str, det: Detected, tokenizer, max_rows: int | None) -> list | None:
-    """The files the Arrow path reads (`formats.arrow_messages`): local JSONL of a messages dataset, no
-    tokenizer (token counts need the tokenizer row by row), no row limit. None: read row by row."""
-    if tokenizer is not None or max_rows is not None or det.format != "messages":
+    """The files the Arrow path reads (`formats.arrow_rows`): local JSONL of a messages or alpaca dataset,
+    no tokenizer (token counts need the tokenizer row by row), no row limit. None: read row by row."""
+    if tokenizer is not None or max_rows is not None or det.format not in ARROW_FORMATS:
         return None
     files = local_files(source)
     if not files or any(EXTENSIONS.get(f.suffix.lower()) != "jsonl" for f in files):
@@ -186,9 +495,11 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         eos = None
     template_blocks = False
     is_chat_rows = None  # decided from the first converted row
-    seen: dict[int, int] = {}  # hash of canonical_key -> first line
-    dup_lines: list[tuple[int, int]] = []
-    lengths: list[int] = []
+    arrow = _arrow_files(source, det, tokenizer, max_rows)
+    spans: list[list[tuple[int, int, int]]] = []  # per Arrow file: (first line, byte offset, bytes) of its chunks
+    seen = _Seen(None if arrow is None else lambda ids: _reread(ids, arrow, spans, det))
+    fids: dict[str, int] = {}
+    lengths = _Lengths()
     zero_lines: list[int] = []
     long_lines: list[int] = []
     no_eos_lines: list[int] = []
@@ -221,15 +532,9 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
             _finish(snap, lengths, roles, t0, fraction=read_fraction[0], rows_at=read_fraction[1], **shape)
             partial(snap)
 
-    def seen_row(line: int, key: str) -> None:
-        h = hash(key)
-        if h in seen:
-            dup_lines.append((line, seen[h]))
-        else:
-            seen[h] = line
-
-    def one(r) -> None:
-        """Statistics and problems of one row as read (everything but the whole-file checks)."""
+    def one(r, keys: list) -> None:
+        """Statistics and problems of one row as read (everything but the whole-file checks); the row's
+        (id, canonical key) goes to `keys` when it counts for duplicates."""
         nonlocal is_chat_rows, template_blocks
         WORK["python_rows"] += 1
         issues = row_problems(r, det)
@@ -262,7 +567,7 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                 if p is not None:
                     col.add(p)
                     template_blocks = True
-        seen_row(r.line, canonical_key(canon))
+        keys.append((fids.setdefault(r.file, len(fids)) << LINE_BITS | r.line, canonical_key(canon)))
         if "messages" in canon:
             roles.update(m["role"] for m in canon["messages"])
         text = _canon_text(canon)
@@ -298,71 +603,80 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         elif eos is not None and not enc.truncated and eos not in [t for t in enc.labels if t != -100]:
             no_eos_lines.append(r.line)
 
-    def bulk(name: str, first: int, chunk: bytes, got) -> None:
+    def bulk(fid: int, name: str, first: int, chunk, got) -> None:
         """The rows of a JSONL piece: clean rows from Arrow's figures, the others one by one, in line order."""
+        import numpy as np
+
+        fids.setdefault(name, fid)
+        base = fid << LINE_BITS
         if got is None:
-            lines = chunk.split(b"\n")
+            lines = bytes(chunk).split(b"\n")
+            keys: list = []
             for k in range(len(lines)):
                 r = chunk_line(name, first, lines, k)
                 if r is not None:
-                    one(r)
+                    one(r, keys)
+            seen.add([i for i, _ in keys], _Keys(pairs=[key for _, key in keys]))
             return
-        import numpy as np
-
         clean = got.clean
         n_clean = int(clean.sum())
         WORK["arrow_rows"] += n_clean
         st.rows += n_clean
         st.used_rows += n_clean
-        lengths.extend(got.chars[clean].tolist())
+        lengths.extend(got.chars[clean])
         roles.update(got.roles)
-        bad = set(np.flatnonzero(~clean).tolist())
-        braces = set(np.flatnonzero(got.braces & clean).tolist())
-        special = bad | braces
-        if not special:  # the common piece: when no row repeats an earlier one, record them all at C speed
-            first_at = dict(zip(map(hash, reversed(got.keys)), range(first + got.rows - 1, first - 1, -1)))
-            if len(first_at) == got.rows and seen.keys().isdisjoint(first_at):
-                seen.update(first_at)
-                return
-        lines = chunk.split(b"\n") if special else None
-        for k, key in enumerate(got.keys):
-            if special and k in special:
-                if k in bad:
-                    r = chunk_line(name, first, lines, k)
-                    if r is not None:
-                        one(r)
-                    continue
-                found = PLACEHOLDER_STRICT.findall(_canon_text(to_canonical(json.loads(lines[k]), det)))
-                if found:
-                    placeholder_lines.append(first + k)
-                    placeholder_names.update({x.replace(" ", "") for x in found})
-            h = hash(key)
-            if h in seen:
-                dup_lines.append((first + k, seen[h]))
-            else:
-                seen[h] = first + k
+        ids = np.arange(base + first, base + first + got.rows, dtype=np.int64)
+        if n_clean == got.rows and not got.braces.any():  # the common piece
+            seen.add_rows(ids, got)
+            return
+        lines = bytes(chunk).split(b"\n")
+        for k in np.flatnonzero(got.braces & clean).tolist():
+            found = PLACEHOLDER_STRICT.findall(_canon_text(to_canonical(json.loads(lines[k]), det)))
+            if found:
+                placeholder_lines.append(first + k)
+                placeholder_names.update({x.replace(" ", "") for x in found})
+        keys = []
+        for k in np.flatnonzero(~clean).tolist():
+            r = chunk_line(name, first, lines, k)
+            if r is not None:
+                one(r, keys)
+        recorded = clean.copy()
+        other = {i - base - first: key for i, key in keys}
+        recorded[list(other)] = True
+        rows = np.flatnonzero(recorded)
+        clean_keys = _Keys(got)
+        seen.add(ids[rows], _Keys(pairs=[other[k] if k in other else clean_keys.pairs([k])[0] for k in rows.tolist()]))
 
-    arrow = _arrow_files(source, det, tokenizer, max_rows)
     if arrow is not None:  # plain messages JSONL without a tokenizer: Arrow reads it, clean rows in bulk
         total = sum(f.stat().st_size for f in arrow) or 1
         done = 0
-        for f in arrow:
+        for fid, f in enumerate(arrow):
             files.add(str(f))
-            for first, chunk, pos in jsonl_chunks(f):
+            spans.append([])
+            start = 0
+            for first, chunk, pos, n_lines in jsonl_chunks(f, CHUNK_BYTES):
                 if cancel is not None and cancel.is_set():
                     break
-                for piece in _arrow_pieces(first, chunk, det):
-                    bulk(str(f), *piece)
+                spans[-1].append((first, start, len(chunk)))
+                start += len(chunk)
+                # one thread: parsing the next chunk in a second one cost more CPU (page faults) than it saved
+                for piece in _arrow_pieces(first, chunk, det, n_lines):
+                    bulk(fid, str(f), *piece)
                 report(min(1.0, (done + pos) / total))
                 snapshot()
             done += f.stat().st_size
         if not (cancel is not None and cancel.is_set()):
             report(1.0)
     else:
+        keys = []  # (id, key) of rows read, handed to `seen` a few thousand at a time
         for r in iter_rows(source, split=split, limit=max_rows, progress=report, cancel=cancel):
             files.add(r.file)
             snapshot()
-            one(r)
+            one(r, keys)
+            if len(keys) >= 4096:
+                seen.add([i for i, _ in keys], _Keys(pairs=[key for _, key in keys]))
+                keys.clear()
+        seen.add([i for i, _ in keys], _Keys(pairs=[key for _, key in keys]))
     st.complete = not (cancel is not None and cancel.is_set())
     file = next(iter(files)) if len(files) == 1 else source
 
@@ -371,10 +685,11 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
         p = too_few_rows_problem(st.used_rows, det.format, task, file)
         if p:
             col.add(p)
-    if dup_lines:
-        col.add(Problem(f"{len(dup_lines)} exact duplicate rows (line {dup_lines[0][0]} repeats line "
-                        f"{dup_lines[0][1]})", file=file, line=dup_lines[0][0], code="duplicates",
-                        severity="warning", count=len(dup_lines), lines=[a for a, _ in dup_lines[:MAX_LISTED]],
+    if seen.count:
+        (a, b), mask = seen.listed[0], (1 << LINE_BITS) - 1
+        col.add(Problem(f"{seen.count} exact duplicate rows (line {a & mask} repeats line {b & mask})",
+                        file=file, line=a & mask, code="duplicates", severity="warning", count=seen.count,
+                        lines=[i & mask for i, _ in seen.listed],
                         fix="remove the repeats (they weigh those examples more and leak into validation)"))
     # a placeholder is a name left unfilled in many rows (identity data), not code quoted in one answer
     common = [n for n, k in placeholder_names.most_common(5) if k >= max(3, st.used_rows // 100)]
@@ -397,12 +712,13 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
                         fix=det.spec.sft_note_fix))
     if tokenizer is not None and st.used_rows:
         if long_lines:
+            vals = lengths.sorted()
             over = len(long_lines)
-            col.add(Problem(f"{over} rows are longer than max_length {max_length} (longest {max(lengths)} "
+            col.add(Problem(f"{over} rows are longer than max_length {max_length} (longest {vals[-1]} "
                             "tokens): they are truncated and the cut part is not trained", file=file,
                             line=long_lines[0], field="train.max_length", code="too-long", severity="warning",
                             count=over, lines=long_lines[:MAX_LISTED],
-                            fix=_too_long_fix(sorted(lengths), max_length, over)))
+                            fix=_too_long_fix(vals, max_length, over)))
         if zero_lines and not template_blocks:
             if st.zero_trained_rows == st.used_rows:
                 col.add(Problem(f"every row would train on 0 tokens (all {st.used_rows} are masked): "
@@ -437,13 +753,14 @@ def scan_dataset(source: str, tokenizer=None, template: str | None = None, max_l
     return Report(st, col.result(), det)
 
 
-def _finish(st: Stats, lengths: list[int], roles: Counter, t0: float, *, fraction: float, rows_at: int, validation_path,
+def _finish(st: Stats, lengths: _Lengths, roles: Counter, t0: float, *, fraction: float, rows_at: int, validation_path,
             validation: float, batch_size: int, gradient_accumulation_steps: int, world_size: int,
             packing: bool = False, max_length: int = 1024) -> None:
     """Fill the derived numbers (length summary, histogram, steps per epoch; estimates when partial)."""
-    vals = sorted(lengths)
-    if vals:
-        st.min, st.max, st.median, st.p95 = vals[0], vals[-1], percentile(vals, 0.5), percentile(vals, 0.95)
+    vals = lengths.sorted()
+    if len(vals):
+        st.min, st.max = int(vals[0]), int(vals[-1])
+        st.median, st.p95 = percentile(vals, 0.5), percentile(vals, 0.95)
         st.histogram = histogram(vals)
     st.roles = dict(roles)
     st.fraction = round(fraction, 4)
@@ -482,15 +799,15 @@ def _round_up(n: int) -> int:
     return int(math.ceil(n / 1024) * 1024)
 
 
-def _overlap(validation_path: str, det: Detected, seen: dict[int, int], col: _Collector, split: str,
+def _overlap(validation_path: str, det: Detected, seen: _Seen, col: _Collector, split: str,
              cancel) -> None:
     hits = []
     for r in iter_rows(validation_path, split=split, cancel=cancel):
         if r.error or validate_row(r.row, det) or not keep_for_sft(r.row, det):
             continue
-        h = hash(canonical_key(to_canonical(r.row, det)))
-        if h in seen:
-            hits.append((r.line, seen[h], r.file))
+        i = seen.find(canonical_key(to_canonical(r.row, det)))
+        if i is not None:
+            hits.append((r.line, i & ((1 << LINE_BITS) - 1), r.file))
     if hits:
         col.add(Problem(f"{len(hits)} validation rows also appear in the training data (line {hits[0][0]} = "
                         f"training line {hits[0][1]}): validation loss will look better than it is",
