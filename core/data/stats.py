@@ -355,20 +355,16 @@ class _Seen:
 
 
 def _digest():
-    """64-bit digest of bytes: xxh3 (installed with `datasets`), else Python's hash."""
-    try:
-        from xxhash import xxh3_64_intdigest
-    except ImportError:  # pragma: no cover - datasets depends on xxhash
-        return hash
+    """64-bit digest of bytes: xxh3 (a dependency; datasets needs it too)."""
+    from xxhash import xxh3_64_intdigest
+
     return xxh3_64_intdigest
 
 
 def _second_digest():
     """A second 64-bit digest of a whole key (text, shape), independent of `_digest`'s."""
-    try:
-        from xxhash import xxh3_64_intdigest as x3
-    except ImportError:  # pragma: no cover - datasets depends on xxhash
-        return lambda key: hash((b"2", bytes(key[0]), key[1]))
+    from xxhash import xxh3_64_intdigest as x3
+
     return lambda key: x3(key[0], x3(key[1], 0x9E3779B97F4A7C15))
 
 
