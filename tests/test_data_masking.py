@@ -118,3 +118,30 @@ def test_mask_fallback_is_a_problem_in_inspect_scan_and_run_events(tiny_work, tm
     (w,) = [kw for t, kw in events if t == "warning" and kw["code"] == "mask-fallback"]
     assert w["message"] == p.message and w["advice"] == [p.fix] and w["evidence"]["mask_fallback_rows"] == 3
     assert facts["mask_fallback_rows"] == 3
+
+
+def test_a_generic_tokenizer_loads_without_torch_and_equals_autotokenizers(tiny_work):
+    """`ftwizard train`'s pre-flight loads the tokenizer for the mask check: a directory whose
+    tokenizer_config.json names transformers' generic class is loaded as that class, without
+    AutoTokenizer's model-config lookup and the torch import it brings (~3 s of the CLI before the
+    training process starts). Same class, same ids, same template, same pad as AutoTokenizer's."""
+    import subprocess
+    import sys
+
+    model = str(tiny_work / "tiny-model")
+    code = ("import sys, json; from ftwizard.core.data.tokenize import load_tokenizer; "
+            f"t = load_tokenizer({model!r}); "
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'cls': type(t).__name__, 'pad': t.pad_token, "
+            "'ids': t.apply_chat_template([{'role': 'user', 'content': 'hi there'}, "
+            "{'role': 'assistant', 'content': 'hello, friend'}], tokenize=True, return_dict=True)['input_ids']}))")
+    light = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1])
+    assert light["torch"] is False
+    from transformers import AutoTokenizer
+
+    auto = AutoTokenizer.from_pretrained(model)
+    auto.pad_token = auto.pad_token or auto.eos_token
+    ids = auto.apply_chat_template([{"role": "user", "content": "hi there"},
+                                    {"role": "assistant", "content": "hello, friend"}], tokenize=True,
+                                   return_dict=True)["input_ids"]
+    assert (light["cls"], light["pad"], light["ids"]) == (type(auto).__name__, auto.pad_token, list(ids))

@@ -164,12 +164,25 @@ def _facts(ds, total_before: int) -> dict:
             "max_length_seen": max(lengths) if lengths else 0}
 
 
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")  # transformers 5's class for tokenizer.json
+
+
+def _generic_tokenizer(p: Path) -> bool:
+    """A local directory with a tokenizer.json whose tokenizer_config.json names the generic class."""
+    try:
+        conf = json.loads((p / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (p / "tokenizer.json").is_file() and conf.get("tokenizer_class") in GENERIC_TOKENIZERS
+
+
 def load_tokenizer(name_or_path: str, gguf_file: str | None = None, *, revision: str | None = None,
                    trust_remote_code: bool = False):
     """The tokenizer of a local model directory, a `pkg:` model, a GGUF file, or a hub id (at
-    `revision`). Pad falls back to EOS, as in training."""
-    from transformers import AutoTokenizer
-
+    `revision`). Pad falls back to EOS, as in training. A local directory whose tokenizer_config.json
+    names the generic class (`GENERIC_TOKENIZERS`: what AutoTokenizer would build there) is loaded as that
+    class directly: AutoTokenizer's model-config lookup imports torch (~3 s of `ftwizard train`'s pre-flight
+    here), the tokenizer itself needs only `tokenizers`."""
     from ..models import resolve_model_path
 
     path = resolve_model_path(name_or_path)
@@ -183,7 +196,14 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None, *, revision:
         if ggufs:
             kwargs["gguf_file"] = ggufs[0].name
     try:
-        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        if "gguf_file" not in kwargs and revision is None and not trust_remote_code and _generic_tokenizer(p):
+            from transformers import PreTrainedTokenizerFast
+
+            tok = PreTrainedTokenizerFast.from_pretrained(path)
+        else:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(path, **kwargs)
     except Exception as exc:  # noqa: BLE001 - many loader errors; the user needs the message
         msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load the tokenizer: {msg}", file=name_or_path, field="model.name_or_path") from None
