@@ -310,11 +310,13 @@ def refuse_what_this_machine_cannot_do(cfg: RunConfig, hw: Hardware) -> None:
 
 
 def unresolved_keys(cfg: RunConfig) -> list[tuple[str, object]]:
-    """(key, value) of every setting still `auto`/null that resolve_defaults makes concrete."""
+    """(key, value) of every setting still `auto`/null that resolve_defaults makes concrete. Not
+    train.micro_batch_size: a run made before that key existed has none in its config.yaml and trained
+    whole batches, which is what the training process reads a null there as (a resume goes on alike)."""
     t, out = cfg.train, []
     for key, value in (("train.device", t.device), ("train.precision", t.precision),
                        ("model.attn_implementation", cfg.model.attn_implementation), ("train.packing", t.packing),
-                       ("train.use_liger_kernel", t.use_liger_kernel), ("train.micro_batch_size", t.micro_batch_size),
+                       ("train.use_liger_kernel", t.use_liger_kernel),
                        ("train.gradient_checkpointing", t.gradient_checkpointing), ("train.optim", t.optim),
                        ("distributed.strategy", cfg.distributed.strategy),
                        ("distributed.nproc_per_node", cfg.distributed.nproc_per_node)):

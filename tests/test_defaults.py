@@ -94,10 +94,11 @@ def test_resolved_config_leaves_nothing_for_the_trainer_to_decide():
     raw = cfg()
     assert {k for k, _ in unresolved_keys(raw)} == {
         "train.device", "train.precision", "model.attn_implementation", "train.packing",
-        "train.use_liger_kernel", "train.micro_batch_size", "train.gradient_checkpointing", "train.optim",
+        "train.use_liger_kernel", "train.gradient_checkpointing", "train.optim",
         "distributed.strategy", "distributed.nproc_per_node"}
     for hw in (Hardware(cpu_count=2), Hardware(gpus=(A100_80GB,)), Hardware(gpus=(T4_16GB,))):
         assert unresolved_keys(resolve_defaults(raw, hw)[0]) == []
+        assert resolve_defaults(raw, hw)[0].train.micro_batch_size is not None  # written, though not required
     unsloth = resolve_defaults(cfg(model={"backend": "unsloth"}), Hardware(gpus=(A100_80GB,)))[0]
     assert unsloth.model.attn_implementation == "auto" and unresolved_keys(unsloth) == []  # Unsloth's kernels
 

@@ -455,7 +455,8 @@ def planned_steps(cfg: RunConfig, n_rows: int) -> int:
 
 
 def micro_batch_size(t) -> int:
-    """Rows per forward pass (config.yaml of runs made before the key existed: the whole batch)."""
+    """Rows per forward pass. Every run made now has it in config.yaml; a run made before the key existed
+    has none and trained whole batches, so a resume of it goes on with whole batches."""
     return t.micro_batch_size or t.batch_size
 
 
