@@ -7,7 +7,7 @@ Each one keeps results identical (tests/test_speed_defaults.py) and was measured
     LongestFirstSampler        the longest batch first (train.longest_first): an OOM shows at step 1
                                (lengths from the Arrow offsets: no row read; equal rows: plain shuffle)
     PackedRowsCollator         train.packing on SDPA/eager: packed rows kept apart by position_ids
-    TokenCounter               tokens/s counted on the CPU as batches are built: no GPU sync per step
+    TokenCounter               tokens/s of the batches trained on, counted on the CPU: no GPU sync per step
 Nothing here imports torch or transformers at module level.
 """
 
@@ -24,6 +24,17 @@ def speed_trainer(base: type, t) -> type:
         TRL computes entropy and token accuracy for every batch, with three host syncs; the monitor
         shows neither, so by default the loss is computed the way transformers' Trainer does it.
         """
+
+        def training_step(self, model, inputs, *a, **kw):
+            n = inputs.pop(TOKENS_KEY, 0) if isinstance(inputs, dict) else 0
+            if isinstance(self.data_collator, TokenCounter):
+                self.data_collator.tokens += n
+            return super().training_step(model, inputs, *a, **kw)
+
+        def prediction_step(self, model, inputs, *a, **kw):
+            if isinstance(inputs, dict):
+                inputs.pop(TOKENS_KEY, None)  # evaluation is not training
+            return super().prediction_step(model, inputs, *a, **kw)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if t.extra_metrics:
@@ -204,13 +215,20 @@ class PackedRowsCollator:
         return out
 
 
+TOKENS_KEY = "_ftwizard_tokens"  # a batch's token count, from the collator to the training step
+
+
 class TokenCounter:
-    """Counts non-padding tokens as the collator builds batches, on the CPU: no GPU sync per step."""
+    """Counts the non-padding tokens of the batches trained on, on the CPU: no GPU sync per step. The
+    collator attaches each batch's count to it and the training step takes it off (speed_trainer), so
+    `tokens` is what was trained: counted at collation it led by the batch accelerate builds ahead and
+    took in the evaluation batches, which go through the same collator."""
 
     def __init__(self, collator):
         self.collator = collator
         self.tokens = 0
 
     def __call__(self, examples):
-        self.tokens += sum(len(e["input_ids"]) for e in examples)
-        return self.collator(examples)
+        out = self.collator(examples)
+        out[TOKENS_KEY] = sum(len(e["input_ids"]) for e in examples)
+        return out

@@ -94,6 +94,22 @@ def test_one_row_passes_train_the_same_steps_as_whole_batches(tiny_config, start
     for a, b in zip(one, whole):
         assert a["loss"] == pytest.approx(b["loss"], rel=REL), (a, b)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=REL), (a, b)
+        # the tokens trained so far, whatever the data loader built ahead (a row, or a whole batch)
+        assert a["tokens"] == b["tokens"], (a, b)
     probe = {m: next(e["value"] for e in read_events(runs[m]) if e["type"] == "info" and e["key"] == "first_step")
              for m in (1, 4)}
     assert probe[1]["micro_batches"] == 4 and probe[4]["micro_batches"] == 1
+
+
+@pytest.mark.slow
+def test_tokens_count_the_trained_batches_not_the_evaluation_ones(tiny_config, start_run, wait_run):
+    """The `tokens` of each train event: evaluation batches go through the same collator, and used to be
+    counted with the training ones."""
+    runs = []
+    for eval_steps in (1, 1000):
+        run = start_run(tiny_config(steps=3, eval_steps=eval_steps, packing=False))
+        assert wait_run(run, 300).state == "completed", (run / "train.log").read_text()[-2000:]
+        runs.append(run)
+    evaluated, plain = (trained(r) for r in runs)
+    assert sum(e["type"] == "eval" for e in read_events(runs[0])) == 3
+    assert [e["tokens"] for e in evaluated] == [e["tokens"] for e in plain]
