@@ -39,6 +39,16 @@ def write_mixed(path, n: int = 3000) -> dict[int, str]:
     return bad
 
 
+def bulk_and_row_by_row(path):
+    """(the full scan, the work it counted, the same file read row by row): a row limit reads row by
+    row; WORK then holds that second scan's counts."""
+    WORK.clear()
+    bulk = scan_dataset(str(path))
+    work = dict(WORK)
+    WORK.clear()
+    return bulk, work, scan_dataset(str(path), max_rows=10**9)
+
+
 def report_json(rep) -> str:
     st = rep.stats.to_json()
     st.pop("elapsed_s")
@@ -50,11 +60,7 @@ def test_full_scan_reads_clean_rows_in_bulk_and_reports_as_row_by_row(tmp_path, 
     monkeypatch.setattr(formats, "ARROW_BLOCK", block)
     path = tmp_path / "mixed.jsonl"
     write_mixed(path)
-    WORK.clear()
-    bulk = scan_dataset(str(path))
-    work = dict(WORK)
-    WORK.clear()
-    one_by_one = scan_dataset(str(path), max_rows=10**9)  # a row limit reads row by row
+    bulk, work, one_by_one = bulk_and_row_by_row(path)
     assert WORK["python_rows"] == 3000 and not WORK["arrow_rows"]
     assert report_json(bulk) == report_json(one_by_one)
     # the bad JSON line costs its own 64 KB piece (~90 rows) row by row; every other row is read in bulk
@@ -120,10 +126,7 @@ def test_repeats_are_the_row_by_row_ones_across_chunks_and_paths(tmp_path, monke
     monkeypatch.setattr(formats, "ARROW_BLOCK", block)
     path = tmp_path / "repeats.jsonl"
     write_repeats(path)
-    WORK.clear()
-    bulk = scan_dataset(str(path))
-    work = dict(WORK)
-    one_by_one = scan_dataset(str(path), max_rows=10**9)
+    bulk, work, one_by_one = bulk_and_row_by_row(path)
     assert report_json(bulk) == report_json(one_by_one)
     (dup,) = [p for p in bulk.problems if p.code == "duplicates"]
     assert dup.message.startswith("287 exact duplicate rows (line 1002 repeats line 2)"), dup.message
@@ -166,10 +169,8 @@ def test_rows_repeating_earlier_chunks_are_found_by_arrow(tmp_path, monkeypatch)
     block = [json.dumps(chat(f"{i} " + " ".join(rng.choices(words, k=40)), " ".join(rng.choices(words, k=80))))
              for i in range(300)]
     path.write_text("\n".join(block[i % 300] for i in range(4000)) + "\n", encoding="utf-8")
-    WORK.clear()
-    bulk = scan_dataset(str(path))
-    work = dict(WORK)
-    assert report_json(bulk) == report_json(scan_dataset(str(path), max_rows=10**9))
+    bulk, work, one_by_one = bulk_and_row_by_row(path)
+    assert report_json(bulk) == report_json(one_by_one)
     assert [p.count for p in bulk.problems if p.code == "duplicates"] == [3700]
     assert work["arrow_repeats"] == 3700 and not work.get("key_compares"), work  # none compared in Python
 
@@ -211,10 +212,7 @@ def test_alpaca_rows_are_read_in_bulk_and_reported_as_row_by_row(tmp_path, monke
         rows[k] = json.dumps({"instruction": f"who are you {k}", "output": "I am {{name}}."})
     path = tmp_path / "alpaca.jsonl"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    WORK.clear()
-    bulk = scan_dataset(str(path))
-    work = dict(WORK)
-    one_by_one = scan_dataset(str(path), max_rows=10**9)
+    bulk, work, one_by_one = bulk_and_row_by_row(path)
     assert bulk.stats.format == "alpaca"
     assert report_json(bulk) == report_json(one_by_one)
     codes = {(p.code, p.line) for p in bulk.problems}
