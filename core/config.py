@@ -196,6 +196,12 @@ class TrainConfig(_Section):
     extra_metrics: bool = Field(False, description="Also log token accuracy and entropy each step (costs time).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
 
+    @property
+    def rows_per_pass(self) -> int:
+        """Rows per forward pass. Every run made now has micro_batch_size in config.yaml; a run made
+        before the key existed has none and trained whole batches, so a resume of it goes on alike."""
+        return self.micro_batch_size or self.batch_size
+
 
 Strategy = Literal["auto", "none", "ddp", "fsdp", "zero2", "zero3"]
 

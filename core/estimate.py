@@ -704,7 +704,7 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
     attn = "sdpa" if attn == "auto" else attn
     d = cfg.distributed
     strategy = d.strategy if d.strategy in STRATEGIES else "ddp"   # auto: resolved at run creation
-    micro = t.micro_batch_size or t.batch_size  # activations are a pass's; the batch's passes accumulate
+    micro = t.rows_per_pass  # activations are a pass's; the batch's passes accumulate
     return Settings(kind=cfg.training, beta=cfg.grpo.beta, num_generations=cfg.grpo.num_generations,
                     max_completion_length=cfg.grpo.max_completion_length,
                     strategy=strategy, offload=d.offload,

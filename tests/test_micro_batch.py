@@ -21,8 +21,7 @@ REL = 1e-4
 
 
 def cfg(**kw) -> RunConfig:
-    train = kw.pop("train", {})
-    return RunConfig.model_validate({"dataset": {"path": "d.jsonl"}, "train": train, **kw})
+    return RunConfig(dataset={"path": "d.jsonl"}, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -454,12 +454,6 @@ def planned_steps(cfg: RunConfig, n_rows: int) -> int:
     return total_steps(steps_per_epoch(n_rows, eff), t.epochs, t.max_steps)
 
 
-def micro_batch_size(t) -> int:
-    """Rows per forward pass. Every run made now has it in config.yaml; a run made before the key existed
-    has none and trained whole batches, so a resume of it goes on with whole batches."""
-    return t.micro_batch_size or t.batch_size
-
-
 def trainer_arguments(cfg: RunConfig, dev: Device, run: Run, steps: int, has_eval: bool) -> dict:
     """TrainingArguments every recipe shares: train.* and the device, exactly as config.yaml says."""
     t = cfg.train
@@ -467,8 +461,8 @@ def trainer_arguments(cfg: RunConfig, dev: Device, run: Run, steps: int, has_eva
     return dict(
         output_dir=str(run.dir / "checkpoints"),
         # train.micro_batch_size rows per pass, the batch's passes accumulated: the same optimizer step
-        per_device_train_batch_size=micro_batch_size(t), per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps * (t.batch_size // micro_batch_size(t)),
+        per_device_train_batch_size=t.rows_per_pass, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps * (t.batch_size // t.rows_per_pass),
         num_train_epochs=t.epochs, max_steps=t.max_steps,
         # transformers 5 takes the warmup ratio as warmup_steps < 1.
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
