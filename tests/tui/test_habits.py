@@ -118,11 +118,28 @@ async def test_dataset_workers_report_with_typed_messages_and_stale_previews_are
     assert StatsProgress(0.5).can_replace(StatsProgress(0.4))
 
 
-async def test_changing_the_path_cancels_the_scan_through_the_worker(make_app, tmp_path):
+async def test_changing_the_path_cancels_the_scan_through_the_worker(make_app, tmp_path, monkeypatch):
+    import threading
+
+    from ftwizard.core.data import stats
+
     rows = [{"messages": [{"role": "user", "content": f"question {i} " * 20},
-                          {"role": "assistant", "content": f"answer {i} " * 20}]} for i in range(200_000)]
+                          {"role": "assistant", "content": f"answer {i} " * 20}]} for i in range(100_000)]
     big = tmp_path / "big.jsonl"
     big.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert big.stat().st_size > 2 * stats.CHUNK_BYTES  # the scan has chunks left after its first report
+    # The real scan, held at its first progress report until the path has changed: the scan reads at
+    # Arrow speed now, so without the gate it could end before the change (CI saw it happen).
+    real, gate, reports = stats.scan_dataset, threading.Event(), []
+
+    def gated(*args, progress, **kwargs):
+        def held(fraction):
+            gate.wait(30)
+            progress(fraction)
+        reports.append(real(*args, progress=held, **kwargs))
+        return reports[-1]
+
+    monkeypatch.setattr(stats, "scan_dataset", gated)
     app = make_app("none", pinned=True)  # no model: the scan counts characters
     async with app.run_test(size=SIZE) as pilot:
         app.go("dataset")
@@ -134,8 +151,12 @@ async def test_changing_the_path_cancels_the_scan_through_the_worker(make_app, t
         screen.query_one("#dataset-path").value = str(tmp_path / "elsewhere")
         await pilot.pause()
         assert worker.is_cancelled
+        gate.set()
         await app.workers.wait_for_complete()
         assert worker.state == WorkerState.CANCELLED
+        await until(pilot, lambda: reports)
+        assert not reports[0].stats.complete  # core's loop stopped between chunks, not at the end
+        await pilot.pause()
         assert "rows" not in str(screen.query_one("#stats-text").render())  # its report was never shown
 
 
