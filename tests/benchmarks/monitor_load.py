@@ -1,4 +1,4 @@
-"""The monitor under load (run by hand; numbers go into docs/monitor.md):
+"""The monitor under load (run by hand; numbers go into README, "The training monitor"):
 
     /work/venv/bin/python tests/benchmarks/monitor_load.py [--events 100000] [--rate 1000] [--seconds 20]
 
@@ -135,13 +135,17 @@ async def bench(args) -> dict:
         acted: list[float] = []
         orig_toggle = mon.action_toggle_log
 
-        def hooked_toggle():
-            orig_toggle()
+        def hooked_toggle():  # the time the action began: a frame after it shows it (the action may paint)
             acted.append(time.perf_counter())
+            orig_toggle()
 
         mon.action_toggle_log = hooked_toggle
         keys: list[float] = []
         keys_cpu: list[float] = []
+        since_frame: list[float | None] = []  # ms from the frame before each key press to the press
+        to_action: list[float] = []  # ms from the key press to its action (started)
+        n_displays_before = len(displays)
+        t_keys = time.perf_counter()
         gc_before = [st["collections"] for st in gc.get_stats()]
         t_end = time.perf_counter() + args.seconds
         while time.perf_counter() < t_end:
@@ -158,6 +162,9 @@ async def bench(args) -> dict:
                 if time.perf_counter() - k0 > 5:
                     raise RuntimeError("no repaint within 5 s of a key press")
             i_paint = next(i for i, t in enumerate(displays) if t > acted[-1])
+            before = [t for t in displays if t < k0]
+            since_frame.append((k0 - before[-1]) * 1000 if before else None)
+            to_action.append((acted[-1] - k0) * 1000)
             keys.append((displays[i_paint] - k0) * 1000)
             keys_cpu.append((display_cpu[i_paint] - c0) * 1000)
             await asyncio.sleep(0.2)
@@ -178,6 +185,10 @@ async def bench(args) -> dict:
                                  "p95": round(pct(keys, 95), 1), "max": round(max(keys), 1)}
         out["key_repaint_ui_cpu_ms"] = {"p50": round(statistics.median(keys_cpu), 1),
                                         "p95": round(pct(keys_cpu, 95), 1), "max": round(max(keys_cpu), 1)}
+        slow = [(round(k, 1), round(a, 1), round(f, 1))
+                for k, a, f in zip(keys, to_action, since_frame) if k > 16 and f is not None]
+        out["frames_per_s"] = round((len(displays) - n_displays_before) / (time.perf_counter() - t_keys), 1)
+        out["slow_keys_ms_to_repaint_to_action_since_previous_frame"] = sorted(slow, reverse=True)[:12]
         out["gc_collections_during_keys"] = [st["collections"] - b for st, b in zip(gc.get_stats(), gc_before)]
         out["chart_redraw_ms"] = {"n": len(times), "p50": round(statistics.median(times), 1) if times else None,
                                   "p95": round(pct(times, 95), 1) if times else None,

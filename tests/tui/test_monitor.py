@@ -230,6 +230,31 @@ async def test_doctor_warning_with_evidence_and_gpu_panels(tmp_path):
         await pilot.pause()
 
 
+async def test_the_log_key_writes_its_frame_at_once_not_at_the_next_clock_tick(tmp_path):
+    """`l` composites and writes its frame inside the action (MonitorScreen.repaint_now), so a key that
+    lands just after a streamed frame does not wait up to 1/60 s for Textual's frame clock. Fails if a
+    Textual upgrade renames the internals repaint_now uses (then no frame is written in the action)."""
+    run = make_run(tmp_path, "20261124-010000-keys", state="running", steps=200, max_steps=1200)
+    app = monitor_app(run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        mon = the_monitor(app)
+        await until(pilot, lambda: mon.up_to_date and mon.chart.draws > 0)
+        await pilot.pause()
+        frames: list[bool] = []  # per frame written: was the log already swapped in
+        written = app._display
+
+        def display(screen, update):
+            frames.append(mon.chart.showing_log)
+            return written(screen, update)
+
+        app._display = display
+        for want_log in (True, False):
+            frames.clear()
+            mon.action_toggle_log()  # as the `l` binding calls it
+            assert frames == [want_log]  # one frame, in the action, with the swap in it
+            assert not mon.chart._repaint_required and not mon._dirty_widgets  # nothing left for a tick
+
+
 async def test_killed_run_shows_the_reason(tmp_path):
     run = make_run(tmp_path, "20261124-010000-killed", state="killed", steps=30, max_steps=200)
     app = monitor_app(run)
