@@ -13,6 +13,16 @@ Nothing here imports torch or transformers at module level.
 
 from __future__ import annotations
 
+# torch's OpenMP threads spin-wait between parallel regions by default (libgomp: active for a while, then
+# asleep). With other processes on the same cores a spinning thread holds the core its partner needs, so
+# every barrier waits for a time slice: on 2 shared cores a GRPO `generate` of 8 x 16 tokens on
+# SmolLM2-135M took ~95 s with 2 threads, ~12 s with passive waiting. Passive waiting costs on a quiet
+# machine, most where ops are smallest (2026-12-01, tests/benchmarks/cpu_threads.py and README "Training
+# speed": SmolLM2 forward+backward even, generate ~20% slower; the tiny test model's steps ~35% slower),
+# far less than spinning costs on a busy one (2-20x), so the training process waits passively.
+# core/recipes/common.py applies it before torch loads; a value already in the environment wins.
+TRAINER_OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
 
 def speed_trainer(base: type, t) -> type:
     """`base` (a TRL/transformers Trainer class) with the per-step patches, for the train section `t`."""

@@ -292,7 +292,8 @@ def test_gpu_grpo_preset_data_answers_are_integers_and_prompts_ask_for_the_layou
 
 
 def test_the_training_process_waits_passively_on_a_shared_cpu():
-    """core/recipes/common.py sets OMP_WAIT_POLICY=PASSIVE before torch loads in the training process
+    """core/recipes/common.py applies core/speed.py TRAINER_OMP_ENV (OMP_WAIT_POLICY=PASSIVE) before torch
+    loads in the training process
     (spinning OpenMP threads made GRPO generation ~8x slower on 2 shared cores:
     tests/benchmarks/cpu_threads.py); a value set by the user wins."""
     import subprocess

@@ -24,14 +24,13 @@ from ..config import RunConfig
 from ..errors import UserError
 from ..events import EventWriter
 from ..runs import RANKS, STATUS, STOP_REQUEST, write_json_atomic
+from ..speed import TRAINER_OMP_ENV
 
-# torch's OpenMP threads spin-wait between parallel regions (libgomp's default, active). With other
-# processes on the same cores a spinning thread holds the core its partner needs, so every barrier
-# waits for a time slice: on 2 shared cores a GRPO `generate` of 8 x 16 tokens on SmolLM2-135M took
-# ~95 s with 2 threads, ~12 s with passive waiting (tests/benchmarks/cpu_threads.py, README). libgomp
-# reads this when torch loads, so it is set here, before any recipe imports torch (the trainer imports
-# this module first); a value already in the environment wins. GPU kernels do not use OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads wait passively in the training process (why, and what it costs: speed.TRAINER_OMP_ENV).
+# libgomp reads this when torch loads, so it is set here, before any recipe imports torch (the trainer
+# imports this module first); a value already in the environment wins. GPU kernels do not use OpenMP.
+for _name, _value in TRAINER_OMP_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 NONFINITE_LIMIT = 3  # consecutive NaN/inf losses before a run is ended as failed
 

@@ -13,7 +13,10 @@ timestamps; first step = from spawning the command to the first loss line. Media
     python tests/benchmarks/train_speed.py [--runs 3] [--steps 60] [--bare]
 
 With --bare, a third process in each round runs a bare PyTorch loop (no Trainer, no callbacks, no
-logging) over the same tokens: `bare_ratio` is the most any Trainer-based tool could reach here.
+logging) over the same tokens: `bare_ratio` is the most any Trainer-based tool could reach here. It runs
+twice: as a plain script (libgomp's default thread waiting, `ftwizard_over_bare`) and with the training
+process's OpenMP setting (core/speed.py TRAINER_OMP_ENV, passive waiting: `ftwizard_over_bare_same_env`,
+the Trainer's per-step overhead alone; the setting's own cost is measured by cpu_threads.py).
 That tiny-model mode measures per-step overhead: its vocabulary is a few hundred tokens, so the LM
 head and the loss cost nothing there.
 
@@ -171,10 +174,13 @@ def run_trl(work: Path, model: Path, data: Path, steps: int, gpu: bool = False) 
             "final_loss": float(lines[-1][3]), "steps": len(lines), "peak_gib": peak[0] if peak else None}
 
 
-def run_bare(work: Path, model: Path, data: Path, steps: int) -> dict:
+def run_bare(work: Path, model: Path, data: Path, steps: int, env: dict | None = None) -> dict:
+    """The bare loop in this process's environment, plus `env` (the training process's OpenMP setting:
+    the same floor under the same thread waiting)."""
     script = work / "bare_loop.py"
     script.write_text(BARE_SCRIPT)
-    r = subprocess.run([sys.executable, str(script), str(model), str(data), str(steps)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(script), str(model), str(data), str(steps)], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})})
     if r.returncode != 0:
         raise SystemExit(f"bare loop failed:\n{r.stderr[-3000:]}")
     times = [float(ln.split()[2]) for ln in r.stdout.splitlines() if ln.startswith("LOSS ")]
@@ -561,14 +567,17 @@ def main() -> None:
     os.environ.setdefault("HF_DATASETS_CACHE", str(work / "hf-datasets"))
     model = Path(args.model) if args.model else build_tiny_model(work / "model", hidden=32, layers=2)
     data = write_jsonl(alpaca_rows(), work / "alpaca.jsonl")
-    res = {"ftwizard": [], "trl": [], "bare": []}
+    from ftwizard.core.speed import TRAINER_OMP_ENV
+
+    res = {"ftwizard": [], "trl": [], "bare": [], "bare_same_env": []}
     for i in range(args.runs):
         res["trl"].append(run_trl(work, model, data, args.steps, args.gpu))
         res["ftwizard"].append(run_ftwizard(work, model, data, args.steps, args.gpu))
         if args.bare:
             res["bare"].append(run_bare(work, model, data, args.steps))
-        print(f"run {i + 1}: trl {res['trl'][-1]}  ftwizard {res['ftwizard'][-1]}  bare {res['bare'][-1:]}",
-              file=sys.stderr)
+            res["bare_same_env"].append(run_bare(work, model, data, args.steps, TRAINER_OMP_ENV))
+        print(f"run {i + 1}: trl {res['trl'][-1]}  ftwizard {res['ftwizard'][-1]}  bare {res['bare'][-1:]}"
+              f"  bare, ftwizard's OpenMP setting {res['bare_same_env'][-1:]}", file=sys.stderr)
     med = lambda k, key: statistics.median(r[key] for r in res[k])  # noqa: E731
     out = {
         "ftwizard_steps_per_s": round(med("ftwizard", "steps_per_s"), 2),
@@ -586,6 +595,13 @@ def main() -> None:
     if args.bare:
         out["bare_steps_per_s"] = round(med("bare", "steps_per_s"), 2)
         out["bare_ratio"] = round(med("bare", "steps_per_s") / med("trl", "steps_per_s"), 2)
+        out["ftwizard_over_bare"] = round(med("ftwizard", "steps_per_s") / med("bare", "steps_per_s"), 2)
+        # the per-step overhead alone: the bare loop with the training process's OpenMP setting
+        out["bare_same_env_steps_per_s"] = round(med("bare_same_env", "steps_per_s"), 2)
+        out["ftwizard_over_bare_same_env"] = round(
+            med("ftwizard", "steps_per_s") / med("bare_same_env", "steps_per_s"), 2)
+        out["per_round_ftwizard_over_bare_same_env"] = [
+            round(f["steps_per_s"] / b["steps_per_s"], 2) for f, b in zip(res["ftwizard"], res["bare_same_env"])]
     if args.gpu:
         out["ftwizard_peak_gib"] = round(med("ftwizard", "peak_gib"), 2)
         out["trl_peak_gib"] = round(med("trl", "peak_gib"), 2)
