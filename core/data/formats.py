@@ -349,8 +349,10 @@ def _arrow_table(chunk, lines: int):
     import pyarrow as pa
     import pyarrow.json as pj
 
-    def read(block: int):  # one thread: threads cost more CPU than they save
-        return pj.read_json(pa.BufferReader(chunk), read_options=pj.ReadOptions(use_threads=False,
+    # Arrow's threads: the parse is most of a scan's time; on 2 cores they cut a 300 MB scan's wall time
+    # by ~25% (1.0x load_dataset -> 1.23-1.38x) for ~10% more CPU (README "Data" -> "Measured")
+    def read(block: int):
+        return pj.read_json(pa.BufferReader(chunk), read_options=pj.ReadOptions(use_threads=True,
                                                                               block_size=block))
 
     try:

@@ -30,8 +30,10 @@ WORDS = ("the a model data train answer question user assistant please help than
          "line error value key table row column token loss learning rate step because first second").split()
 
 
-def generate(path: Path, size: int) -> int:
-    """Chat rows (system/user/assistant, 200-1,500 characters) until the file reaches `size` bytes."""
+def generate(path: Path, size: int, distinct: bool = False) -> int:
+    """Chat rows (system/user/assistant, 200-1,500 characters) until the file reaches `size` bytes: 2,000
+    conversations over and over, each row with its own `id`; `distinct`: each conversation's question
+    also carries the row number, so no two rows share their messages (no duplicates to find)."""
     rng = random.Random(0)
     block = []
     for i in range(2000):
@@ -45,6 +47,10 @@ def generate(path: Path, size: int) -> int:
         while written < size:
             r = block[rows % len(block)]
             r["id"] = rows  # every row distinct
+            if distinct:
+                r = {**r, "messages": [r["messages"][0], {**r["messages"][1],
+                                                          "content": f"{r['messages'][1]['content']} #{rows}"},
+                                       r["messages"][2]]}
             line = json.dumps(r) + "\n"
             fh.write(line)
             written += len(line)

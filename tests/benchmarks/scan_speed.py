@@ -2,7 +2,7 @@
 the dataset step's statistics (`core.data.stats.scan_dataset`), against `datasets.load_dataset("json")`
 of the same generated messages JSONL, in one run.
 
-    python tests/benchmarks/scan_speed.py [--size-mb 300] [--runs 3]
+    python tests/benchmarks/scan_speed.py [--size-mb 300] [--runs 3] [--distinct]
 
 The file (chat rows of 200-1,500 characters, data_preview.generate) and the `datasets` cache go to a
 temporary directory, deleted at the end. The two readers alternate, `--runs` times each, each
@@ -38,6 +38,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=float, default=300)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--distinct", action="store_true",
+                    help="no two rows share their messages (the duplicate check finds nothing to repeat)")
     args = ap.parse_args()
     import datasets
 
@@ -47,7 +49,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ftwizard-scan-"))
     path = tmp / "big.jsonl"
     try:
-        rows = generate(path, int(args.size_mb * (1 << 20)))
+        rows = generate(path, int(args.size_mb * (1 << 20)), distinct=args.distinct)
         scan_dataset(str(path), max_rows=10)  # imports, not timed
         ld_w, ld_c, sc_w, sc_c = [], [], [], []
         load0 = os.getloadavg()[0]
@@ -65,6 +67,7 @@ def main() -> int:
             sc_w.append(w), sc_c.append(c)
         med = statistics.median
         out = {"file_mb": round(path.stat().st_size / (1 << 20), 1), "rows": rows, "runs": args.runs,
+               "distinct": args.distinct,
                "load_dataset_wall_s": round(med(ld_w), 2), "load_dataset_cpu_s": round(med(ld_c), 2),
                "scan_wall_s": round(med(sc_w), 2), "scan_cpu_s": round(med(sc_c), 2),
                "ratio_wall": round(med(ld_w) / med(sc_w), 2), "ratio_cpu": round(med(ld_c) / med(sc_c), 2),
