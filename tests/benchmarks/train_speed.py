@@ -445,7 +445,7 @@ def timeline(stdout: str, t0: float) -> dict:
     times = [float(x[2]) for x in steps]
     peak = next((float(ln.split()[1]) for ln in lines if ln.startswith("PEAK ")), None)
     return {"first_step_s": times[0] - t0, "train_s": times[-1] - begin, "steps": len(steps),
-            "final_loss": float(steps[-1][3]), "peak_rss_gib": peak}
+            "final_loss": float(steps[-1][3]), "peak_rss_gib": peak, "start_s": begin - t0}
 
 
 def real_ftwizard(work: Path, model: Path, data_alpaca: Path) -> dict:
@@ -488,7 +488,7 @@ def real_ftwizard(work: Path, model: Path, data_alpaca: Path) -> dict:
     begin = next(e["t"] for e in events if e["type"] == "phase" and e.get("phase") == "training")
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
     return {"first_step_s": train[0]["t"] - t0, "train_s": train[-1]["t"] - begin, "steps": len(train),
-            "final_loss": train[-1]["loss"], "adapter": run_dir / "output",
+            "start_s": begin - t0, "final_loss": train[-1]["loss"], "adapter": run_dir / "output",
             "peak_rss_gib": max(e["mem"].get("peak_rss_gib") or 0 for e in train),
             "packing": resolved["packing"], "gradient_checkpointing": resolved["gradient_checkpointing"],
             "micro_batch_size": resolved.get("micro_batch_size"),
@@ -530,6 +530,7 @@ def real_main(args) -> None:
         out[f"{k}_train_wall_s"] = round(r["train_s"], 1)
         out[f"{k}_process_cpu_s"] = round(r["cpu_s"], 1)
         out[f"{k}_first_step_s"] = round(r["first_step_s"], 1)
+        out[f"{k}_training_start_s"] = round(r["start_s"], 1)  # from spawning to the first step's start
         out[f"{k}_peak_rss_gib"] = round(r["peak_rss_gib"], 2)
         out[f"{k}_final_train_loss"] = round(r["final_loss"], 4)
         if "adapter" in r:
