@@ -218,3 +218,45 @@ def test_alpaca_rows_are_read_in_bulk_and_reported_as_row_by_row(tmp_path, monke
     codes = {(p.code, p.line) for p in bulk.problems}
     assert {("unreadable", 901), ("missing-field", 501), ("duplicates", 2601), ("placeholders", 2801)} <= codes, codes
     assert work["arrow_rows"] > 2800 and work["python_rows"] < 200, work
+
+
+def test_arrow_to_numpy_and_back_match_pyarrow_with_nulls_and_offsets():
+    """formats.to_numpy / from_numpy read and build the buffers themselves (pyarrow's own conversion
+    imports pandas): the same values as pyarrow's, for sliced arrays with nulls."""
+    import numpy as np
+    import pyarrow as pa
+
+    ints = pa.array([5, None, -3, 7, None, 2**40, 0, 1, 9, None, 4], pa.int64()).slice(3, 7)
+    bools = pa.array([True, None, False, True, True, None, False, False, True, True, None]).slice(2, 8)
+    small = pa.array([1, 2, None], pa.int32())
+    for arr, null in ((ints, -1), (bools, False), (small, 7)):
+        want = np.array([null if v is None else v for v in arr.to_pylist()])
+        got = formats.to_numpy(arr, null=null)
+        assert got.tolist() == want.tolist() and len(got) == len(arr)
+    assert formats.to_numpy(small, null=7).dtype == np.int32 and formats.to_numpy(bools).dtype == bool
+    all_null = pa.nulls(4, pa.string()).cast(pa.string())
+    assert formats.to_numpy(all_null.is_valid()).tolist() == [False] * 4
+    for values in (np.array([3, 1, 4, 1, 5], np.int64), np.array([True, False, True] * 5)):
+        assert formats.from_numpy(values).to_pylist() == values.tolist()
+    assert formats.string_scalar("\n\n").as_py() == "\n\n"
+
+
+@pytest.mark.parametrize("fmt", ["messages", "alpaca"])
+def test_a_bulk_scan_leaves_pandas_unloaded(tmp_path, fmt):
+    """pyarrow's numpy conversions import pandas (0.3-0.5 s) on first use; the Arrow path reads the
+    buffers itself, so `ftwizard inspect` and the pre-flight never load it. A fresh interpreter."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "data.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(400):
+            row = (chat(f"q {i % 60} {{{{x}}}}", "  " if i == 5 else f"a {i % 60}") if fmt == "messages" else
+                   {"instruction": f"q {i % 60}", "input": "" if i % 2 else "ctx", "output": f"a {i % 60}"})
+            fh.write(json.dumps(row) + "\n")
+    probe = ("import sys; from ftwizard.core.data.stats import scan_dataset, WORK; "
+             f"r = scan_dataset({str(path)!r}); "
+             "print(WORK['arrow_rows'], sorted({p.code for p in r.problems}), 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    assert int(out[0]) > 300  # the Arrow path read the rows
+    assert out[1].rstrip().endswith("False"), out

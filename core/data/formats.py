@@ -338,6 +338,61 @@ class ArrowTurns:
     braces: Any         # numpy bool per row: some content holds "{{" (placeholder candidates)
 
 
+# pyarrow turns numpy arrays and Python values into Arrow ones (`to_numpy`, `pa.array(ndarray)`,
+# `pa.scalar`, a str or int handed to a compute function) through its pandas shim, which imports pandas
+# on first use: ~0.3-0.5 s of a CLI's pre-flight or a first scan, for a package the scan never uses. The
+# Arrow path converts through the buffers instead (tests/test_data_scan.py checks pandas stays unloaded).
+
+def to_numpy(a, null=0):
+    """A pyarrow array of integers or booleans as numpy; nulls read as `null`."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    n, offset = len(a), a.offset
+    validity, data = a.buffers()[0], a.buffers()[1]
+    if pa.types.is_boolean(a.type):
+        out = _bits(data, offset, n) if data is not None else np.zeros(n, dtype=bool)
+    elif pa.types.is_integer(a.type):
+        dtype = np.dtype(str(a.type))  # int8 ... uint64: numpy's names too
+        out = np.frombuffer(data, dtype, n, offset * dtype.itemsize) if n else np.zeros(0, dtype)
+    else:
+        raise TypeError(f"to_numpy: {a.type} is neither integer nor boolean")
+    if a.null_count and validity is not None:
+        out = np.where(_bits(validity, offset, n), out, null).astype(out.dtype)  # bool stays bool
+    return out
+
+
+def _bits(buf, offset: int, n: int):
+    """Arrow's bit-packed buffer (least significant bit first) as n numpy bools from bit `offset`."""
+    import numpy as np
+
+    return np.unpackbits(np.frombuffer(buf, np.uint8), count=offset + n, bitorder="little")[offset:].astype(bool)
+
+
+def from_numpy(values):
+    """A numpy integer or boolean array as a pyarrow array (zero-copy for integers)."""
+    import numpy as np
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    if values.dtype == bool:
+        return pa.Array.from_buffers(pa.bool_(), len(values),
+                                     [None, pa.py_buffer(np.packbits(values, bitorder="little"))])
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def string_scalar(text: str):
+    """An Arrow string scalar, to hand a compute function a constant without `pa.scalar`."""
+    import numpy as np
+    import pyarrow as pa
+
+    data = text.encode("utf-8")
+    return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int32)),
+                                                  pa.py_buffer(data)])[0]
+
+
 def arrow_rows(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     """`arrow_messages` or `arrow_alpaca`, by the dataset's format (`ARROW_FORMATS`)."""
     return (arrow_messages if det.format == "messages" else arrow_alpaca)(chunk, det, lines)
@@ -394,7 +449,7 @@ def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     if set(fields) != {"role", "content"} or not all(pa.types.is_string(x) for x in fields.values()):
         return None
     n = len(msgs)
-    offs = msgs.offsets.to_numpy()
+    offs = to_numpy(msgs.offsets)
     if offs[0]:
         return None
     turns = msgs.values.slice(0, int(offs[-1]))
@@ -404,34 +459,31 @@ def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     names = enc.dictionary.to_pylist()
     role_code = np.array([ROLE_CODES[MESSAGE_ROLES[r]] if r in MESSAGE_ROLES else 0 for r in names] + [0],
                          dtype="<u8")  # per turn below: 0 for an unknown or missing role
-    code = role_code[pc.fill_null(enc.indices, len(names)).to_numpy(zero_copy_only=False)]
-    ok = (code != 0) & turns.is_valid().to_numpy(zero_copy_only=False) & contents.is_valid().to_numpy(
-        zero_copy_only=False)
+    code = role_code[to_numpy(enc.indices, null=len(names))]
+    ok = (code != 0) & to_numpy(turns.is_valid()) & to_numpy(contents.is_valid())
     asst = code == ROLE_CODES["assistant"]
     # every content's bytes end to end (row by row: canonical_key's first half), one copy
     co = np.frombuffer(contents.buffers()[1], np.int32, len(contents) + 1, contents.offset * 4)
     data = contents.buffers()[2]
     text = bytes(memoryview(data)[co[0]:co[-1]]) if data is not None else b""
     ascii_only = not text or int(np.frombuffer(text, np.uint8).max()) < 0x80
-    clen = pc.fill_null((pc.binary_length if ascii_only else pc.utf8_length)(contents), 0).to_numpy(
-        zero_copy_only=False)
+    clen = to_numpy((pc.binary_length if ascii_only else pc.utf8_length)(contents))  # a missing content: 0
     # a blank answer: only an assistant turn that starts with a space, a control or a non-ASCII byte can be
     start = np.frombuffer(text, np.uint8)[np.minimum(co[:-1] - co[0], max(len(text) - 1, 0))] if text else clen
     maybe = np.flatnonzero(asst & ((clen == 0) | (start <= 0x20) | (start >= 0x7F)))
     blank = np.zeros(len(contents), dtype=bool)
-    blank[maybe] = pc.fill_null(pc.utf8_is_space(contents.take(pa.array(maybe))), True).to_numpy(
-        zero_copy_only=False) | (clen[maybe] == 0)
+    blank[maybe] = to_numpy(pc.utf8_is_space(contents.take(from_numpy(maybe)))) | (clen[maybe] == 0)
     answered = asst & ~blank
     bad = ~ok | (asst & ~answered)
     count = np.diff(offs)
-    clean = (msgs.is_valid().to_numpy(zero_copy_only=False) & (count > 0)
+    clean = (to_numpy(msgs.is_valid()) & (count > 0)
              & (np.bincount(parents[bad], minlength=n) == 0) & (np.bincount(parents[answered], minlength=n) > 0))
     chars = np.bincount(parents, weights=clen, minlength=n).astype(np.int64) + np.maximum(count - 1, 0)
     counted = np.bincount(code[clean[parents]].astype(np.int64), minlength=len(ROLE_CODES) + 1).tolist()
     role_counts = {r: counted[c] for r, c in ROLE_CODES.items() if counted[c]}
     shape = code << 32 | np.diff(co).astype("<u8")
     if b"{" in text:  # memchr: rare in text; then look for "{{" turn by turn
-        hits = pc.fill_null(pc.match_substring(contents, "{{"), False).to_numpy(zero_copy_only=False)
+        hits = to_numpy(pc.match_substring(contents, "{{"))
         braces = np.bincount(parents[hits], minlength=n) > 0
     else:
         braces = np.zeros(n, dtype=bool)
@@ -469,30 +521,30 @@ def arrow_alpaca(chunk, det: Detected, lines: int) -> ArrowTurns | None:
         cols[key] = col.cast(pa.string())
 
     def has_text(a):  # a string that is not empty or all spaces (`_text_field`)
-        return (a.is_valid().to_numpy(zero_copy_only=False) & (pc.fill_null(pc.binary_length(a), 0).to_numpy(
-            zero_copy_only=False) > 0) & ~pc.fill_null(pc.utf8_is_space(a), True).to_numpy(zero_copy_only=False))
+        return to_numpy(a.is_valid()) & (to_numpy(pc.binary_length(a)) > 0) & ~to_numpy(pc.utf8_is_space(a))
 
     clean = has_text(cols["instruction"]) & has_text(cols["output"])
-    extra = pc.if_else(pa.array(has_text(cols["input"])),
-                       pc.binary_join_element_wise("\n\n", pc.fill_null(cols["input"], ""), ""), "")
-    prompt = pc.binary_join_element_wise(pc.fill_null(cols["instruction"], ""), extra, "")
-    output = pc.fill_null(cols["output"], "")
-    texts = pc.binary_join_element_wise(prompt, output, "")
+    empty = string_scalar("")
+    extra = pc.if_else(from_numpy(has_text(cols["input"])),
+                       pc.binary_join_element_wise(string_scalar("\n\n"), pc.fill_null(cols["input"], empty), empty),
+                       empty)
+    prompt = pc.binary_join_element_wise(pc.fill_null(cols["instruction"], empty), extra, empty)
+    output = pc.fill_null(cols["output"], empty)
+    texts = pc.binary_join_element_wise(prompt, output, empty)
     at = np.frombuffer(texts.buffers()[1], np.int32, n + 1, texts.offset * 4)
     data = texts.buffers()[2]
     text = bytes(memoryview(data)[at[0]:at[-1]]) if data is not None else b""
-    plen = pc.binary_length(prompt).to_numpy(zero_copy_only=False).astype("<u8")
-    olen = pc.binary_length(output).to_numpy(zero_copy_only=False).astype("<u8")
+    plen = to_numpy(pc.binary_length(prompt)).astype("<u8")
+    olen = to_numpy(pc.binary_length(output)).astype("<u8")
     shape = np.empty(2 * n, dtype="<u8")
     shape[0::2] = ROLE_CODES["user"] << 32 | plen
     shape[1::2] = ROLE_CODES["assistant"] << 32 | olen
     if not text or int(np.frombuffer(text, np.uint8).max()) < 0x80:
         chars = (plen + olen + 1).astype(np.int64)
     else:
-        chars = (pc.utf8_length(prompt).to_numpy(zero_copy_only=False)
-                 + pc.utf8_length(output).to_numpy(zero_copy_only=False) + 1).astype(np.int64)
+        chars = (to_numpy(pc.utf8_length(prompt)) + to_numpy(pc.utf8_length(output)) + 1).astype(np.int64)
     k = int(clean.sum())
-    braces = (pc.match_substring(texts, "{{").to_numpy(zero_copy_only=False) if b"{" in text
+    braces = (to_numpy(pc.match_substring(texts, "{{")) if b"{" in text
               else np.zeros(n, dtype=bool))
     return ArrowTurns(n, clean, chars, {"user": k, "assistant": k} if k else {}, text, at - at[0],
                       shape.tobytes(), np.arange(n + 1, dtype=np.int32) * 16, braces)

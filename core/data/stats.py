@@ -22,8 +22,8 @@ from typing import Callable
 
 from ..schedule import effective_batch, steps_per_epoch
 from .checks import generation_marker_problem, mask_fallback_problem, row_problems, too_few_rows_problem
-from .formats import (ARROW_FORMATS, Detected, arrow_rows, canonical_key, detect_source, keep_for_sft, to_canonical,
-                      validate_row)
+from .formats import (ARROW_FORMATS, Detected, arrow_rows, canonical_key, detect_source, from_numpy, keep_for_sft,
+                      to_canonical, to_numpy, validate_row)
 from .problems import Problem, by_severity
 from .read import EXTENSIONS, chunk_line, iter_rows, jsonl_chunks, local_files
 from .tokenize import encode_row
@@ -217,18 +217,17 @@ class _Seen:
         shapes = pa.Array.from_buffers(pa.binary(), got.rows, [None, pa.py_buffer(got.shape_at),
                                                                pa.py_buffer(got.shape)])
         enc = pc.dictionary_encode(texts)
-        group = enc.indices.to_numpy(zero_copy_only=False)
+        group = to_numpy(enc.indices)
         _, lead = np.unique(group, return_index=True)  # the first row of each text (in row order)
-        if not pc.all(pc.equal(shapes, shapes.take(pa.array(lead[group])))).as_py():  # same text, other turns
+        if not pc.all(pc.equal(shapes, shapes.take(from_numpy(lead[group])))).as_py():  # same text, other turns
             return self.add(ids, _Keys(got))
         hot_texts, hot_shapes, hot_ids = self.hot
         at = np.full(len(lead), -1, dtype=np.int64)  # per text: its row in `hot`, or -1
         if len(hot_ids):
-            at = pc.fill_null(pc.index_in(enc.dictionary, value_set=hot_texts), -1).to_numpy(
-                zero_copy_only=False).astype(np.int64)
+            at = to_numpy(pc.index_in(enc.dictionary, value_set=hot_texts), null=-1).astype(np.int64)
             hit = np.flatnonzero(at >= 0)
-            same = pc.equal(shapes.take(pa.array(lead[hit])), hot_shapes.take(pa.array(at[hit])))
-            at[hit[~same.to_numpy(zero_copy_only=False)]] = -1
+            same = pc.equal(shapes.take(from_numpy(lead[hit])), hot_shapes.take(from_numpy(at[hit])))
+            at[hit[~to_numpy(same)]] = -1
         new = lead[at < 0]  # rows of this chunk with a text not seen in `hot`
         earliest = np.empty(len(lead), dtype=np.int64)
         earliest[at >= 0] = np.asarray(hot_ids, dtype=np.int64)[at[at >= 0]]
@@ -239,7 +238,7 @@ class _Seen:
         self.repeating = len(new) < got.rows
         repeated = (at < 0) & ((np.bincount(group, minlength=len(lead)) > 1) | (earliest != ids[lead]))
         if repeated.any():  # texts that repeated: the next chunks are looked up in them first
-            take = pa.array(lead[repeated])
+            take = from_numpy(lead[repeated])
             more = (texts.take(take), shapes.take(take), earliest[repeated].tolist())
             if len(hot_ids) and hot_texts.nbytes + more[0].nbytes <= self.HOT:
                 more = (pa.concat_arrays([hot_texts, more[0]]), pa.concat_arrays([hot_shapes, more[1]]),
