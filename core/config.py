@@ -202,6 +202,12 @@ class TrainConfig(_Section):
         before the key existed has none and trained whole batches, so a resume of it goes on alike."""
         return self.micro_batch_size or self.batch_size
 
+    @property
+    def passes_per_step(self) -> int:
+        """Forward passes accumulated into one optimizer step: gradient_accumulation_steps batches, each
+        taken in passes of rows_per_pass rows (what the Trainer is given as its accumulation steps)."""
+        return self.gradient_accumulation_steps * max(1, self.batch_size // self.rows_per_pass)
+
 
 Strategy = Literal["auto", "none", "ddp", "fsdp", "zero2", "zero3"]
 

@@ -704,11 +704,11 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
     attn = "sdpa" if attn == "auto" else attn
     d = cfg.distributed
     strategy = d.strategy if d.strategy in STRATEGIES else "ddp"   # auto: resolved at run creation
-    micro = t.rows_per_pass  # activations are a pass's; the batch's passes accumulate
     return Settings(kind=cfg.training, beta=cfg.grpo.beta, num_generations=cfg.grpo.num_generations,
                     max_completion_length=cfg.grpo.max_completion_length,
                     strategy=strategy, offload=d.offload,
-                    method=cfg.method, seq_len=t.max_length, batch_size=micro,
+                    # activations are one pass's (rows_per_pass); the step's passes accumulate
+                    method=cfg.method, seq_len=t.max_length, batch_size=t.rows_per_pass,
                     lora_rank=cfg.lora.r, lora_targets=cfg.lora.target_modules,
                     lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
                     gradient_checkpointing=t.gradient_checkpointing is not False,
@@ -716,7 +716,7 @@ def settings_from_config(cfg: "RunConfig", gpus: int = 1) -> Settings:
                     precision=precision, attn=attn, gpus=max(1, gpus),
                     double_quant=cfg.quantization.double_quant, upcast_fp32=cfg.quantization.upcast_fp32,
                     extra_metrics=t.extra_metrics,
-                    grad_accum=t.gradient_accumulation_steps * max(1, t.batch_size // micro),
+                    grad_accum=t.passes_per_step,
                     device="cpu" if t.device == "cpu" else "cuda")
 
 

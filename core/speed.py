@@ -19,7 +19,7 @@ from __future__ import annotations
 # SmolLM2-135M took ~95 s with 2 threads, ~12 s with passive waiting. Passive waiting costs on a quiet
 # machine, most where ops are smallest (2026-12-01, tests/benchmarks/cpu_threads.py and README "Training
 # speed": SmolLM2 forward+backward even, generate ~20% slower; the tiny test model's steps ~35% slower),
-# far less than spinning costs on a busy one (2-20x), so the training process waits passively.
+# far less than spinning costs on a busy one (2-50x slower), so the training process waits passively.
 # core/recipes/common.py applies it before torch loads; a value already in the environment wins.
 TRAINER_OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 

@@ -364,6 +364,13 @@ def to_numpy(a, null=0):
     return out
 
 
+def _ascii(text: bytes) -> bool:
+    """Every byte below 0x80 (so byte lengths are character lengths): numpy's max, ~2x bytes.isascii here."""
+    import numpy as np
+
+    return not text or int(np.frombuffer(text, np.uint8).max()) < 0x80
+
+
 def _bits(buf, offset: int, n: int):
     """Arrow's bit-packed buffer (least significant bit first) as n numpy bools from bit `offset`."""
     import numpy as np
@@ -466,7 +473,7 @@ def arrow_messages(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     co = np.frombuffer(contents.buffers()[1], np.int32, len(contents) + 1, contents.offset * 4)
     data = contents.buffers()[2]
     text = bytes(memoryview(data)[co[0]:co[-1]]) if data is not None else b""
-    ascii_only = not text or int(np.frombuffer(text, np.uint8).max()) < 0x80
+    ascii_only = _ascii(text)
     clen = to_numpy((pc.binary_length if ascii_only else pc.utf8_length)(contents))  # a missing content: 0
     # a blank answer: only an assistant turn that starts with a space, a control or a non-ASCII byte can be
     start = np.frombuffer(text, np.uint8)[np.minimum(co[:-1] - co[0], max(len(text) - 1, 0))] if text else clen
@@ -539,7 +546,7 @@ def arrow_alpaca(chunk, det: Detected, lines: int) -> ArrowTurns | None:
     shape = np.empty(2 * n, dtype="<u8")
     shape[0::2] = ROLE_CODES["user"] << 32 | plen
     shape[1::2] = ROLE_CODES["assistant"] << 32 | olen
-    if not text or int(np.frombuffer(text, np.uint8).max()) < 0x80:
+    if _ascii(text):
         chars = (plen + olen + 1).astype(np.int64)
     else:
         chars = (to_numpy(pc.utf8_length(prompt)) + to_numpy(pc.utf8_length(output)) + 1).astype(np.int64)

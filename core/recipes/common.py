@@ -461,7 +461,7 @@ def trainer_arguments(cfg: RunConfig, dev: Device, run: Run, steps: int, has_eva
         output_dir=str(run.dir / "checkpoints"),
         # train.micro_batch_size rows per pass, the batch's passes accumulated: the same optimizer step
         per_device_train_batch_size=t.rows_per_pass, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps * (t.batch_size // t.rows_per_pass),
+        gradient_accumulation_steps=t.passes_per_step,
         num_train_epochs=t.epochs, max_steps=t.max_steps,
         # transformers 5 takes the warmup ratio as warmup_steps < 1.
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,
