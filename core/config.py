@@ -147,7 +147,9 @@ def tracker_problems(report_to: list[str]) -> list[tuple[str, str]]:
 
 class TrainConfig(_Section):
     max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer rows are truncated.")
-    batch_size: int = Field(4, ge=1, description="Rows per device per step.")
+    batch_size: int = Field(4, ge=1, description="Rows per device per step. With packing too: a step takes "
+                            "the packed rows that hold at most this many rows on average (at least one), so packing "
+                            "takes out the padding without making a step bigger.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps to accumulate: effective batch = batch_size x this x GPUs.")
     micro_batch_size: int | None = Field(
         None, ge=1, description="Rows per forward pass: the batch_size rows of a step are run in passes of this "
@@ -166,8 +168,9 @@ class TrainConfig(_Section):
         None, description="Optimizer. null: adamw_8bit for qlora (saves ~6 bytes/param of state), "
         "adamw_torch_fused otherwise.")
     packing: bool | None = Field(
-        None, description="Pack short rows into full max_length sequences (fewer, fuller steps: much faster on "
-        "short rows), kept apart so the loss is the same as unpacked. null: on for sft where that is exact "
+        None, description="Pack short rows into full max_length sequences (no padding: much faster on short "
+        "rows; a step still holds at most batch_size rows), kept apart so the loss is the same as unpacked. "
+        "null: on for sft where that is exact "
         "(flash attention, or sdpa/eager on a model family transformers ships); true is refused elsewhere.")
     use_liger_kernel: bool | None = Field(
         None, description="Liger's fused kernels (~20% faster, much less memory). null: on when liger-kernel "

@@ -105,7 +105,7 @@ def packing_exact(cfg: RunConfig) -> tuple[bool, str]:
         return False, (f"transformers' {family} code does not build its mask from position_ids: packed rows "
                        f"would attend to each other under {attn}")
     return True, (f"rows packed best-fit into max_length; {attn} keeps them apart (block-diagonal mask from "
-                  "position_ids, same loss as unpacked): fewer, fuller steps")
+                  "position_ids, same loss as unpacked): no padding, at most batch_size rows a step")
 
 
 def resolve_defaults(cfg: RunConfig, hw: Hardware) -> tuple[RunConfig, list[str]]:

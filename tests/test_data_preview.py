@@ -241,11 +241,20 @@ def test_partial_statistics_estimate_the_whole_file(tmp_path):
     assert all(s.histogram and s.max <= st.max for s in mid)
 
 
-def test_steps_per_epoch_with_packing(tmp_path, tok):
-    rows = [{"text": "word " * 30} for _ in range(100)]
-    path = jsonl(tmp_path / "d.jsonl", rows)
-    plain = scan_dataset(path, tok, None, 128, batch_size=4).stats
-    packed = scan_dataset(path, tok, None, 128, batch_size=4, packing=True).stats
-    assert plain.steps_per_epoch == 25
-    per_row = plain.tokens_per_epoch // 100
-    assert packed.steps_per_epoch == -(-(-(-100 * per_row // 128)) // 4) < 25
+def test_steps_per_epoch_with_packing_keep_the_batch_in_rows(tmp_path, tok):
+    """With packing a step takes the packed rows that hold at most batch_size rows (schedule.packed_batch):
+    rows over half of max_length pack one to a row (the same steps as unpacked); short rows pack several to
+    a row and a step takes as many packed rows as hold at most batch_size of them."""
+    long_rows = jsonl(tmp_path / "long.jsonl", [{"text": "word " * 30} for _ in range(100)])
+    plain = scan_dataset(long_rows, tok, None, 128, batch_size=4).stats
+    packed = scan_dataset(long_rows, tok, None, 128, batch_size=4, packing=True).stats
+    assert plain.tokens_per_epoch // 100 > 64  # each row is over half of max_length: one to a packed row
+    assert plain.steps_per_epoch == packed.steps_per_epoch == 25
+    short_rows = jsonl(tmp_path / "short.jsonl", [{"text": "word " * 5} for _ in range(120)])
+    plain = scan_dataset(short_rows, tok, None, 128, batch_size=16).stats
+    packed = scan_dataset(short_rows, tok, None, 128, batch_size=16, packing=True).stats
+    per_row = plain.tokens_per_epoch // 120
+    packed_rows = -(-120 * per_row // 128)
+    per_step = 16 * packed_rows // 120
+    assert 1 <= per_step < 16 and plain.steps_per_epoch == 8
+    assert packed.steps_per_epoch == -(-packed_rows // per_step) >= plain.steps_per_epoch

@@ -156,6 +156,30 @@ def test_default_tiny_run_packs_and_starts_with_the_longest_packed_batch(tiny_co
     assert info["rows_after_packing"] < info["rows"] and info["flattened"] is False
 
 
+@pytest.mark.slow
+def test_packing_keeps_the_batch_in_rows_so_a_step_is_no_bigger_than_unpacked(tiny_config, start_run, wait_run):
+    """train.batch_size counts rows with packing on too: a step takes the packed rows that hold at most
+    batch_size rows on average, so a packed epoch has at least the unpacked epoch's steps (here, rows
+    that pack 3-4 to a row: one packed row a step, not batch_size of them) and the Trainer takes the
+    steps the packing event names."""
+    import math
+
+    from ftwizard.core.events import read_events
+
+    cfg = tiny_config(steps=-1, epochs=1, batch_size=8, max_length=256, eval_steps=100, save_steps=100)
+    run = start_run(cfg)
+    assert wait_run(run, 300).state == "completed", (run / "train.log").read_text()[-2000:]
+    events = read_events(run)
+    info = next(e["value"] for e in events if e["type"] == "info" and e["key"] == "packing")
+    rows, packed, per_step = info["rows"], info["rows_after_packing"], info["packed_rows_per_step"]
+    assert packed * 2 < rows, info  # several rows to a packed row, so the old rule made a step 2x+ bigger
+    assert 1 <= per_step < cfg.train.batch_size
+    assert per_step * rows / packed <= cfg.train.batch_size < (per_step + 1) * rows / packed
+    training = next(e for e in events if e["type"] == "phase" and e["phase"] == "training")
+    assert training["max_steps"] == math.ceil(packed / per_step) >= math.ceil(rows / cfg.train.batch_size)
+    assert len([e for e in events if e["type"] == "train"]) == training["max_steps"]
+
+
 def test_longest_first_sampler_puts_the_fullest_packed_rows_first():
     from datasets import Dataset
     from trl import pack_dataset

@@ -85,8 +85,10 @@ def test_epoch_based_run_takes_steps_per_epoch_times_epochs(tiny_config, start_r
     finished(run_dir, wait_run)
     # the rows the Trainer iterates: after packing (on by default where exact) when it packed
     packing = [e["value"] for e in read_events(run_dir) if e["type"] == "info" and e["key"] == "packing"]
+    # (then a step takes the packed rows holding at most batch_size rows: schedule.packed_batch)
     rows = packing[0]["rows_after_packing"] if packing else info(run_dir, "tokenized")["rows"]
-    per_epoch = math.ceil(rows / 4)  # batch 4, no accumulation, one process
+    per_step = packing[0]["packed_rows_per_step"] if packing else 4  # batch 4, no accumulation, one process
+    per_epoch = math.ceil(rows / per_step)
     train = train_events(run_dir)
     assert [e["step"] for e in train] == list(range(1, 2 * per_epoch + 1))
     assert train[-1]["max_steps"] == 2 * per_epoch and train[-1]["epoch"] == pytest.approx(2.0)

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..schedule import effective_batch, steps_per_epoch
+from ..schedule import effective_batch, packed_batch, steps_per_epoch
 from .checks import generation_marker_problem, mask_fallback_problem, row_problems, too_few_rows_problem
 from .formats import (ARROW_FORMATS, Detected, arrow_rows, canonical_key, detect_source, from_numpy, keep_for_sft,
                       to_canonical, to_numpy, validate_row)
@@ -56,7 +56,7 @@ class Stats:
     zero_trained_rows: int = 0
     tokens_per_epoch: int = 0     # tokens fed per epoch (after truncation; all rows, before the split)
     trained_tokens_per_epoch: int = 0
-    steps_per_epoch: int | None = None  # rows / effective batch; with packing, tokens / max_length / batch
+    steps_per_epoch: int | None = None  # rows / effective batch; with packing, packed rows / schedule.packed_batch
     complete: bool = True         # False when cancelled before the end, or for a partial report
     fraction: float = 1.0         # share of the source read (bytes) when these numbers were taken
     estimated_rows: int | None = None  # for partial reports: rows extrapolated from `fraction`
@@ -770,9 +770,15 @@ def _finish(st: Stats, lengths: _Lengths, roles: Counter, t0: float, *, fraction
         train_rows -= max(1, round(train_rows * validation))
     eff = effective_batch(batch_size, gradient_accumulation_steps, world_size)
     if packing and st.unit == "tokens" and st.used_rows:
-        # packed: sequences of max_length tokens, filled from the tokens of the training rows
-        tokens = st.tokens_per_epoch * scale * (train_rows / max(1, round((st.used_rows - st.zero_trained_rows) * scale)))
-        st.steps_per_epoch = steps_per_epoch(math.ceil(tokens / max_length), eff) if tokens > 0 else 0
+        # packed: sequences of max_length tokens, filled from the tokens of the training rows; two rows
+        # longer than half of it never share one (the two lower bounds of bin packing, of which best-fit
+        # packing is close to the larger)
+        share = scale * train_rows / max(1, round((st.used_rows - st.zero_trained_rows) * scale))
+        tokens = st.tokens_per_epoch * share
+        halves = (len(vals) - int(vals.searchsorted(max_length / 2, side="right"))) * share if len(vals) else 0
+        packed = max(math.ceil(tokens / max_length), math.ceil(halves)) if tokens > 0 else 0
+        per_step, _ = packed_batch(batch_size, train_rows, packed, batch_size)
+        st.steps_per_epoch = steps_per_epoch(packed, effective_batch(per_step, gradient_accumulation_steps, world_size))
     else:
         st.steps_per_epoch = steps_per_epoch(train_rows, eff)
     st.elapsed_s = round(time.time() - t0, 3)

@@ -9,7 +9,8 @@ Feature -> config key:
     schedule and optimizer          train.learning_rate, lr_scheduler, warmup_ratio, optim, epochs, max_steps
     memory                          train.batch_size, gradient_accumulation_steps, max_length,
                                     gradient_checkpointing, precision
-    packing, kernels                train.packing (best-fit, rows kept apart: exact), train.use_liger_kernel
+    packing, kernels                train.packing (best-fit, rows kept apart: exact; a step holds at most
+                                    train.batch_size rows, schedule.packed_batch), train.use_liger_kernel
     longest batch first             train.longest_first (an OOM shows at step 1, not hours in)
     telemetry                       always events.jsonl; train.logging_steps; train.extra_metrics
     validation and early stop       train.eval_steps, save_steps, save_total_limit, early_stopping_patience
@@ -54,13 +55,21 @@ def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, trai
         # SDPA/eager: packed rows stay a batch, position_ids restarting per sequence (PackedRowsCollator).
         from trl import pack_dataset
 
+        from ..schedule import packed_batch
+
         rows = len(train_ds)
         train_ds = pack_dataset(train_ds.select_columns(["input_ids", "labels"]), t.max_length, strategy="bfd")
+        # train.batch_size counts rows: a step takes the packed rows holding at most that many (schedule.py)
+        per_step, per_pass = packed_batch(t.batch_size, rows, len(train_ds), t.rows_per_pass)
         run.events.emit("info", key="packing", value={"rows_after_packing": len(train_ds), "rows": rows,
+                                                      "packed_rows_per_step": per_step, "packed_rows_per_pass": per_pass,
                                                       "flattened": dev.attn == "flash_attention_2"})
-    steps = common.planned_steps(cfg, len(train_ds))  # after packing: the steps the Trainer will take
-    args = SFTConfig(**common.trainer_arguments(cfg, dev, run, steps, eval_ds is not None),
-                     max_length=t.max_length, packing=False, dataset_kwargs={"skip_prepare_dataset": True})
+        t = t.model_copy(update={"batch_size": per_step, "micro_batch_size": per_pass})
+    run_cfg = cfg.model_copy(update={"train": t})  # the batch in packed rows when packing, else cfg as it is
+    steps = common.planned_steps(run_cfg, len(train_ds))  # after packing: the steps the Trainer will take
+    targs = common.trainer_arguments(run_cfg, dev, run, steps, eval_ds is not None)
+    targs["per_device_eval_batch_size"] = cfg.train.batch_size  # evaluation rows are not packed
+    args = SFTConfig(**targs, max_length=t.max_length, packing=False, dataset_kwargs={"skip_prepare_dataset": True})
     if dev.packing and dev.attn != "flash_attention_2":
         collator = TokenCounter(PackedRowsCollator(tok.pad_token_id))
     else:
