@@ -34,14 +34,14 @@ def recipe(cfg: RunConfig, run: Run, resume: bool) -> Outcome:
     run.events.emit("info", key="device", value=dev.event())
     model, tok, template = common.setup_model(cfg, dev, run)
     train_ds, eval_ds = common.setup_data(cfg, tok, template, run)
-    trainer = build_trainer(cfg, run, dev, model, tok, train_ds, eval_ds)
+    trainer = build_trainer(cfg, run, dev, model, tok, train_ds, eval_ds, resumed=ckpt is not None)
     # ---- train
     trainer.train(resume_from_checkpoint=ckpt)
     # ---- save
     return common.save(trainer, tok, cfg, run)
 
 
-def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, train_ds, eval_ds):
+def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, train_ds, eval_ds, resumed: bool = False):
     """TRL's SFTTrainer with the speed patches, on data tokenized already (core/data)."""
     from trl import SFTConfig, SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -61,6 +61,10 @@ def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, trai
         train_ds = pack_dataset(train_ds.select_columns(["input_ids", "labels"]), t.max_length, strategy="bfd")
         # train.batch_size counts rows: a step takes the packed rows holding at most that many (schedule.py)
         per_step, per_pass = packed_batch(t.batch_size, rows, len(train_ds), t.rows_per_pass)
+        before = common.earlier_info(run.dir, "packing") if resumed else None
+        if before is not None and "packed_rows_per_step" not in before:
+            # packed before this rule (batch_size packed rows a step): the resumed run goes on as it began
+            per_step, per_pass = t.batch_size, t.rows_per_pass
         run.events.emit("info", key="packing", value={"rows_after_packing": len(train_ds), "rows": rows,
                                                       "packed_rows_per_step": per_step, "packed_rows_per_pass": per_pass,
                                                       "flattened": dev.attn == "flash_attention_2"})
