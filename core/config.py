@@ -147,9 +147,7 @@ def tracker_problems(report_to: list[str]) -> list[tuple[str, str]]:
 
 class TrainConfig(_Section):
     max_length: int = Field(1024, ge=8, description="Longest sequence in tokens; longer rows are truncated.")
-    batch_size: int = Field(4, ge=1, description="Rows per device per step. With packing too: a step takes "
-                            "the packed rows that hold at most this many rows on average (at least one), so packing "
-                            "takes out the padding without making a step bigger.")
+    batch_size: int = Field(4, ge=1, description="Rows per device per step.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps to accumulate: effective batch = batch_size x this x GPUs.")
     micro_batch_size: int | None = Field(
         None, ge=1, description="Rows per forward pass: the batch_size rows of a step are run in passes of this "
