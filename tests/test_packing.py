@@ -200,8 +200,9 @@ from transformers import TrainerCallback
 
 
 class StopAtOne(TrainerCallback):
+    # a stop asked at step 1 lands after step 2; asked again at 4, after 5: two resumes
     def on_step_end(self, args, state, control, **kw):
-        if state.global_step == 1:
+        if state.global_step in (1, 4):
             Path("stop.request").write_text("test")
 """
 
@@ -210,8 +211,8 @@ class StopAtOne(TrainerCallback):
 def test_a_run_packed_before_the_rows_rule_resumes_with_its_own_batch(tiny_config, start_run, wait_run, tmp_path,
                                                                        monkeypatch):
     """A run whose first start took batch_size packed rows a step (its packing event has no
-    packed_rows_per_step: made before schedule.packed_batch) keeps that batch when resumed, so its
-    schedule does not change under it; a run made now keeps the rows rule on resume."""
+    packed_rows_per_step: made before schedule.packed_batch) keeps that batch when resumed, and resumed
+    again, so its schedule does not change under it; a run made now keeps the rows rule on resume."""
     import json
     import math
     import subprocess
@@ -221,7 +222,7 @@ def test_a_run_packed_before_the_rows_rule_resumes_with_its_own_batch(tiny_confi
 
     (tmp_path / "stop_one.py").write_text(STOP_AFTER_FIRST_STEP)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    kw = dict(steps=-1, epochs=1, batch_size=8, max_length=256, eval_steps=100, save_steps=100,
+    kw = dict(steps=-1, epochs=3, batch_size=8, max_length=256, eval_steps=100, save_steps=100,
               callbacks=["stop_one:StopAtOne"])
     runs = {name: start_run(tiny_config(**kw)) for name in ("old", "new")}
     for run in runs.values():
@@ -235,18 +236,20 @@ def test_a_run_packed_before_the_rows_rule_resumes_with_its_own_batch(tiny_confi
         lines.append(json.dumps(e))
     events.write_text("\n".join(lines) + "\n")
     for run in runs.values():
-        r = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "resume", str(run), "--detach"],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        assert wait_run(run, 300).state == "completed", (run / "train.log").read_text()[-2000:]
+        for end in ("stopped", "completed"):
+            r = subprocess.run([sys.executable, "-m", "ftwizard.core.cli", "resume", str(run), "--detach"],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            assert wait_run(run, 300).state == end, (run / "train.log").read_text()[-2000:]
 
-    def second_start(run):
+    def last_start(run):
         ev = read_events(run)
         packing = [e["value"] for e in ev if e["type"] == "info" and e["key"] == "packing"][-1]
         training = [e for e in ev if e["type"] == "phase" and e["phase"] == "training"][-1]
         return packing, training["max_steps"]
 
-    old, old_steps = second_start(runs["old"])
-    new, new_steps = second_start(runs["new"])
-    assert old["packed_rows_per_step"] == 8 and old_steps == math.ceil(old["rows_after_packing"] / 8)
-    assert new["packed_rows_per_step"] < 8 and new_steps == math.ceil(new["rows_after_packing"] / new["packed_rows_per_step"])
+    old, old_steps = last_start(runs["old"])
+    new, new_steps = last_start(runs["new"])
+    assert old["packed_rows_per_step"] == 8 and old_steps == 3 * math.ceil(old["rows_after_packing"] / 8)
+    assert new["packed_rows_per_step"] < 8
+    assert new_steps == 3 * math.ceil(new["rows_after_packing"] / new["packed_rows_per_step"])

@@ -62,9 +62,11 @@ def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, trai
         # train.batch_size counts rows: a step takes the packed rows holding at most that many (schedule.py)
         per_step, per_pass = packed_batch(t.batch_size, rows, len(train_ds), t.rows_per_pass)
         before = common.earlier_info(run.dir, "packing") if resumed else None
-        if before is not None and "packed_rows_per_step" not in before:
-            # packed before this rule (batch_size packed rows a step): the resumed run goes on as it began
-            per_step, per_pass = t.batch_size, t.rows_per_pass
+        if before is not None:
+            # a resumed run goes on with the batch it began with; one packed before this rule has no
+            # packed_rows_per_* and took batch_size packed rows a step
+            per_step = before.get("packed_rows_per_step", t.batch_size)
+            per_pass = before.get("packed_rows_per_pass", t.rows_per_pass)
         run.events.emit("info", key="packing", value={"rows_after_packing": len(train_ds), "rows": rows,
                                                       "packed_rows_per_step": per_step, "packed_rows_per_pass": per_pass,
                                                       "flattened": dev.attn == "flash_attention_2"})
