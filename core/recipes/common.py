@@ -248,15 +248,6 @@ def resume_checkpoint(run_dir: Path, resume: bool, run: "Run | None" = None) -> 
     return ckpt
 
 
-def earlier_info(run_dir: Path, key: str) -> Any:
-    """The value of this run's last `info` event `key` so far (on a resume: what the run's earlier start
-    said), None when there is none."""
-    from ..events import read_events
-
-    found = [e for e in read_events(run_dir) if e.get("type") == "info" and e.get("key") == key]
-    return found[-1].get("value") if found else None
-
-
 def last_checkpoint(run_dir: Path) -> str | None:
     ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None

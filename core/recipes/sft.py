@@ -61,7 +61,13 @@ def build_trainer(cfg: RunConfig, run: Run, dev: common.Device, model, tok, trai
         train_ds = pack_dataset(train_ds.select_columns(["input_ids", "labels"]), t.max_length, strategy="bfd")
         # train.batch_size counts rows: a step takes the packed rows holding at most that many (schedule.py)
         per_step, per_pass = packed_batch(t.batch_size, rows, len(train_ds), t.rows_per_pass)
-        before = common.earlier_info(run.dir, "packing") if resumed else None
+        before = None
+        if resumed:  # what the run's earlier starts said (the events fold keeps each info key's last value)
+            from ..events import RunFold, read_events
+
+            fold = RunFold()
+            fold.apply(read_events(run.dir))
+            before = fold.info.get("packing")
         if before is not None:
             # a resumed run goes on with the batch it began with; one packed before this rule has no
             # packed_rows_per_* and took batch_size packed rows a step
